@@ -1,0 +1,228 @@
+//! The streaming frame decoder: bytes in, frames out, no IO.
+
+use bytes::{Buf, BytesMut};
+
+use crate::constants::{FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FRAME_OVERHEAD, FrameType};
+use crate::error::DecodeError;
+use crate::frame::{Frame, FrameHeader, ProtocolHeader};
+
+/// Splits frames off the front of a read buffer.
+///
+/// Incomplete input is `Ok(None)` ("read more"), never an error and never a copy: the decoder only
+/// looks at what is buffered, and a complete frame's payload is split off as a shared [`bytes::Bytes`].
+///
+/// A frame whose header declares more than `frame_max` bytes is refused as soon as its 7-byte
+/// header is in, with reply code 501, before its payload is awaited.
+///
+/// On an error that leaves the frame boundary unknown (an unknown type, an oversized or badly
+/// terminated frame, a bad protocol header) the buffer is left as it was; the connection must be
+/// closed. When a frame's boundary is sound but its payload is not (an unknown method, a
+/// malformed table) the frame is consumed, so the next call continues with the next frame.
+///
+/// ```
+/// use amqp_codec::{Frame, FrameDecoder};
+/// use bytes::BytesMut;
+///
+/// let mut decoder = FrameDecoder::new();
+/// let mut buf = BytesMut::from(&[8u8, 0, 0, 0, 0, 0][..]);
+/// assert_eq!(decoder.decode(&mut buf), Ok(None)); // 6 of 8 bytes: read more
+/// buf.extend_from_slice(&[0, 0xCE]);
+/// assert_eq!(decoder.decode(&mut buf), Ok(Some(Frame::Heartbeat)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    /// Largest total frame size accepted; 0 means no limit beyond the 32-bit size field.
+    frame_max: u32,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder for the start of a connection, accepting frames up to the spec's
+    /// frame-min-size (4096) until [`FrameDecoder::set_frame_max`] applies the tuned value.
+    pub const fn new() -> Self {
+        Self {
+            frame_max: FRAME_MIN_SIZE,
+        }
+    }
+
+    /// A decoder accepting frames up to `frame_max` bytes (0: no limit, not recommended).
+    pub const fn with_frame_max(frame_max: u32) -> Self {
+        Self { frame_max }
+    }
+
+    /// Applies the negotiated frame-max.
+    pub fn set_frame_max(&mut self, frame_max: u32) {
+        self.frame_max = frame_max;
+    }
+
+    /// The frame-max in force.
+    pub fn frame_max(&self) -> u32 {
+        self.frame_max
+    }
+
+    /// The total size of the next frame if its header is buffered, so an IO layer can make room
+    /// for exactly that much. Errors as [`FrameDecoder::decode`] would on the same header.
+    pub fn next_frame_len(&self, src: &[u8]) -> Result<Option<usize>, DecodeError> {
+        if src.first() == Some(&b'A') {
+            return Ok(Some(ProtocolHeader::LEN));
+        }
+        let Some(header) = FrameHeader::parse(src) else {
+            return Ok(None);
+        };
+        self.check_header(&header).map(Some)
+    }
+
+    /// Validates a frame header on its own: known type, size within frame-max. Returns the total
+    /// frame length.
+    fn check_header(&self, header: &FrameHeader) -> Result<usize, DecodeError> {
+        match header.frame_type {
+            FrameType::METHOD | FrameType::HEADER | FrameType::BODY | FrameType::HEARTBEAT => {}
+            frame_type => return Err(DecodeError::UnknownFrameType { frame_type }),
+        }
+        let total = u64::from(header.size) + FRAME_OVERHEAD as u64;
+        if self.frame_max != 0 && total > u64::from(self.frame_max) {
+            return Err(DecodeError::FrameTooLarge {
+                declared: total,
+                frame_max: self.frame_max,
+            });
+        }
+        // Fits in usize: at most 2^32 + 7 and we only build for 64-bit and 32-bit targets where
+        // the limit above applies; a 0 frame-max on a 32-bit target saturates harmlessly.
+        Ok(usize::try_from(total).unwrap_or(usize::MAX))
+    }
+
+    /// Decodes the next frame from the front of `src`, or returns `Ok(None)` if more bytes are
+    /// needed.
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let Some(&first) = src.first() else {
+            return Ok(None);
+        };
+        if first == b'A' {
+            return decode_protocol_header(src);
+        }
+        let Some(header) = FrameHeader::parse(src) else {
+            return Ok(None);
+        };
+        let total = self.check_header(&header)?;
+        if src.len() < total {
+            return Ok(None);
+        }
+        let end = src[total - 1];
+        if end != FRAME_END {
+            return Err(DecodeError::BadFrameEnd { found: end });
+        }
+        src.advance(FRAME_HEADER_SIZE);
+        let payload = src.split_to(total - FRAME_OVERHEAD).freeze();
+        src.advance(1);
+        Frame::decode_payload(header, payload).map(Some)
+    }
+}
+
+/// The 8-byte protocol header, which has no frame header: recognised by its leading `A` (no
+/// frame type is 65).
+fn decode_protocol_header(src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    let prefix = &src[..src.len().min(4)];
+    // A wrong prefix is refused as soon as it shows; a right one waits for all 8 bytes.
+    if !b"AMQP".starts_with(prefix) {
+        let mut header = [0; 8];
+        header[..prefix.len()].copy_from_slice(prefix);
+        return Err(DecodeError::BadProtocolHeader { header });
+    }
+    if src.len() < ProtocolHeader::LEN {
+        return Ok(None);
+    }
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&src[..ProtocolHeader::LEN]);
+    let header = ProtocolHeader::decode(bytes)?;
+    src.advance(ProtocolHeader::LEN);
+    Ok(Some(Frame::ProtocolHeader(header)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ReplyCode;
+
+    #[test]
+    fn oversized_frame_is_refused_from_its_header_alone() {
+        let mut decoder = FrameDecoder::with_frame_max(131_072);
+        // A body frame declaring 4 GiB - 1, with none of its payload present.
+        let mut buf = BytesMut::from(&[3u8, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF][..]);
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(err.reply_code(), ReplyCode::FRAME_ERROR);
+        assert!(matches!(
+            err,
+            DecodeError::FrameTooLarge {
+                declared: 4_294_967_303,
+                ..
+            }
+        ));
+        assert_eq!(buf.len(), 7, "nothing consumed");
+        assert!(
+            buf.capacity() < 4096,
+            "nothing reserved for the claimed size"
+        );
+    }
+
+    #[test]
+    fn bad_frame_end_is_a_frame_error() {
+        let mut buf = BytesMut::from(&[8u8, 0, 0, 0, 0, 0, 0, 0xCD][..]);
+        let err = FrameDecoder::new().decode(&mut buf).unwrap_err();
+        assert_eq!(err, DecodeError::BadFrameEnd { found: 0xCD });
+        assert_eq!(err.reply_code(), ReplyCode::FRAME_ERROR);
+    }
+
+    #[test]
+    fn non_amqp_greetings_are_refused_early() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 400 Bad Request\r\n"[..]);
+        let err = FrameDecoder::new().decode(&mut buf).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::UnknownFrameType {
+                frame_type: FrameType(b'H')
+            }
+        );
+
+        let mut buf = BytesMut::from(&b"AMQX"[..]);
+        assert!(matches!(
+            FrameDecoder::new().decode(&mut buf),
+            Err(DecodeError::BadProtocolHeader { .. })
+        ));
+    }
+
+    #[test]
+    fn protocol_header_is_decoded() {
+        let mut buf = BytesMut::from(&b"AMQP\x00\x00\x09"[..]);
+        let mut decoder = FrameDecoder::new();
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(&[1]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Some(Frame::ProtocolHeader(ProtocolHeader::AMQP_0_9_1)))
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn heartbeat_on_a_channel_is_a_frame_error() {
+        let mut buf = BytesMut::from(&[8u8, 0, 5, 0, 0, 0, 0, 0xCE][..]);
+        let err = FrameDecoder::new().decode(&mut buf).unwrap_err();
+        assert_eq!(err.reply_code(), ReplyCode::FRAME_ERROR);
+    }
+
+    #[test]
+    fn a_malformed_payload_consumes_its_frame_only() {
+        // Unknown method 60.999, then a heartbeat.
+        let mut buf = BytesMut::from(&[1u8, 0, 1, 0, 0, 0, 4, 0, 60, 3, 0xE7, 0xCE][..]);
+        buf.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+        let mut decoder = FrameDecoder::new();
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(err.reply_code(), ReplyCode::COMMAND_INVALID);
+        assert_eq!(decoder.decode(&mut buf), Ok(Some(Frame::Heartbeat)));
+    }
+}

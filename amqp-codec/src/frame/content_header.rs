@@ -1,0 +1,20 @@
+//! Content header frames: type 2, payload = class id, weight, body size, property flags and the
+//! present properties.
+//!
+//! Spec: "The class-id MUST match the method frame class id" (checked by the content assembler,
+//! which knows the method); "the weight field is unused and must be zero" (kept as read, so a
+//! frame round-trips byte for byte).
+
+use bytes::Bytes;
+
+use super::Frame;
+use crate::error::DecodeError;
+use crate::properties::ContentHeader;
+
+/// Decodes a content header frame's payload.
+pub(super) fn decode(channel: u16, payload: &Bytes) -> Result<Frame, DecodeError> {
+    Ok(Frame::Header {
+        channel,
+        header: ContentHeader::decode(payload)?,
+    })
+}
