@@ -1,0 +1,153 @@
+//! Counts heap allocations on the codec's hot paths with a counting global allocator:
+//! decoding a `basic.deliver` + header + body triple out of a `BytesMut` (and assembling it into
+//! a message) allocates nothing after warm-up; encoding a publish allocates at most once.
+
+use amqp_codec::methods::{BasicDeliver, BasicPublish};
+use amqp_codec::{
+    Assembled, BasicProperties, ContentAssembler, FieldTable, FrameDecoder, Method, Outbound,
+    ShortStr,
+};
+use amqp_test_support::alloc_counter::{CountingAllocator, count};
+use bytes::{Buf, Bytes, BytesMut};
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+const FRAME_MAX: u32 = 131_072;
+
+fn properties() -> BasicProperties {
+    BasicProperties {
+        content_type: Some(ShortStr::from_static("application/json")),
+        delivery_mode: Some(2),
+        message_id: Some(ShortStr::from_static("id-1")),
+        headers: Some(
+            FieldTable::builder()
+                .insert("x-attempt", 1i32)
+                .insert("source", "tests")
+                .build()
+                .expect("table"),
+        ),
+        ..Default::default()
+    }
+}
+
+/// `n` deliver triples with `body_len`-byte bodies, as the broker would send them.
+fn deliveries(n: u64, body_len: usize) -> BytesMut {
+    let mut out = Outbound::new();
+    let body = Bytes::from(vec![7u8; body_len]);
+    for tag in 1..=n {
+        let deliver = Method::BasicDeliver(BasicDeliver {
+            consumer_tag: ShortStr::from_static("ctag-1"),
+            delivery_tag: tag,
+            redelivered: false,
+            exchange: ShortStr::from_static("tasks"),
+            routing_key: ShortStr::from_static("work"),
+        });
+        out.push_content(1, &deliver, &properties(), body.clone(), FRAME_MAX)
+            .expect("encodable");
+    }
+    BytesMut::from(out.copy_to_bytes(out.remaining()).as_ref())
+}
+
+fn decode_messages(
+    decoder: &mut FrameDecoder,
+    asm: &mut ContentAssembler,
+    buf: &mut BytesMut,
+    n: usize,
+) -> u64 {
+    let mut tags = 0;
+    let mut got = 0;
+    while got < n {
+        let frame = decoder.decode(buf).expect("valid").expect("complete");
+        if let Some(Assembled::Content(c)) = asm.push(frame).expect("in order") {
+            if let Method::BasicDeliver(d) = &c.method {
+                tags += d.delivery_tag;
+            }
+            got += 1;
+        }
+    }
+    tags
+}
+
+#[test]
+fn decoding_deliver_triples_allocates_nothing() {
+    for body_len in [64, 4096, 100_000] {
+        let mut buf = deliveries(1100, body_len);
+        let mut decoder = FrameDecoder::with_frame_max(FRAME_MAX);
+        let mut asm = ContentAssembler::new(u64::MAX);
+        // Warm-up: the first split turns the buffer into a shared one (one allocation, once).
+        decode_messages(&mut decoder, &mut asm, &mut buf, 100);
+        let (tags, counts) = count(|| decode_messages(&mut decoder, &mut asm, &mut buf, 1000));
+        assert_eq!(
+            tags,
+            (101..=1100).sum::<u64>(),
+            "every message decoded, in order"
+        );
+        assert_eq!(counts.allocations, 0, "{body_len}-byte bodies: {counts:?}");
+        assert!(buf.is_empty());
+    }
+}
+
+#[test]
+fn decoded_body_shares_the_read_buffer() {
+    let mut buf = deliveries(1, 64);
+    let region = buf.as_ptr_range();
+    let mut decoder = FrameDecoder::with_frame_max(FRAME_MAX);
+    let mut asm = ContentAssembler::new(u64::MAX);
+    let content = loop {
+        let frame = decoder.decode(&mut buf).expect("valid").expect("complete");
+        if let Some(Assembled::Content(c)) = asm.push(frame).expect("in order") {
+            break c;
+        }
+    };
+    assert!(
+        region.contains(&content.body.as_ptr()),
+        "the body is a slice of the read buffer"
+    );
+    let Method::BasicDeliver(d) = &content.method else {
+        panic!("deliver")
+    };
+    assert!(
+        region.contains(&d.routing_key.as_bytes().as_ptr()),
+        "so are short strings"
+    );
+    let headers = content.header.properties.headers.as_ref().expect("headers");
+    assert!(region.contains(&headers.as_raw().as_ptr()), "and tables");
+}
+
+#[test]
+fn encoding_a_publish_allocates_at_most_once() {
+    let publish = Method::BasicPublish(BasicPublish {
+        exchange: ShortStr::from_static("tasks"),
+        routing_key: ShortStr::from_static("work"),
+        mandatory: true,
+        ..Default::default()
+    });
+    let props = properties();
+    let body = Bytes::from(vec![1u8; 64]);
+    let mut out = Outbound::with_capacity(64 * 1024);
+    let mut sink = Vec::with_capacity(1 << 20);
+    let publish_n = |n: usize, out: &mut Outbound, sink: &mut Vec<u8>| {
+        for _ in 0..n {
+            out.push_content(1, &publish, &props, body.clone(), FRAME_MAX)
+                .expect("encodable");
+            // What a socket write does: take the bytes, advance past them.
+            while out.has_remaining() {
+                let chunk = out.chunk();
+                let len = chunk.len();
+                if sink.len() + len > sink.capacity() {
+                    sink.clear();
+                }
+                sink.extend_from_slice(chunk);
+                out.advance(len);
+            }
+        }
+    };
+    publish_n(100, &mut out, &mut sink);
+    let (_, counts) = count(|| publish_n(10_000, &mut out, &mut sink));
+    assert!(
+        counts.allocations <= 10_000,
+        "at most one allocation per publish: {counts:?}"
+    );
+    println!("encode publish: {counts:?} over 10 000 publishes");
+}

@@ -1,0 +1,86 @@
+//! A global allocator that counts allocations made by the current thread.
+//!
+//! Install it in a test or bench binary with
+//! `#[global_allocator] static A: CountingAllocator = CountingAllocator;`, then wrap the code
+//! under test in [`count`]. Counts are per thread, so tests running in parallel threads of the
+//! same binary do not see each other's allocations.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+thread_local! {
+    /// Allocations (alloc, alloc_zeroed, realloc) made by this thread. Const-initialised with no
+    /// destructor, so reading it from inside the allocator never allocates or panics.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Bytes requested by those allocations.
+    static BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Delegates to the system allocator and counts, per thread, what it is asked for.
+pub struct CountingAllocator;
+
+fn record(size: usize) {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+    let _ = BYTES.try_with(|c| c.set(c.get() + size as u64));
+}
+
+// SAFETY: every method forwards to `System` with the caller's own arguments, so the
+// `GlobalAlloc` contract (layout validity, pointer provenance) is exactly the system allocator's;
+// the bookkeeping touches only const-initialised thread-locals, which neither allocate nor unwind.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        record(layout.size());
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        record(layout.size());
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged; `ptr` came from `System` through this allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        record(new_size);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Allocations and bytes counted on this thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Number of allocations (reallocations included).
+    pub allocations: u64,
+    /// Bytes requested.
+    pub bytes: u64,
+}
+
+/// The counts of this thread so far.
+pub fn snapshot() -> Counts {
+    Counts {
+        allocations: ALLOCATIONS.try_with(Cell::get).unwrap_or(0),
+        bytes: BYTES.try_with(Cell::get).unwrap_or(0),
+    }
+}
+
+/// Runs `f` and returns its result with the allocations this thread made while it ran. Only
+/// meaningful in a binary whose global allocator is [`CountingAllocator`].
+pub fn count<T>(f: impl FnOnce() -> T) -> (T, Counts) {
+    let before = snapshot();
+    let out = f();
+    let after = snapshot();
+    (
+        out,
+        Counts {
+            allocations: after.allocations - before.allocations,
+            bytes: after.bytes - before.bytes,
+        },
+    )
+}
