@@ -210,10 +210,9 @@ fn main() -> Result<()> {
         routing_key: declared.queue.clone(),
         ..Default::default()
     });
-    let props = BasicProperties {
-        delivery_mode: Some(BasicProperties::TRANSIENT),
-        ..Default::default()
-    };
+    let props = BasicProperties::builder()
+        .with_delivery_mode(BasicProperties::TRANSIENT)
+        .build();
     let body =
         Bytes::from_static(b"hello from the sans-IO codec, 64 bytes of payload in each msg!!");
     let (mut published, mut confirmed) = (0, 0);

@@ -116,96 +116,118 @@ impl ContentAssembler {
     /// ready, `Ok(None)` while a message is still incomplete. Heartbeats and protocol headers
     /// are not channel frames and are refused.
     pub fn push(&mut self, frame: Frame) -> Result<Option<Assembled>, DecodeError> {
-        let channel = frame.channel();
-        match (std::mem::take(&mut self.state), frame) {
-            (State::Idle, Frame::Method { method, .. }) => {
-                if method.has_content() {
+        match frame {
+            Frame::Body { channel, body } => self.push_body(channel, body),
+            Frame::Method { channel, method } => match self.state {
+                State::Idle if method.has_content() => {
                     self.state = State::AwaitingHeader(method);
                     Ok(None)
-                } else {
-                    Ok(Some(Assembled::Method(method)))
                 }
-            }
-            (State::AwaitingHeader(method), Frame::Header { header, .. }) => {
-                if header.class_id != method.class_id() {
-                    return Err(DecodeError::ContentClassMismatch {
-                        method: method.class_id(),
-                        header: header.class_id,
-                    });
-                }
-                if header.body_size > self.max_body_size {
-                    return Err(DecodeError::MessageTooLarge {
-                        declared: header.body_size,
-                        limit: self.max_body_size,
-                    });
-                }
-                if header.body_size == 0 {
-                    return Ok(Some(Assembled::Content(Content {
-                        method,
-                        header,
-                        body: Bytes::new(),
-                    })));
-                }
-                self.state = State::AwaitingBody {
-                    method,
-                    header,
-                    received: 0,
-                    first: None,
-                    rest: Vec::new(),
-                };
-                Ok(None)
-            }
-            (
-                State::AwaitingBody {
-                    method,
-                    header,
-                    received,
-                    mut first,
-                    mut rest,
-                },
-                Frame::Body { body, .. },
-            ) => {
-                let received = received + body.len() as u64;
-                if received > header.body_size {
-                    return Err(DecodeError::BodyTooLong {
-                        declared: header.body_size,
-                        received,
-                    });
-                }
-                if first.is_none() {
-                    first = Some(body);
-                } else {
-                    rest.push(body);
-                }
-                if received < header.body_size {
-                    self.state = State::AwaitingBody {
-                        method,
-                        header,
-                        received,
-                        first,
-                        rest,
-                    };
-                    return Ok(None);
-                }
-                let body = join(first.unwrap_or_default(), rest, received);
-                Ok(Some(Assembled::Content(Content {
-                    method,
-                    header,
-                    body,
-                })))
-            }
-            (state, frame) => {
-                let expected = match state {
-                    State::Idle => "between messages",
-                    State::AwaitingHeader(_) => "awaiting a content header",
-                    State::AwaitingBody { .. } => "awaiting a content body",
-                };
-                Err(DecodeError::UnexpectedFrame {
-                    channel,
-                    got: frame.frame_type().unwrap_or(FrameType(b'A')),
-                    expected,
-                })
-            }
+                State::Idle => Ok(Some(Assembled::Method(method))),
+                _ => Err(self.unexpected(channel, FrameType::METHOD)),
+            },
+            Frame::Header { channel, header } => self.push_header(channel, header),
+            other => Err(self.unexpected(
+                other.channel(),
+                other.frame_type().unwrap_or(FrameType(b'A')),
+            )),
+        }
+    }
+
+    fn push_header(
+        &mut self,
+        channel: u16,
+        header: ContentHeader,
+    ) -> Result<Option<Assembled>, DecodeError> {
+        let State::AwaitingHeader(method) = std::mem::take(&mut self.state) else {
+            return Err(self.unexpected(channel, FrameType::HEADER));
+        };
+        if header.class_id != method.class_id() {
+            return Err(DecodeError::ContentClassMismatch {
+                method: method.class_id(),
+                header: header.class_id,
+            });
+        }
+        if header.body_size > self.max_body_size {
+            return Err(DecodeError::MessageTooLarge {
+                declared: header.body_size,
+                limit: self.max_body_size,
+            });
+        }
+        if header.body_size == 0 {
+            return Ok(Some(Assembled::Content(Content {
+                method,
+                header,
+                body: Bytes::new(),
+            })));
+        }
+        self.state = State::AwaitingBody {
+            method,
+            header,
+            received: 0,
+            first: None,
+            rest: Vec::new(),
+        };
+        Ok(None)
+    }
+
+    fn push_body(&mut self, channel: u16, body: Bytes) -> Result<Option<Assembled>, DecodeError> {
+        let State::AwaitingBody {
+            header,
+            received,
+            first,
+            rest,
+            ..
+        } = &mut self.state
+        else {
+            return Err(self.unexpected(channel, FrameType::BODY));
+        };
+        let total = *received + body.len() as u64;
+        if total > header.body_size {
+            let declared = header.body_size;
+            self.state = State::Idle;
+            return Err(DecodeError::BodyTooLong {
+                declared,
+                received: total,
+            });
+        }
+        *received = total;
+        if first.is_none() {
+            *first = Some(body);
+        } else {
+            rest.push(body);
+        }
+        if total < header.body_size {
+            return Ok(None);
+        }
+        let State::AwaitingBody {
+            method,
+            header,
+            first,
+            rest,
+            ..
+        } = std::mem::take(&mut self.state)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Assembled::Content(Content {
+            method,
+            header,
+            body: join(first.unwrap_or_default(), rest, total),
+        })))
+    }
+
+    /// The error for a frame this state does not expect; the partial message is dropped.
+    fn unexpected(&mut self, channel: u16, got: FrameType) -> DecodeError {
+        let expected = match std::mem::take(&mut self.state) {
+            State::Idle => "between messages",
+            State::AwaitingHeader(_) => "awaiting a content header",
+            State::AwaitingBody { .. } => "awaiting a content body",
+        };
+        DecodeError::UnexpectedFrame {
+            channel,
+            got,
+            expected,
         }
     }
 }

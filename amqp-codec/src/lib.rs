@@ -79,6 +79,6 @@ pub use error::{DecodeError, EncodeError, FieldError};
 pub use frame::{Frame, FrameHeader, ProtocolHeader};
 pub use methods::{Method, MethodInfo};
 pub use outbound::Outbound;
-pub use properties::{BasicProperties, ContentHeader};
+pub use properties::{BasicProperties, ContentHeader, PropertiesBuilder};
 pub use strings::{LongStr, ShortStr};
 pub use table::{Decimal, FieldArray, FieldTable, FieldValue};

@@ -226,8 +226,9 @@ impl From<String> for FieldValue {
     }
 }
 
-/// Reads one value of type `letter` from `r`, validating nested tables and arrays.
-fn read_value(r: &mut Reader<'_>, letter: u8, depth: usize) -> Result<FieldValue, FieldError> {
+/// Reads one value of type `letter` from `r`. Only for bytes already checked by
+/// [`validate_entries`]: nested tables and arrays are wrapped as they are, not checked again.
+fn read_value(r: &mut Reader<'_>, letter: u8) -> Result<FieldValue, FieldError> {
     Ok(match letter {
         b't' => FieldValue::Bool(r.octet()? != 0),
         b'b' => FieldValue::I8(r.octet()? as i8),
@@ -244,19 +245,73 @@ fn read_value(r: &mut Reader<'_>, letter: u8, depth: usize) -> Result<FieldValue
             value: r.long()?,
         }),
         b'S' => FieldValue::LongStr(r.long_str()?),
-        b'A' => FieldValue::Array(FieldArray::validate(
-            r.long_bytes("field array")?,
-            depth + 1,
-        )?),
+        b'A' => FieldValue::Array(FieldArray {
+            raw: r.long_bytes("field array")?,
+        }),
         b'T' => FieldValue::Timestamp(r.longlong()?),
-        b'F' => FieldValue::Table(FieldTable::validate(
-            r.long_bytes("field table")?,
-            depth + 1,
-        )?),
+        b'F' => FieldValue::Table(FieldTable {
+            raw: r.long_bytes("field table")?,
+        }),
         b'V' => FieldValue::Void,
         b'x' => FieldValue::ByteArray(r.long_bytes("byte array")?),
         other => return Err(FieldError::UnknownFieldType { letter: other }),
     })
+}
+
+/// Checks a table's entries (the bytes after its length prefix) without building any value:
+/// known type letters, no overrun, nesting at most [`MAX_TABLE_DEPTH`].
+pub(crate) fn validate_entries(r: &mut Reader<'_>, depth: usize) -> Result<(), FieldError> {
+    if depth > MAX_TABLE_DEPTH {
+        return Err(FieldError::TableTooDeep {
+            max: MAX_TABLE_DEPTH,
+        });
+    }
+    while !r.is_empty() {
+        r.skip_short_str()?;
+        let letter = r.octet()?;
+        skip_value(r, letter, depth)?;
+    }
+    Ok(())
+}
+
+/// Checks an array's values, like [`validate_entries`].
+fn validate_values(r: &mut Reader<'_>, depth: usize) -> Result<(), FieldError> {
+    if depth > MAX_TABLE_DEPTH {
+        return Err(FieldError::TableTooDeep {
+            max: MAX_TABLE_DEPTH,
+        });
+    }
+    while !r.is_empty() {
+        let letter = r.octet()?;
+        skip_value(r, letter, depth)?;
+    }
+    Ok(())
+}
+
+/// Steps over one value of type `letter`, validating nested tables and arrays.
+fn skip_value(r: &mut Reader<'_>, letter: u8, depth: usize) -> Result<(), FieldError> {
+    match letter {
+        b't' | b'b' | b'B' => drop(r.octet()?),
+        b's' | b'u' => drop(r.short()?),
+        b'I' | b'i' | b'f' => drop(r.long()?),
+        b'l' | b'd' | b'T' => drop(r.longlong()?),
+        b'D' => {
+            r.octet()?;
+            r.long()?;
+        }
+        b'S' | b'x' => drop(r.long_slice("long string")?),
+        b'A' => {
+            let inner = r.long_slice("field array")?;
+            validate_values(&mut r.sub(inner), depth + 1)?;
+        }
+        b'F' => {
+            let inner = r.long_slice("field table")?;
+            validate_entries(&mut r.sub(inner), depth + 1)?;
+        }
+        b'V' => {}
+        other => return Err(FieldError::UnknownFieldType { letter: other }),
+    }
+    Ok(())
 }
 
 /// A field table: ordered `(key, value)` entries, kept in their wire encoding.
@@ -285,22 +340,13 @@ impl FieldTable {
         Self::from_validated_slice(raw).map_err(|source| DecodeError::BadFieldTable { source })
     }
 
-    pub(crate) fn from_validated_slice(raw: Bytes) -> Result<Self, FieldError> {
-        Self::validate(raw, 0)
+    /// Wraps entries already checked by [`validate_entries`].
+    pub(crate) fn from_validated(raw: Bytes) -> Self {
+        Self { raw }
     }
 
-    fn validate(raw: Bytes, depth: usize) -> Result<Self, FieldError> {
-        if depth > MAX_TABLE_DEPTH {
-            return Err(FieldError::TableTooDeep {
-                max: MAX_TABLE_DEPTH,
-            });
-        }
-        let mut r = Reader::new(&raw);
-        while !r.is_empty() {
-            r.short_bytes()?;
-            let letter = r.octet()?;
-            read_value(&mut r, letter, depth)?;
-        }
+    fn from_validated_slice(raw: Bytes) -> Result<Self, FieldError> {
+        validate_entries(&mut Reader::new(&raw), 0)?;
         Ok(Self { raw })
     }
 
@@ -377,7 +423,7 @@ impl Iterator for TableIter<'_> {
         // somehow did, iteration ends rather than panics.
         let key = self.reader.short_str().ok()?;
         let letter = self.reader.octet().ok()?;
-        let value = read_value(&mut self.reader, letter, 0).ok()?;
+        let value = read_value(&mut self.reader, letter).ok()?;
         Some((key, value))
     }
 }
@@ -446,23 +492,11 @@ impl FieldArray {
         Self { raw: Bytes::new() }
     }
 
-    fn validate(raw: Bytes, depth: usize) -> Result<Self, FieldError> {
-        if depth > MAX_TABLE_DEPTH {
-            return Err(FieldError::TableTooDeep {
-                max: MAX_TABLE_DEPTH,
-            });
-        }
-        let mut r = Reader::new(&raw);
-        while !r.is_empty() {
-            let letter = r.octet()?;
-            read_value(&mut r, letter, depth)?;
-        }
-        Ok(Self { raw })
-    }
-
     /// Validates `raw` (an array's values, without the length prefix) and wraps it.
     pub fn from_raw(raw: Bytes) -> Result<Self, DecodeError> {
-        Self::validate(raw, 0).map_err(|source| DecodeError::BadFieldTable { source })
+        validate_values(&mut Reader::new(&raw), 0)
+            .map_err(|source| DecodeError::BadFieldTable { source })?;
+        Ok(Self { raw })
     }
 
     /// The values' wire encoding, without the length prefix.
@@ -515,6 +549,6 @@ impl Iterator for ArrayIter<'_> {
             return None;
         }
         let letter = self.reader.octet().ok()?;
-        read_value(&mut self.reader, letter, 0).ok()
+        read_value(&mut self.reader, letter).ok()
     }
 }

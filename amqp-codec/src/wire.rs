@@ -79,6 +79,37 @@ impl<'a> Reader<'a> {
         Ok(bit)
     }
 
+    /// A reader over `slice`, a part of this reader's payload (for nested tables).
+    pub(crate) fn sub(&self, slice: &'a [u8]) -> Reader<'a> {
+        Reader {
+            payload: self.payload,
+            rest: slice,
+            bit_octet: 0,
+            bits_used: 0,
+        }
+    }
+
+    /// What is left to read.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    /// `slice` (a part of the payload) as shared bytes.
+    pub(crate) fn share(&self, slice: &[u8]) -> Bytes {
+        self.payload.slice_ref(slice)
+    }
+
+    /// Skips a short string without making a `Bytes` of it.
+    pub(crate) fn skip_short_str(&mut self) -> Result<(), FieldError> {
+        self.parse("short string", |i| length_data(be_u8).parse(i))
+            .map(drop)
+    }
+
+    /// The contents of a 32-bit-length-prefixed value, as a borrowed slice.
+    pub(crate) fn long_slice(&mut self, what: &'static str) -> Result<&'a [u8], FieldError> {
+        self.parse(what, |i| length_data(be_u32).parse(i))
+    }
+
     /// The bytes of a short string, as a slice of the payload.
     pub(crate) fn short_bytes(&mut self) -> Result<Bytes, FieldError> {
         let raw = self.parse("short string", |i| length_data(be_u8).parse(i))?;
@@ -100,8 +131,9 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn table(&mut self) -> Result<FieldTable, FieldError> {
-        let raw = self.long_bytes("field table")?;
-        FieldTable::from_validated_slice(raw)
+        let raw = self.long_slice("field table")?;
+        crate::table::validate_entries(&mut self.sub(raw), 0)?;
+        Ok(FieldTable::from_validated(self.share(raw)))
     }
 
     /// True when every byte has been read.

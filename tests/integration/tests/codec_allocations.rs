@@ -5,7 +5,7 @@
 use amqp_codec::methods::{BasicDeliver, BasicPublish};
 use amqp_codec::{
     Assembled, BasicProperties, ContentAssembler, FieldTable, FrameDecoder, Method, Outbound,
-    ShortStr,
+    PropertiesBuilder, ShortStr,
 };
 use amqp_test_support::alloc_counter::{CountingAllocator, count};
 use bytes::{Buf, Bytes, BytesMut};
@@ -16,7 +16,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 const FRAME_MAX: u32 = 131_072;
 
 fn properties() -> BasicProperties {
-    BasicProperties {
+    PropertiesBuilder {
         content_type: Some(ShortStr::from_static("application/json")),
         delivery_mode: Some(2),
         message_id: Some(ShortStr::from_static("id-1")),
@@ -29,6 +29,7 @@ fn properties() -> BasicProperties {
         ),
         ..Default::default()
     }
+    .build()
 }
 
 /// `n` deliver triples with `body_len`-byte bodies, as the broker would send them.
@@ -111,7 +112,7 @@ fn decoded_body_shares_the_read_buffer() {
         region.contains(&d.routing_key.as_bytes().as_ptr()),
         "so are short strings"
     );
-    let headers = content.header.properties.headers.as_ref().expect("headers");
+    let headers = content.header.properties.headers().expect("headers");
     assert!(region.contains(&headers.as_raw().as_ptr()), "and tables");
 }
 

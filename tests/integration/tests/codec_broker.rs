@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use amqp_codec::methods::*;
 use amqp_codec::{
-    Assembled, BasicProperties, ContentAssembler, FieldTable, FieldValue, Frame, FrameDecoder,
-    LongStr, Method, Outbound, ShortStr,
+    Assembled, ContentAssembler, FieldTable, FieldValue, Frame, FrameDecoder, LongStr, Method,
+    Outbound, PropertiesBuilder, ShortStr,
 };
 use amqp_test_support::{broker_addr, unique_name};
 use bytes::{Buf, Bytes, BytesMut};
@@ -203,7 +203,7 @@ fn publishes_and_gets_a_message_with_every_property() {
         )
         .build()
         .expect("table");
-    let props = BasicProperties {
+    let props = PropertiesBuilder {
         content_type: Some(ShortStr::from_static("application/octet-stream")),
         content_encoding: Some(ShortStr::from_static("identity")),
         headers: Some(headers.clone()),
@@ -218,7 +218,8 @@ fn publishes_and_gets_a_message_with_every_property() {
         user_id: Some(ShortStr::from_static("guest")),
         app_id: Some(ShortStr::from_static("codec-tests")),
         cluster_id: None,
-    };
+    }
+    .build();
     // Three body frames at the broker's frame-max.
     let body: Bytes = (0..(conn.frame_max as usize * 2 + 100))
         .map(|i| (i % 251) as u8)
@@ -262,7 +263,11 @@ fn publishes_and_gets_a_message_with_every_property() {
     assert!(matches!(content.method, Method::BasicGetOk(_)));
     assert_eq!(content.body, body);
     assert_eq!(content.header.properties, props);
-    assert_eq!(content.header.properties.headers.as_ref(), Some(&headers));
+    assert_eq!(content.header.properties.headers(), Some(headers));
+    assert_eq!(
+        content.header.properties.message_id(),
+        Some(ShortStr::from_static("m-1"))
+    );
 
     conn.send(
         1,
