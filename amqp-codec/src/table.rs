@@ -299,7 +299,8 @@ fn skip_value(r: &mut Reader<'_>, letter: u8, depth: usize) -> Result<(), FieldE
             r.octet()?;
             r.long()?;
         }
-        b'S' | b'x' => drop(r.long_slice("long string")?),
+        b'S' => drop(r.long_slice("long string")?),
+        b'x' => drop(r.long_slice("byte array")?),
         b'A' => {
             let inner = r.long_slice("field array")?;
             validate_values(&mut r.sub(inner), depth + 1)?;
