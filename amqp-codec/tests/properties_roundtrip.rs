@@ -1,19 +1,20 @@
 //! Content headers and basic's 14 properties: any combination of present properties encodes as a
 //! hand-written reference encoder says (flags word, then the present properties in order) and
-//! decodes back, alone and framed. The flag bits are checked on hand-built bytes, one property at
+//! decodes back, alone and framed, with every getter of the decoded (wire-form) properties
+//! returning the field that was built. The flag bits are checked on hand-built bytes, one property at
 //! a time (content-type bit 15 down to cluster-id bit 2), as are continuation words, the unused
 //! bit, other classes, truncation and trailing bytes.
 
 mod common;
 
 use amqp_codec::{
-    BasicProperties, ClassId, ContentHeader, DecodeError, FieldError, FieldTable, Frame,
-    FrameDecoder, PropertiesBuilder, ShortStr,
+    ClassId, ContentHeader, DecodeError, FieldError, FieldTable, Frame, FrameDecoder,
+    PropertiesBuilder, ShortStr,
 };
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
-use common::properties;
+use common::{properties, property_fields};
 
 /// One property in wire order, for the reference encoder.
 enum Prop<'a> {
@@ -24,8 +25,7 @@ enum Prop<'a> {
 }
 
 /// Reference encoding: the flags word (property `i` at bit `15 - i`), then each present property.
-fn ref_properties(p: &BasicProperties) -> Vec<u8> {
-    let p = &p.to_builder();
+fn ref_properties(p: &PropertiesBuilder) -> Vec<u8> {
     let props = [
         Prop::Short(&p.content_type),
         Prop::Short(&p.content_encoding),
@@ -45,23 +45,18 @@ fn ref_properties(p: &BasicProperties) -> Vec<u8> {
     let mut flags = 0u16;
     let mut values = Vec::new();
     for (i, prop) in props.iter().enumerate() {
-        let present = match prop {
-            Prop::Short(Some(s)) => {
-                values.push(s.len() as u8);
-                values.extend_from_slice(s);
-                true
-            }
-            Prop::Table(Some(t)) => {
-                values.extend_from_slice(&(t.as_raw().len() as u32).to_be_bytes());
-                values.extend_from_slice(t.as_raw());
-                true
-            }
-            Prop::Octet(Some(v)) => (values.push(*v), true).1,
-            Prop::LongLong(Some(v)) => (values.extend_from_slice(&v.to_be_bytes()), true).1,
-            _ => false,
+        let value: Option<Vec<u8>> = match prop {
+            Prop::Short(s) => s.as_ref().map(|s| [&[s.len() as u8][..], s].concat()),
+            Prop::Table(t) => t.as_ref().map(|t| {
+                let raw = t.as_raw();
+                [&(raw.len() as u32).to_be_bytes()[..], raw].concat()
+            }),
+            Prop::Octet(v) => v.map(|v| vec![v]),
+            Prop::LongLong(v) => v.map(|v| v.to_be_bytes().to_vec()),
         };
-        if present {
+        if let Some(value) = value {
             flags |= 1 << (15 - i);
+            values.extend_from_slice(&value);
         }
     }
     let mut out = flags.to_be_bytes().to_vec();
@@ -83,25 +78,29 @@ fn bad(source: FieldError) -> Result<ContentHeader, DecodeError> {
 proptest! {
     #[test]
     fn headers_encode_as_the_reference_and_roundtrip(
-        properties in properties(),
+        fields in property_fields(),
         body_size in any::<u64>(),
         weight in any::<u16>(),
         channel in any::<u16>(),
     ) {
+        let properties = fields.build();
+        prop_assert_eq!(&properties.to_builder(), &fields, "getters read back what was built");
         let header = ContentHeader { class_id: ClassId::BASIC, weight, body_size, properties };
         let mut payload = BytesMut::new();
         header.encode(&mut payload);
         let mut expected = vec![0, 60];
         expected.extend_from_slice(&weight.to_be_bytes());
         expected.extend_from_slice(&body_size.to_be_bytes());
-        let reference = ref_properties(&header.properties);
+        let reference = ref_properties(&fields);
         expected.extend_from_slice(&reference);
         prop_assert_eq!(&payload[..], &expected[..]);
         prop_assert_eq!(header.encoded_len(), payload.len());
         prop_assert_eq!(header.properties.encoded_len(), reference.len());
         prop_assert_eq!(&header.properties.flags().to_be_bytes()[..], &reference[..2]);
         prop_assert_eq!(header.properties.flags() & 0b11, 0, "no continuation, no unused bit");
-        prop_assert_eq!(ContentHeader::decode(&payload.freeze()), Ok(header.clone()));
+        let decoded = ContentHeader::decode(&payload.freeze()).expect("valid");
+        prop_assert_eq!(&decoded, &header);
+        prop_assert_eq!(&decoded.properties.to_builder(), &fields, "getters on decoded bytes");
 
         let frame = Frame::Header { channel, header };
         let mut wire = BytesMut::new();
@@ -137,21 +136,21 @@ fn each_flag_bit_names_its_property() {
         .build()
         .expect("valid");
     #[rustfmt::skip]
-    let cases: [(u16, &[u8], BasicProperties); 14] = [
-        (15, b"\x03a/b", PropertiesBuilder { content_type: s("a/b"), ..Default::default() }.build()),
-        (14, b"\x04gzip", PropertiesBuilder { content_encoding: s("gzip"), ..Default::default() }.build()),
-        (13, b"\x00\x00\x00\x04\x01aB\x01", PropertiesBuilder { headers: Some(table), ..Default::default() }.build()),
-        (12, b"\x02", PropertiesBuilder { delivery_mode: Some(2), ..Default::default() }.build()),
-        (11, b"\x09", PropertiesBuilder { priority: Some(9), ..Default::default() }.build()),
-        (10, b"\x03c-1", PropertiesBuilder { correlation_id: s("c-1"), ..Default::default() }.build()),
-        (9, b"\x02rq", PropertiesBuilder { reply_to: s("rq"), ..Default::default() }.build()),
-        (8, b"\x0560000", PropertiesBuilder { expiration: s("60000"), ..Default::default() }.build()),
-        (7, b"\x02m1", PropertiesBuilder { message_id: s("m1"), ..Default::default() }.build()),
-        (6, b"\x01\x02\x03\x04\x05\x06\x07\x08", PropertiesBuilder { timestamp: Some(0x0102_0304_0506_0708), ..Default::default() }.build()),
-        (5, b"\x04kind", PropertiesBuilder { kind: s("kind"), ..Default::default() }.build()),
-        (4, b"\x05guest", PropertiesBuilder { user_id: s("guest"), ..Default::default() }.build()),
-        (3, b"\x03app", PropertiesBuilder { app_id: s("app"), ..Default::default() }.build()),
-        (2, b"\x02c9", PropertiesBuilder { cluster_id: s("c9"), ..Default::default() }.build()),
+    let cases: [(u16, &[u8], PropertiesBuilder); 14] = [
+        (15, b"\x03a/b", PropertiesBuilder { content_type: s("a/b"), ..Default::default() }),
+        (14, b"\x04gzip", PropertiesBuilder { content_encoding: s("gzip"), ..Default::default() }),
+        (13, b"\x00\x00\x00\x04\x01aB\x01", PropertiesBuilder { headers: Some(table), ..Default::default() }),
+        (12, b"\x02", PropertiesBuilder { delivery_mode: Some(2), ..Default::default() }),
+        (11, b"\x09", PropertiesBuilder { priority: Some(9), ..Default::default() }),
+        (10, b"\x03c-1", PropertiesBuilder { correlation_id: s("c-1"), ..Default::default() }),
+        (9, b"\x02rq", PropertiesBuilder { reply_to: s("rq"), ..Default::default() }),
+        (8, b"\x0560000", PropertiesBuilder { expiration: s("60000"), ..Default::default() }),
+        (7, b"\x02m1", PropertiesBuilder { message_id: s("m1"), ..Default::default() }),
+        (6, b"\x01\x02\x03\x04\x05\x06\x07\x08", PropertiesBuilder { timestamp: Some(0x0102_0304_0506_0708), ..Default::default() }),
+        (5, b"\x04kind", PropertiesBuilder { kind: s("kind"), ..Default::default() }),
+        (4, b"\x05guest", PropertiesBuilder { user_id: s("guest"), ..Default::default() }),
+        (3, b"\x03app", PropertiesBuilder { app_id: s("app"), ..Default::default() }),
+        (2, b"\x02c9", PropertiesBuilder { cluster_id: s("c9"), ..Default::default() }),
     ];
     let mut all_flags = Vec::new();
     let mut all_values = Vec::new();
@@ -160,8 +159,13 @@ fn each_flag_bit_names_its_property() {
         let mut props = (1u16 << bit).to_be_bytes().to_vec();
         props.extend_from_slice(value);
         let decoded = ContentHeader::decode(&header_payload(&props)).expect("valid");
-        assert_eq!(decoded.properties, expected, "bit {bit}");
-        assert_eq!(expected.flags(), 1 << bit);
+        assert_eq!(
+            decoded.properties.to_builder(),
+            expected,
+            "bit {bit}: getters"
+        );
+        assert_eq!(decoded.properties, expected.build(), "bit {bit}");
+        assert_eq!(expected.build().flags(), 1 << bit);
         assert_eq!(ref_properties(&expected), props);
         all_flags.push(1u16 << bit);
         all_values.extend_from_slice(value);
@@ -173,6 +177,7 @@ fn each_flag_bit_names_its_property() {
     let mut props = flags.to_be_bytes().to_vec();
     props.extend_from_slice(&all_values);
     let decoded = ContentHeader::decode(&header_payload(&props)).expect("valid");
+    assert_eq!(decoded.properties.to_builder(), all);
     assert_eq!(decoded.properties, all.build());
     let mut encoded = BytesMut::new();
     decoded.encode(&mut encoded);
@@ -180,8 +185,7 @@ fn each_flag_bit_names_its_property() {
 }
 
 /// Copies the present fields of `from` into `into`.
-fn merge(into: &mut PropertiesBuilder, from: BasicProperties) {
-    let from = from.to_builder();
+fn merge(into: &mut PropertiesBuilder, from: PropertiesBuilder) {
     macro_rules! take {
         ($($f:ident),*) => {$( if from.$f.is_some() { into.$f = from.$f; } )*};
     }

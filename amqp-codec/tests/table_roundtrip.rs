@@ -21,36 +21,36 @@ use common::{Value, entries, entries_of, table_of, value};
 
 /// Reference encoding of one value: type letter, then the value, per RabbitMQ's table grammar.
 fn ref_value(v: &Value, out: &mut Vec<u8>) {
-    fn long(out: &mut Vec<u8>, b: &[u8]) {
-        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-        out.extend_from_slice(b);
+    fn long(b: &[u8]) -> Vec<u8> {
+        let mut v = (b.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
     }
-    match v {
-        Value::Bool(b) => out.extend_from_slice(&[b't', u8::from(*b)]),
-        Value::I8(x) => out.extend_from_slice(&[b'b', *x as u8]),
-        Value::U8(x) => out.extend_from_slice(&[b'B', *x]),
-        Value::I16(x) => (out.push(b's'), out.extend_from_slice(&x.to_be_bytes())).1,
-        Value::U16(x) => (out.push(b'u'), out.extend_from_slice(&x.to_be_bytes())).1,
-        Value::I32(x) => (out.push(b'I'), out.extend_from_slice(&x.to_be_bytes())).1,
-        Value::U32(x) => (out.push(b'i'), out.extend_from_slice(&x.to_be_bytes())).1,
-        Value::I64(x) => (out.push(b'l'), out.extend_from_slice(&x.to_be_bytes())).1,
-        Value::F32(bits) => (out.push(b'f'), out.extend_from_slice(&bits.to_be_bytes())).1,
-        Value::F64(bits) => (out.push(b'd'), out.extend_from_slice(&bits.to_be_bytes())).1,
-        Value::Decimal(scale, x) => {
-            out.extend_from_slice(&[b'D', *scale]);
-            out.extend_from_slice(&x.to_be_bytes());
-        }
-        Value::LongStr(b) => (out.push(b'S'), long(out, b)).1,
+    let (letter, bytes): (u8, Vec<u8>) = match v {
+        Value::Bool(b) => (b't', vec![u8::from(*b)]),
+        Value::I8(x) => (b'b', x.to_be_bytes().to_vec()),
+        Value::U8(x) => (b'B', vec![*x]),
+        Value::I16(x) => (b's', x.to_be_bytes().to_vec()),
+        Value::U16(x) => (b'u', x.to_be_bytes().to_vec()),
+        Value::I32(x) => (b'I', x.to_be_bytes().to_vec()),
+        Value::U32(x) => (b'i', x.to_be_bytes().to_vec()),
+        Value::I64(x) => (b'l', x.to_be_bytes().to_vec()),
+        Value::F32(bits) => (b'f', bits.to_be_bytes().to_vec()),
+        Value::F64(bits) => (b'd', bits.to_be_bytes().to_vec()),
+        Value::Decimal(scale, x) => (b'D', [&[*scale][..], &x.to_be_bytes()].concat()),
+        Value::LongStr(b) => (b'S', long(b)),
         Value::Array(items) => {
             let mut inner = Vec::new();
             items.iter().for_each(|i| ref_value(i, &mut inner));
-            (out.push(b'A'), long(out, &inner)).1
+            (b'A', long(&inner))
         }
-        Value::Timestamp(x) => (out.push(b'T'), out.extend_from_slice(&x.to_be_bytes())).1,
-        Value::Table(entries) => (out.push(b'F'), long(out, &ref_entries(entries))).1,
-        Value::Void => out.push(b'V'),
-        Value::ByteArray(b) => (out.push(b'x'), long(out, b)).1,
-    }
+        Value::Timestamp(x) => (b'T', x.to_be_bytes().to_vec()),
+        Value::Table(entries) => (b'F', long(&ref_entries(entries))),
+        Value::Void => (b'V', vec![]),
+        Value::ByteArray(b) => (b'x', long(b)),
+    };
+    out.push(letter);
+    out.extend_from_slice(&bytes);
 }
 
 /// Reference encoding of a table's entries (without the table's own length prefix).

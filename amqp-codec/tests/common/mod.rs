@@ -185,16 +185,16 @@ pub(crate) fn field_table() -> impl Strategy<Value = FieldTable> + Clone {
     entries().prop_map(|e| table_of(&e))
 }
 
-/// Basic properties, each of the 14 present or not.
-pub(crate) fn properties() -> impl Strategy<Value = BasicProperties> {
+/// The 14 basic properties as plain fields, each present or not.
+pub(crate) fn property_fields() -> impl Strategy<Value = PropertiesBuilder> {
     let s = || option::of(short_str());
     (
         (s(), s(), option::of(field_table()), option::of(any::<u8>())),
         (option::of(any::<u8>()), s(), s(), s(), s()),
         (option::of(any::<u64>()), s(), s(), s(), s()),
     )
-        .prop_map(|((a, b, c, d), (e, f, g, h, i), (j, k, l, m, n))| {
-            PropertiesBuilder {
+        .prop_map(
+            |((a, b, c, d), (e, f, g, h, i), (j, k, l, m, n))| PropertiesBuilder {
                 content_type: a,
                 content_encoding: b,
                 headers: c,
@@ -209,9 +209,13 @@ pub(crate) fn properties() -> impl Strategy<Value = BasicProperties> {
                 user_id: l,
                 app_id: m,
                 cluster_id: n,
-            }
-            .build()
-        })
+            },
+        )
+}
+
+/// Basic properties, each of the 14 present or not.
+pub(crate) fn properties() -> impl Strategy<Value = BasicProperties> {
+    property_fields().prop_map(|fields| fields.build())
 }
 
 /// A method argument type the method strategies can generate.
