@@ -101,8 +101,12 @@ impl<'a> Reader<'a> {
 
     /// Skips a short string without making a `Bytes` of it.
     pub(crate) fn skip_short_str(&mut self) -> Result<(), FieldError> {
+        self.short_slice().map(drop)
+    }
+
+    /// The contents of a short string, as a borrowed slice.
+    fn short_slice(&mut self) -> Result<&'a [u8], FieldError> {
         self.parse("short string", |i| length_data(be_u8).parse(i))
-            .map(drop)
     }
 
     /// The contents of a 32-bit-length-prefixed value, as a borrowed slice.
@@ -112,8 +116,8 @@ impl<'a> Reader<'a> {
 
     /// The bytes of a short string, as a slice of the payload.
     pub(crate) fn short_bytes(&mut self) -> Result<Bytes, FieldError> {
-        let raw = self.parse("short string", |i| length_data(be_u8).parse(i))?;
-        Ok(self.payload.slice_ref(raw))
+        let raw = self.short_slice()?;
+        Ok(self.share(raw))
     }
 
     pub(crate) fn short_str(&mut self) -> Result<ShortStr, FieldError> {
@@ -122,8 +126,8 @@ impl<'a> Reader<'a> {
 
     /// The bytes of a long string (or table, array, byte array), as a slice of the payload.
     pub(crate) fn long_bytes(&mut self, what: &'static str) -> Result<Bytes, FieldError> {
-        let raw = self.parse(what, |i| length_data(be_u32).parse(i))?;
-        Ok(self.payload.slice_ref(raw))
+        let raw = self.long_slice(what)?;
+        Ok(self.share(raw))
     }
 
     pub(crate) fn long_str(&mut self) -> Result<LongStr, FieldError> {

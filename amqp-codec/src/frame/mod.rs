@@ -89,18 +89,22 @@ impl Frame {
     /// Appends the whole frame to `dst` (copying a body; see [`crate::Outbound`] to chain bodies
     /// instead). The size is computed first, so the header is written once, never patched.
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        let Some(frame_type) = self.frame_type() else {
-            if let Self::ProtocolHeader(h) = self {
+        let (frame_type, channel) = match self {
+            Self::ProtocolHeader(h) => {
                 h.encode(dst);
+                return Ok(());
             }
-            return Ok(());
+            Self::Method { channel, .. } => (FrameType::METHOD, *channel),
+            Self::Header { channel, .. } => (FrameType::HEADER, *channel),
+            Self::Body { channel, .. } => (FrameType::BODY, *channel),
+            Self::Heartbeat => (FrameType::HEARTBEAT, 0),
         };
         let size = self.encoded_len() - FRAME_OVERHEAD;
         let size32 = u32::try_from(size).map_err(|_| EncodeError::TooLong { len: size })?;
         dst.reserve(size + FRAME_OVERHEAD);
         FrameHeader {
             frame_type,
-            channel: self.channel(),
+            channel,
             size: size32,
         }
         .encode(dst);

@@ -89,45 +89,58 @@ setters! {
 impl PropertiesBuilder {
     /// Encodes the present properties, in wire order, into [`BasicProperties`].
     pub fn build(&self) -> BasicProperties {
-        let mut flags = 0;
+        use Property::*;
         let mut raw = BytesMut::new();
-        let mut sink = BufSink::new(&mut raw);
-        let mut short = |p: Property, v: &Option<ShortStr>, sink: &mut BufSink<'_>| {
-            if let Some(v) = v {
-                flags |= p.bit();
-                sink.short_str(v);
-            }
+        let mut w = PropertyWriter {
+            sink: BufSink::new(&mut raw),
+            flags: 0,
         };
-        short(Property::ContentType, &self.content_type, &mut sink);
-        short(Property::ContentEncoding, &self.content_encoding, &mut sink);
-        let mut flags_rest = 0;
+        w.short(ContentType, &self.content_type);
+        w.short(ContentEncoding, &self.content_encoding);
         if let Some(h) = &self.headers {
-            flags_rest |= Property::Headers.bit();
-            sink.long_str(h.as_raw());
+            w.present(Headers).long_str(h.as_raw());
         }
         if let Some(v) = self.delivery_mode {
-            flags_rest |= Property::DeliveryMode.bit();
-            sink.octet(v);
+            w.present(DeliveryMode).octet(v);
         }
         if let Some(v) = self.priority {
-            flags_rest |= Property::Priority.bit();
-            sink.octet(v);
+            w.present(Priority).octet(v);
         }
-        short(Property::CorrelationId, &self.correlation_id, &mut sink);
-        short(Property::ReplyTo, &self.reply_to, &mut sink);
-        short(Property::Expiration, &self.expiration, &mut sink);
-        short(Property::MessageId, &self.message_id, &mut sink);
+        w.short(CorrelationId, &self.correlation_id);
+        w.short(ReplyTo, &self.reply_to);
+        w.short(Expiration, &self.expiration);
+        w.short(MessageId, &self.message_id);
         if let Some(v) = self.timestamp {
-            flags_rest |= Property::Timestamp.bit();
-            sink.longlong(v);
+            w.present(Timestamp).longlong(v);
         }
-        short(Property::Type, &self.kind, &mut sink);
-        short(Property::UserId, &self.user_id, &mut sink);
-        short(Property::AppId, &self.app_id, &mut sink);
-        short(Property::ClusterId, &self.cluster_id, &mut sink);
+        w.short(Type, &self.kind);
+        w.short(UserId, &self.user_id);
+        w.short(AppId, &self.app_id);
+        w.short(ClusterId, &self.cluster_id);
+        let flags = w.flags;
         BasicProperties {
-            flags: flags | flags_rest,
+            flags,
             raw: raw.freeze(),
+        }
+    }
+}
+
+/// Writes present properties and collects their flag bits; callers go in wire order.
+struct PropertyWriter<'a> {
+    sink: BufSink<'a>,
+    flags: u16,
+}
+
+impl<'a> PropertyWriter<'a> {
+    /// Marks `p` present and returns the sink to write its value to.
+    fn present(&mut self, p: Property) -> &mut BufSink<'a> {
+        self.flags |= p.bit();
+        &mut self.sink
+    }
+
+    fn short(&mut self, p: Property, v: &Option<ShortStr>) {
+        if let Some(v) = v {
+            self.present(p).short_str(v);
         }
     }
 }
