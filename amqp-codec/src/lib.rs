@@ -2,7 +2,8 @@
 //!
 //! Bytes in, frames out, and back: no sockets, no runtime, no clock. A client, a server or a
 //! proxy drives it from its own IO. Decoded strings, tables and bodies are [`bytes::Bytes`]
-//! slices of the read buffer, so decoding a delivery copies nothing and allocates nothing.
+//! slices of the read buffer (a body of several frames is a [`Body`] chain of them), so decoding
+//! a delivery copies nothing and allocates nothing.
 //!
 //! # Frame format
 //!
@@ -33,6 +34,7 @@
 //! | [`frame`] | the [`Frame`] enum and one file per frame kind |
 //! | [`FrameDecoder`] | splits frames off a read buffer; enforces frame-max |
 //! | [`ContentAssembler`] | method + header + body frames into one message |
+//! | [`Body`] | a message body: its frames' slices of the read buffer, chained, never joined |
 //! | [`Outbound`] | encodes frames for one vectored write, chaining bodies |
 //! | `tokio_codec` | a tokio-util `Decoder`/`Encoder` (feature `tokio-codec`) |
 //!
@@ -57,6 +59,7 @@
 #![deny(missing_docs)]
 
 mod assembly;
+mod body;
 mod constants;
 mod decoder;
 mod error;
@@ -71,6 +74,7 @@ pub mod tokio_codec;
 mod wire;
 
 pub use assembly::{Assembled, Content, ContentAssembler};
+pub use body::Body;
 pub use constants::{
     ClassId, FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FRAME_OVERHEAD, FrameType, ReplyCode,
 };

@@ -145,6 +145,9 @@ fn bodies_around_frame_boundaries_roundtrip_without_copies() {
             assert_eq!(content.header.body_size, len as u64);
             assert_eq!(content.header.properties, props());
             assert_eq!(content.body, body);
+            // Decoded, the body is one chunk per body frame: chained, never joined.
+            assert_eq!(content.body.chunks().len(), frames.max(1));
+            assert!(content.body.chunks().all(|c| c.len() <= per_frame));
         }
     }
 }
@@ -157,7 +160,9 @@ fn no_frame_max_means_one_body_frame() {
         .expect("fits");
     let wire = out.copy_to_bytes(out.remaining());
     let (content, body_frames) = decode_content(&wire, 0);
-    assert_eq!((body_frames, content.body), (1, body));
+    assert_eq!(body_frames, 1);
+    assert_eq!(content.body, body);
+    assert!(content.body.as_single().is_some(), "one frame, one chunk");
 }
 
 /// An `Outbound` already holding a heartbeat, a method and a content, so that a refused push has
