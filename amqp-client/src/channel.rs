@@ -1,0 +1,560 @@
+//! [`Channel`]: every AMQP operation of one channel, as async methods.
+
+use std::sync::Arc;
+
+use amqp_codec::methods::{
+    BasicAck, BasicCancel, BasicConsume, BasicGet, BasicNack, BasicPublish, BasicQos, BasicRecover,
+    BasicReject, ConfirmSelect, ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind,
+    QueueBind, QueueDeclare, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
+};
+use amqp_codec::table::FieldTable;
+use amqp_codec::{BasicProperties, Method, ShortStr};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::connection::ConnectionInner;
+use crate::consumer::{Consumer, PublishConfirm};
+use crate::error::Error;
+use crate::message::{Acker, Delivery, GetMessage, ReturnedMessage};
+use crate::options::{
+    ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, PublishOptions,
+    QosOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use crate::proto::Reply;
+use crate::shared::Shared;
+
+/// A channel: a lightweight session multiplexed on the connection.
+///
+/// `Clone + Send + Sync`; clones share the channel. Calls that wait for the broker are sent one
+/// at a time (the protocol allows one synchronous request in flight per channel); others queue
+/// behind. If the broker closes the channel (a soft error such as 404 or 406), the pending call
+/// and every later one fail with [`Error::ChannelClosed`] carrying the code and text; the
+/// connection and its other channels carry on. The channel closes when its last clone (and
+/// its last consumer) is dropped.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    inner: Arc<ChannelInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ChannelInner {
+    /// Keeps the connection open while the channel is in use.
+    conn: Arc<ConnectionInner>,
+    /// The channel number.
+    id: u16,
+    /// Which opening of that number this handle belongs to.
+    epoch: u64,
+}
+
+impl Drop for ChannelInner {
+    fn drop(&mut self) {
+        let (tx, _rx) = oneshot::channel();
+        // Already closed (by either side) is fine: nothing to do.
+        let _ = self
+            .conn
+            .shared
+            .lock()
+            .close_channel(self.id, self.epoch, tx);
+        self.conn.shared.wake_driver();
+    }
+}
+
+/// What queue.declare answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The queue's name (the generated one for a server-named queue).
+    pub name: String,
+    /// Messages ready in the queue.
+    pub message_count: u32,
+    /// Consumers on the queue.
+    pub consumer_count: u32,
+}
+
+fn short(s: &str) -> Result<ShortStr, Error> {
+    Ok(ShortStr::try_from(s)?)
+}
+
+impl Channel {
+    pub(crate) fn new(conn: Arc<ConnectionInner>, id: u16, epoch: u64) -> Self {
+        Self {
+            inner: Arc::new(ChannelInner { conn, id, epoch }),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.conn.shared
+    }
+
+    /// The channel number.
+    pub fn id(&self) -> u16 {
+        self.inner.id
+    }
+
+    /// True until the channel or its connection closed.
+    pub fn is_open(&self) -> bool {
+        let shared = self.shared();
+        let mut core = shared.lock();
+        core.publish_must_wait(self.inner.id, self.inner.epoch)
+            .is_ok()
+    }
+
+    /// Sends a request and waits for its reply.
+    async fn call(&self, method: Method) -> Result<Reply, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.shared()
+            .lock()
+            .request(self.inner.id, self.inner.epoch, method, Some(tx))?;
+        self.shared().wake_driver();
+        rx.await.unwrap_or(Err(Error::ConnectionLost))
+    }
+
+    /// Sends a request with the no-wait bit (no reply comes), in order with the others.
+    fn send_nowait(&self, method: Method) -> Result<(), Error> {
+        self.shared()
+            .lock()
+            .request(self.inner.id, self.inner.epoch, method, None)?;
+        self.shared().wake_driver();
+        Ok(())
+    }
+
+    async fn call_or_send(&self, method: Method, nowait: bool) -> Result<(), Error> {
+        if nowait {
+            self.send_nowait(method)
+        } else {
+            self.call(method).await.map(drop)
+        }
+    }
+
+    /// Declares an exchange.
+    pub async fn exchange_declare(
+        &self,
+        name: &str,
+        kind: ExchangeKind,
+        options: ExchangeDeclareOptions,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let method = Method::ExchangeDeclare(ExchangeDeclare {
+            ticket: 0,
+            exchange: short(name)?,
+            kind: short(kind.as_str())?,
+            passive: options.passive,
+            durable: options.durable,
+            auto_delete: options.auto_delete,
+            internal: options.internal,
+            nowait: options.nowait,
+            arguments,
+        });
+        self.call_or_send(method, options.nowait).await
+    }
+
+    /// Deletes an exchange.
+    pub async fn exchange_delete(
+        &self,
+        name: &str,
+        options: ExchangeDeleteOptions,
+    ) -> Result<(), Error> {
+        let method = Method::ExchangeDelete(ExchangeDelete {
+            ticket: 0,
+            exchange: short(name)?,
+            if_unused: options.if_unused,
+            nowait: options.nowait,
+        });
+        self.call_or_send(method, options.nowait).await
+    }
+
+    /// Binds exchange `destination` to exchange `source` (RabbitMQ's exchange-to-exchange
+    /// bindings).
+    pub async fn exchange_bind(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let method = Method::ExchangeBind(ExchangeBind {
+            ticket: 0,
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
+            nowait: false,
+            arguments,
+        });
+        self.call(method).await.map(drop)
+    }
+
+    /// Removes an exchange-to-exchange binding.
+    pub async fn exchange_unbind(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let method = Method::ExchangeUnbind(ExchangeUnbind {
+            ticket: 0,
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
+            nowait: false,
+            arguments,
+        });
+        self.call(method).await.map(drop)
+    }
+
+    /// Declares a queue; an empty name asks the broker to generate one (returned in
+    /// [`QueueInfo::name`]). Arguments carry `x-queue-type`, `x-message-ttl`,
+    /// `x-dead-letter-exchange`, `x-max-length` and the like. With `nowait` the returned
+    /// counts are 0.
+    pub async fn queue_declare(
+        &self,
+        name: &str,
+        options: QueueDeclareOptions,
+        arguments: FieldTable,
+    ) -> Result<QueueInfo, Error> {
+        let method = Method::QueueDeclare(QueueDeclare {
+            ticket: 0,
+            queue: short(name)?,
+            passive: options.passive,
+            durable: options.durable,
+            exclusive: options.exclusive,
+            auto_delete: options.auto_delete,
+            nowait: options.nowait,
+            arguments,
+        });
+        if options.nowait {
+            self.send_nowait(method)?;
+            return Ok(QueueInfo {
+                name: name.to_owned(),
+                message_count: 0,
+                consumer_count: 0,
+            });
+        }
+        match self.call(method).await? {
+            Reply::Method(Method::QueueDeclareOk(ok)) => Ok(QueueInfo {
+                name: String::from_utf8_lossy(&ok.queue).into_owned(),
+                message_count: ok.message_count,
+                consumer_count: ok.consumer_count,
+            }),
+            _ => Err(Error::InvalidUse("unexpected reply to queue.declare")),
+        }
+    }
+
+    /// Binds a queue to an exchange.
+    pub async fn queue_bind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let method = Method::QueueBind(QueueBind {
+            ticket: 0,
+            queue: short(queue)?,
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
+            nowait: false,
+            arguments,
+        });
+        self.call(method).await.map(drop)
+    }
+
+    /// Removes a queue binding.
+    pub async fn queue_unbind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let method = Method::QueueUnbind(QueueUnbind {
+            ticket: 0,
+            queue: short(queue)?,
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
+            arguments,
+        });
+        self.call(method).await.map(drop)
+    }
+
+    /// Drops every ready message of a queue; returns how many.
+    pub async fn queue_purge(&self, queue: &str) -> Result<u32, Error> {
+        let method = Method::QueuePurge(QueuePurge {
+            ticket: 0,
+            queue: short(queue)?,
+            nowait: false,
+        });
+        match self.call(method).await? {
+            Reply::Method(Method::QueuePurgeOk(ok)) => Ok(ok.message_count),
+            _ => Err(Error::InvalidUse("unexpected reply to queue.purge")),
+        }
+    }
+
+    /// Deletes a queue; returns how many messages it held (0 with `nowait`).
+    pub async fn queue_delete(
+        &self,
+        queue: &str,
+        options: QueueDeleteOptions,
+    ) -> Result<u32, Error> {
+        let method = Method::QueueDelete(QueueDelete {
+            ticket: 0,
+            queue: short(queue)?,
+            if_unused: options.if_unused,
+            if_empty: options.if_empty,
+            nowait: options.nowait,
+        });
+        if options.nowait {
+            return self.send_nowait(method).map(|()| 0);
+        }
+        match self.call(method).await? {
+            Reply::Method(Method::QueueDeleteOk(ok)) => Ok(ok.message_count),
+            _ => Err(Error::InvalidUse("unexpected reply to queue.delete")),
+        }
+    }
+
+    /// Limits unacknowledged deliveries (prefetch): the broker sends at most `prefetch_count`
+    /// messages this channel has not settled (0: no limit).
+    pub async fn basic_qos(&self, prefetch_count: u16, options: QosOptions) -> Result<(), Error> {
+        let method = Method::BasicQos(BasicQos {
+            prefetch_size: options.prefetch_size,
+            prefetch_count,
+            global: options.global,
+        });
+        self.call(method).await.map(drop)
+    }
+
+    /// Starts a consumer; its deliveries come out of the returned [`Consumer`] stream, whose
+    /// buffer is bounded. Arguments carry e.g. `x-priority`.
+    pub async fn basic_consume(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+        arguments: FieldTable,
+    ) -> Result<Consumer, Error> {
+        if options.nowait && options.consumer_tag.is_empty() {
+            return Err(Error::InvalidUse("a no-wait consumer needs a consumer tag"));
+        }
+        let method = Method::BasicConsume(BasicConsume {
+            ticket: 0,
+            queue: short(queue)?,
+            consumer_tag: short(&options.consumer_tag)?,
+            no_local: options.no_local,
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            nowait: options.nowait,
+            arguments,
+        });
+        let tag = if options.nowait {
+            self.send_nowait(method)?;
+            short(&options.consumer_tag)?
+        } else {
+            match self.call(method).await? {
+                Reply::Method(Method::BasicConsumeOk(ok)) => ok.consumer_tag,
+                _ => return Err(Error::InvalidUse("unexpected reply to basic.consume")),
+            }
+        };
+        Ok(Consumer::new(self.clone(), tag, options.no_ack))
+    }
+
+    /// Cancels a consumer; its stream ends after what it already buffered.
+    pub async fn basic_cancel(&self, consumer_tag: &str) -> Result<(), Error> {
+        let method = Method::BasicCancel(BasicCancel {
+            consumer_tag: short(consumer_tag)?,
+            nowait: false,
+        });
+        self.call(method).await.map(drop)
+    }
+
+    /// Fetches one message, or `None` if the queue is empty.
+    pub async fn basic_get(&self, queue: &str, no_ack: bool) -> Result<Option<GetMessage>, Error> {
+        let method = Method::BasicGet(BasicGet {
+            ticket: 0,
+            queue: short(queue)?,
+            no_ack,
+        });
+        match self.call(method).await? {
+            Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
+            Reply::Content(content) => {
+                let Method::BasicGetOk(ok) = content.method else {
+                    return Err(Error::InvalidUse("unexpected reply to basic.get"));
+                };
+                let delivery = Delivery {
+                    delivery_tag: ok.delivery_tag,
+                    redelivered: ok.redelivered,
+                    exchange: ok.exchange,
+                    routing_key: ok.routing_key,
+                    consumer_tag: ShortStr::default(),
+                    properties: content.header.properties,
+                    body: Bytes::from(content.body),
+                    acker: self.acker(),
+                };
+                Ok(Some(GetMessage {
+                    delivery,
+                    message_count: ok.message_count,
+                }))
+            }
+            Reply::Method(_) => Err(Error::InvalidUse("unexpected reply to basic.get")),
+        }
+    }
+
+    pub(crate) fn acker(&self) -> Acker {
+        Acker {
+            shared: self.shared().clone(),
+            channel: self.inner.id,
+            epoch: self.inner.epoch,
+        }
+    }
+
+    /// Publishes a message. Waits (without buffering more) while the broker blocks the
+    /// connection, the channel's flow is off, or the outbound queue is full. The returned
+    /// future resolves with the broker's confirm in confirm mode, at once otherwise. The body
+    /// is never copied on its way to the socket.
+    pub async fn basic_publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        options: PublishOptions,
+        properties: &BasicProperties,
+        body: impl Into<Bytes>,
+    ) -> Result<PublishConfirm, Error> {
+        let method = Method::BasicPublish(BasicPublish {
+            ticket: 0,
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
+            mandatory: options.mandatory,
+            immediate: options.immediate,
+        });
+        let body = body.into();
+        let (id, epoch) = (self.inner.id, self.inner.epoch);
+        let shared = self.shared();
+        loop {
+            let gate = shared.publish_gate.notified();
+            tokio::pin!(gate);
+            gate.as_mut().enable();
+            {
+                let mut core = shared.lock();
+                if !core.publish_must_wait(id, epoch)? {
+                    let seq = core.publish(id, epoch, &method, properties, body)?;
+                    drop(core);
+                    shared.wake_driver();
+                    return Ok(PublishConfirm::new(shared.clone(), id, epoch, seq));
+                }
+            }
+            gate.await;
+        }
+    }
+
+    /// Acknowledges a delivery by tag (prefer [`Delivery::ack`], which cannot mix channels).
+    pub fn basic_ack(&self, delivery_tag: u64, multiple: bool) -> Result<(), Error> {
+        self.settle(
+            delivery_tag,
+            &Method::BasicAck(BasicAck {
+                delivery_tag,
+                multiple,
+            }),
+        )
+    }
+
+    /// Negatively acknowledges by tag.
+    pub fn basic_nack(
+        &self,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), Error> {
+        self.settle(
+            delivery_tag,
+            &Method::BasicNack(BasicNack {
+                delivery_tag,
+                multiple,
+                requeue,
+            }),
+        )
+    }
+
+    /// Rejects by tag.
+    pub fn basic_reject(&self, delivery_tag: u64, requeue: bool) -> Result<(), Error> {
+        self.settle(
+            delivery_tag,
+            &Method::BasicReject(BasicReject {
+                delivery_tag,
+                requeue,
+            }),
+        )
+    }
+
+    fn settle(&self, tag: u64, method: &Method) -> Result<(), Error> {
+        self.shared()
+            .lock()
+            .settle(self.inner.id, self.inner.epoch, tag, method)?;
+        self.shared().wake_driver();
+        Ok(())
+    }
+
+    /// Asks the broker to redeliver every unacknowledged message of this channel
+    /// (`requeue: true` puts them back in their queues).
+    pub async fn basic_recover(&self, requeue: bool) -> Result<(), Error> {
+        self.call(Method::BasicRecover(BasicRecover { requeue }))
+            .await
+            .map(drop)
+    }
+
+    /// Puts the channel in confirm mode: from now on every publish's future resolves with
+    /// the broker's ack or nack.
+    pub async fn confirm_select(&self) -> Result<(), Error> {
+        self.call(Method::ConfirmSelect(ConfirmSelect { nowait: false }))
+            .await
+            .map(drop)
+    }
+
+    /// Waits until every publish so far is confirmed. `Ok(true)` if all were acked since the
+    /// last call, `Ok(false)` if any was nacked; an error if the channel closed meanwhile.
+    pub async fn wait_for_confirms(&self) -> Result<bool, Error> {
+        let (id, epoch) = (self.inner.id, self.inner.epoch);
+        std::future::poll_fn(|cx| self.shared().lock().poll_all_confirmed(id, epoch, cx)).await
+    }
+
+    /// Publishes not yet confirmed.
+    pub fn pending_confirms(&self) -> usize {
+        self.shared()
+            .lock()
+            .pending_confirms(self.inner.id, self.inner.epoch)
+    }
+
+    /// Messages the broker returned as unroutable, outside confirm mode (in confirm mode
+    /// they come with their publish's [`Confirmation`](crate::Confirmation)).
+    pub fn take_returned(&self) -> Vec<ReturnedMessage> {
+        self.shared()
+            .lock()
+            .take_returns(self.inner.id, self.inner.epoch)
+    }
+
+    /// Starts a transaction mode on the channel.
+    pub async fn tx_select(&self) -> Result<(), Error> {
+        self.call(Method::TxSelect(TxSelect {})).await.map(drop)
+    }
+
+    /// Commits the current transaction.
+    pub async fn tx_commit(&self) -> Result<(), Error> {
+        self.call(Method::TxCommit(TxCommit {})).await.map(drop)
+    }
+
+    /// Rolls back the current transaction.
+    pub async fn tx_rollback(&self) -> Result<(), Error> {
+        self.call(Method::TxRollback(TxRollback {})).await.map(drop)
+    }
+
+    /// Closes the channel (channel.close 200, waits for close-ok). Pending calls fail with
+    /// [`Error::ChannelClosedByApp`].
+    pub async fn close(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.shared()
+            .lock()
+            .close_channel(self.inner.id, self.inner.epoch, tx)?;
+        self.shared().wake_driver();
+        match rx.await {
+            Ok(Ok(_)) | Err(_) => Ok(()),
+            Ok(Err(Error::ChannelClosedByApp)) => Ok(()),
+            Ok(Err(err)) => Err(err),
+        }
+    }
+}

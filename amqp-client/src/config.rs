@@ -1,0 +1,297 @@
+//! Connection settings: what [`Connection::connect_with`](crate::Connection::connect_with)
+//! needs, built from a URI ([`ConnectionConfig::from_uri`]) or with the typed
+//! [`ConnectionConfigBuilder`].
+//!
+//! Every limit the client enforces lives here, in [`Limits`], with its default and the reason
+//! for it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A password (or any secret) that never prints: `Debug` and `Display` show `***`.
+///
+/// ```
+/// use amqp_client::Secret;
+/// let s = Secret::new("hunter2");
+/// assert_eq!(format!("{s} {s:?}"), "*** ***");
+/// assert_eq!(s.expose(), "hunter2");
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the one place that must send it (connection.start-ok).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The SASL mechanism used in connection.start-ok.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMechanism {
+    /// `PLAIN`: user name and password (RFC 4616). RabbitMQ's default.
+    #[default]
+    Plain,
+    /// `AMQPLAIN`: user name and password as a field table (RabbitMQ's legacy mechanism).
+    Amqplain,
+    /// `EXTERNAL`: identity from the TLS client certificate.
+    External,
+}
+
+impl AuthMechanism {
+    /// The mechanism's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::Amqplain => "AMQPLAIN",
+            Self::External => "EXTERNAL",
+        }
+    }
+}
+
+/// TLS settings for `amqps://` connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of CA certificates to trust instead of the system roots (`cacertfile`).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for mutual TLS and EXTERNAL (`certfile`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (`keyfile`).
+    pub key_file: Option<PathBuf>,
+    /// Name checked against the server certificate, when it differs from the host
+    /// (`server_name_indication`).
+    pub server_name: Option<String>,
+    /// Verify the server's chain and name (`verify=verify_peer`, the default). Turning it off
+    /// (`verify=verify_none`) is for tests only: anyone on the path can then read everything.
+    pub verify: bool,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name: None,
+            verify: true,
+        }
+    }
+}
+
+/// Limits on what the peer or the caller can make the client hold. Defaults are safe for a
+/// service; raise them deliberately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message body accepted from the broker. A content header declaring more closes
+    /// the channel with a clear error before anything is allocated for the body. Default
+    /// 128 MiB, RabbitMQ's own default `max_message_size`.
+    pub max_message_size: u64,
+    /// Deliveries buffered per consumer when the consumer's prefetch does not bound them
+    /// (prefetch 0). When a consumer's buffer is full the connection stops reading from the
+    /// socket until it drains, so memory stays bounded. Default 8192.
+    pub consumer_buffer: usize,
+    /// Bytes queued for the socket above which publishers wait for the driver to write
+    /// (back-pressure instead of unbounded buffering). Default 4 MiB.
+    pub outbound_high_water: usize,
+    /// Returned (basic.return) messages held until the publisher's confirm claims them, per
+    /// channel. Default 1024.
+    pub max_pending_returns: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 128 * 1024 * 1024,
+            consumer_buffer: 8192,
+            outbound_high_water: 4 * 1024 * 1024,
+            max_pending_returns: 1024,
+        }
+    }
+}
+
+/// Everything needed to open a connection.
+///
+/// ```
+/// use amqp_client::ConnectionConfig;
+/// let cfg = ConnectionConfig::builder()
+///     .host("127.0.0.1")
+///     .credentials("guest", "guest")
+///     .heartbeat(30)
+///     .connection_name("billing-worker")
+///     .build();
+/// assert_eq!(cfg.port, 5672);
+/// assert!(!format!("{cfg:?}").contains("guest\""));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// Host name or address of the broker.
+    pub host: String,
+    /// TCP port: 5672, or 5671 for TLS.
+    pub port: u16,
+    /// Virtual host to open (`/` by default).
+    pub vhost: String,
+    /// User name for PLAIN and AMQPLAIN.
+    pub username: String,
+    /// Password; never printed.
+    pub password: Secret,
+    /// SASL mechanism.
+    pub auth_mechanism: AuthMechanism,
+    /// Heartbeat interval in seconds the client asks for; the smaller non-zero of this and
+    /// the server's value wins, 0 on both sides disables heartbeats. Default 60.
+    pub heartbeat: u16,
+    /// Largest frame the client asks for (0 means no limit); negotiated down with the server's.
+    /// Default 131 072.
+    pub frame_max: u32,
+    /// Highest channel number the client asks for (0 means no limit); negotiated down with
+    /// the server's. Default 2047.
+    pub channel_max: u16,
+    /// Bound on TCP connect, TLS and the whole AMQP handshake. Default 30 s.
+    pub connection_timeout: Duration,
+    /// Shown in the management UI (`connection_name` client property).
+    pub connection_name: Option<String>,
+    /// TLS settings; `Some` for `amqps://`.
+    pub tls: Option<TlsOptions>,
+    /// Limits on buffers and sizes.
+    pub limits: Limits,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5672,
+            vhost: "/".into(),
+            username: "guest".into(),
+            password: Secret::new("guest"),
+            auth_mechanism: AuthMechanism::Plain,
+            heartbeat: 60,
+            frame_max: 131_072,
+            channel_max: 2047,
+            connection_timeout: Duration::from_secs(30),
+            connection_name: None,
+            tls: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// A builder starting from the defaults (guest on 127.0.0.1:5672, vhost `/`).
+    pub fn builder() -> ConnectionConfigBuilder {
+        ConnectionConfigBuilder(Self::default())
+    }
+
+    /// `host:port`, for logs and errors (never the credentials).
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Typed builder for [`ConnectionConfig`]; every setter mirrors a URI parameter.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfigBuilder(ConnectionConfig);
+
+impl ConnectionConfigBuilder {
+    /// Broker host.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.0.host = host.into();
+        self
+    }
+
+    /// Broker port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.0.port = port;
+        self
+    }
+
+    /// Virtual host.
+    pub fn vhost(mut self, vhost: impl Into<String>) -> Self {
+        self.0.vhost = vhost.into();
+        self
+    }
+
+    /// User name and password.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.0.username = username.into();
+        self.0.password = Secret::new(password);
+        self
+    }
+
+    /// SASL mechanism.
+    pub fn auth_mechanism(mut self, mechanism: AuthMechanism) -> Self {
+        self.0.auth_mechanism = mechanism;
+        self
+    }
+
+    /// Requested heartbeat interval in seconds (0 asks for none).
+    pub fn heartbeat(mut self, seconds: u16) -> Self {
+        self.0.heartbeat = seconds;
+        self
+    }
+
+    /// Requested frame-max.
+    pub fn frame_max(mut self, frame_max: u32) -> Self {
+        self.0.frame_max = frame_max;
+        self
+    }
+
+    /// Requested channel-max.
+    pub fn channel_max(mut self, channel_max: u16) -> Self {
+        self.0.channel_max = channel_max;
+        self
+    }
+
+    /// Bound on connecting and the handshake.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.0.connection_timeout = timeout;
+        self
+    }
+
+    /// Connection name shown by the broker.
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.0.connection_name = Some(name.into());
+        self
+    }
+
+    /// Use TLS with these options (and port 5671 if the port is still the plain default).
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        if self.0.port == 5672 {
+            self.0.port = 5671;
+        }
+        self.0.tls = Some(tls);
+        self
+    }
+
+    /// Limits on buffers and sizes.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.0.limits = limits;
+        self
+    }
+
+    /// The finished settings.
+    pub fn build(self) -> ConnectionConfig {
+        self.0
+    }
+}

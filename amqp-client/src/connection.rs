@@ -1,0 +1,207 @@
+//! [`Connection`]: connect, open channels, observe and close.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use amqp_codec::ReplyCode;
+use amqp_codec::table::FieldTable;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot, watch};
+
+use crate::channel::Channel;
+use crate::config::ConnectionConfig;
+use crate::error::Error;
+use crate::proto::Core;
+use crate::shared::Shared;
+use crate::{driver, tls};
+
+/// A connection to a RabbitMQ broker: one socket, one driver task, many channels.
+///
+/// Cheap to clone; the connection closes (cleanly, with connection.close) when the last
+/// `Connection` and the last [`Channel`] are dropped, or when [`close`](Self::close) is called.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), amqp_client::Error> {
+/// use amqp_client::Connection;
+/// let conn = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+/// let channel = conn.open_channel().await?;
+/// // ... declare, publish, consume ...
+/// conn.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Connection {
+    inner: Arc<ConnectionInner>,
+}
+
+/// Closes the connection when the last handle goes.
+#[derive(Debug)]
+pub(crate) struct ConnectionInner {
+    pub(crate) shared: Arc<Shared>,
+    /// For logs: where we are connected (never credentials).
+    address: String,
+    /// The broker's blocked state, as it changes.
+    blocked: watch::Receiver<Option<String>>,
+}
+
+impl Drop for ConnectionInner {
+    fn drop(&mut self) {
+        let (tx, _rx) = oneshot::channel();
+        self.shared.lock().close(
+            ReplyCode::REPLY_SUCCESS,
+            "connection dropped",
+            tx,
+            Instant::now(),
+        );
+        self.shared.wake_driver();
+    }
+}
+
+impl Connection {
+    /// Connects with a URI such as `amqp://user:pass@host:5672/vhost?heartbeat=30`.
+    pub async fn connect(uri: &str) -> Result<Self, Error> {
+        Self::connect_with(ConnectionConfig::from_uri(uri)?).await
+    }
+
+    /// Connects with explicit settings. TCP connect, TLS and the AMQP handshake together are
+    /// bounded by `connection_timeout`.
+    pub async fn connect_with(config: ConnectionConfig) -> Result<Self, Error> {
+        let timeout = config.connection_timeout;
+        let address = config.address();
+        match tokio::time::timeout(timeout, Self::establish(config)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::ConnectTimeout { address, timeout }),
+        }
+    }
+
+    async fn establish(config: ConnectionConfig) -> Result<Self, Error> {
+        let address = config.address();
+        let _span = tracing::debug_span!("connect", %address).entered();
+        let tcp = TcpStream::connect((config.host.as_str(), config.port)).await?;
+        // Frames are batched by the driver already; Nagle would only add latency.
+        tcp.set_nodelay(true)?;
+        let gate = Arc::new(Notify::new());
+        let (open_tx, open_rx) = oneshot::channel();
+        let mut core = Core::new(config.clone(), Instant::now(), gate.clone());
+        core.open_waiter = Some(open_tx);
+        let blocked = core.blocked_tx.subscribe();
+        let shared = Arc::new(Shared::new(core, gate));
+        match &config.tls {
+            Some(opts) => {
+                let stream = tls::handshake(tcp, opts, &config.host).await?;
+                tokio::spawn(driver::run(shared.clone(), stream));
+            }
+            None => {
+                tokio::spawn(driver::run(shared.clone(), tcp));
+            }
+        }
+        let inner = Arc::new(ConnectionInner {
+            shared,
+            address,
+            blocked,
+        });
+        match open_rx.await {
+            Ok(Ok(())) => Ok(Self { inner }),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(Error::ConnectionLost),
+        }
+    }
+
+    /// Opens a new channel.
+    pub async fn open_channel(&self) -> Result<Channel, Error> {
+        let (tx, rx) = oneshot::channel();
+        let (id, epoch) = self.inner.shared.lock().open_channel(tx)?;
+        self.inner.shared.wake_driver();
+        let channel = Channel::new(self.inner.clone(), id, epoch);
+        match rx.await {
+            Ok(Ok(_)) => Ok(channel),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(Error::ConnectionLost),
+        }
+    }
+
+    /// Closes the connection cleanly (connection.close 200, then waits for close-ok). Every
+    /// channel's pending calls fail with [`Error::ConnectionClosedByApp`].
+    pub async fn close(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.shared.lock().close(
+            ReplyCode::REPLY_SUCCESS,
+            "closed by the application",
+            tx,
+            Instant::now(),
+        );
+        self.inner.shared.wake_driver();
+        rx.await.unwrap_or(Ok(()))
+    }
+
+    /// Replaces the credential of the live connection (connection.update-secret), e.g. a
+    /// refreshed OAuth 2 token.
+    pub async fn update_secret(&self, new_secret: &str, reason: &str) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .shared
+            .lock()
+            .update_secret(new_secret, reason, tx);
+        self.inner.shared.wake_driver();
+        rx.await.unwrap_or(Err(Error::ConnectionLost))
+    }
+
+    /// True while the connection is open.
+    pub fn is_open(&self) -> bool {
+        self.inner.shared.lock().closed_error().is_none()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.inner.shared.lock().closed_error()
+    }
+
+    /// Waits until the connection ends and returns why.
+    pub async fn closed(&self) -> Error {
+        loop {
+            let notified = self.inner.shared.publish_gate.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(err) = self.close_reason() {
+                return err;
+            }
+            notified.await;
+        }
+    }
+
+    /// The broker's `connection.blocked` reason while it blocks publishers (resource alarm),
+    /// `None` otherwise.
+    pub fn blocked(&self) -> Option<String> {
+        self.inner.blocked.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the blocked state.
+    pub fn blocked_changes(&self) -> watch::Receiver<Option<String>> {
+        self.inner.blocked.clone()
+    }
+
+    /// What the broker said about itself: product, version, `capabilities`, cluster name.
+    pub fn server_properties(&self) -> FieldTable {
+        self.inner.shared.lock().server_properties.clone()
+    }
+
+    /// Negotiated channel-max.
+    pub fn channel_max(&self) -> u16 {
+        self.inner.shared.lock().tuning().0
+    }
+
+    /// Negotiated frame-max (0: no limit).
+    pub fn frame_max(&self) -> u32 {
+        self.inner.shared.lock().tuning().1
+    }
+
+    /// Negotiated heartbeat interval in seconds (0: none).
+    pub fn heartbeat(&self) -> u16 {
+        self.inner.shared.lock().tuning().2
+    }
+
+    /// `host:port` of the broker.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+}

@@ -1,0 +1,182 @@
+//! The client's errors: one enum, layered by where the failure came from (the URI, the socket,
+//! TLS, the protocol, the broker closing a channel or the connection, the application).
+//!
+//! Errors are `Clone` because one failure (say the connection dying) is delivered to every
+//! waiter at once: pending RPCs, confirms and consumers on every channel.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqp_codec::{ClassId, EncodeError, ReplyCode};
+
+use crate::tls::TlsError;
+use crate::uri::UriError;
+
+/// Why a channel or connection was closed, as the closing `close` method said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The reply code, e.g. 404 NOT_FOUND or 320 CONNECTION_FORCED.
+    pub code: ReplyCode,
+    /// The reply text (lossily decoded; RabbitMQ sends ASCII).
+    pub text: String,
+    /// Class of the method that caused it, or 0.
+    pub class_id: ClassId,
+    /// Method that caused it, or 0.
+    pub method_id: u16,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code.0)?;
+        if let Some(name) = self.code.name() {
+            write!(f, " {name}")?;
+        }
+        write!(f, ": {}", self.text)?;
+        if self.class_id.0 != 0 {
+            match amqp_codec::methods::method_info(self.class_id, self.method_id) {
+                Some(info) => write!(f, " (caused by {})", info.name)?,
+                None => write!(f, " (caused by {}.{})", self.class_id.0, self.method_id)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong in the client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection URI does not parse.
+    #[error("invalid connection URI: {0}")]
+    Uri(#[from] UriError),
+    /// A socket operation failed (connect, read, write).
+    #[error("I/O error: {0}")]
+    Io(Arc<io::Error>),
+    /// TLS setup or handshake failed.
+    #[error("TLS error: {0}")]
+    Tls(#[from] TlsError),
+    /// TCP connect, TLS or the AMQP handshake did not finish within `connection_timeout`.
+    #[error("connecting to {address} timed out after {timeout:?}")]
+    ConnectTimeout {
+        /// `host:port` (never credentials).
+        address: String,
+        /// The configured bound.
+        timeout: Duration,
+    },
+    /// The peer does not speak AMQP 0-9-1 (wrong greeting, or it answered with its own
+    /// protocol header).
+    #[error("the peer is not an AMQP 0-9-1 broker: {0}")]
+    NotAmqp(String),
+    /// The broker refused the credentials (RabbitMQ closes with 403 ACCESS_REFUSED).
+    #[error("authentication failed with {mechanism}: {reason}")]
+    AuthenticationFailed {
+        /// The SASL mechanism used.
+        mechanism: &'static str,
+        /// The broker's reason.
+        reason: String,
+    },
+    /// The broker does not offer the configured SASL mechanism.
+    #[error("the broker does not offer the {wanted} mechanism (it offers: {offered})")]
+    MechanismNotOffered {
+        /// The configured mechanism.
+        wanted: &'static str,
+        /// What the broker offers.
+        offered: String,
+    },
+    /// The peer broke the protocol; the client closed the connection with the error's reply
+    /// code (501, 502, 503, 504 or 505).
+    #[error("protocol violation by the peer ({code}): {message}")]
+    Protocol {
+        /// The reply code sent in our connection.close.
+        code: ReplyCode,
+        /// What was wrong.
+        message: String,
+    },
+    /// A message or header was too large to send, or a name too long.
+    #[error("cannot encode: {0}")]
+    Encode(#[from] EncodeError),
+    /// The broker closed the connection (hard error or shutdown).
+    #[error("connection closed by the broker: {0}")]
+    ConnectionClosed(CloseReason),
+    /// The broker closed the channel (soft error); the connection and other channels live on.
+    #[error("channel closed by the broker: {0}")]
+    ChannelClosed(CloseReason),
+    /// No frame arrived for two heartbeat intervals.
+    #[error("heartbeat timeout: no frame from the broker for {0:?}")]
+    HeartbeatTimeout(Duration),
+    /// The peer closed the socket without connection.close.
+    #[error("the broker closed the socket")]
+    ConnectionLost,
+    /// The application closed the connection.
+    #[error("the connection was closed by the application")]
+    ConnectionClosedByApp,
+    /// The application closed the channel.
+    #[error("the channel was closed by the application")]
+    ChannelClosedByApp,
+    /// Every channel id up to channel-max is in use.
+    #[error("no free channel: all {0} channel ids are in use")]
+    ChannelsExhausted(u16),
+    /// An ack, nack or reject for a delivery whose channel is gone: the broker requeues the
+    /// message itself; sending the tag on another channel could ack the wrong message.
+    #[error(
+        "delivery {delivery_tag} belongs to a channel that is closed; the broker redelivers it"
+    )]
+    StaleDelivery {
+        /// The tag the application tried to settle.
+        delivery_tag: u64,
+    },
+    /// The channel is not in a state that allows the call (e.g. waiting for confirms on a
+    /// channel without confirm mode).
+    #[error("invalid use: {0}")]
+    InvalidUse(&'static str),
+    /// A consumer was cancelled by the broker (its queue was deleted, or a node failed).
+    #[error("consumer {consumer_tag} was cancelled by the broker")]
+    ConsumerCancelled {
+        /// The consumer's tag.
+        consumer_tag: String,
+    },
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Self {
+        Self::Io(Arc::new(err))
+    }
+}
+
+impl Error {
+    /// The AMQP reply code behind this error, if there is one.
+    pub fn reply_code(&self) -> Option<ReplyCode> {
+        match self {
+            Self::ConnectionClosed(reason) | Self::ChannelClosed(reason) => Some(reason.code),
+            Self::Protocol { code, .. } => Some(*code),
+            Self::AuthenticationFailed { .. } => Some(ReplyCode::ACCESS_REFUSED),
+            _ => None,
+        }
+    }
+
+    /// True if only a channel is affected: the connection and its other channels still work.
+    pub fn is_channel_error(&self) -> bool {
+        matches!(
+            self,
+            Self::ChannelClosed(_) | Self::ChannelClosedByApp | Self::ConsumerCancelled { .. }
+        )
+    }
+
+    /// True if the connection is gone.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Io(_)
+                | Self::ConnectionClosed(_)
+                | Self::HeartbeatTimeout(_)
+                | Self::ConnectionLost
+                | Self::ConnectionClosedByApp
+                | Self::Protocol { .. }
+        )
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,181 @@
+//! Messages the broker hands to the application: deliveries (from consumers and basic.get),
+//! returned messages, and the outcome of a confirmed publish.
+//!
+//! Every string, table and body here is a slice of the connection's read buffer: receiving a
+//! message allocates nothing.
+
+use std::fmt;
+use std::sync::Arc;
+
+use amqp_codec::methods::{BasicAck, BasicNack, BasicReject};
+use amqp_codec::{BasicProperties, Method, ReplyCode, ShortStr};
+use bytes::Bytes;
+
+use crate::error::Error;
+use crate::shared::Shared;
+
+/// A message delivered to a consumer or fetched with basic.get.
+///
+/// Settle it with [`ack`](Self::ack), [`nack`](Self::nack) or [`reject`](Self::reject) (unless
+/// it was consumed with `no_ack`). Settling after its channel closed returns
+/// [`Error::StaleDelivery`]: the broker has already requeued it, and its tag means nothing on
+/// any other channel.
+pub struct Delivery {
+    /// The channel-scoped tag used to settle the message.
+    pub delivery_tag: u64,
+    /// True if the broker delivered this message before (to this or another consumer).
+    pub redelivered: bool,
+    /// The exchange it was published to (empty for the default exchange).
+    pub exchange: ShortStr,
+    /// The routing key it was published with.
+    pub routing_key: ShortStr,
+    /// The consumer it was delivered to (empty for basic.get).
+    pub consumer_tag: ShortStr,
+    /// Content type, headers, delivery mode, message id and the other properties.
+    pub properties: BasicProperties,
+    /// The body, a slice of the read buffer.
+    pub body: Bytes,
+    /// How to settle it: the channel it came on, and which opening of that channel.
+    pub(crate) acker: Acker,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("delivery_tag", &self.delivery_tag)
+            .field("redelivered", &self.redelivered)
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("consumer_tag", &self.consumer_tag)
+            .field("properties", &self.properties)
+            .field("body_len", &self.body.len())
+            .field("channel", &self.acker.channel)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Acknowledges this message: the broker forgets it.
+    pub fn ack(&self) -> Result<(), Error> {
+        self.acker.send(Method::BasicAck(BasicAck {
+            delivery_tag: self.delivery_tag,
+            multiple: false,
+        }))
+    }
+
+    /// Acknowledges this message and every earlier unsettled one on its channel.
+    pub fn ack_multiple(&self) -> Result<(), Error> {
+        self.acker.send(Method::BasicAck(BasicAck {
+            delivery_tag: self.delivery_tag,
+            multiple: true,
+        }))
+    }
+
+    /// Negatively acknowledges it: requeued if `requeue`, else dead-lettered or dropped.
+    pub fn nack(&self, requeue: bool) -> Result<(), Error> {
+        self.acker.send(Method::BasicNack(BasicNack {
+            delivery_tag: self.delivery_tag,
+            multiple: false,
+            requeue,
+        }))
+    }
+
+    /// Rejects it (the spec's single-message nack).
+    pub fn reject(&self, requeue: bool) -> Result<(), Error> {
+        self.acker.send(Method::BasicReject(BasicReject {
+            delivery_tag: self.delivery_tag,
+            requeue,
+        }))
+    }
+
+    /// The channel number this delivery arrived on.
+    pub fn channel_id(&self) -> u16 {
+        self.acker.channel
+    }
+}
+
+/// Settles deliveries of one opening of one channel.
+#[derive(Clone)]
+pub(crate) struct Acker {
+    /// The connection's shared state.
+    pub(crate) shared: Arc<Shared>,
+    /// The channel number.
+    pub(crate) channel: u16,
+    /// Which opening of that channel number: acks for an older opening are refused.
+    pub(crate) epoch: u64,
+}
+
+impl Acker {
+    fn send(&self, method: Method) -> Result<(), Error> {
+        let tag = match &method {
+            Method::BasicAck(m) => m.delivery_tag,
+            Method::BasicNack(m) => m.delivery_tag,
+            Method::BasicReject(m) => m.delivery_tag,
+            _ => 0,
+        };
+        let mut core = self.shared.lock();
+        core.settle(self.channel, self.epoch, tag, &method)?;
+        drop(core);
+        self.shared.wake_driver();
+        Ok(())
+    }
+}
+
+/// A message fetched with basic.get, with the broker's count of messages left.
+#[derive(Debug)]
+pub struct GetMessage {
+    /// The message.
+    pub delivery: Delivery,
+    /// Messages left in the queue after this one.
+    pub message_count: u32,
+}
+
+/// A mandatory message the broker could not route, sent back with basic.return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnedMessage {
+    /// Why: usually 312 NO_ROUTE.
+    pub reply_code: ReplyCode,
+    /// The broker's text.
+    pub reply_text: ShortStr,
+    /// The exchange it was published to.
+    pub exchange: ShortStr,
+    /// The routing key it was published with.
+    pub routing_key: ShortStr,
+    /// Its properties.
+    pub properties: BasicProperties,
+    /// Its body.
+    pub body: Bytes,
+}
+
+/// The broker's answer to one publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// basic.ack: the broker took responsibility. Carries the message if it was also returned
+    /// as unroutable (mandatory publish with no matching queue).
+    Ack(Option<Box<ReturnedMessage>>),
+    /// basic.nack: the broker could not take the message (e.g. a queue limit with
+    /// `reject-publish`, or an internal error).
+    Nack(Option<Box<ReturnedMessage>>),
+    /// The channel is not in confirm mode: nothing to wait for.
+    NotRequested,
+}
+
+impl Confirmation {
+    /// True for an ack of a message that was routed (not returned).
+    pub fn is_ack(&self) -> bool {
+        matches!(self, Self::Ack(None))
+    }
+
+    /// True for a nack.
+    pub fn is_nack(&self) -> bool {
+        matches!(self, Self::Nack(_))
+    }
+
+    /// The returned message, if the broker could not route it.
+    pub fn returned(&self) -> Option<&ReturnedMessage> {
+        match self {
+            Self::Ack(r) | Self::Nack(r) => r.as_deref(),
+            Self::NotRequested => None,
+        }
+    }
+}

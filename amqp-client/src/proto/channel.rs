@@ -1,0 +1,566 @@
+//! One channel's state machine: its RPC queue (one synchronous method on the wire at a time,
+//! replies matched in order), its consumers, confirms, returns and flow state.
+//!
+//! Everything here is synchronous and driven by the connection core: methods in, frames out
+//! (into the connection's [`Outbound`]), waiters woken.
+
+use std::collections::{HashMap, VecDeque};
+
+use amqp_codec::methods::{
+    BasicCancelOk, BasicReject, ChannelClose, ChannelCloseOk, ChannelFlowOk,
+};
+use amqp_codec::{Content, ContentAssembler, Method, Outbound, ReplyCode, ShortStr};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::confirms::Confirms;
+use super::consumers::{ConsumerSlot, RawDelivery};
+use crate::config::Limits;
+use crate::error::{CloseReason, Error};
+use crate::message::ReturnedMessage;
+
+/// A synchronous method's answer.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A reply without content.
+    Method(Method),
+    /// basic.get-ok with its message.
+    Content(Content),
+}
+
+/// Where a reply goes.
+pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
+
+/// A queued request.
+#[derive(Debug)]
+pub(crate) struct Rpc {
+    /// The method to send.
+    pub(crate) method: Method,
+    /// Who waits for the reply; `None` for no-wait methods queued only to keep their order.
+    pub(crate) reply: Option<ReplyTx>,
+}
+
+/// Lifecycle of a channel.
+#[derive(Debug)]
+pub(crate) enum Status {
+    /// channel.open sent, open-ok not yet received.
+    Opening,
+    /// Usable.
+    Open,
+    /// We sent channel.close; everything but close/close-ok is discarded (spec). The error is
+    /// what pending and later calls get.
+    Closing(Error),
+    /// Closed; calls fail with this error. The id may be reused by a new opening.
+    Closed(Error),
+}
+
+/// What the connection must do after a channel handled a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Nothing more.
+    None,
+    /// A consumer's buffer became full: stop reading the socket until it drains.
+    ConsumerFull,
+    /// The channel closed (by either side); release its id and wake publishers.
+    Closed,
+    /// Flow or confirm state changed: wake waiting publishers.
+    WakePublishers,
+}
+
+/// A peer's protocol violation that closes the whole connection.
+#[derive(Debug)]
+pub(crate) struct Violation {
+    pub(crate) code: ReplyCode,
+    pub(crate) message: String,
+    pub(crate) method: Option<(amqp_codec::ClassId, u16)>,
+}
+
+/// One channel.
+#[derive(Debug)]
+pub(crate) struct ChannelState {
+    /// The channel number.
+    id: u16,
+    /// Which opening of this number (connection-wide counter): handles of an older opening
+    /// are refused.
+    pub(crate) epoch: u64,
+    /// Lifecycle.
+    pub(crate) status: Status,
+    /// Joins this channel's content frames into messages, enforcing the size limit.
+    pub(crate) assembler: ContentAssembler,
+    /// Requests in order; the front one is on the wire when `in_flight`.
+    rpcs: VecDeque<Rpc>,
+    /// True while the front request waits for its reply.
+    in_flight: bool,
+    /// Consumers by tag.
+    pub(crate) consumers: HashMap<Bytes, ConsumerSlot>,
+    /// Consumers the application dropped: their deliveries are handed back (rejected with
+    /// requeue) until the cancel completes. Maps tag to `no_ack`.
+    detached: HashMap<Bytes, bool>,
+    /// Publisher confirms, once confirm.select was sent.
+    pub(crate) confirms: Option<Confirms>,
+    /// Returned messages waiting for their confirm (confirm mode) or for the application.
+    returns: VecDeque<ReturnedMessage>,
+    /// Bound on `returns`.
+    max_returns: usize,
+    /// channel.flow from the broker: false pauses publishing.
+    pub(crate) flow_active: bool,
+    /// Capacity of each consumer's buffer.
+    consumer_capacity: usize,
+}
+
+impl ChannelState {
+    pub(crate) fn new(id: u16, epoch: u64, limits: &Limits) -> Self {
+        Self {
+            id,
+            epoch,
+            status: Status::Opening,
+            assembler: ContentAssembler::new(limits.max_message_size),
+            rpcs: VecDeque::new(),
+            in_flight: false,
+            consumers: HashMap::new(),
+            detached: HashMap::new(),
+            confirms: None,
+            returns: VecDeque::new(),
+            max_returns: limits.max_pending_returns,
+            flow_active: true,
+            consumer_capacity: limits.consumer_buffer,
+        }
+    }
+
+    /// The error a call on this channel gets now, if it cannot proceed.
+    pub(crate) fn unusable(&self) -> Option<Error> {
+        match &self.status {
+            Status::Opening | Status::Open => None,
+            Status::Closing(err) | Status::Closed(err) => Some(err.clone()),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.status, Status::Closed(_))
+    }
+
+    /// Queues a request and sends it if the wire is free.
+    pub(crate) fn enqueue(&mut self, rpc: Rpc, out: &mut Outbound, frame_max: u32) {
+        self.rpcs.push_back(rpc);
+        self.pump(out, frame_max);
+    }
+
+    /// Sends queued requests until one waits for a reply.
+    fn pump(&mut self, out: &mut Outbound, frame_max: u32) {
+        while !self.in_flight {
+            let Some(rpc) = self.rpcs.front() else { return };
+            if let Err(err) = out.push_method(self.id, &rpc.method, frame_max) {
+                if let Some(rpc) = self.rpcs.pop_front()
+                    && let Some(tx) = rpc.reply
+                {
+                    let _ = tx.send(Err(err.into()));
+                }
+                continue;
+            }
+            self.on_sent();
+        }
+    }
+
+    /// Bookkeeping once the front request is on the wire.
+    fn on_sent(&mut self) {
+        let Some(front) = self.rpcs.front() else {
+            return;
+        };
+        let in_flight = front.method.is_synchronous() && !is_nowait(&front.method);
+        let mut closing = None;
+        match &front.method {
+            Method::ConfirmSelect(_) if self.confirms.is_none() => {
+                // The broker numbers publishes from the first one after confirm.select.
+                self.confirms = Some(Confirms::new());
+            }
+            Method::ChannelClose(m) => {
+                closing = Some(if m.reply_code == ReplyCode::REPLY_SUCCESS.0 {
+                    Error::ChannelClosedByApp
+                } else {
+                    // We close because the broker broke a rule or a limit on this channel.
+                    Error::Protocol {
+                        code: ReplyCode(m.reply_code),
+                        message: String::from_utf8_lossy(&m.reply_text).into_owned(),
+                    }
+                });
+            }
+            Method::BasicConsume(m) if m.nowait => {
+                let tag = m.consumer_tag.clone().into_bytes();
+                self.consumers
+                    .insert(tag, ConsumerSlot::new(self.consumer_capacity));
+            }
+            _ => {}
+        }
+        if in_flight {
+            self.in_flight = true;
+        } else {
+            self.rpcs.pop_front();
+        }
+        if let Some(err) = closing {
+            self.status = Status::Closing(err.clone());
+            self.fail_waiters(&err, false);
+        }
+    }
+
+    /// Handles a method (or a complete message) for this channel.
+    pub(crate) fn handle(
+        &mut self,
+        reply: Reply,
+        out: &mut Outbound,
+        frame_max: u32,
+    ) -> Result<Effect, Violation> {
+        let method = match &reply {
+            Reply::Method(m) => m,
+            Reply::Content(c) => &c.method,
+        };
+        if let Status::Closing(_) = self.status
+            && !matches!(method, Method::ChannelClose(_) | Method::ChannelCloseOk(_))
+        {
+            return Ok(Effect::None); // spec: discard everything until close-ok
+        }
+        match reply {
+            Reply::Content(content) => self.handle_content(content, out, frame_max),
+            Reply::Method(method) => self.handle_method(method, out, frame_max),
+        }
+    }
+
+    fn handle_method(
+        &mut self,
+        method: Method,
+        out: &mut Outbound,
+        frame_max: u32,
+    ) -> Result<Effect, Violation> {
+        match method {
+            Method::ChannelClose(m) => {
+                let _ = out.push_method(
+                    self.id,
+                    &Method::ChannelCloseOk(ChannelCloseOk {}),
+                    frame_max,
+                );
+                let err = match &self.status {
+                    // Both sides closed at once: ours is as good as done.
+                    Status::Closing(err) => err.clone(),
+                    _ => Error::ChannelClosed(CloseReason {
+                        code: ReplyCode(m.reply_code),
+                        text: String::from_utf8_lossy(&m.reply_text).into_owned(),
+                        class_id: amqp_codec::ClassId(m.class_id),
+                        method_id: m.method_id,
+                    }),
+                };
+                self.close_with(err, true);
+                Ok(Effect::Closed)
+            }
+            Method::ChannelCloseOk(_) => {
+                let Status::Closing(err) = &self.status else {
+                    return Err(unexpected(&method, "a close-ok without a close"));
+                };
+                let err = err.clone();
+                if let Some(rpc) = self.rpcs.pop_front()
+                    && let Some(tx) = rpc.reply
+                {
+                    let _ = tx.send(Ok(Reply::Method(method)));
+                }
+                self.close_with(err, true);
+                Ok(Effect::Closed)
+            }
+            Method::ChannelFlow(m) => {
+                self.flow_active = m.active;
+                let ok = Method::ChannelFlowOk(ChannelFlowOk { active: m.active });
+                let _ = out.push_method(self.id, &ok, frame_max);
+                Ok(Effect::WakePublishers)
+            }
+            Method::BasicAck(m) => self.confirm(m.delivery_tag, m.multiple, true),
+            Method::BasicNack(m) => self.confirm(m.delivery_tag, m.multiple, false),
+            Method::BasicCancel(m) => {
+                // The broker cancelled a consumer (queue deleted, node down).
+                let tag = m.consumer_tag.clone().into_bytes();
+                if let Some(mut slot) = self.consumers.remove(&tag) {
+                    slot.end(Some(Error::ConsumerCancelled {
+                        consumer_tag: String::from_utf8_lossy(&tag).into_owned(),
+                    }));
+                    // Keep the slot so the stream can drain what it buffered.
+                    self.consumers.insert(tag.clone(), slot);
+                }
+                self.detached.remove(&tag);
+                if !m.nowait {
+                    let ok = Method::BasicCancelOk(BasicCancelOk {
+                        consumer_tag: m.consumer_tag,
+                    });
+                    let _ = out.push_method(self.id, &ok, frame_max);
+                }
+                Ok(Effect::None)
+            }
+            other => self.complete(Reply::Method(other), out, frame_max),
+        }
+    }
+
+    fn handle_content(
+        &mut self,
+        content: Content,
+        out: &mut Outbound,
+        frame_max: u32,
+    ) -> Result<Effect, Violation> {
+        match content.method {
+            Method::BasicDeliver(d) => {
+                let tag = d.consumer_tag.as_bytes();
+                if let Some(slot) = self.consumers.get_mut(tag)
+                    && !slot.is_ended()
+                {
+                    let full = slot.push(RawDelivery {
+                        delivery_tag: d.delivery_tag,
+                        redelivered: d.redelivered,
+                        exchange: d.exchange,
+                        routing_key: d.routing_key,
+                        consumer_tag: d.consumer_tag,
+                        properties: content.header.properties,
+                        body: Bytes::from(content.body),
+                    });
+                    return Ok(if full {
+                        Effect::ConsumerFull
+                    } else {
+                        Effect::None
+                    });
+                }
+                if let Some(&no_ack) = self.detached.get(tag) {
+                    if !no_ack {
+                        let reject = Method::BasicReject(BasicReject {
+                            delivery_tag: d.delivery_tag,
+                            requeue: true,
+                        });
+                        let _ = out.push_method(self.id, &reject, frame_max);
+                    }
+                    return Ok(Effect::None);
+                }
+                tracing::warn!(channel = self.id, consumer_tag = %d.consumer_tag, "delivery for an unknown consumer dropped");
+                Ok(Effect::None)
+            }
+            Method::BasicReturn(r) => {
+                if self.returns.len() >= self.max_returns {
+                    tracing::warn!(
+                        channel = self.id,
+                        "too many returned messages held; dropping the oldest"
+                    );
+                    self.returns.pop_front();
+                }
+                self.returns.push_back(ReturnedMessage {
+                    reply_code: ReplyCode(r.reply_code),
+                    reply_text: r.reply_text,
+                    exchange: r.exchange,
+                    routing_key: r.routing_key,
+                    properties: content.header.properties,
+                    body: Bytes::from(content.body),
+                });
+                Ok(Effect::None)
+            }
+            _ => self.complete(Reply::Content(content), out, frame_max),
+        }
+    }
+
+    /// A broker ack or nack for our publishes.
+    fn confirm(&mut self, tag: u64, multiple: bool, ack: bool) -> Result<Effect, Violation> {
+        let Some(confirms) = &mut self.confirms else {
+            return Err(Violation {
+                code: ReplyCode::COMMAND_INVALID,
+                message: format!(
+                    "basic.ack/nack {tag} on channel {} without confirm mode",
+                    self.id
+                ),
+                method: None,
+            });
+        };
+        let returned = self.returns.pop_front().map(Box::new);
+        if !confirms.resolve(tag, multiple, ack, returned) {
+            return Err(Violation {
+                code: ReplyCode::COMMAND_INVALID,
+                message: format!(
+                    "broker confirmed delivery tag {tag} on channel {}, which was never published or already confirmed",
+                    self.id
+                ),
+                method: None,
+            });
+        }
+        Ok(Effect::WakePublishers)
+    }
+
+    /// Matches a reply with the request on the wire.
+    fn complete(
+        &mut self,
+        reply: Reply,
+        out: &mut Outbound,
+        frame_max: u32,
+    ) -> Result<Effect, Violation> {
+        let method = match &reply {
+            Reply::Method(m) => m,
+            Reply::Content(c) => &c.method,
+        };
+        let expected = match self.rpcs.front() {
+            Some(rpc) if self.in_flight && rpc.method.is_answered_by(method) => rpc,
+            Some(rpc) if self.in_flight => {
+                return Err(unexpected(method, rpc.method.name()));
+            }
+            _ => return Err(unexpected(method, "no request")),
+        };
+        match (&expected.method, method) {
+            (Method::ChannelOpen(_), _) => self.status = Status::Open,
+            (Method::BasicConsume(req), Method::BasicConsumeOk(ok)) => {
+                let _ = req;
+                let tag = ok.consumer_tag.clone().into_bytes();
+                self.consumers
+                    .insert(tag, ConsumerSlot::new(self.consumer_capacity));
+            }
+            (Method::BasicCancel(_), Method::BasicCancelOk(ok)) => {
+                let tag = ok.consumer_tag.as_bytes();
+                if let Some(slot) = self.consumers.get_mut(tag) {
+                    slot.end(None);
+                }
+                self.detached.remove(tag);
+            }
+            _ => {}
+        }
+        self.in_flight = false;
+        if let Some(rpc) = self.rpcs.pop_front()
+            && let Some(tx) = rpc.reply
+        {
+            let _ = tx.send(Ok(reply));
+        }
+        self.pump(out, frame_max);
+        Ok(Effect::None)
+    }
+
+    /// The application dropped a consumer: cancel it and hand back what it had buffered.
+    pub(crate) fn detach_consumer(
+        &mut self,
+        tag: &ShortStr,
+        no_ack: bool,
+        out: &mut Outbound,
+        frame_max: u32,
+    ) {
+        let key = tag.as_bytes();
+        let Some(mut slot) = self.consumers.remove(key) else {
+            return;
+        };
+        if slot.is_ended() || !matches!(self.status, Status::Open) {
+            return;
+        }
+        if !no_ack {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            while let (std::task::Poll::Ready(Some(Ok(d))), _) = slot.poll_next(&mut cx) {
+                let reject = Method::BasicReject(BasicReject {
+                    delivery_tag: d.delivery_tag,
+                    requeue: true,
+                });
+                let _ = out.push_method(self.id, &reject, frame_max);
+            }
+        }
+        self.detached.insert(tag.clone().into_bytes(), no_ack);
+        let cancel = Method::BasicCancel(amqp_codec::methods::BasicCancel {
+            consumer_tag: tag.clone(),
+            nowait: false,
+        });
+        self.enqueue(
+            Rpc {
+                method: cancel,
+                reply: None,
+            },
+            out,
+            frame_max,
+        );
+    }
+
+    /// Returned messages held for the application (outside confirm mode).
+    pub(crate) fn take_returns(&mut self) -> Vec<ReturnedMessage> {
+        self.returns.drain(..).collect()
+    }
+
+    /// Starts a client-side close with `reply_code` (200 for a normal close).
+    pub(crate) fn begin_close(
+        &mut self,
+        code: ReplyCode,
+        text: &str,
+        reply: Option<ReplyTx>,
+        out: &mut Outbound,
+        frame_max: u32,
+    ) {
+        let close = Method::ChannelClose(ChannelClose {
+            reply_code: code.0,
+            reply_text: ShortStr::try_from(text).unwrap_or_default(),
+            class_id: 0,
+            method_id: 0,
+        });
+        // A close jumps the queue: requests behind it would fail anyway.
+        if self.in_flight {
+            self.rpcs.truncate(1);
+        } else {
+            self.rpcs.clear();
+        }
+        self.enqueue(
+            Rpc {
+                method: close,
+                reply,
+            },
+            out,
+            frame_max,
+        );
+    }
+
+    /// Marks the channel closed and fails everything waiting on it.
+    pub(crate) fn close_with(&mut self, err: Error, include_queue: bool) {
+        self.status = Status::Closed(err.clone());
+        self.fail_waiters(&err, include_queue);
+    }
+
+    /// Fails requests, confirms and consumers with `err`.
+    fn fail_waiters(&mut self, err: &Error, include_close: bool) {
+        let keep_front = !include_close
+            && matches!(self.rpcs.back(), Some(r) if matches!(r.method, Method::ChannelClose(_)));
+        let close = if keep_front {
+            self.rpcs.pop_back()
+        } else {
+            None
+        };
+        for rpc in self.rpcs.drain(..) {
+            if let Some(tx) = rpc.reply {
+                let _ = tx.send(Err(err.clone()));
+            }
+        }
+        if let Some(close) = close {
+            self.rpcs.push_back(close);
+            self.in_flight = true;
+        } else {
+            self.in_flight = false;
+        }
+        if let Some(confirms) = &mut self.confirms {
+            confirms.fail_all(err);
+        }
+        for slot in self.consumers.values_mut() {
+            slot.end(Some(err.clone()));
+        }
+        self.detached.clear();
+    }
+}
+
+/// True for methods sent with the no-wait bit: no reply comes.
+fn is_nowait(method: &Method) -> bool {
+    match method {
+        Method::ExchangeDeclare(m) => m.nowait,
+        Method::ExchangeDelete(m) => m.nowait,
+        Method::ExchangeBind(m) => m.nowait,
+        Method::ExchangeUnbind(m) => m.nowait,
+        Method::QueueDeclare(m) => m.nowait,
+        Method::QueueBind(m) => m.nowait,
+        Method::QueuePurge(m) => m.nowait,
+        Method::QueueDelete(m) => m.nowait,
+        Method::BasicConsume(m) => m.nowait,
+        Method::BasicCancel(m) => m.nowait,
+        Method::ConfirmSelect(m) => m.nowait,
+        _ => false,
+    }
+}
+
+fn unexpected(got: &Method, waiting_for: &str) -> Violation {
+    Violation {
+        code: ReplyCode::COMMAND_INVALID,
+        message: format!("unexpected {} while waiting for {waiting_for}", got.name()),
+        method: Some((got.class_id(), got.method_id())),
+    }
+}

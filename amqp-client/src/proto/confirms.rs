@@ -1,0 +1,264 @@
+//! Publisher-confirm bookkeeping for one channel in confirm mode.
+//!
+//! Publishes are numbered from 1 in the order they go on the wire; the broker acks or nacks
+//! by that number, possibly `multiple` (everything up to it). Outstanding publishes live in a
+//! ring buffer indexed by `seq - base`, so resolving an ack touches only the slots it covers
+//! and a publish allocates nothing once the ring has grown to the confirm window.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::Error;
+use crate::message::{Confirmation, ReturnedMessage};
+
+/// One publish's confirm.
+#[derive(Debug)]
+enum Slot {
+    /// Waiting for the broker; the waker of the future polling for it, if any.
+    Pending(Option<Waker>),
+    /// The broker answered (or the channel died); the future has not collected it yet.
+    Done(Result<Confirmation, Error>),
+    /// Collected, or the future was dropped: only kept until the slots before it go.
+    Gone,
+}
+
+/// Confirms of one channel.
+#[derive(Debug, Default)]
+pub(crate) struct Confirms {
+    /// Sequence number of `slots[0]`.
+    base: u64,
+    /// Slots for `base .. base + slots.len()`.
+    slots: VecDeque<Slot>,
+    /// Publishes still waiting for the broker.
+    pending: usize,
+    /// True once any publish since the last `take_nacked` was nacked or failed.
+    nacked: bool,
+    /// Tasks waiting for `pending == 0`.
+    idle_waiters: Vec<Waker>,
+}
+
+impl Confirms {
+    /// Confirm mode just started: the first publish is number 1.
+    pub(crate) fn new() -> Self {
+        Self {
+            base: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Registers the next publish; returns its sequence number.
+    pub(crate) fn register(&mut self) -> u64 {
+        self.slots.push_back(Slot::Pending(None));
+        self.pending += 1;
+        self.base + self.slots.len() as u64 - 1
+    }
+
+    /// Number of publishes the broker has not answered yet.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Resolves `tag` (and everything before it if `multiple`). Tags the broker never had
+    /// (already resolved, or beyond the last publish) are ignored and reported as `false`.
+    pub(crate) fn resolve(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        ack: bool,
+        mut returned: Option<Box<ReturnedMessage>>,
+    ) -> bool {
+        let end = self.base + self.slots.len() as u64;
+        if tag < self.base || tag >= end {
+            return false;
+        }
+        // The tag itself must still be waiting: the broker confirms each publish once.
+        if !matches!(
+            self.slots.get((tag - self.base) as usize),
+            Some(Slot::Pending(_))
+        ) {
+            return false;
+        }
+        let first = if multiple { self.base } else { tag };
+        for seq in first..=tag {
+            let idx = (seq - self.base) as usize;
+            if let Some(slot) = self.slots.get_mut(idx) {
+                if let Slot::Pending(waker) = slot {
+                    let waker = waker.take();
+                    // A returned message belongs to the publish the broker confirms next,
+                    // which is the highest tag of this (possibly multiple) ack.
+                    let ret = if seq == tag { returned.take() } else { None };
+                    let outcome = if ack {
+                        Confirmation::Ack(ret)
+                    } else {
+                        self.nacked = true;
+                        Confirmation::Nack(ret)
+                    };
+                    *slot = Slot::Done(Ok(outcome));
+                    self.pending -= 1;
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+            }
+        }
+        self.wake_idle_if_done();
+        true
+    }
+
+    /// Fails every outstanding publish (the channel or connection closed).
+    pub(crate) fn fail_all(&mut self, err: &Error) {
+        for slot in &mut self.slots {
+            if let Slot::Pending(waker) = slot {
+                let waker = waker.take();
+                *slot = Slot::Done(Err(err.clone()));
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+        }
+        if self.pending > 0 {
+            self.nacked = true;
+        }
+        self.pending = 0;
+        self.wake_idle_if_done();
+    }
+
+    /// Polls publish `seq`'s outcome.
+    pub(crate) fn poll(
+        &mut self,
+        seq: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Confirmation, Error>> {
+        let Some(idx) = seq.checked_sub(self.base) else {
+            return Poll::Ready(Err(Error::InvalidUse("confirm polled after completion")));
+        };
+        match self.slots.get_mut(idx as usize) {
+            Some(Slot::Pending(waker)) => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Some(slot @ Slot::Done(_)) => {
+                let Slot::Done(result) = std::mem::replace(slot, Slot::Gone) else {
+                    unreachable!("matched Done above")
+                };
+                self.compact();
+                Poll::Ready(result)
+            }
+            _ => Poll::Ready(Err(Error::InvalidUse("confirm polled after completion"))),
+        }
+    }
+
+    /// The future for `seq` was dropped: its outcome is no longer wanted.
+    pub(crate) fn forget(&mut self, seq: u64) {
+        let Some(idx) = seq.checked_sub(self.base) else {
+            return;
+        };
+        if let Some(slot) = self.slots.get_mut(idx as usize) {
+            match slot {
+                Slot::Pending(waker) => *waker = None,
+                Slot::Done(_) => *slot = Slot::Gone,
+                Slot::Gone => {}
+            }
+        }
+        self.compact();
+    }
+
+    /// Ready when nothing is outstanding; yields whether everything since the last call was
+    /// acked (false if anything was nacked or failed).
+    pub(crate) fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.pending == 0 {
+            return Poll::Ready(!std::mem::take(&mut self.nacked));
+        }
+        if !self.idle_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            self.idle_waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn wake_idle_if_done(&mut self) {
+        if self.pending == 0 {
+            for w in self.idle_waiters.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Drops collected slots from the front. A resolved slot whose future is still alive
+    /// stays until collected, so a future never reads another publish's outcome.
+    fn compact(&mut self) {
+        while let Some(Slot::Gone) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn cx() -> Context<'static> {
+        Context::from_waker(Waker::noop())
+    }
+
+    #[test]
+    fn multiple_ack_resolves_only_covered_slots() {
+        let mut c = Confirms::new();
+        let seqs: Vec<u64> = (0..5).map(|_| c.register()).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert!(c.resolve(3, true, true, None));
+        assert_eq!(c.pending(), 2);
+        for seq in 1..=3 {
+            assert!(matches!(
+                c.poll(seq, &mut cx()),
+                Poll::Ready(Ok(Confirmation::Ack(None)))
+            ));
+        }
+        assert!(c.poll(4, &mut cx()).is_pending());
+        assert!(c.resolve(5, false, false, None));
+        assert!(matches!(
+            c.poll(5, &mut cx()),
+            Poll::Ready(Ok(Confirmation::Nack(None)))
+        ));
+        assert!(!c.resolve(5, false, true, None), "already resolved");
+        assert!(!c.resolve(99, false, true, None), "never published");
+        assert_eq!(c.poll_idle(&mut cx()), Poll::Pending);
+        c.resolve(4, false, true, None);
+        assert_eq!(c.poll_idle(&mut cx()), Poll::Ready(false), "5 was nacked");
+        assert_eq!(c.poll_idle(&mut cx()), Poll::Ready(true), "nack flag reset");
+    }
+
+    #[test]
+    fn failed_channel_fails_pending_and_keeps_results() {
+        let mut c = Confirms::new();
+        let a = c.register();
+        let b = c.register();
+        c.resolve(a, false, true, None);
+        c.fail_all(&Error::ConnectionLost);
+        assert!(matches!(
+            c.poll(a, &mut cx()),
+            Poll::Ready(Ok(Confirmation::Ack(None)))
+        ));
+        assert!(matches!(
+            c.poll(b, &mut cx()),
+            Poll::Ready(Err(Error::ConnectionLost))
+        ));
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn forgotten_slots_are_compacted() {
+        let mut c = Confirms::new();
+        for _ in 0..1000 {
+            let s = c.register();
+            c.resolve(s, false, true, None);
+            c.forget(s);
+        }
+        assert!(c.slots.is_empty());
+        assert_eq!(c.base, 1001);
+    }
+}

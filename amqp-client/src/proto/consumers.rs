@@ -1,0 +1,97 @@
+//! One consumer's bounded buffer of deliveries, between the connection (which fills it as
+//! frames arrive) and the application's `Consumer` stream (which drains it).
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+
+use amqp_codec::{BasicProperties, ShortStr};
+use bytes::Bytes;
+
+use crate::error::Error;
+
+/// A delivery as the connection received it, before it gets its acker.
+#[derive(Debug)]
+pub(crate) struct RawDelivery {
+    pub(crate) delivery_tag: u64,
+    pub(crate) redelivered: bool,
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_key: ShortStr,
+    pub(crate) consumer_tag: ShortStr,
+    pub(crate) properties: BasicProperties,
+    pub(crate) body: Bytes,
+}
+
+/// A consumer's buffer.
+#[derive(Debug)]
+pub(crate) struct ConsumerSlot {
+    /// Deliveries received and not yet taken by the application.
+    queue: VecDeque<RawDelivery>,
+    /// Bound on `queue`; at it, the connection stops reading the socket.
+    capacity: usize,
+    /// The application's task waiting for the next delivery.
+    waker: Option<Waker>,
+    /// Set when the consumer ended: the stream yields what is buffered, then this (if an
+    /// error), then ends.
+    end: Option<Option<Error>>,
+}
+
+impl ConsumerSlot {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            capacity: capacity.max(1),
+            waker: None,
+            end: None,
+        }
+    }
+
+    /// Buffers a delivery. Returns true when the buffer is now full.
+    pub(crate) fn push(&mut self, delivery: RawDelivery) -> bool {
+        self.queue.push_back(delivery);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        self.is_full()
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.queue.len() >= self.capacity
+    }
+
+    /// Ends the stream: `None` for a clean end (cancelled by the application), `Some` for a
+    /// failure (cancelled by the broker, channel or connection closed).
+    pub(crate) fn end(&mut self, error: Option<Error>) {
+        if self.end.is_none() {
+            self.end = Some(error);
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Next delivery, the end, or pending. `was_full` tells the caller that the buffer just
+    /// dropped below its bound (so the connection may resume reading).
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> (Poll<Option<Result<RawDelivery, Error>>>, bool) {
+        let was_full = self.is_full();
+        if let Some(d) = self.queue.pop_front() {
+            return (Poll::Ready(Some(Ok(d))), was_full);
+        }
+        match &mut self.end {
+            Some(end) => (Poll::Ready(end.take().map(Err)), false),
+            None => {
+                match &self.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => self.waker = Some(cx.waker().clone()),
+                }
+                (Poll::Pending, false)
+            }
+        }
+    }
+}

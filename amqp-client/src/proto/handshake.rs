@@ -1,0 +1,227 @@
+//! Connection negotiation: connection.start / start-ok, secure / secure-ok, tune / tune-ok,
+//! open / open-ok, as steps of the connection core.
+
+use std::time::{Duration, Instant};
+
+use amqp_codec::methods::{
+    ConnectionOpen, ConnectionSecureOk, ConnectionStartOk, ConnectionTuneOk,
+};
+use amqp_codec::table::FieldTable;
+use amqp_codec::{LongStr, Method, ReplyCode, ShortStr};
+
+use super::{Core, Phase};
+use crate::auth;
+use crate::error::{CloseReason, Error};
+
+/// The client properties sent in connection.start-ok: who we are and what we understand.
+pub(crate) fn client_properties(connection_name: Option<&str>) -> FieldTable {
+    let capabilities = FieldTable::builder()
+        .insert("publisher_confirms", true)
+        .insert("consumer_cancel_notify", true)
+        .insert("basic.nack", true)
+        .insert("connection.blocked", true)
+        .insert("authentication_failure_close", true)
+        .insert("exchange_exchange_bindings", true)
+        .insert("per_consumer_qos", true)
+        .build()
+        .unwrap_or_default();
+    let mut props = FieldTable::builder()
+        .insert("product", "amqp-client (Rust)")
+        .insert("version", env!("CARGO_PKG_VERSION"))
+        .insert(
+            "platform",
+            format!("Rust, {} {}", std::env::consts::OS, std::env::consts::ARCH),
+        )
+        .insert("information", "https://example.invalid/amqp-rs")
+        .insert("capabilities", capabilities);
+    if let Some(name) = connection_name {
+        props = props.insert("connection_name", name);
+    }
+    // Only a name longer than 255 bytes can fail here; fall back to no properties rather than
+    // fail the connection over a label.
+    props.build().unwrap_or_default()
+}
+
+/// Tune negotiation: the smaller non-zero value, 0 meaning "no limit" on that side.
+pub(crate) fn negotiate<T: Copy + Ord + Default>(client: T, server: T) -> T {
+    let zero = T::default();
+    match (client == zero, server == zero) {
+        (true, _) => server,
+        (_, true) => client,
+        _ => client.min(server),
+    }
+}
+
+impl Core {
+    /// A connection-class method while the handshake is in progress.
+    pub(super) fn handle_handshake(&mut self, method: Method, now: Instant) {
+        match (&self.phase, method) {
+            (Phase::AwaitStart, Method::ConnectionStart(start)) => {
+                if (start.version_major, start.version_minor) != (0, 9) {
+                    let msg = format!(
+                        "server speaks AMQP {}-{}, not 0-9-1",
+                        start.version_major, start.version_minor
+                    );
+                    return self.fail(Error::NotAmqp(msg));
+                }
+                let mech = self.config.auth_mechanism;
+                if !auth::mechanism_offered(&start.mechanisms, mech) {
+                    return self.fail(Error::MechanismNotOffered {
+                        wanted: mech.name(),
+                        offered: String::from_utf8_lossy(&start.mechanisms).into_owned(),
+                    });
+                }
+                self.server_properties = start.server_properties;
+                let response =
+                    auth::start_ok_response(mech, &self.config.username, &self.config.password);
+                let start_ok = Method::ConnectionStartOk(ConnectionStartOk {
+                    client_properties: client_properties(self.config.connection_name.as_deref()),
+                    mechanism: ShortStr::from_static(mech.name()),
+                    response: LongStr::from(response.to_vec()),
+                    locale: ShortStr::from_static("en_US"),
+                });
+                self.send_connection_method(&start_ok);
+                self.phase = Phase::AwaitTune;
+            }
+            (Phase::AwaitTune, Method::ConnectionSecure(_)) => {
+                // PLAIN, AMQPLAIN and EXTERNAL have no second round; answer with the same
+                // response, as RabbitMQ's own clients do, and let the broker decide.
+                let mech = self.config.auth_mechanism;
+                let response =
+                    auth::start_ok_response(mech, &self.config.username, &self.config.password);
+                let secure_ok = Method::ConnectionSecureOk(ConnectionSecureOk {
+                    response: LongStr::from(response.to_vec()),
+                });
+                self.send_connection_method(&secure_ok);
+            }
+            (Phase::AwaitTune, Method::ConnectionTune(tune)) => {
+                let channel_max = negotiate(self.config.channel_max, tune.channel_max);
+                let frame_max = negotiate(self.config.frame_max, tune.frame_max);
+                let heartbeat = negotiate(self.config.heartbeat, tune.heartbeat);
+                self.channel_max = if channel_max == 0 {
+                    u16::MAX
+                } else {
+                    channel_max
+                };
+                // Frame-max 0 means "no limit"; keep the decoder bounded anyway by the
+                // largest frame we would ever accept (the message size limit plus overhead).
+                self.frame_max = frame_max;
+                let decode_max = if frame_max == 0 { u32::MAX } else { frame_max };
+                self.decoder.set_frame_max(decode_max);
+                self.heartbeat = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
+                let tune_ok = Method::ConnectionTuneOk(ConnectionTuneOk {
+                    channel_max,
+                    frame_max,
+                    heartbeat,
+                });
+                self.send_connection_method(&tune_ok);
+                let vhost = ShortStr::try_from(self.config.vhost.as_str()).unwrap_or_default();
+                let open = Method::ConnectionOpen(ConnectionOpen {
+                    virtual_host: vhost,
+                    capabilities: ShortStr::default(),
+                    insist: false,
+                });
+                self.send_connection_method(&open);
+                self.phase = Phase::AwaitOpenOk;
+                self.last_recv = now;
+            }
+            (Phase::AwaitOpenOk, Method::ConnectionOpenOk(_)) => {
+                self.phase = Phase::Open;
+                self.deadline = None;
+                tracing::debug!(address = %self.config.address(), vhost = %self.config.vhost, "connection open");
+                if let Some(tx) = self.open_waiter.take() {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            (_, Method::ConnectionClose(close)) => {
+                // Refused during the handshake: bad credentials (403), unknown or forbidden
+                // vhost (530), or anything else the broker objects to.
+                self.send_connection_method(&Method::ConnectionCloseOk(Default::default()));
+                let reason = CloseReason {
+                    code: ReplyCode(close.reply_code),
+                    text: String::from_utf8_lossy(&close.reply_text).into_owned(),
+                    class_id: amqp_codec::ClassId(close.class_id),
+                    method_id: close.method_id,
+                };
+                let err = if reason.code == ReplyCode::ACCESS_REFUSED
+                    && matches!(self.phase, Phase::AwaitTune)
+                {
+                    Error::AuthenticationFailed {
+                        mechanism: self.config.auth_mechanism.name(),
+                        reason: reason.text,
+                    }
+                } else {
+                    Error::ConnectionClosed(reason)
+                };
+                self.fail(err);
+            }
+            (_, other) => {
+                let msg = format!("unexpected {} during the handshake", other.name());
+                self.violation(
+                    ReplyCode::COMMAND_INVALID,
+                    msg,
+                    Some((other.class_id(), other.method_id())),
+                    now,
+                );
+            }
+        }
+    }
+
+    /// The socket closed during the handshake: name the likely cause.
+    pub(super) fn handshake_eof_error(&self) -> Error {
+        match self.phase {
+            Phase::AwaitStart => {
+                Error::NotAmqp("the peer closed the connection before connection.start".into())
+            }
+            // Brokers without authentication_failure_close drop the socket on bad credentials.
+            Phase::AwaitTune => Error::AuthenticationFailed {
+                mechanism: self.config.auth_mechanism.name(),
+                reason: "the broker closed the connection after start-ok".into(),
+            },
+            _ => Error::ConnectionLost,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiate_prefers_smaller_nonzero() {
+        assert_eq!(negotiate(2047u16, 0), 2047);
+        assert_eq!(negotiate(0u16, 2047), 2047);
+        assert_eq!(negotiate(60u16, 30), 30);
+        assert_eq!(negotiate(131_072u32, 1_048_576), 131_072);
+        assert_eq!(negotiate(0u32, 0), 0);
+    }
+
+    #[test]
+    fn client_properties_advertise_capabilities() {
+        let props = client_properties(Some("svc"));
+        assert_eq!(
+            props
+                .get("connection_name")
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            Some("svc".into())
+        );
+        let Some(amqp_codec::FieldValue::Table(caps)) = props.get("capabilities") else {
+            panic!("capabilities table missing");
+        };
+        for cap in [
+            "publisher_confirms",
+            "consumer_cancel_notify",
+            "basic.nack",
+            "connection.blocked",
+            "authentication_failure_close",
+            "exchange_exchange_bindings",
+            "per_consumer_qos",
+        ] {
+            assert_eq!(
+                caps.get(cap),
+                Some(amqp_codec::FieldValue::Bool(true)),
+                "{cap}"
+            );
+        }
+    }
+}

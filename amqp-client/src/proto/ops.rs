@@ -1,0 +1,332 @@
+//! What the application's handles ask of the core: open channels, send requests, publish,
+//! settle deliveries, poll consumers and confirms, close.
+//!
+//! Every operation checks that the connection is open and that the handle's channel is the
+//! same opening (`epoch`) it was given, so a handle never acts on a channel id's next life.
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use amqp_codec::methods::{ChannelOpen, ConnectionClose, ConnectionUpdateSecret};
+use amqp_codec::{BasicProperties, LongStr, Method, ReplyCode, ShortStr};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::{ChannelState, Core, Phase, RawDelivery, ReplyTx, Rpc};
+use crate::error::Error;
+use crate::message::{Confirmation, ReturnedMessage};
+
+impl Core {
+    /// The channel `id` at opening `epoch`, if the connection is open and that opening is.
+    fn usable_channel(&mut self, id: u16, epoch: u64) -> Result<&mut ChannelState, Error> {
+        if let Some(err) = self.closed_error() {
+            return Err(err);
+        }
+        let chan = self
+            .channels
+            .get_mut(usize::from(id))
+            .and_then(Option::as_mut)
+            .filter(|c| c.epoch == epoch)
+            .ok_or(Error::ChannelClosedByApp)?;
+        match chan.unusable() {
+            Some(err) => Err(err),
+            None => Ok(chan),
+        }
+    }
+
+    /// The channel `id` at opening `epoch`, whatever its state.
+    fn channel_at(&mut self, id: u16, epoch: u64) -> Option<&mut ChannelState> {
+        self.channels
+            .get_mut(usize::from(id))
+            .and_then(Option::as_mut)
+            .filter(|c| c.epoch == epoch)
+    }
+
+    /// Allocates a channel id and sends channel.open; the reply goes to `reply`.
+    pub(crate) fn open_channel(&mut self, reply: ReplyTx) -> Result<(u16, u64), Error> {
+        if let Some(err) = self.closed_error() {
+            return Err(err);
+        }
+        let max = self.channel_max.max(1);
+        let free = |slot: Option<&Option<ChannelState>>| match slot {
+            None | Some(None) => true,
+            Some(Some(c)) => c.is_closed(),
+        };
+        let start = self.next_id.clamp(1, max);
+        let id = (start..=max)
+            .chain(1..start)
+            .find(|&id| free(self.channels.get(usize::from(id))))
+            .ok_or(Error::ChannelsExhausted(max))?;
+        self.next_id = if id == max { 1 } else { id + 1 };
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        if self.channels.len() <= usize::from(id) {
+            self.channels.resize_with(usize::from(id) + 1, || None);
+        }
+        let mut chan = ChannelState::new(id, epoch, &self.config.limits);
+        let open = Method::ChannelOpen(ChannelOpen::default());
+        chan.enqueue(
+            Rpc {
+                method: open,
+                reply: Some(reply),
+            },
+            &mut self.out,
+            self.frame_max,
+        );
+        self.channels[usize::from(id)] = Some(chan);
+        Ok((id, epoch))
+    }
+
+    /// Queues a request on a channel; the reply (if `reply` is given) goes there.
+    pub(crate) fn request(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        method: Method,
+        reply: Option<ReplyTx>,
+    ) -> Result<(), Error> {
+        let frame_max = self.frame_max;
+        // Check the frame fits before queueing, so the caller gets the error directly.
+        let len = method.encoded_len() + amqp_codec::FRAME_OVERHEAD;
+        if frame_max != 0 && len > frame_max as usize {
+            return Err(amqp_codec::EncodeError::MethodTooLarge {
+                name: method.name(),
+                size: len,
+                frame_max,
+            }
+            .into());
+        }
+        let mut out = std::mem::take(&mut self.out);
+        let result = self
+            .usable_channel(id, epoch)
+            .map(|chan| chan.enqueue(Rpc { method, reply }, &mut out, frame_max));
+        self.out = out;
+        result
+    }
+
+    /// Closes a channel from the client side (reply code 200).
+    pub(crate) fn close_channel(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        reply: ReplyTx,
+    ) -> Result<(), Error> {
+        let frame_max = self.frame_max;
+        let mut out = std::mem::take(&mut self.out);
+        let result = self.usable_channel(id, epoch).map(|chan| {
+            chan.begin_close(
+                ReplyCode::REPLY_SUCCESS,
+                "closed by the application",
+                Some(reply),
+                &mut out,
+                frame_max,
+            )
+        });
+        self.out = out;
+        self.publish_gate.notify_waiters();
+        result
+    }
+
+    /// True if a publish on this channel must wait: the broker blocked the connection, the
+    /// channel's flow is off, or the outbound queue is above its high-water mark.
+    pub(crate) fn publish_must_wait(&mut self, id: u16, epoch: u64) -> Result<bool, Error> {
+        let high = bytes::Buf::remaining(&self.out) >= self.config.limits.outbound_high_water;
+        let blocked = self.blocked.is_some();
+        let chan = self.usable_channel(id, epoch)?;
+        Ok(blocked || high || !chan.flow_active)
+    }
+
+    /// Queues a publish; returns its confirm sequence number in confirm mode.
+    pub(crate) fn publish(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        method: &Method,
+        properties: &BasicProperties,
+        body: Bytes,
+    ) -> Result<Option<u64>, Error> {
+        let frame_max = self.frame_max;
+        self.usable_channel(id, epoch)?;
+        self.out
+            .push_content(id, method, properties, body, frame_max)?;
+        let chan = self.usable_channel(id, epoch)?;
+        Ok(chan
+            .confirms
+            .as_mut()
+            .map(super::confirms::Confirms::register))
+    }
+
+    /// Sends an ack, nack or reject for a delivery of opening `epoch` of channel `id`.
+    pub(crate) fn settle(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        delivery_tag: u64,
+        method: &Method,
+    ) -> Result<(), Error> {
+        if self.usable_channel(id, epoch).is_err() {
+            return Err(Error::StaleDelivery { delivery_tag });
+        }
+        self.out.push_method(id, method, self.frame_max)?;
+        Ok(())
+    }
+
+    /// Next delivery for consumer `tag`. The bool is true when reading should resume (a full
+    /// buffer drained); the caller then wakes the driver.
+    pub(crate) fn poll_delivery(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        tag: &ShortStr,
+        cx: &mut Context<'_>,
+    ) -> (Poll<Option<Result<RawDelivery, Error>>>, bool) {
+        let Some(chan) = self.channel_at(id, epoch) else {
+            return (Poll::Ready(None), false);
+        };
+        let Some(slot) = chan.consumers.get_mut(tag.as_bytes()) else {
+            return (Poll::Ready(None), false);
+        };
+        let (poll, drained) = slot.poll_next(cx);
+        if let Poll::Ready(None) = poll {
+            chan.consumers.remove(tag.as_bytes());
+        }
+        if drained && self.full_consumers > 0 {
+            self.full_consumers -= 1;
+            return (poll, self.full_consumers == 0);
+        }
+        (poll, false)
+    }
+
+    /// The application dropped a consumer stream.
+    pub(crate) fn drop_consumer(&mut self, id: u16, epoch: u64, tag: &ShortStr, no_ack: bool) {
+        let frame_max = self.frame_max;
+        let mut out = std::mem::take(&mut self.out);
+        if let Some(chan) = self.channel_at(id, epoch) {
+            chan.detach_consumer(tag, no_ack, &mut out, frame_max);
+        }
+        self.out = out;
+        self.recount_full();
+    }
+
+    /// Polls the confirm of publish `seq`.
+    pub(crate) fn poll_confirm(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        seq: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Confirmation, Error>> {
+        let fallback = self.closed_error().unwrap_or(Error::ChannelClosedByApp);
+        match self.channel_at(id, epoch).and_then(|c| c.confirms.as_mut()) {
+            Some(confirms) => confirms.poll(seq, cx),
+            None => Poll::Ready(Err(fallback)),
+        }
+    }
+
+    /// The confirm future for `seq` was dropped.
+    pub(crate) fn forget_confirm(&mut self, id: u16, epoch: u64, seq: u64) {
+        if let Some(confirms) = self.channel_at(id, epoch).and_then(|c| c.confirms.as_mut()) {
+            confirms.forget(seq);
+        }
+    }
+
+    /// Ready when every publish so far is confirmed: `Ok(true)` if all were acked.
+    pub(crate) fn poll_all_confirmed(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<bool, Error>> {
+        let fallback = self.closed_error().unwrap_or(Error::ChannelClosedByApp);
+        let Some(chan) = self.channel_at(id, epoch) else {
+            return Poll::Ready(Err(fallback));
+        };
+        let err = chan.unusable();
+        match chan.confirms.as_mut() {
+            None => Poll::Ready(Err(Error::InvalidUse("the channel is not in confirm mode"))),
+            Some(c) => match c.poll_idle(cx) {
+                Poll::Ready(true) => Poll::Ready(Ok(true)),
+                Poll::Ready(false) => Poll::Ready(err.map_or(Ok(false), Err)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    /// Confirms still outstanding on a channel.
+    pub(crate) fn pending_confirms(&mut self, id: u16, epoch: u64) -> usize {
+        self.channel_at(id, epoch)
+            .and_then(|c| c.confirms.as_ref())
+            .map_or(0, super::confirms::Confirms::pending)
+    }
+
+    /// Returned messages held for the application.
+    pub(crate) fn take_returns(&mut self, id: u16, epoch: u64) -> Vec<ReturnedMessage> {
+        self.channel_at(id, epoch)
+            .map(ChannelState::take_returns)
+            .unwrap_or_default()
+    }
+
+    /// Starts a clean close of the connection; `reply` resolves when it is closed.
+    pub(crate) fn close(
+        &mut self,
+        code: ReplyCode,
+        text: &str,
+        reply: oneshot::Sender<Result<(), Error>>,
+        now: Instant,
+    ) {
+        match self.phase {
+            Phase::Open => {
+                let close = Method::ConnectionClose(ConnectionClose {
+                    reply_code: code.0,
+                    reply_text: ShortStr::try_from(text).unwrap_or_default(),
+                    class_id: 0,
+                    method_id: 0,
+                });
+                self.send_connection_method(&close);
+                self.close_waiters.push(reply);
+                self.begin_closing(Error::ConnectionClosedByApp, now);
+            }
+            Phase::Closing(_) => self.close_waiters.push(reply),
+            Phase::Closed(_) => {
+                let _ = reply.send(Ok(()));
+            }
+            Phase::AwaitStart | Phase::AwaitTune | Phase::AwaitOpenOk => {
+                self.fail(Error::ConnectionClosedByApp);
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Sends connection.update-secret; `reply` resolves on update-secret-ok.
+    pub(crate) fn update_secret(
+        &mut self,
+        secret: &str,
+        reason: &str,
+        reply: oneshot::Sender<Result<(), Error>>,
+    ) {
+        if let Some(err) = self.closed_error() {
+            let _ = reply.send(Err(err));
+            return;
+        }
+        if self.secret_waiter.is_some() {
+            let _ = reply.send(Err(Error::InvalidUse(
+                "an update-secret is already in progress",
+            )));
+            return;
+        }
+        let method = Method::ConnectionUpdateSecret(ConnectionUpdateSecret {
+            new_secret: LongStr::from(secret),
+            reason: ShortStr::try_from(reason).unwrap_or_default(),
+        });
+        self.send_connection_method(&method);
+        self.secret_waiter = Some(reply);
+    }
+
+    /// Negotiated (channel-max, frame-max, heartbeat seconds).
+    pub(crate) fn tuning(&self) -> (u16, u32, u16) {
+        let hb = self
+            .heartbeat
+            .map_or(0, |d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX));
+        (self.channel_max, self.frame_max, hb)
+    }
+}

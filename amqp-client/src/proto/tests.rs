@@ -1,0 +1,492 @@
+//! The core driven without sockets: a scripted broker's frames in, the client's frames out,
+//! time made up. Covers what a real broker never does (violations, silence) and the
+//! handshake, heartbeat and confirm logic precisely.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amqp_codec::methods::*;
+use amqp_codec::{
+    BasicProperties, Frame, FrameDecoder, LongStr, Method, Outbound, ReplyCode, ShortStr,
+};
+use bytes::{Buf, BytesMut};
+use tokio::sync::{Notify, oneshot};
+
+use super::{Core, Phase, Reply};
+use crate::config::ConnectionConfig;
+use crate::error::Error;
+
+/// A core plus the scripted broker's view of it.
+struct Harness {
+    core: Core,
+    now: Instant,
+    /// What the client wrote, decoded.
+    seen: Vec<Frame>,
+    decoder: FrameDecoder,
+    wire: BytesMut,
+}
+
+impl Harness {
+    fn new(config: ConnectionConfig) -> Self {
+        let now = Instant::now();
+        let core = Core::new(config, now, Arc::new(Notify::new()));
+        Self {
+            core,
+            now,
+            seen: Vec::new(),
+            decoder: FrameDecoder::with_frame_max(1 << 20),
+            wire: BytesMut::new(),
+        }
+    }
+
+    /// Feeds raw bytes from the "broker".
+    fn feed_bytes(&mut self, bytes: &[u8]) {
+        let mut buf = BytesMut::from(bytes);
+        self.core.handle_input(&mut buf, self.now);
+    }
+
+    /// Feeds one method from the "broker".
+    fn feed(&mut self, channel: u16, method: Method) {
+        let mut out = Outbound::new();
+        out.push_method(channel, &method, 0).unwrap();
+        let bytes = out.copy_to_bytes(out.remaining());
+        self.feed_bytes(&bytes);
+    }
+
+    /// Collects and decodes what the client queued since the last call.
+    fn sent(&mut self) -> Vec<Frame> {
+        let mut out = Outbound::new();
+        self.core.take_output(&mut out, self.now);
+        self.wire
+            .extend_from_slice(&out.copy_to_bytes(out.remaining()));
+        if self.wire.starts_with(b"AMQP") {
+            self.wire.advance(8);
+        }
+        let mut frames = Vec::new();
+        while let Some(f) = self.decoder.decode(&mut self.wire).unwrap() {
+            frames.push(f);
+        }
+        self.seen.extend(frames.iter().cloned());
+        frames
+    }
+
+    fn methods(&mut self) -> Vec<Method> {
+        self.sent()
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Method { method, .. } => Some(method),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs the handshake to `Open` with a server proposing these tune values.
+    fn open(&mut self, heartbeat: u16) {
+        let (tx, _rx) = oneshot::channel();
+        self.core.open_waiter = Some(tx);
+        self.feed(0, start());
+        self.feed(
+            0,
+            Method::ConnectionTune(ConnectionTune {
+                channel_max: 2047,
+                frame_max: 131_072,
+                heartbeat,
+            }),
+        );
+        self.feed(0, Method::ConnectionOpenOk(ConnectionOpenOk::default()));
+        assert!(matches!(self.core.phase, Phase::Open));
+        self.sent();
+    }
+
+    /// Opens a channel and drains the client's output.
+    fn channel(&mut self) -> (u16, u64) {
+        let (tx, _rx) = oneshot::channel();
+        let (id, epoch) = self.core.open_channel(tx).unwrap();
+        self.feed(id, Method::ChannelOpenOk(ChannelOpenOk::default()));
+        self.sent();
+        (id, epoch)
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.core.handle_timeout(self.now);
+    }
+}
+
+fn start() -> Method {
+    Method::ConnectionStart(ConnectionStart {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: Default::default(),
+        mechanisms: LongStr::from("AMQPLAIN PLAIN"),
+        locales: LongStr::from("en_US"),
+    })
+}
+
+fn close_code(m: &Method) -> Option<u16> {
+    match m {
+        Method::ConnectionClose(c) => Some(c.reply_code),
+        _ => None,
+    }
+}
+
+#[test]
+fn handshake_sends_start_ok_tune_ok_and_open() {
+    let mut h = Harness::new(
+        ConnectionConfig::builder()
+            .vhost("v1")
+            .heartbeat(30)
+            .build(),
+    );
+    let (tx, mut rx) = oneshot::channel();
+    h.core.open_waiter = Some(tx);
+    h.feed(0, start());
+    let sent = h.methods();
+    let [Method::ConnectionStartOk(ok)] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(ok.mechanism, "PLAIN");
+    assert_eq!(ok.response.as_bytes(), b"\0guest\0guest");
+    h.feed(
+        0,
+        Method::ConnectionTune(ConnectionTune {
+            channel_max: 0,
+            frame_max: 1_048_576,
+            heartbeat: 60,
+        }),
+    );
+    let sent = h.methods();
+    let [Method::ConnectionTuneOk(tune), Method::ConnectionOpen(open)] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(
+        (tune.channel_max, tune.frame_max, tune.heartbeat),
+        (2047, 131_072, 30)
+    );
+    assert_eq!(open.virtual_host, "v1");
+    assert!(rx.try_recv().is_err(), "not open before open-ok");
+    h.feed(0, Method::ConnectionOpenOk(ConnectionOpenOk::default()));
+    assert!(matches!(rx.try_recv(), Ok(Ok(()))));
+}
+
+#[test]
+fn access_refused_during_handshake_is_an_authentication_error() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    let (tx, mut rx) = oneshot::channel();
+    h.core.open_waiter = Some(tx);
+    h.feed(0, start());
+    h.feed(
+        0,
+        Method::ConnectionClose(ConnectionClose {
+            reply_code: 403,
+            reply_text: ShortStr::from_static("ACCESS_REFUSED - Login was refused"),
+            class_id: 0,
+            method_id: 0,
+        }),
+    );
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Err(Error::AuthenticationFailed { .. }))
+    ));
+    assert!(h.core.is_finished());
+    assert!(matches!(
+        h.methods().last(),
+        Some(Method::ConnectionCloseOk(_))
+    ));
+}
+
+#[test]
+fn non_amqp_greeting_is_not_amqp_error() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    let (tx, mut rx) = oneshot::channel();
+    h.core.open_waiter = Some(tx);
+    h.feed_bytes(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    assert!(matches!(rx.try_recv(), Ok(Err(Error::NotAmqp(_)))));
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.feed_bytes(b"AMQP\x00\x00\x09\x01");
+    assert!(
+        matches!(h.core.closed_error(), Some(Error::NotAmqp(_))),
+        "{:?}",
+        h.core.phase
+    );
+}
+
+#[test]
+fn handshake_deadline_fails_with_connect_timeout() {
+    let mut h = Harness::new(
+        ConnectionConfig::builder()
+            .connection_timeout(Duration::from_secs(2))
+            .build(),
+    );
+    h.advance(Duration::from_secs(1));
+    assert!(!h.core.is_finished());
+    h.advance(Duration::from_secs(1));
+    assert!(matches!(
+        h.core.closed_error(),
+        Some(Error::ConnectTimeout { .. })
+    ));
+}
+
+#[test]
+fn heartbeats_sent_when_idle_and_silence_fails_after_two_intervals() {
+    let mut h = Harness::new(ConnectionConfig::builder().heartbeat(10).build());
+    h.open(10);
+    h.advance(Duration::from_secs(4));
+    assert!(h.sent().is_empty(), "not idle long enough");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.sent(),
+        vec![Frame::Heartbeat],
+        "idle for half the interval"
+    );
+    // Any inbound frame is liveness.
+    h.feed_bytes(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+    h.advance(Duration::from_secs(19));
+    assert!(!h.core.is_finished());
+    h.advance(Duration::from_secs(1));
+    assert!(
+        matches!(h.core.closed_error(), Some(Error::HeartbeatTimeout(d)) if d == Duration::from_secs(20))
+    );
+}
+
+#[test]
+fn bad_frame_end_closes_with_501() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    h.feed_bytes(&[8, 0, 0, 0, 0, 0, 0, 0xAB]);
+    let sent = h.methods();
+    assert_eq!(sent.iter().find_map(close_code), Some(501));
+    assert!(matches!(
+        h.core.closed_error(),
+        Some(Error::Protocol {
+            code: ReplyCode::FRAME_ERROR,
+            ..
+        })
+    ));
+    // close-ok finishes it.
+    h.feed(0, Method::ConnectionCloseOk(ConnectionCloseOk {}));
+    assert!(h.core.is_finished());
+}
+
+#[test]
+fn frame_on_unopened_channel_closes_with_504() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    h.feed(
+        7,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }),
+    );
+    assert_eq!(h.methods().iter().find_map(close_code), Some(504));
+}
+
+#[test]
+fn client_only_method_from_server_closes_with_503_and_ids() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    let (id, _) = h.channel();
+    h.feed(
+        id,
+        Method::QueuePurge(QueuePurge {
+            ticket: 0,
+            queue: ShortStr::from_static("q"),
+            nowait: false,
+        }),
+    );
+    let sent = h.methods();
+    let Some(Method::ConnectionClose(c)) = sent.last() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!((c.reply_code, c.class_id, c.method_id), (503, 50, 30));
+}
+
+#[test]
+fn server_channel_close_fails_pending_call_and_later_calls() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    let (id, epoch) = h.channel();
+    let (tx, mut rx) = oneshot::channel();
+    let declare = Method::QueueDeclare(QueueDeclare {
+        queue: ShortStr::from_static("q"),
+        passive: true,
+        ..Default::default()
+    });
+    h.core
+        .request(id, epoch, declare.clone(), Some(tx))
+        .unwrap();
+    // A second request waits for the first.
+    let (tx2, mut rx2) = oneshot::channel();
+    h.core.request(id, epoch, declare, Some(tx2)).unwrap();
+    assert_eq!(h.methods().len(), 1, "one synchronous request on the wire");
+    h.feed(
+        id,
+        Method::ChannelClose(ChannelClose {
+            reply_code: 404,
+            reply_text: ShortStr::from_static("NOT_FOUND - no queue 'q'"),
+            class_id: 50,
+            method_id: 10,
+        }),
+    );
+    assert!(matches!(
+        h.methods().as_slice(),
+        [Method::ChannelCloseOk(_)]
+    ));
+    let Ok(Err(Error::ChannelClosed(reason))) = rx.try_recv() else {
+        panic!("first call not failed")
+    };
+    assert_eq!(reason.code, ReplyCode::NOT_FOUND);
+    assert!(reason.to_string().contains("queue.declare"), "{reason}");
+    assert!(matches!(rx2.try_recv(), Ok(Err(Error::ChannelClosed(_)))));
+    let (tx3, _rx3) = oneshot::channel();
+    assert!(matches!(
+        h.core
+            .request(id, epoch, Method::TxSelect(TxSelect {}), Some(tx3)),
+        Err(Error::ChannelClosed(_))
+    ));
+    // The connection lives on.
+    assert!(h.core.closed_error().is_none());
+}
+
+#[test]
+fn confirms_multiple_and_return_attached_to_next_ack() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    let (id, epoch) = h.channel();
+    let (tx, _rx) = oneshot::channel();
+    h.core
+        .request(
+            id,
+            epoch,
+            Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+            Some(tx),
+        )
+        .unwrap();
+    h.feed(id, Method::ConfirmSelectOk(ConfirmSelectOk {}));
+    let publish = Method::BasicPublish(BasicPublish {
+        mandatory: true,
+        ..Default::default()
+    });
+    let props = BasicProperties::default();
+    let seqs: Vec<_> = (0..3)
+        .map(|_| {
+            h.core
+                .publish(id, epoch, &publish, &props, "x".into())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [Some(1), Some(2), Some(3)]);
+    assert_eq!(h.core.pending_confirms(id, epoch), 3);
+    h.feed(
+        id,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        }),
+    );
+    assert_eq!(h.core.pending_confirms(id, epoch), 1);
+    // A return (method, header, body), then the ack for the returned publish.
+    let mut out = Outbound::new();
+    let ret = Method::BasicReturn(BasicReturn {
+        reply_code: 312,
+        reply_text: ShortStr::from_static("NO_ROUTE"),
+        ..Default::default()
+    });
+    out.push_content(id, &ret, &props, "x".into(), 0).unwrap();
+    let bytes = out.copy_to_bytes(out.remaining());
+    h.feed_bytes(&bytes);
+    h.feed(
+        id,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 3,
+            multiple: false,
+        }),
+    );
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let std::task::Poll::Ready(Ok(crate::Confirmation::Ack(Some(returned)))) =
+        h.core.poll_confirm(id, epoch, 3, &mut cx)
+    else {
+        panic!("return not attached")
+    };
+    assert_eq!(returned.reply_code, ReplyCode::NO_ROUTE);
+    // An ack for a tag never published is a protocol violation.
+    h.feed(
+        id,
+        Method::BasicAck(BasicAck {
+            delivery_tag: 99,
+            multiple: false,
+        }),
+    );
+    assert!(matches!(
+        h.core.closed_error(),
+        Some(Error::Protocol { .. })
+    ));
+    let _ = Reply::Method(Method::TxSelectOk(TxSelectOk {}));
+}
+
+#[test]
+fn connection_close_from_server_fails_everything() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    let (id, epoch) = h.channel();
+    let (tx, mut rx) = oneshot::channel();
+    h.core
+        .request(id, epoch, Method::TxSelect(TxSelect {}), Some(tx))
+        .unwrap();
+    h.feed(
+        0,
+        Method::ConnectionClose(ConnectionClose {
+            reply_code: 320,
+            reply_text: ShortStr::from_static("CONNECTION_FORCED"),
+            class_id: 0,
+            method_id: 0,
+        }),
+    );
+    assert!(matches!(
+        h.methods().last(),
+        Some(Method::ConnectionCloseOk(_))
+    ));
+    let Ok(Err(err)) = rx.try_recv() else {
+        panic!("pending call not failed")
+    };
+    assert_eq!(err.reply_code(), Some(ReplyCode::CONNECTION_FORCED));
+    assert!(err.is_connection_error());
+    assert!(h.core.is_finished());
+}
+
+#[test]
+fn oversized_message_closes_only_its_channel() {
+    let mut cfg = ConnectionConfig::default();
+    cfg.limits.max_message_size = 10;
+    let mut h = Harness::new(cfg);
+    h.open(0);
+    let (id, epoch) = h.channel();
+    let mut out = Outbound::new();
+    let deliver = Method::BasicDeliver(BasicDeliver {
+        delivery_tag: 1,
+        ..Default::default()
+    });
+    out.push_content(
+        id,
+        &deliver,
+        &BasicProperties::default(),
+        vec![0u8; 100].into(),
+        0,
+    )
+    .unwrap();
+    let bytes = out.copy_to_bytes(out.remaining());
+    h.feed_bytes(&bytes);
+    let sent = h.methods();
+    assert!(
+        matches!(sent.as_slice(), [Method::ChannelClose(c)] if c.reply_code == 311),
+        "{sent:?}"
+    );
+    assert!(h.core.closed_error().is_none(), "connection survives");
+    let (tx, _rx) = oneshot::channel();
+    assert!(
+        h.core
+            .request(id, epoch, Method::TxSelect(TxSelect {}), Some(tx))
+            .is_err()
+    );
+}

@@ -1,0 +1,746 @@
+//! `amqp://` and `amqps://` URIs, as RabbitMQ specifies them (<https://www.rabbitmq.com/docs/uri-spec>
+//! and <https://www.rabbitmq.com/docs/uri-query-parameters>), to and from [`ConnectionConfig`].
+//!
+//! ```text
+//! amqp[s]://[user[:password]@]host[:port][/vhost][?name=value&...]
+//! ```
+//!
+//! Choices where the spec leaves room (each one follows a RabbitMQ client, named below):
+//! - Absent components keep [`ConnectionConfig::default`]'s values one by one: no user info is
+//!   guest/guest, a user without a password keeps the password `guest` (Erlang and Java
+//!   clients), an empty host is the default host.
+//! - An absent path *and an empty one* (`amqp://host/`) both mean the default vhost `/`, as in
+//!   the .NET, Go (amqp091-go) and Python (pika) clients. The spec (and the Erlang and Java
+//!   clients) read `amqp://host/` as the empty vhost name, which no broker has, so honouring it
+//!   only turns a common trailing slash into an access-refused at connection.open.
+//! - Every parameter may appear at most once, and unknown ones are errors: a typo such as
+//!   `heartbeet=5` must not be silently ignored. `+` in a query stays a `+` (it is not form
+//!   encoding); spaces must be written `%20`.
+//! - Leading and trailing whitespace is trimmed (a URI read from an env file often ends in a
+//!   newline); whitespace or control characters inside are errors.
+//!
+//! Error messages never contain the password. A URI whose password holds an unencoded `/`, `?`
+//! or `#` splits in the wrong place, so when an `@` follows the host the messages show no
+//! value taken from the URI at all.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+use crate::config::{AuthMechanism, ConnectionConfig, Secret, TlsOptions};
+
+/// Why a URI could not be turned into a [`ConnectionConfig`]. No message contains the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    /// The URI does not start with `scheme://`.
+    #[error("not an AMQP URI: expected `amqp://` or `amqps://` at the start")]
+    MissingScheme,
+    /// A scheme other than `amqp` or `amqps`.
+    #[error("unsupported URI scheme `{0}`: expected `amqp` or `amqps`")]
+    UnsupportedScheme(String),
+    /// Whitespace or a control character inside the URI.
+    #[error(
+        "the URI contains whitespace or a control character at byte {offset}; encode spaces as %20"
+    )]
+    InvalidCharacter {
+        /// Byte offset in the trimmed URI.
+        offset: usize,
+    },
+    /// A `#fragment`, which AMQP URIs do not have (often an unencoded `#` in a password).
+    #[error("AMQP URIs have no `#fragment`; percent-encode `#` as %23")]
+    Fragment,
+    /// A `%` not followed by two hex digits.
+    #[error("invalid percent-encoding in the {component}")]
+    InvalidPercentEncoding {
+        /// Which part of the URI (`password`, `vhost`, ...).
+        component: String,
+    },
+    /// Percent-decoded bytes that are not UTF-8.
+    #[error("the {component} is not UTF-8 once percent-decoded")]
+    InvalidUtf8 {
+        /// Which part of the URI.
+        component: String,
+    },
+    /// A malformed host (a bad IPv6 literal, an unclosed `[`).
+    #[error("invalid host `{0}`")]
+    InvalidHost(String),
+    /// A port that is not a number from 1 to 65535.
+    #[error("invalid port `{0}`: expected a number from 1 to 65535")]
+    InvalidPort(String),
+    /// A path with more than one segment.
+    #[error("the vhost `{0}` has several path segments: percent-encode `/` in a vhost name as %2f")]
+    MultipleSegments(String),
+    /// An unencoded `@` after the host, in the vhost: usually a password with an unencoded
+    /// `/`, `?` or `#` that split the URI in the wrong place.
+    #[error(
+        "unencoded `@` after the host: write `@` in a vhost as %40, and percent-encode `/`, `?` and `#` in a password"
+    )]
+    AtAfterHost,
+    /// A query parameter this client does not know.
+    #[error("unknown URI parameter `{0}`")]
+    UnknownParameter(String),
+    /// A query parameter given twice.
+    #[error("URI parameter `{0}` is given more than once")]
+    DuplicateParameter(&'static str),
+    /// A query parameter whose value cannot be used.
+    #[error("invalid value `{value}` for URI parameter `{name}`: expected {expected}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// The value found.
+        value: String,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+    /// A TLS parameter on an `amqp://` URI, which would be silently unused.
+    #[error("URI parameter `{0}` only applies to TLS: use an `amqps://` URI")]
+    TlsParameterOnPlainUri(&'static str),
+}
+
+/// Shown instead of a value when the URI may have split inside the password.
+const HIDDEN: &str = "(not shown: the URI has an `@` after the host)";
+
+/// RFC 3986 unreserved characters stay; everything else is percent-encoded.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// Query values may also keep `/` and `:` (file paths stay readable).
+const QUERY_VALUE: &AsciiSet = &COMPONENT.remove(b'/').remove(b':');
+
+impl ConnectionConfig {
+    /// Parses an `amqp://` or `amqps://` URI (see the [module docs](self) for the rules).
+    ///
+    /// ```
+    /// use amqp_client::ConnectionConfig;
+    /// let cfg = ConnectionConfig::from_uri("amqps://app:s3cret@mq.example/billing?heartbeat=10")?;
+    /// assert_eq!((cfg.port, cfg.vhost.as_str(), cfg.heartbeat), (5671, "billing", 10));
+    /// assert!(cfg.tls.is_some());
+    /// # Ok::<(), amqp_client::UriError>(())
+    /// ```
+    pub fn from_uri(uri: &str) -> Result<ConnectionConfig, UriError> {
+        parse(uri)
+    }
+
+    /// This configuration as a URI, with the password replaced by `***`. Settings left at their
+    /// defaults are omitted; [`Limits`](crate::Limits) have no URI form.
+    pub fn to_uri_redacted(&self) -> String {
+        let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            utf8_percent_encode(&self.host, COMPONENT).to_string()
+        };
+        let mut uri = format!(
+            "{scheme}://{}:***@{host}:{}/{}",
+            utf8_percent_encode(&self.username, COMPONENT),
+            self.port,
+            utf8_percent_encode(&self.vhost, COMPONENT),
+        );
+        let d = ConnectionConfig::default();
+        let mut params: Vec<(&str, String)> = Vec::new();
+        // Numeric settings whose URI parameter is named like the field.
+        macro_rules! changed_numbers {
+            ($($field:ident),*) => {$(
+                if self.$field != d.$field {
+                    params.push((stringify!($field), self.$field.to_string()));
+                }
+            )*};
+        }
+        changed_numbers!(heartbeat, frame_max, channel_max);
+        if self.connection_timeout != d.connection_timeout {
+            let ms = self.connection_timeout.as_millis().to_string();
+            params.push(("connection_timeout", ms));
+        }
+        if self.auth_mechanism != d.auth_mechanism {
+            let mechanism = self.auth_mechanism.name().to_ascii_lowercase();
+            params.push(("auth_mechanism", mechanism));
+        }
+        let tls = self.tls.as_ref();
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+        let optional = [
+            ("connection_name", self.connection_name.clone()),
+            ("cacertfile", tls.and_then(|t| path(&t.ca_file))),
+            ("certfile", tls.and_then(|t| path(&t.cert_file))),
+            ("keyfile", tls.and_then(|t| path(&t.key_file))),
+            (
+                "server_name_indication",
+                tls.and_then(|t| t.server_name.clone()),
+            ),
+            (
+                "verify",
+                tls.filter(|t| !t.verify).map(|_| "verify_none".into()),
+            ),
+        ];
+        params.extend(optional.into_iter().filter_map(|(n, v)| Some((n, v?))));
+        for (i, (name, value)) in params.iter().enumerate() {
+            uri.push(if i == 0 { '?' } else { '&' });
+            uri.push_str(name);
+            uri.push('=');
+            uri.extend(utf8_percent_encode(value, QUERY_VALUE));
+        }
+        uri
+    }
+}
+
+impl FromStr for ConnectionConfig {
+    type Err = UriError;
+
+    fn from_str(uri: &str) -> Result<Self, UriError> {
+        parse(uri)
+    }
+}
+
+/// The redacted URI ([`ConnectionConfig::to_uri_redacted`]).
+impl fmt::Display for ConnectionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_uri_redacted())
+    }
+}
+
+/// Replaces the password in any URI-like string with `***`, whether or not it parses, for
+/// logging a URI as it was given.
+///
+/// The user info is taken to end at the *last* `@`, so a password holding an unencoded `@`,
+/// `/`, `?` or `#` is still hidden; the price is that an `@` in the query of a URI with a port
+/// hides more than the password. A `password=` query parameter (the Erlang client's key-file
+/// password) is redacted too.
+///
+/// ```
+/// assert_eq!(amqp_client::redact_uri("amqp://app:s3/cr@t@host/%2f"), "amqp://app:***@host/%2f");
+/// ```
+pub fn redact_uri(uri: &str) -> String {
+    let start = uri.find("://").map_or(0, |i| i + 3);
+    let (head, rest) = uri.split_at(start);
+    let mut out = String::with_capacity(uri.len());
+    out.push_str(head);
+    let after_userinfo = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    match after_userinfo.split_once('?') {
+        Some((before, query)) => {
+            out.push_str(before);
+            out.push('?');
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        out.push_str(key);
+                        out.push_str("=***");
+                    }
+                    _ => out.push_str(pair),
+                }
+            }
+        }
+        None => out.push_str(after_userinfo),
+    }
+    out
+}
+
+/// Shows values from the URI in errors only when they cannot be part of the password.
+struct Echo(bool);
+
+impl Echo {
+    fn show(&self, value: &str) -> String {
+        if self.0 {
+            value.to_owned()
+        } else {
+            HIDDEN.to_owned()
+        }
+    }
+}
+
+fn parse(input: &str) -> Result<ConnectionConfig, UriError> {
+    let uri = input.trim_matches(|c: char| c.is_ascii_whitespace());
+    if let Some(offset) = uri.find(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(UriError::InvalidCharacter { offset });
+    }
+    let (scheme, rest) = uri.split_once("://").ok_or(UriError::MissingScheme)?;
+    let tls = if scheme.eq_ignore_ascii_case("amqp") {
+        false
+    } else if scheme.eq_ignore_ascii_case("amqps") {
+        true
+    } else if !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return Err(UriError::UnsupportedScheme(scheme.to_owned()));
+    } else {
+        // Whatever precedes `://` may be credentials from a mangled URI: never echo it.
+        return Err(UriError::MissingScheme);
+    };
+    if rest.contains('#') {
+        return Err(UriError::Fragment);
+    }
+    // RFC 3986: the authority ends at the first `/` or `?`.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path_and_query) = rest.split_at(authority_end);
+    let echo = Echo(!path_and_query.contains('@'));
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+
+    // RFC 3986 allows `@` in a path, but a vhost holding one is far less likely than a
+    // password holding a `/`; refusing it keeps such a password out of the vhost (and logs).
+    if path.contains('@') {
+        return Err(UriError::AtAfterHost);
+    }
+    let mut cfg = ConnectionConfig::default();
+    // The last `@` separates user info, as in most URI parsers: a stray `@` in a password
+    // then still leaves the host intact.
+    let host_port = match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            cfg.username = decode(user, "user name")?;
+            if let Some(password) = password {
+                cfg.password = Secret::new(decode(password, "password")?);
+            }
+            &authority[at + 1..]
+        }
+        None => authority,
+    };
+    let (host, port) = split_host_port(host_port, &echo)?;
+    if !host.is_empty() {
+        cfg.host = host;
+    }
+    cfg.port = match port {
+        Some(port) => port,
+        None if tls => 5671,
+        None => 5672,
+    };
+    if let Some(segment) = path.strip_prefix('/') {
+        if segment.contains('/') {
+            return Err(UriError::MultipleSegments(echo.show(segment)));
+        }
+        if !segment.is_empty() {
+            cfg.vhost = decode(segment, "vhost")?;
+        }
+    }
+    if tls {
+        cfg.tls = Some(TlsOptions::default());
+    }
+    if let Some(query) = query {
+        apply_query(&mut cfg, query, &echo)?;
+    }
+    Ok(cfg)
+}
+
+/// Splits `host[:port]` or `[v6]:port`; the host is percent-decoded, IPv6 without brackets.
+fn split_host_port(s: &str, echo: &Echo) -> Result<(String, Option<u16>), UriError> {
+    let (host, port) = if let Some(bracketed) = s.strip_prefix('[') {
+        let (literal, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| UriError::InvalidHost(echo.show(s)))?;
+        let addr: Ipv6Addr = literal
+            .parse()
+            .map_err(|_| UriError::InvalidHost(echo.show(s)))?;
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| UriError::InvalidHost(echo.show(s)))?,
+            ),
+        };
+        (addr.to_string(), port)
+    } else {
+        let (host, port) = match s.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (s, None),
+        };
+        (decode(host, "host")?, port)
+    };
+    // RFC 3986 allows an empty port after the colon: it means the default.
+    let port = match port {
+        None | Some("") => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+            _ => return Err(UriError::InvalidPort(echo.show(p))),
+        },
+    };
+    Ok((host, port))
+}
+
+/// Applies `name=value&...` to `cfg` (TLS parameters need `cfg.tls` set already).
+fn apply_query(cfg: &mut ConnectionConfig, query: &str, echo: &Echo) -> Result<(), UriError> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let raw_name = decode(raw_name, "name of a URI parameter")?;
+        let name = KNOWN_PARAMETERS
+            .iter()
+            .copied()
+            .find(|known| *known == raw_name)
+            .ok_or_else(|| UriError::UnknownParameter(echo.show(&raw_name)))?;
+        if seen.contains(&name) {
+            return Err(UriError::DuplicateParameter(name));
+        }
+        seen.push(name);
+        let value = decode(raw_value, &format!("value of URI parameter `{name}`"))?;
+        let invalid = |expected: &'static str| UriError::InvalidParameter {
+            name,
+            value: echo.show(&value),
+            expected,
+        };
+        match name {
+            "heartbeat" => {
+                cfg.heartbeat = value
+                    .parse()
+                    .map_err(|_| invalid("seconds from 0 to 65535"))?
+            }
+            "frame_max" => cfg.frame_max = value.parse().map_err(|_| invalid("0 to 4294967295"))?,
+            "channel_max" => cfg.channel_max = value.parse().map_err(|_| invalid("0 to 65535"))?,
+            "connection_timeout" => {
+                // Milliseconds, as the Erlang client reads it. 0 is refused rather than taken
+                // to mean "no bound" (as in the Java client): a hung connect must end.
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| invalid("milliseconds, above 0"))?;
+                if ms == 0 {
+                    return Err(invalid("milliseconds, above 0"));
+                }
+                cfg.connection_timeout = Duration::from_millis(ms);
+            }
+            "auth_mechanism" => {
+                // The Erlang client also accepts the module-qualified form.
+                let mech = value
+                    .strip_prefix("amqp_auth_mechanisms:")
+                    .unwrap_or(&value);
+                cfg.auth_mechanism = [
+                    AuthMechanism::Plain,
+                    AuthMechanism::Amqplain,
+                    AuthMechanism::External,
+                ]
+                .into_iter()
+                .find(|m| m.name().eq_ignore_ascii_case(mech))
+                .ok_or_else(|| invalid("plain, amqplain or external"))?;
+            }
+            "connection_name" if value.is_empty() => return Err(invalid("a non-empty name")),
+            "connection_name" => cfg.connection_name = Some(value),
+            tls_name => {
+                let tls = cfg
+                    .tls
+                    .as_mut()
+                    .ok_or(UriError::TlsParameterOnPlainUri(tls_name))?;
+                match tls_name {
+                    "verify" if value.eq_ignore_ascii_case("verify_peer") => tls.verify = true,
+                    "verify" if value.eq_ignore_ascii_case("verify_none") => tls.verify = false,
+                    "verify" => return Err(invalid("verify_peer or verify_none")),
+                    _ if value.is_empty() => return Err(invalid("a non-empty value")),
+                    // Erlang's `disable` turns SNI off; rustls always sends the name it checks.
+                    "server_name_indication" if value == "disable" => {
+                        return Err(invalid("a host name (`disable` is not supported)"));
+                    }
+                    "server_name_indication" => tls.server_name = Some(value),
+                    "cacertfile" => tls.ca_file = Some(value.into()),
+                    "certfile" => tls.cert_file = Some(value.into()),
+                    _ => tls.key_file = Some(value.into()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every parameter [`apply_query`] understands; TLS ones come after `connection_name`.
+const KNOWN_PARAMETERS: [&str; 11] = [
+    "heartbeat",
+    "frame_max",
+    "channel_max",
+    "connection_timeout",
+    "auth_mechanism",
+    "connection_name",
+    "cacertfile",
+    "certfile",
+    "keyfile",
+    "server_name_indication",
+    "verify",
+];
+
+/// Percent-decodes one component, refusing malformed escapes (which `percent_decode_str` would
+/// pass through unchanged) and non-UTF-8 results.
+fn decode(s: &str, component: &str) -> Result<String, UriError> {
+    let bytes = s.as_bytes();
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+        if !(hex(i + 1) && hex(i + 2)) {
+            return Err(UriError::InvalidPercentEncoding {
+                component: component.to_owned(),
+            });
+        }
+    }
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(Cow::into_owned)
+        .map_err(|_| UriError::InvalidUtf8 {
+            component: component.to_owned(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(uri: &str) -> ConnectionConfig {
+        ConnectionConfig::from_uri(uri).unwrap_or_else(|e| panic!("{uri}: {e}"))
+    }
+
+    fn err(uri: &str) -> UriError {
+        match ConnectionConfig::from_uri(uri) {
+            Ok(cfg) => panic!("{uri} parsed: {cfg:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn spec_appendix_a_examples() {
+        // The table of https://www.rabbitmq.com/docs/uri-spec; absent parts take our defaults.
+        // Two rows differ from the spec on purpose (module docs): `amqp://:@/` and
+        // `amqp://host/` have the empty vhost there, the default `/` here.
+        let rows = [
+            // uri | user | password | host | port | vhost
+            "amqp://user:pass@host:10000/vhost | user | pass | host | 10000 | vhost",
+            "amqp://user%61:%61pass@ho%61st:10000/v%2fhost | usera | apass | hoast | 10000 | v/host",
+            "amqp:// | guest | guest | 127.0.0.1 | 5672 | /",
+            "amqp://:@/ |  |  | 127.0.0.1 | 5672 | /",
+            "amqp://user@ | user | guest | 127.0.0.1 | 5672 | /",
+            "amqp://user:pass@ | user | pass | 127.0.0.1 | 5672 | /",
+            "amqp://host | guest | guest | host | 5672 | /",
+            "amqp://:10000 | guest | guest | 127.0.0.1 | 10000 | /",
+            "amqp:///vhost | guest | guest | 127.0.0.1 | 5672 | vhost",
+            "amqp://host/ | guest | guest | host | 5672 | /",
+            "amqp://host/%2f | guest | guest | host | 5672 | /",
+            "amqp://[::1] | guest | guest | ::1 | 5672 | /",
+        ];
+        for row in rows {
+            let want: Vec<&str> = row.split(" | ").collect();
+            let c = ok(want[0]);
+            let port = c.port.to_string();
+            let got = [
+                want[0],
+                &c.username,
+                c.password.expose(),
+                &c.host,
+                &port,
+                &c.vhost,
+            ];
+            assert_eq!(got[..], want[..]);
+        }
+    }
+
+    #[test]
+    fn query_parameter_examples() {
+        // Examples A, B and C of https://www.rabbitmq.com/docs/uri-query-parameters.
+        let c = ok("amqp://myhost?heartbeat=5&connection_timeout=10000");
+        assert_eq!((c.host.as_str(), c.heartbeat, c.tls), ("myhost", 5, None));
+        assert_eq!(c.connection_timeout, Duration::from_secs(10));
+        let base = "amqps://myhost?cacertfile=/path/to/ca_certificate.pem\
+            &certfile=/path/to/client_certificate.pem&keyfile=/path/to/client_key.pem\
+            &server_name_indication=myhost&verify=";
+        let c = ok(&format!("{base}verify_peer"));
+        let want = TlsOptions {
+            ca_file: Some("/path/to/ca_certificate.pem".into()),
+            cert_file: Some("/path/to/client_certificate.pem".into()),
+            key_file: Some("/path/to/client_key.pem".into()),
+            server_name: Some("myhost".into()),
+            verify: true,
+        };
+        assert_eq!((c.port, c.tls), (5671, Some(want)));
+        assert!(!ok(&format!("{base}verify_none")).tls.unwrap().verify);
+    }
+
+    #[test]
+    fn schemes_ports_hosts_and_other_parameters() {
+        let c = ok("AMQPS://host");
+        assert_eq!((c.port, c.tls), (5671, Some(TlsOptions::default())));
+        assert_eq!(ok("amqps://host:5678").port, 5678);
+        assert_eq!(ok("amqp://host:").port, 5672);
+        let c = ok("amqp://u:p@[fe80::1:2]:5673/v");
+        assert_eq!(
+            (c.host.as_str(), c.address()),
+            ("fe80::1:2", "[fe80::1:2]:5673".into())
+        );
+        assert_eq!(ok("amqp://10.0.0.7:1234").host, "10.0.0.7");
+        assert_eq!(ok("  amqp://host/v\n").vhost, "v");
+        assert_eq!(ok("amqp://h/v+x").vhost, "v+x");
+        assert_eq!(ok("amqp://h/v%40x?connection_name=me@there").vhost, "v@x");
+        let c = ok("amqp://h?frame_max=4096&channel_max=16&connection_name=a%20b&heartbeat=0&&");
+        assert_eq!((c.frame_max, c.channel_max, c.heartbeat), (4096, 16, 0));
+        assert_eq!(c.connection_name.as_deref(), Some("a b"));
+        let mechanisms = [
+            "plain",
+            "AMQPLAIN",
+            "External",
+            "amqp_auth_mechanisms:external",
+        ];
+        let want = [
+            AuthMechanism::Plain,
+            AuthMechanism::Amqplain,
+            AuthMechanism::External,
+        ];
+        for (value, want) in mechanisms
+            .into_iter()
+            .zip(want.into_iter().chain([want[2]]))
+        {
+            assert_eq!(
+                ok(&format!("amqp://h?auth_mechanism={value}")).auth_mechanism,
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        // uri => the start of the error's Debug form
+        let cases = [
+            r#"amqp://h?heartbeet=5 => UnknownParameter("heartbeet")"#,
+            r#"amqp://h?cacertfile=/ca.pem => TlsParameterOnPlainUri("cacertfile")"#,
+            r#"amqp://h?verify=verify_none => TlsParameterOnPlainUri("verify")"#,
+            r#"amqp://h?heartbeat=abc => InvalidParameter { name: "heartbeat", value: "abc""#,
+            r#"amqp://h?heartbeat=70000 => InvalidParameter { name: "heartbeat""#,
+            r#"amqp://h?heartbeat => InvalidParameter { name: "heartbeat", value: """#,
+            r#"amqp://h?frame_max=-1 => InvalidParameter { name: "frame_max", value: "-1""#,
+            r#"amqp://h?channel_max=1e3 => InvalidParameter { name: "channel_max""#,
+            r#"amqp://h?connection_timeout=0 => InvalidParameter { name: "connection_timeout""#,
+            r#"amqp://h?auth_mechanism=crdemo => InvalidParameter { name: "auth_mechanism""#,
+            r#"amqps://h?verify=yes => InvalidParameter { name: "verify""#,
+            r#"amqps://h?cacertfile= => InvalidParameter { name: "cacertfile""#,
+            r#"amqps://h?server_name_indication=disable => InvalidParameter"#,
+            r#"amqp://h?connection_name= => InvalidParameter { name: "connection_name""#,
+            r#"amqp://h?heartbeat=1&heartbeat=2 => DuplicateParameter("heartbeat")"#,
+            r#"amqp://h:0 => InvalidPort("0")"#,
+            r#"amqp://h:65536 => InvalidPort("65536")"#,
+            r#"amqp://h:+5 => InvalidPort("+5")"#,
+            r#"amqp://h:1:2 => InvalidPort("1:2")"#,
+            r#"amqp://h/a/b => MultipleSegments("a/b")"#,
+            r#"amqp://h/v@x => AtAfterHost"#,
+            r#"amqp://[::1 => InvalidHost"#,
+            r#"amqp://[zz]:5672 => InvalidHost"#,
+            r#"amqp://[::1]x => InvalidHost"#,
+            r#"http://h => UnsupportedScheme("http")"#,
+            r#"localhost:5672 => MissingScheme"#,
+            r#"amqp:/h => MissingScheme"#,
+            r#"amqp://h#x => Fragment"#,
+            r#"amqp://h/a%20b/c d => InvalidCharacter { offset: 16 }"#,
+            r#"amqp://h/%zz => InvalidPercentEncoding { component: "vhost" }"#,
+            r#"amqp://h/%4 => InvalidPercentEncoding"#,
+            r#"amqp://h/%ff => InvalidUtf8 { component: "vhost" }"#,
+            r#"amqp://h?%zz=1 => InvalidPercentEncoding"#,
+            r#"amqp://h?connection_name=%ff => InvalidUtf8"#,
+        ];
+        for case in cases {
+            let (uri, want) = case.split_once(" => ").unwrap();
+            let e = format!("{:?}", err(uri));
+            assert!(e.starts_with(want), "{uri}: {e}");
+        }
+        let text = err("amqp://h?heartbeat=abc").to_string();
+        let want = "invalid value `abc` for URI parameter `heartbeat`: expected seconds";
+        assert!(text.starts_with(want), "{text}");
+        assert!(
+            err("amqp://h?heartbeet=1")
+                .to_string()
+                .contains("`heartbeet`")
+        );
+    }
+
+    #[test]
+    fn errors_never_show_the_password() {
+        let bad = [
+            "amqp://user:s3cr3t%zz@host",
+            "amqp://user:s3cr3t%ff@host",
+            "amqp://user:s3cr3t@host:abc",
+            "amqp://user:s3cr3t@host?x=1",
+            "amqp://user:s3cr3t@host#frag",
+            "amqp://user:s3/cr3t@host",
+            "amqp://user:s3cr3t/x@host/v",
+            "amqp://user:s3?cr3t@host",
+            "amqp://user:1?s3cr3t=1@host",
+            "amqp://user:80/s3cr3t@host",
+            "amqp://user:s3cr3t@[::1",
+            "amqp://user:s3cr3t@host/a/b",
+            "amqp://user:s3cr3t@host?heartbeat=x",
+            "user:s3cr3t@host",
+            "user:s3cr3t@host://",
+            "amqp://user:s3 cr3t@host",
+            "ftp://user:s3cr3t@host",
+        ];
+        for uri in bad {
+            let e = err(uri);
+            for shown in [e.to_string(), format!("{e:?}")] {
+                let leaked = shown.contains("s3") || shown.contains("cr3t");
+                assert!(!leaked, "{uri}: {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn redacted_uri_round_trips() {
+        let c = ok(
+            "amqps://app%40corp:p%40ss@mq.example:5000/a%2fb?heartbeat=10&frame_max=8192\
+            &channel_max=9&connection_timeout=2500&auth_mechanism=external&connection_name=a%26b\
+            &cacertfile=/etc/ca%20x.pem&certfile=c.pem&keyfile=k.pem&server_name_indication=mq\
+            &verify=verify_none",
+        );
+        let redacted = c.to_uri_redacted();
+        assert!(!redacted.contains("p%40ss"), "{redacted}");
+        assert!(redacted.starts_with("amqps://app%40corp:***@mq.example:5000/a%2Fb?heartbeat=10"));
+        assert_eq!(c.to_string(), redacted);
+        assert!(!format!("{c:?}").contains("p@ss"));
+        let mut back: ConnectionConfig = redacted.parse().unwrap();
+        assert_eq!(back.password.expose(), "***");
+        back.password = c.password.clone();
+        assert_eq!(back, c);
+        let plain = ConnectionConfig::default();
+        assert_eq!(plain.to_string(), "amqp://guest:***@127.0.0.1:5672/%2F");
+        let v6 = ConnectionConfig::builder()
+            .host("::1")
+            .tls(TlsOptions::default());
+        assert_eq!(v6.build().to_string(), "amqps://guest:***@[::1]:5671/%2F");
+    }
+
+    #[test]
+    fn redact_uri_hides_passwords_even_in_bad_uris() {
+        let cases = [
+            "amqp://user:pass@host:5672/%2f => amqp://user:***@host:5672/%2f",
+            "amqps://user:p@ss/w?rd@host/v?heartbeat=5 => amqps://user:***@host/v?heartbeat=5",
+            "amqp://user@host => amqp://user@host",
+            "amqp://host/v?heartbeat=5 => amqp://host/v?heartbeat=5",
+            "amqp://:@/ => amqp://:***@/",
+            "user:pass@host => user:***@host",
+            "amqps://h?certfile=c&password=k3y&verify=x => amqps://h?certfile=c&password=***&verify=x",
+            "amqp://u:p@h?connection_name=a@b => amqp://u:***@b",
+            "garbage => garbage",
+        ];
+        for case in cases {
+            let (uri, want) = case.split_once(" => ").unwrap();
+            assert_eq!(redact_uri(uri), want, "{uri}");
+        }
+        assert_eq!(redact_uri(""), "");
+    }
+}

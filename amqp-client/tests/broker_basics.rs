@@ -1,0 +1,82 @@
+//! The client against the real broker at `AMQP_URL`: connect, declare, publish with confirms,
+//! consume with manual ack, get, purge, delete, close.
+
+use std::time::Duration;
+
+use amqp_client::amqp_codec::BasicProperties;
+use amqp_client::amqp_codec::table::FieldTable;
+use amqp_client::{
+    Confirmation, Connection, ConsumeOptions, PublishOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use amqp_test_support::{broker_url, unique_name};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn connect() -> Connection {
+    Connection::connect(&broker_url())
+        .await
+        .expect("connect to the broker at AMQP_URL")
+}
+
+#[tokio::test]
+async fn publish_confirm_consume_ack_roundtrip() {
+    tokio::time::timeout(LIMIT, async {
+        let conn = connect().await;
+        assert!(conn.frame_max() > 0);
+        let ch = conn.open_channel().await.unwrap();
+        let queue = unique_name("basics");
+        let info = ch
+            .queue_declare(
+                &queue,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(info.name, queue);
+        assert_eq!(info.message_count, 0);
+        ch.confirm_select().await.unwrap();
+        let props = BasicProperties::builder().with_delivery_mode(2).build();
+        let mut confirms = Vec::new();
+        for i in 0..100u32 {
+            let body = format!("message {i}");
+            confirms.push(
+                ch.basic_publish("", &queue, PublishOptions::default(), &props, body)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for c in confirms {
+            assert_eq!(c.await.unwrap(), Confirmation::Ack(None));
+        }
+        assert!(ch.wait_for_confirms().await.unwrap());
+        ch.basic_qos(10, Default::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(&queue, ConsumeOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        for i in 0..100u32 {
+            let d = consumer.recv().await.unwrap().unwrap();
+            assert_eq!(d.body, format!("message {i}").as_bytes());
+            assert_eq!(d.properties.delivery_mode(), Some(2));
+            assert!(!d.redelivered);
+            d.ack().unwrap();
+        }
+        consumer.cancel().await.unwrap();
+        assert!(consumer.recv().await.is_none(), "stream ends after cancel");
+        assert_eq!(
+            ch.queue_delete(&queue, QueueDeleteOptions::default())
+                .await
+                .unwrap(),
+            0
+        );
+        conn.close().await.unwrap();
+        assert!(!conn.is_open());
+    })
+    .await
+    .expect("test finished in time");
+}
