@@ -442,6 +442,7 @@ mod tests {
     /// A leaf certificate and its key.
     struct Issued(Certificate, KeyPair);
 
+    /// A self-signed CA named `name`.
     fn ca(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -475,6 +476,7 @@ mod tests {
         key_file: PathBuf,
     }
 
+    /// A fresh [`Pki`] in its own temp dir.
     fn pki() -> Pki {
         let dir = TempDir::new();
         let ca = ca("amqp-client test CA");
@@ -547,6 +549,7 @@ mod tests {
         (addr, task)
     }
 
+    /// Dials `addr` and runs [`handshake`] under a 10 s bound.
     async fn connect(
         addr: SocketAddr,
         opts: &TlsOptions,

@@ -1,27 +1,9 @@
-//! `amqp://` and `amqps://` URIs, as RabbitMQ specifies them (<https://www.rabbitmq.com/docs/uri-spec>
-//! and <https://www.rabbitmq.com/docs/uri-query-parameters>), to and from [`ConnectionConfig`].
-//!
-//! ```text
-//! amqp[s]://[user[:password]@]host[:port][/vhost][?name=value&...]
-//! ```
-//!
-//! Choices where the spec leaves room (each one follows a RabbitMQ client, named below):
-//! - Absent components keep [`ConnectionConfig::default`]'s values one by one: no user info is
-//!   guest/guest, a user without a password keeps the password `guest` (Erlang and Java
-//!   clients), an empty host is the default host.
-//! - An absent path *and an empty one* (`amqp://host/`) both mean the default vhost `/`, as in
-//!   the .NET, Go (amqp091-go) and Python (pika) clients. The spec (and the Erlang and Java
-//!   clients) read `amqp://host/` as the empty vhost name, which no broker has, so honouring it
-//!   only turns a common trailing slash into an access-refused at connection.open.
-//! - Every parameter may appear at most once, and unknown ones are errors: a typo such as
-//!   `heartbeet=5` must not be silently ignored. `+` in a query stays a `+` (it is not form
-//!   encoding); spaces must be written `%20`.
-//! - Leading and trailing whitespace is trimmed (a URI read from an env file often ends in a
-//!   newline); whitespace or control characters inside are errors.
+//! `amqp://` and `amqps://` URIs to and from [`ConnectionConfig`]; the rules are on
+//! [`ConnectionConfig::from_uri`], which is where users read them.
 //!
 //! Error messages never contain the password. A URI whose password holds an unencoded `/`, `?`
 //! or `#` splits in the wrong place, so when an `@` follows the host the messages show no
-//! value taken from the URI at all.
+//! value taken from the URI at all ([`Echo`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -115,7 +97,33 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 const QUERY_VALUE: &AsciiSet = &COMPONENT.remove(b'/').remove(b':');
 
 impl ConnectionConfig {
-    /// Parses an `amqp://` or `amqps://` URI (see the [module docs](self) for the rules).
+    /// Parses a RabbitMQ URI (<https://www.rabbitmq.com/docs/uri-spec>):
+    ///
+    /// ```text
+    /// amqp[s]://[user[:password]@]host[:port][/vhost][?name=value&...]
+    /// ```
+    ///
+    /// User, password, host and vhost are percent-decoded (`%2f` is `/`); an IPv6 host goes in
+    /// brackets. `amqps` turns TLS on and defaults the port to 5671 (else 5672). Parameters
+    /// (<https://www.rabbitmq.com/docs/uri-query-parameters>): `heartbeat` (seconds),
+    /// `frame_max`, `channel_max`, `connection_timeout` (milliseconds), `auth_mechanism`
+    /// (`plain`, `amqplain`, `external`, any case), `connection_name`, and on `amqps` only
+    /// `cacertfile`, `certfile`, `keyfile`, `server_name_indication` and `verify`
+    /// (`verify_peer` or `verify_none`).
+    ///
+    /// Where the spec leaves room (each choice follows a RabbitMQ client):
+    /// - Absent components keep [`ConnectionConfig::default`]'s values one by one: no user info
+    ///   is guest/guest, a user without a password keeps the password `guest` (Erlang and Java
+    ///   clients), an empty host is the default host.
+    /// - An absent path *and an empty one* (`amqp://host/`) both mean the default vhost `/`, as
+    ///   in the .NET, Go (amqp091-go) and Python (pika) clients. The spec (and the Erlang and
+    ///   Java clients) read `amqp://host/` as the empty vhost name, which no broker has, so
+    ///   honouring it only turns a common trailing slash into an access-refused.
+    /// - Every parameter may appear at most once, and unknown ones are errors, so that a typo
+    ///   such as `heartbeet=5` is not silently ignored. `+` stays a `+` (this is not form
+    ///   encoding). An unencoded `@` in the vhost is refused: write it `%40`.
+    /// - Leading and trailing whitespace is trimmed (a URI from an env file often ends in a
+    ///   newline); whitespace or control characters inside are errors.
     ///
     /// ```
     /// use amqp_client::ConnectionConfig;
@@ -270,6 +278,7 @@ impl Echo {
     }
 }
 
+/// [`ConnectionConfig::from_uri`].
 fn parse(input: &str) -> Result<ConnectionConfig, UriError> {
     let uri = input.trim_matches(|c: char| c.is_ascii_whitespace());
     if let Some(offset) = uri.find(|c: char| c.is_whitespace() || c.is_control()) {
@@ -507,10 +516,12 @@ fn decode(s: &str, component: &str) -> Result<String, UriError> {
 mod tests {
     use super::*;
 
+    /// The parsed URI, or a panic naming it.
     fn ok(uri: &str) -> ConnectionConfig {
         ConnectionConfig::from_uri(uri).unwrap_or_else(|e| panic!("{uri}: {e}"))
     }
 
+    /// The error for a URI that must not parse.
     fn err(uri: &str) -> UriError {
         match ConnectionConfig::from_uri(uri) {
             Ok(cfg) => panic!("{uri} parsed: {cfg:?}"),

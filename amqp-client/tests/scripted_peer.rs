@@ -1,0 +1,233 @@
+//! The real client (driver and all) against a scripted broker on 127.0.0.1: what RabbitMQ
+//! never does — going silent, dying mid-frame, closing in the middle of an RPC.
+
+// Test scaffolding: a failed step of the script is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use amqp_client::amqp_codec::methods::{
+    ConnectionClose, ConnectionOpenOk, ConnectionStart, ConnectionTune,
+};
+use amqp_client::amqp_codec::{Frame, FrameDecoder, LongStr, Method, Outbound, ShortStr};
+use amqp_client::{Connection, ConnectionConfig, Error};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The scripted broker's side of one connection.
+struct Peer {
+    sock: TcpStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl Peer {
+    async fn send(&mut self, channel: u16, method: Method) {
+        let mut out = Outbound::new();
+        out.push_method(channel, &method, 0).unwrap();
+        let bytes = out.copy_to_bytes(out.remaining());
+        self.sock.write_all(&bytes).await.unwrap();
+    }
+
+    /// Reads until the client's next method frame.
+    async fn recv(&mut self) -> Method {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf).unwrap() {
+                if let Frame::Method { method, .. } = frame {
+                    return method;
+                }
+                continue;
+            }
+            let n = self.sock.read_buf(&mut self.buf).await.unwrap();
+            assert!(n > 0, "client closed the socket");
+        }
+    }
+
+    /// Accepts a connection and runs the handshake with the given heartbeat.
+    async fn accept(listener: &TcpListener, heartbeat: u16) -> Peer {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut header = [0u8; 8];
+        sock.read_exact(&mut header).await.unwrap();
+        assert_eq!(&header, b"AMQP\x00\x00\x09\x01");
+        let mut peer = Peer {
+            sock,
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::with_frame_max(1 << 20),
+        };
+        peer.send(
+            0,
+            Method::ConnectionStart(ConnectionStart {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: Default::default(),
+                mechanisms: LongStr::from("PLAIN"),
+                locales: LongStr::from("en_US"),
+            }),
+        )
+        .await;
+        assert!(matches!(peer.recv().await, Method::ConnectionStartOk(_)));
+        peer.send(
+            0,
+            Method::ConnectionTune(ConnectionTune {
+                channel_max: 16,
+                frame_max: 131_072,
+                heartbeat,
+            }),
+        )
+        .await;
+        assert!(matches!(peer.recv().await, Method::ConnectionTuneOk(_)));
+        assert!(matches!(peer.recv().await, Method::ConnectionOpen(_)));
+        peer.send(0, Method::ConnectionOpenOk(ConnectionOpenOk::default()))
+            .await;
+        peer
+    }
+}
+
+async fn listen() -> (TcpListener, ConnectionConfig) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = ConnectionConfig::builder()
+        .host("127.0.0.1")
+        .port(port)
+        .heartbeat(1)
+        .connection_timeout(Duration::from_secs(5))
+        .build();
+    (listener, config)
+}
+
+#[tokio::test]
+async fn silent_peer_is_detected_by_heartbeat_within_two_intervals() {
+    let (listener, config) = listen().await;
+    let server = tokio::spawn(async move {
+        let peer = Peer::accept(&listener, 1).await;
+        // Stay connected and say nothing.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(peer);
+    });
+    let conn = Connection::connect_with(config).await.unwrap();
+    assert_eq!(conn.heartbeat(), 1);
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("detected in time");
+    assert!(matches!(err, Error::HeartbeatTimeout(_)), "{err:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+    // Later calls fail at once with the same error.
+    assert!(matches!(
+        conn.open_channel().await,
+        Err(Error::HeartbeatTimeout(_))
+    ));
+    server.abort();
+}
+
+#[tokio::test]
+async fn client_sends_heartbeats_when_idle() {
+    let (listener, config) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut peer = Peer::accept(&listener, 1).await;
+        let mut heartbeats = 0;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(
+                Duration::from_millis(200),
+                peer.sock.read_buf(&mut peer.buf),
+            )
+            .await
+            {
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => {
+                    while let Some(frame) = peer.decoder.decode(&mut peer.buf).unwrap() {
+                        if frame == Frame::Heartbeat {
+                            heartbeats += 1;
+                        }
+                    }
+                    // Keep the client alive.
+                    peer.sock
+                        .write_all(&[8, 0, 0, 0, 0, 0, 0, 0xCE])
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
+        heartbeats
+    });
+    let conn = Connection::connect_with(config).await.unwrap();
+    let heartbeats = server.await.unwrap();
+    assert!(
+        (3..=8).contains(&heartbeats),
+        "{heartbeats} heartbeats in 3 s at a 1 s interval"
+    );
+    assert!(conn.is_open());
+}
+
+#[tokio::test]
+async fn peer_dying_mid_frame_fails_pending_calls() {
+    let (listener, config) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut peer = Peer::accept(&listener, 0).await;
+        assert!(matches!(peer.recv().await, Method::ChannelOpen(_)));
+        // Half a frame, then gone.
+        peer.sock
+            .write_all(&[1, 0, 1, 0, 0, 0, 40, 0, 20])
+            .await
+            .unwrap();
+        drop(peer);
+    });
+    let conn = Connection::connect_with(config).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), conn.open_channel())
+        .await
+        .expect("no hang");
+    assert!(matches!(result, Err(Error::ConnectionLost)), "{result:?}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_close_in_the_middle_of_an_rpc() {
+    let (listener, config) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut peer = Peer::accept(&listener, 0).await;
+        assert!(matches!(peer.recv().await, Method::ChannelOpen(_)));
+        peer.send(
+            0,
+            Method::ConnectionClose(ConnectionClose {
+                reply_code: 320,
+                reply_text: ShortStr::from_static("CONNECTION_FORCED - broker shutdown"),
+                class_id: 0,
+                method_id: 0,
+            }),
+        )
+        .await;
+        assert!(matches!(peer.recv().await, Method::ConnectionCloseOk(_)));
+    });
+    let conn = Connection::connect_with(config).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), conn.open_channel())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(err.reply_code().map(|c| c.0), Some(320), "{err}");
+    assert!(err.to_string().contains("broker shutdown"), "{err}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn non_amqp_peer_is_a_clear_error() {
+    let (listener, config) = listen().await;
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut header = [0u8; 8];
+        sock.read_exact(&mut header).await.unwrap();
+        sock.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    });
+    let err = Connection::connect_with(config).await.unwrap_err();
+    assert!(matches!(err, Error::NotAmqp(_)), "{err:?}");
+    server.await.unwrap();
+}
