@@ -133,12 +133,12 @@ impl Default for Limits {
 /// use amqp_client::ConnectionConfig;
 /// let cfg = ConnectionConfig::builder()
 ///     .host("127.0.0.1")
-///     .credentials("guest", "guest")
+///     .credentials("billing", "s3cret")
 ///     .heartbeat(30)
 ///     .connection_name("billing-worker")
 ///     .build();
 /// assert_eq!(cfg.port, 5672);
-/// assert!(!format!("{cfg:?}").contains("guest\""));
+/// assert!(!format!("{cfg:?}").contains("s3cret"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {

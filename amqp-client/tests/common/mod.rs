@@ -1,0 +1,214 @@
+//! Helpers shared by the broker test files: connecting, a per-test time bound, unique names
+//! that are cleaned up even when a test fails, and `rabbitmqctl`.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::process::Command;
+use std::time::Duration;
+
+use amqp_client::amqp_codec::table::FieldTable;
+use amqp_client::amqp_codec::{BasicProperties, ReplyCode};
+use amqp_client::{
+    Channel, Connection, ConnectionConfig, Error, ExchangeDeleteOptions, PublishOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use amqp_test_support::{broker_url, unique_name};
+
+/// Default bound on one test.
+pub(crate) const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs a test body, failing the test if it takes longer than `limit`.
+pub(crate) async fn within<F: Future>(limit: Duration, body: F) -> F::Output {
+    match tokio::time::timeout(limit, body).await {
+        Ok(out) => out,
+        Err(_) => panic!("test did not finish within {limit:?}"),
+    }
+}
+
+/// A connection to the broker under test.
+pub(crate) async fn connect() -> Connection {
+    Connection::connect(&broker_url())
+        .await
+        .expect("connect to the broker at AMQP_URL")
+}
+
+/// The broker URL with extra query parameters (`key=value&...`).
+pub(crate) fn url_with(params: &str) -> String {
+    let url = broker_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+/// The configuration of the broker under test.
+pub(crate) fn config() -> ConnectionConfig {
+    ConnectionConfig::from_uri(&broker_url()).expect("AMQP_URL parses")
+}
+
+/// Plain queue-declare options.
+pub(crate) fn plain() -> QueueDeclareOptions {
+    QueueDeclareOptions::default()
+}
+
+/// An empty field table.
+pub(crate) fn no_args() -> FieldTable {
+    FieldTable::default()
+}
+
+/// Asserts that `err` is a channel close by the broker with `code`.
+#[track_caller]
+pub(crate) fn assert_channel_closed(err: &Error, code: ReplyCode) {
+    match err {
+        Error::ChannelClosed(reason) => assert_eq!(reason.code, code, "{err}"),
+        other => panic!("expected a channel close with {code:?}, got {other:?}"),
+    }
+    assert_eq!(err.reply_code(), Some(code));
+    assert!(err.is_channel_error(), "{err:?} is a channel error");
+    assert!(!err.is_connection_error(), "{err:?} is not a connection error");
+}
+
+/// Asserts that `err` is a connection close by the broker with `code`.
+#[track_caller]
+pub(crate) fn assert_connection_closed(err: &Error, code: ReplyCode) {
+    match err {
+        Error::ConnectionClosed(reason) => assert_eq!(reason.code, code, "{err}"),
+        other => panic!("expected a connection close with {code:?}, got {other:?}"),
+    }
+    assert_eq!(err.reply_code(), Some(code));
+    assert!(err.is_connection_error(), "{err:?} is a connection error");
+    assert!(!err.is_channel_error(), "{err:?} is not a channel error");
+}
+
+/// Publishes `body` to the default exchange with routing key `queue`.
+pub(crate) async fn publish(ch: &Channel, queue: &str, body: &str) {
+    let confirm = ch
+        .basic_publish(
+            "",
+            queue,
+            PublishOptions::default(),
+            &BasicProperties::default(),
+            body.to_owned(),
+        )
+        .await
+        .expect("publish");
+    confirm.await.expect("publish outcome");
+}
+
+/// Queues and exchanges a test declares, deleted when the guard drops, whether the test
+/// passed, failed or timed out. Deletion uses its own connection on its own thread, so it
+/// works from inside a (possibly panicking) async test.
+#[derive(Default)]
+pub(crate) struct Cleanup {
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+}
+
+impl Cleanup {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// A unique queue name, deleted at the end.
+    pub(crate) fn queue(&mut self, prefix: &str) -> String {
+        let name = unique_name(prefix);
+        self.queues.push(name.clone());
+        name
+    }
+
+    /// Deletes this (e.g. server-named) queue at the end too.
+    pub(crate) fn track_queue(&mut self, name: &str) {
+        self.queues.push(name.to_owned());
+    }
+
+    /// A unique exchange name, deleted at the end.
+    pub(crate) fn exchange(&mut self, prefix: &str) -> String {
+        let name = unique_name(prefix);
+        self.exchanges.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let queues = std::mem::take(&mut self.queues);
+        let exchanges = std::mem::take(&mut self.exchanges);
+        if queues.is_empty() && exchanges.is_empty() {
+            return;
+        }
+        let worker = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), async move {
+                    let Ok(conn) = Connection::connect(&broker_url()).await else {
+                        return;
+                    };
+                    // A delete can close its channel (e.g. on an old broker that 404s a
+                    // missing exchange); use a fresh channel for each.
+                    for q in &queues {
+                        if let Ok(ch) = conn.open_channel().await {
+                            let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
+                            let _ = ch.close().await;
+                        }
+                    }
+                    for x in &exchanges {
+                        if let Ok(ch) = conn.open_channel().await {
+                            let _ = ch.exchange_delete(x, ExchangeDeleteOptions::default()).await;
+                            let _ = ch.close().await;
+                        }
+                    }
+                    let _ = conn.close().await;
+                })
+                .await;
+            });
+        });
+        let _ = worker.join();
+    }
+}
+
+/// Runs `rabbitmqctl` with `args` (off the async runtime) and returns its stdout.
+pub(crate) async fn rabbitmqctl(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("rabbitmqctl")
+            .args(&args)
+            .output()
+            .expect("rabbitmqctl is on the PATH");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("rabbitmqctl task")
+}
+
+/// The broker-side pid of the connection whose `connection_name` client property is `name`
+/// (RabbitMQ 3.10 has no `user_provided_name` column, so the name is found in
+/// `client_properties`). Retries briefly: a connection is listed once it is fully open.
+pub(crate) async fn connection_pid(name: &str) -> String {
+    for _ in 0..20 {
+        let listing = rabbitmqctl(&[
+            "list_connections",
+            "--quiet",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .await;
+        let needle = format!("\"{name}\"");
+        if let Some(line) = listing.lines().find(|l| l.contains(&needle)) {
+            let pid = line.split('\t').next().unwrap_or_default().trim();
+            assert!(pid.starts_with('<'), "unexpected listing line: {line}");
+            return pid.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("no connection named {name} in rabbitmqctl list_connections");
+}
