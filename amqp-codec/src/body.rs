@@ -254,13 +254,12 @@ impl Buf for Body {
 
     fn copy_to_bytes(&mut self, len: usize) -> Bytes {
         // Within the first chunk this is a shared slice, not a copy.
-        if let Repr::One(b) = &mut self.repr {
-            return b.copy_to_bytes(len);
-        }
-        if let Repr::Many(chunks) = &mut self.repr {
-            if let Some(front) = chunks.first_mut().filter(|c| c.len() > len) {
-                return front.split_to(len);
-            }
+        match &mut self.repr {
+            Repr::One(b) => return b.copy_to_bytes(len),
+            Repr::Many(chunks) => match chunks.first_mut() {
+                Some(front) if front.len() > len => return front.split_to(len),
+                _ => {}
+            },
         }
         assert!(
             len <= self.remaining(),

@@ -67,6 +67,7 @@ pub mod frame;
 pub mod methods;
 mod outbound;
 mod properties;
+mod scan;
 mod strings;
 pub mod table;
 #[cfg(feature = "tokio-codec")]

@@ -5,6 +5,12 @@
 //! overrun) and allocates nothing; [`FieldTable::iter`] and [`FieldTable::get`] then read entries
 //! on demand. Entry order and duplicate keys are kept, so a table round-trips byte for byte.
 //!
+//! A bool's octet must be 0 or 1 ([`crate::FieldError::BadBool`] otherwise). The 0-9-1 grammar
+//! reads any non-zero octet as true, but [`FieldValue::Bool`] holds a `bool`, so a table with
+//! octet 2 would iterate as `true` and rebuild (`iter().collect()`) to octet 1: different bytes,
+//! and an unequal table. Refusing it keeps every decoded table lossless value by value; RabbitMQ
+//! and the common clients only ever write 0 and 1.
+//!
 //! RabbitMQ's type letters, which differ from the 0-9-1 spec's own list:
 //!
 //! | letter | value | letter | value |
@@ -35,6 +41,7 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, EncodeError, FieldError};
+use crate::scan::{check_array, check_table};
 use crate::strings::{LongStr, ShortStr};
 use crate::wire::Reader;
 
@@ -227,7 +234,7 @@ impl From<String> for FieldValue {
 }
 
 /// Reads one value of type `letter` from `r`. Only for bytes already checked by
-/// [`validate_entries`]: nested tables and arrays are wrapped as they are, not checked again.
+/// [`check_table`]: nested tables and arrays are wrapped as they are, not checked again.
 fn read_value(r: &mut Reader<'_>, letter: u8) -> Result<FieldValue, FieldError> {
     Ok(match letter {
         b't' => FieldValue::Bool(r.octet()? != 0),
@@ -258,63 +265,6 @@ fn read_value(r: &mut Reader<'_>, letter: u8) -> Result<FieldValue, FieldError> 
     })
 }
 
-/// Checks a table's entries (the bytes after its length prefix) without building any value:
-/// known type letters, no overrun, nesting at most [`MAX_TABLE_DEPTH`].
-pub(crate) fn validate_entries(r: &mut Reader<'_>, depth: usize) -> Result<(), FieldError> {
-    if depth > MAX_TABLE_DEPTH {
-        return Err(FieldError::TableTooDeep {
-            max: MAX_TABLE_DEPTH,
-        });
-    }
-    while !r.is_empty() {
-        r.skip_short_str()?;
-        let letter = r.octet()?;
-        skip_value(r, letter, depth)?;
-    }
-    Ok(())
-}
-
-/// Checks an array's values, like [`validate_entries`].
-fn validate_values(r: &mut Reader<'_>, depth: usize) -> Result<(), FieldError> {
-    if depth > MAX_TABLE_DEPTH {
-        return Err(FieldError::TableTooDeep {
-            max: MAX_TABLE_DEPTH,
-        });
-    }
-    while !r.is_empty() {
-        let letter = r.octet()?;
-        skip_value(r, letter, depth)?;
-    }
-    Ok(())
-}
-
-/// Steps over one value of type `letter`, validating nested tables and arrays.
-fn skip_value(r: &mut Reader<'_>, letter: u8, depth: usize) -> Result<(), FieldError> {
-    match letter {
-        b't' | b'b' | b'B' => drop(r.octet()?),
-        b's' | b'u' => drop(r.short()?),
-        b'I' | b'i' | b'f' => drop(r.long()?),
-        b'l' | b'd' | b'T' => drop(r.longlong()?),
-        b'D' => {
-            r.octet()?;
-            r.long()?;
-        }
-        b'S' => drop(r.long_slice("long string")?),
-        b'x' => drop(r.long_slice("byte array")?),
-        b'A' => {
-            let inner = r.long_slice("field array")?;
-            validate_values(&mut r.sub(inner), depth + 1)?;
-        }
-        b'F' => {
-            let inner = r.long_slice("field table")?;
-            validate_entries(&mut r.sub(inner), depth + 1)?;
-        }
-        b'V' => {}
-        other => return Err(FieldError::UnknownFieldType { letter: other }),
-    }
-    Ok(())
-}
-
 /// A field table: ordered `(key, value)` entries, kept in their wire encoding.
 ///
 /// Equality compares the encodings, so two tables are equal when they have the same entries in
@@ -341,13 +291,13 @@ impl FieldTable {
         Self::from_validated_slice(raw).map_err(|source| DecodeError::BadFieldTable { source })
     }
 
-    /// Wraps entries already checked by [`validate_entries`].
+    /// Wraps entries already checked by [`check_table`].
     pub(crate) fn from_validated(raw: Bytes) -> Self {
         Self { raw }
     }
 
     fn from_validated_slice(raw: Bytes) -> Result<Self, FieldError> {
-        validate_entries(&mut Reader::new(&raw), 0)?;
+        check_table(&raw, 0)?;
         Ok(Self { raw })
     }
 
@@ -495,8 +445,7 @@ impl FieldArray {
 
     /// Validates `raw` (an array's values, without the length prefix) and wraps it.
     pub fn from_raw(raw: Bytes) -> Result<Self, DecodeError> {
-        validate_values(&mut Reader::new(&raw), 0)
-            .map_err(|source| DecodeError::BadFieldTable { source })?;
+        check_array(&raw, 0).map_err(|source| DecodeError::BadFieldTable { source })?;
         Ok(Self { raw })
     }
 

@@ -89,19 +89,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// What is left to read.
-    pub(crate) fn rest(&self) -> &'a [u8] {
-        self.rest
-    }
-
     /// `slice` (a part of the payload) as shared bytes.
     pub(crate) fn share(&self, slice: &[u8]) -> Bytes {
         self.payload.slice_ref(slice)
-    }
-
-    /// Skips a short string without making a `Bytes` of it.
-    pub(crate) fn skip_short_str(&mut self) -> Result<(), FieldError> {
-        self.short_slice().map(drop)
     }
 
     /// The contents of a short string, as a borrowed slice.
@@ -136,7 +126,7 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn table(&mut self) -> Result<FieldTable, FieldError> {
         let raw = self.long_slice("field table")?;
-        crate::table::validate_entries(&mut self.sub(raw), 0)?;
+        crate::scan::check_table(raw, 0)?;
         Ok(FieldTable::from_validated(self.share(raw)))
     }
 

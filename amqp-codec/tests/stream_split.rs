@@ -32,7 +32,7 @@ fn deliver(channel: u16, tag: u64) -> Frame {
         method: Method::BasicDeliver(BasicDeliver {
             consumer_tag: ShortStr::from_static("amq.ctag-1"),
             delivery_tag: tag,
-            redelivered: tag % 2 == 0,
+            redelivered: tag & 1 == 0,
             exchange: ShortStr::from_static("events"),
             routing_key: ShortStr::from_static("order.created"),
         }),

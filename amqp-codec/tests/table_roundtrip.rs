@@ -234,9 +234,42 @@ fn type_letters_are_rabbitmqs() {
         let array = FieldArray::from_raw(Bytes::copy_from_slice(&wire[2..])).expect("valid");
         assert_eq!(array.iter().collect::<Vec<_>>(), vec![expected]);
     }
-    // Any non-zero octet reads as true (as RabbitMQ does); re-encoding writes 1.
-    let t = FieldTable::from_raw(Bytes::from_static(&[1, b'k', b't', 2])).expect("valid");
-    assert_eq!(t.get("k"), Some(FieldValue::Bool(true)));
+}
+
+/// Fuzz finding (a): a bool octet other than 0 or 1 read as `true` and re-encoded as 1, so a
+/// table rebuilt from its own entries differed from it. Such octets are now refused (the 0-9-1
+/// grammar says "0 = FALSE, else TRUE", but `FieldValue::Bool` cannot keep the octet, and
+/// RabbitMQ and the common clients write only 0 and 1), in tables, arrays and nested ones.
+#[test]
+fn bool_octets_other_than_0_and_1_are_refused() {
+    for octet in 2..=255u8 {
+        let bad = FieldError::BadBool { octet };
+        assert_eq!(
+            FieldTable::from_raw(Bytes::copy_from_slice(&[1, b'k', b't', octet])),
+            bad_table(bad.clone())
+        );
+        assert_eq!(
+            FieldArray::from_raw(Bytes::copy_from_slice(&[b't', octet])),
+            Err(DecodeError::BadFieldTable {
+                source: bad.clone()
+            })
+        );
+        let nested = [1, b'o', b'F', 0, 0, 0, 4, 1, b'k', b't', octet];
+        assert_eq!(
+            FieldTable::from_raw(Bytes::copy_from_slice(&nested)),
+            bad_table(bad)
+        );
+    }
+    for octet in [0u8, 1] {
+        let raw = Bytes::copy_from_slice(&[1, b'k', b't', octet]);
+        let table = FieldTable::from_raw(raw.clone()).expect("0 and 1 are bools");
+        assert_eq!(table.get("k"), Some(FieldValue::Bool(octet == 1)));
+        assert_eq!(
+            table.iter().collect::<FieldTable>().as_raw(),
+            &raw,
+            "lossless"
+        );
+    }
 }
 
 #[test]

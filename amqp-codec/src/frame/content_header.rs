@@ -11,10 +11,10 @@ use super::Frame;
 use crate::error::DecodeError;
 use crate::properties::ContentHeader;
 
-/// Decodes a content header frame's payload.
-pub(super) fn decode(channel: u16, payload: &Bytes) -> Result<Frame, DecodeError> {
+/// Decodes a content header frame's payload, which the properties keep as their slice.
+pub(super) fn decode(channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
     Ok(Frame::Header {
         channel,
-        header: ContentHeader::decode(payload)?,
+        header: ContentHeader::decode_owned(payload)?,
     })
 }

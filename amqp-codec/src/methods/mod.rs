@@ -7,6 +7,7 @@
 //! `Default` on a method struct is the zero value of every field (empty strings and tables,
 //! `false`, 0), not the spec's suggested defaults.
 
+pub(crate) mod fast;
 mod spec;
 
 pub use spec::*;
@@ -258,6 +259,21 @@ impl Method {
     /// Decodes a method frame's payload: class id, method id, then the arguments. Strings and
     /// tables in the result share `payload`.
     pub fn decode(payload: &Bytes) -> Result<Method, DecodeError> {
+        Self::decode_owned(payload.clone())
+    }
+
+    /// [`Method::decode`], taking the payload so that a string of the method can be the payload
+    /// itself: deliveries and confirms take a hand-written path (`fast.rs`), every other
+    /// method, and anything the fast path does not accept, the generated decoders.
+    pub(crate) fn decode_owned(payload: Bytes) -> Result<Method, DecodeError> {
+        match fast::decode(payload) {
+            Ok(method) => Ok(method),
+            Err(payload) => Self::decode_generated(&payload),
+        }
+    }
+
+    /// Decodes any method with the decoders the method table generates.
+    pub(crate) fn decode_generated(payload: &Bytes) -> Result<Method, DecodeError> {
         let mut r = Reader::new(payload);
         let (Ok(class_id), Ok(method_id)) = (r.short(), r.short()) else {
             return Err(DecodeError::FrameTooShort {

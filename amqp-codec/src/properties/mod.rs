@@ -9,6 +9,14 @@
 //! Decoded properties stay in their wire encoding ([`BasicProperties`] is a flags word and one
 //! shared slice, 40 bytes): decoding checks them once and copies nothing, a getter reads one
 //! property on demand, and encoding is a single copy of the slice.
+//!
+//! Basic defines no property beyond the first flags word, but a peer may still send
+//! continuation words with no flag set (any set flag in them is refused). They are kept, at the
+//! start of the slice, so that a decoded header re-encodes byte for byte, as its weight does.
+//!
+//! Decoding is hand-written over byte slices ([`crate::scan`]): it runs for every delivery, and
+//! the general nom reader cost three times the instructions. Getters, off the hot path, use the
+//! reader.
 
 mod builder;
 
@@ -16,12 +24,13 @@ pub use builder::PropertiesBuilder;
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::constants::ClassId;
 use crate::error::{DecodeError, FieldError};
+use crate::scan::{Fail, What, long_slice, scan_table, short_slice};
 use crate::strings::ShortStr;
-use crate::table::{FieldTable, validate_entries};
+use crate::table::FieldTable;
 use crate::wire::Reader;
 
 /// The 14 properties in wire order, each with its flag bit (15 down to 2).
@@ -44,7 +53,7 @@ pub(crate) enum Property {
 }
 
 /// How each property is encoded.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
     Short,
     Table,
@@ -106,9 +115,11 @@ const UNUSED: u16 = 1 << 1;
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct BasicProperties {
-    /// Which properties are present (the first flags word, continuation bit cleared).
+    /// The first flags word as received: which properties are present, and bit 0 set when
+    /// continuation words follow.
     flags: u16,
-    /// The present properties' encoding, in wire order, already validated.
+    /// The continuation words, if any (all flags clear, validated), then the present properties'
+    /// encoding in wire order, already validated.
     raw: Bytes,
 }
 
@@ -143,14 +154,15 @@ impl BasicProperties {
         }
     }
 
-    /// The property flags word: bit 15 content-type ... bit 2 cluster-id.
+    /// The property flags word: bit 15 content-type ... bit 2 cluster-id (the continuation bit,
+    /// bit 0, cleared).
     pub fn flags(&self) -> u16 {
-        self.flags
+        self.flags & !CONTINUATION
     }
 
     /// True if no property is set.
     pub fn is_empty(&self) -> bool {
-        self.flags == 0
+        self.flags() == 0
     }
 
     /// True if `delivery_mode` is persistent.
@@ -158,19 +170,34 @@ impl BasicProperties {
         self.delivery_mode() == Some(Self::PERSISTENT)
     }
 
+    /// The present properties' encoding, after any continuation words.
+    fn properties_raw(&self) -> &[u8] {
+        let mut raw = &self.raw[..];
+        if self.flags & CONTINUATION != 0 {
+            // Validated at decoding: words up to the first without the continuation bit.
+            while let Some((word, rest)) = raw.split_first_chunk::<2>() {
+                raw = rest;
+                if u16::from_be_bytes(*word) & CONTINUATION == 0 {
+                    break;
+                }
+            }
+        }
+        raw
+    }
+
     /// A reader positioned at property `want`, if it is present.
     fn seek(&self, want: Property) -> Option<Reader<'_>> {
         if self.flags & want.bit() == 0 {
             return None;
         }
-        let mut r = Reader::new(&self.raw);
+        let mut rest = self.properties_raw();
         for p in Property::ALL {
             if p == want {
-                return Some(r);
+                return Some(Reader::new(&self.raw).sub(rest));
             }
             if self.flags & p.bit() != 0 {
-                // Validated at construction, so skipping cannot fail; if it did, report absent.
-                skip(&mut r, p.encoding()).ok()?;
+                // Validated at construction, so this cannot fail; if it did, report absent.
+                rest = split_property(rest, p.encoding()).ok()?.1;
             }
         }
         None
@@ -239,38 +266,6 @@ impl BasicProperties {
         self.short(Property::ClusterId)
     }
 
-    /// Reads the flags word(s) and checks the present properties, keeping them as one slice.
-    fn read(r: &mut Reader<'_>) -> Result<Self, FieldError> {
-        let flags = r.short()?;
-        if flags & UNUSED != 0 {
-            return Err(FieldError::UnknownProperties { flags: UNUSED });
-        }
-        // Continuation words may follow; basic defines no property beyond the first word, so
-        // any bit other than the continuation bit in them is a property we cannot parse.
-        let mut more = flags & CONTINUATION != 0;
-        while more {
-            let word = r.short()?;
-            if word & !CONTINUATION != 0 {
-                return Err(FieldError::UnknownProperties {
-                    flags: word & !CONTINUATION,
-                });
-            }
-            more = word & CONTINUATION != 0;
-        }
-        let flags = flags & !CONTINUATION;
-        let start = r.rest();
-        for p in Property::ALL {
-            if flags & p.bit() != 0 {
-                skip(r, p.encoding())?;
-            }
-        }
-        let raw = &start[..start.len() - r.rest().len()];
-        Ok(Self {
-            flags,
-            raw: r.share(raw),
-        })
-    }
-
     /// Octets of the flags word and the present properties.
     pub fn encoded_len(&self) -> usize {
         2 + self.raw.len()
@@ -283,17 +278,77 @@ impl BasicProperties {
     }
 }
 
-/// Steps over one property, validating it.
-fn skip(r: &mut Reader<'_>, encoding: Encoding) -> Result<(), FieldError> {
-    match encoding {
-        Encoding::Short => r.skip_short_str(),
-        Encoding::Octet => r.octet().map(drop),
-        Encoding::LongLong => r.longlong().map(drop),
-        Encoding::Table => {
-            let raw = r.long_slice("field table")?;
-            validate_entries(&mut r.sub(raw), 0)
-        }
+/// How each property is encoded, by flag position (0: bit 15, content-type).
+const ENCODINGS: [Encoding; 14] = {
+    let mut e = [Encoding::Short; 14];
+    let mut i = 0;
+    while i < 14 {
+        e[i] = Property::ALL[i].encoding();
+        i += 1;
     }
+    e
+};
+
+/// Splits one property of `encoding` off `rest`: its bytes (a short string's or a table's
+/// without the length prefix) and what follows.
+#[inline(always)]
+fn split_property(rest: &[u8], encoding: Encoding) -> Result<(&[u8], &[u8]), Fail> {
+    match encoding {
+        Encoding::Short => short_slice(rest),
+        Encoding::Octet => rest.split_at_checked(1).ok_or(Fail::Truncated(What::Octet)),
+        Encoding::LongLong => rest
+            .split_at_checked(8)
+            .ok_or(Fail::Truncated(What::LongLong)),
+        Encoding::Table => long_slice(rest, What::FieldTable),
+    }
+}
+
+/// Reads the flags word and any continuation words off `rest`: the first word, as received,
+/// and what follows the last word.
+#[inline(always)]
+fn split_flags(rest: &[u8]) -> Result<(u16, &[u8]), Fail> {
+    let truncated = Fail::Truncated(What::Short);
+    let Some((word, mut rest)) = rest.split_first_chunk::<2>() else {
+        return Err(truncated);
+    };
+    let flags = u16::from_be_bytes(*word);
+    if flags & UNUSED != 0 {
+        return Err(Fail::UnknownProperties(UNUSED));
+    }
+    // Basic defines no property beyond the first word, so any bit other than the continuation
+    // bit in a further word is a property we cannot parse.
+    let mut more = flags & CONTINUATION != 0;
+    while more {
+        let Some((word, after)) = rest.split_first_chunk::<2>() else {
+            return Err(truncated);
+        };
+        let word = u16::from_be_bytes(*word);
+        if word & !CONTINUATION != 0 {
+            return Err(Fail::UnknownProperties(word & !CONTINUATION));
+        }
+        more = word & CONTINUATION != 0;
+        rest = after;
+    }
+    Ok((flags, rest))
+}
+
+/// Checks the flags words and the properties they name, in wire order; returns the first word
+/// and what follows the properties.
+fn check_properties(rest: &[u8]) -> Result<(u16, &[u8]), Fail> {
+    let (flags, mut rest) = split_flags(rest)?;
+    // Visit only the set bits, highest first: a typical message sets 3 or 4 of the 14.
+    let mut bits = flags & !(CONTINUATION | UNUSED);
+    while bits != 0 {
+        let position = bits.leading_zeros() as usize;
+        bits &= !(0x8000 >> position);
+        let encoding = ENCODINGS[position];
+        let (value, after) = split_property(rest, encoding)?;
+        if let Encoding::Table = encoding {
+            scan_table(value, 0)?;
+        }
+        rest = after;
+    }
+    Ok((flags, rest))
 }
 
 impl fmt::Debug for BasicProperties {
@@ -353,27 +408,38 @@ impl ContentHeader {
 
     /// Decodes a content header frame's payload; the properties share `payload`.
     pub fn decode(payload: &Bytes) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(payload);
-        let (Ok(class_id), Ok(weight), Ok(body_size)) = (r.short(), r.short(), r.longlong()) else {
+        Self::decode_owned(payload.clone())
+    }
+
+    /// Decodes a content header frame's payload, keeping `payload` itself (advanced past the
+    /// fixed fields) as the properties' slice: no reference count taken for it.
+    pub(crate) fn decode_owned(mut payload: Bytes) -> Result<Self, DecodeError> {
+        let Some((fixed, rest)) = payload.split_first_chunk::<12>() else {
             return Err(DecodeError::FrameTooShort {
                 frame_type: crate::FrameType::HEADER,
                 size: payload.len() as u32,
             });
         };
+        let [c0, c1, w0, w1, size @ ..] = *fixed;
+        let class_id = ClassId(u16::from_be_bytes([c0, c1]));
         // Only basic carries content in 0-9-1; another class's property list is unknowable.
-        if ClassId(class_id) != ClassId::BASIC {
-            return Err(DecodeError::UnknownContentClass {
-                class_id: ClassId(class_id),
-            });
+        if class_id != ClassId::BASIC {
+            return Err(DecodeError::UnknownContentClass { class_id });
         }
         let bad = |source| DecodeError::BadContentHeader { source };
-        let properties = BasicProperties::read(&mut r).map_err(bad)?;
-        r.finish().map_err(bad)?;
+        let (flags, after) = check_properties(rest).map_err(|fail| bad(fail.into()))?;
+        if !after.is_empty() {
+            return Err(bad(FieldError::TrailingBytes { count: after.len() }));
+        }
+        payload.advance(12 + 2);
         Ok(Self {
-            class_id: ClassId(class_id),
-            weight,
-            body_size,
-            properties,
+            class_id,
+            weight: u16::from_be_bytes([w0, w1]),
+            body_size: u64::from_be_bytes(size),
+            properties: BasicProperties {
+                flags,
+                raw: payload,
+            },
         })
     }
 
@@ -412,6 +478,40 @@ mod tests {
                 source: FieldError::UnknownProperties { flags: 0x8000 }
             })
         ));
+    }
+
+    /// Fuzz finding (b): continuation words were read and dropped, so a header with one
+    /// re-encoded to fewer bytes. They are kept and written back.
+    #[test]
+    fn continuation_words_are_kept_on_re_encode() {
+        // delivery-mode + continuation, a continuation word + continuation, an empty word.
+        let payload = Bytes::from_static(&[
+            0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0x10, 0x01, 0x00, 0x01, 0x00, 0x00, 2,
+        ]);
+        let h = ContentHeader::decode(&payload).expect("valid header");
+        assert_eq!(
+            h.properties.flags(),
+            0x1000,
+            "continuation bit not a property"
+        );
+        assert!(!h.properties.is_empty());
+        assert_eq!(h.properties.delivery_mode(), Some(2));
+        assert_eq!(h.encoded_len(), payload.len());
+        let mut buf = BytesMut::new();
+        h.encode(&mut buf);
+        assert_eq!(&buf[..], &payload[..], "byte for byte");
+
+        // Rebuilt from its values, the properties are canonical: one flags word.
+        let canonical = h.properties.to_builder().build();
+        assert_eq!(canonical.encoded_len(), 3);
+        assert_eq!(canonical.delivery_mode(), Some(2));
+
+        // Only continuation words: no property, still kept.
+        let payload = Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
+        let h = ContentHeader::decode(&payload).expect("valid header");
+        assert!(h.properties.is_empty());
+        assert_eq!(h.properties.content_type(), None);
+        assert_eq!(h.encoded_len(), payload.len());
     }
 
     #[test]
