@@ -186,6 +186,8 @@ macro_rules! amqp_methods {
 
         impl Method {
             /// Static facts about this method.
+            // A table lookup by variant; inlinable because the assembler asks it per message.
+            #[inline]
             pub fn info(&self) -> &'static MethodInfo {
                 match self {
                     $($(Method::$Name(_) => &$Name::INFO,)*)*
@@ -225,6 +227,7 @@ pub(crate) use amqp_methods;
 
 impl Method {
     /// The class id.
+    #[inline]
     pub fn class_id(&self) -> ClassId {
         self.info().class_id
     }
@@ -240,6 +243,7 @@ impl Method {
     }
 
     /// True if a content header and body follow this method.
+    #[inline]
     pub fn has_content(&self) -> bool {
         self.info().has_content
     }
