@@ -9,13 +9,14 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::constants::{ClassId, FRAME_END, FRAME_HEADER_SIZE, FRAME_OVERHEAD, FrameType};
 use crate::error::EncodeError;
 use crate::frame::{Frame, FrameHeader, ProtocolHeader};
 use crate::methods::Method;
 use crate::properties::BasicProperties;
+use crate::wire::BufSink;
 
 /// Encoded frames waiting to be written, in order.
 ///
@@ -71,7 +72,7 @@ impl Outbound {
     /// Queues a heartbeat frame.
     pub fn push_heartbeat(&mut self) {
         self.frame_header(FrameType::HEARTBEAT, 0, 0);
-        self.buf.put_u8(FRAME_END);
+        self.buf.extend_from_slice(&[FRAME_END]);
     }
 
     /// Queues a method frame, refusing one larger than `frame_max` (0: no limit).
@@ -96,7 +97,7 @@ impl Outbound {
                     .map_err(|_| EncodeError::TooLong { len: body.len() })?;
                 self.frame_header(FrameType::BODY, *channel, size);
                 self.chain(body.clone());
-                self.buf.put_u8(FRAME_END);
+                self.buf.extend_from_slice(&[FRAME_END]);
                 Ok(())
             }
             other => {
@@ -134,41 +135,67 @@ impl Outbound {
         check_header_size(header_len, frame_max)?;
         let body_len = body.len();
 
+        // Room, once, for all that goes into `buf`: the method frame, the header frame, and
+        // the first body frame's header and frame-end (further body frames reserve their own).
+        // Fixed-size parts are gathered into arrays and written in one piece each.
         self.buf
-            .reserve(2 * FRAME_OVERHEAD + method_len + header_len + FRAME_HEADER_SIZE);
-        self.put_method(channel, method, method_len);
-        self.frame_header(FrameType::HEADER, channel, header_len as u32);
-        self.buf.put_u16(ClassId::BASIC.0);
-        self.buf.put_u16(0);
-        self.buf.put_u64(body_len as u64);
-        properties.encode_into(&mut self.buf);
-        self.buf.put_u8(FRAME_END);
+            .reserve(3 * FRAME_OVERHEAD + method_len + header_len);
+        self.put_method_head(channel, method, method_len);
+        method.write_args(&mut BufSink::new(&mut self.buf));
+        // The method's frame-end, then the header frame up to its properties.
+        let mut head = [0; 1 + FRAME_HEADER_SIZE + 14];
+        head[0] = FRAME_END;
+        head[1..8].copy_from_slice(&frame_header(FrameType::HEADER, channel, header_len));
+        head[8..10].copy_from_slice(&ClassId::BASIC.0.to_be_bytes());
+        // head[10..12]: weight, 0.
+        head[12..20].copy_from_slice(&(body_len as u64).to_be_bytes());
+        head[20..22].copy_from_slice(&properties.wire_flags().to_be_bytes());
+        self.buf.extend_from_slice(&head);
+        self.buf.extend_from_slice(properties.wire_raw());
 
+        // Each body frame's header goes out with the previous frame's frame-end.
         let max_chunk = max_body_per_frame(frame_max);
         if body_len <= max_chunk {
             if body_len > 0 {
-                self.frame_header(FrameType::BODY, channel, body_len as u32);
+                self.put_body_head(channel, body_len);
                 self.chain(body);
-                self.buf.put_u8(FRAME_END);
             }
-            return Ok(());
+        } else {
+            let mut offset = 0;
+            while offset < body_len {
+                let end = (offset + max_chunk).min(body_len);
+                self.buf.reserve(FRAME_OVERHEAD);
+                self.put_body_head(channel, end - offset);
+                self.chain(body.slice(offset..end));
+                offset = end;
+            }
         }
-        let mut offset = 0;
-        while offset < body_len {
-            let end = (offset + max_chunk).min(body_len);
-            self.frame_header(FrameType::BODY, channel, (end - offset) as u32);
-            self.chain(body.slice(offset..end));
-            self.buf.put_u8(FRAME_END);
-            offset = end;
-        }
+        self.buf.extend_from_slice(&[FRAME_END]);
         Ok(())
+    }
+
+    /// The previous frame's frame-end, then a body frame's header.
+    fn put_body_head(&mut self, channel: u16, len: usize) {
+        let mut head = [FRAME_END; 1 + FRAME_HEADER_SIZE];
+        head[1..].copy_from_slice(&frame_header(FrameType::BODY, channel, len));
+        self.buf.extend_from_slice(&head);
+    }
+
+    /// A method frame's header, class id and method id, in one piece.
+    fn put_method_head(&mut self, channel: u16, method: &Method, len: usize) {
+        let info = method.info();
+        let mut head = [0; FRAME_HEADER_SIZE + 4];
+        head[..7].copy_from_slice(&frame_header(FrameType::METHOD, channel, len));
+        head[7..9].copy_from_slice(&info.class_id.0.to_be_bytes());
+        head[9..].copy_from_slice(&info.method_id.to_be_bytes());
+        self.buf.extend_from_slice(&head);
     }
 
     fn put_method(&mut self, channel: u16, method: &Method, len: usize) {
         self.buf.reserve(len + FRAME_OVERHEAD);
-        self.frame_header(FrameType::METHOD, channel, len as u32);
-        method.encode(&mut self.buf);
-        self.buf.put_u8(FRAME_END);
+        self.put_method_head(channel, method, len);
+        method.write_args(&mut BufSink::new(&mut self.buf));
+        self.buf.extend_from_slice(&[FRAME_END]);
     }
 
     fn frame_header(&mut self, frame_type: FrameType, channel: u16, size: u32) {
@@ -192,6 +219,17 @@ impl Outbound {
             self.chunks.push_back(bytes);
         }
     }
+}
+
+/// A frame header's bytes; `len` was checked to fit a `u32` (a payload of at most frame-max, or of
+/// a body slice of at most `u32::MAX - 8`).
+fn frame_header(frame_type: FrameType, channel: u16, len: usize) -> [u8; FRAME_HEADER_SIZE] {
+    FrameHeader {
+        frame_type,
+        channel,
+        size: len as u32,
+    }
+    .to_bytes()
 }
 
 fn max_body_per_frame(frame_max: u32) -> usize {

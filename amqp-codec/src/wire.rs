@@ -3,7 +3,7 @@
 //! Every decoded string, table or body is a [`Bytes`] slice of the frame's payload, so reading
 //! never copies and never allocates.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use nom::Parser;
 use nom::multi::length_data;
 use nom::number::complete::{be_u8, be_u16, be_u32, be_u64};
@@ -226,31 +226,33 @@ impl<'a> BufSink<'a> {
     }
 }
 
+// Every write goes through `BytesMut::extend_from_slice`, which is `#[inline]` (the `BufMut`
+// methods of `BytesMut` are not: each `put_u16` was a call and a `memcpy` call for two bytes).
 impl Sink for BufSink<'_> {
     fn octet(&mut self, v: u8) {
         self.bits_used = 0;
-        self.buf.put_u8(v);
+        self.buf.extend_from_slice(&[v]);
     }
     fn short(&mut self, v: u16) {
         self.bits_used = 0;
-        self.buf.put_u16(v);
+        self.buf.extend_from_slice(&v.to_be_bytes());
     }
     fn long(&mut self, v: u32) {
         self.bits_used = 0;
-        self.buf.put_u32(v);
+        self.buf.extend_from_slice(&v.to_be_bytes());
     }
     fn longlong(&mut self, v: u64) {
         self.bits_used = 0;
-        self.buf.put_u64(v);
+        self.buf.extend_from_slice(&v.to_be_bytes());
     }
     fn bytes(&mut self, v: &[u8]) {
         self.bits_used = 0;
-        self.buf.put_slice(v);
+        self.buf.extend_from_slice(v);
     }
     fn bit(&mut self, v: bool) {
         if self.bits_used == 0 || self.bits_used == 8 {
             self.bit_index = self.buf.len();
-            self.buf.put_u8(0);
+            self.buf.extend_from_slice(&[0]);
             self.bits_used = 0;
         }
         if v {

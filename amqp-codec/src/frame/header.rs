@@ -1,6 +1,6 @@
 //! The 7-byte header of every frame: type (u8), channel (u16), payload size (u32).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use crate::constants::FrameType;
 
@@ -31,8 +31,14 @@ impl FrameHeader {
 
     /// Appends the 7 header bytes to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
-        dst.put_u8(self.frame_type.0);
-        dst.put_u16(self.channel);
-        dst.put_u32(self.size);
+        dst.extend_from_slice(&self.to_bytes());
+    }
+
+    /// The 7 header bytes.
+    #[inline]
+    pub fn to_bytes(&self) -> [u8; 7] {
+        let [c0, c1] = self.channel.to_be_bytes();
+        let [s0, s1, s2, s3] = self.size.to_be_bytes();
+        [self.frame_type.0, c0, c1, s0, s1, s2, s3]
     }
 }

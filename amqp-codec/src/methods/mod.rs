@@ -12,7 +12,7 @@ mod spec;
 
 pub use spec::*;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::constants::{ClassId, FrameType};
 use crate::error::DecodeError;
@@ -315,8 +315,9 @@ impl Method {
     /// Appends the payload (class id, method id, arguments) to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
         let info = self.info();
-        buf.put_u16(info.class_id.0);
-        buf.put_u16(info.method_id);
+        let [c0, c1] = info.class_id.0.to_be_bytes();
+        let [m0, m1] = info.method_id.to_be_bytes();
+        buf.extend_from_slice(&[c0, c1, m0, m1]);
         self.write_args(&mut BufSink::new(buf));
     }
 }

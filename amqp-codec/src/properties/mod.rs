@@ -24,7 +24,7 @@ pub use builder::PropertiesBuilder;
 
 use std::fmt;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::constants::ClassId;
 use crate::error::{DecodeError, FieldError};
@@ -266,6 +266,16 @@ impl BasicProperties {
         self.short(Property::ClusterId)
     }
 
+    /// The first flags word as it goes on the wire (continuation bit included).
+    pub(crate) fn wire_flags(&self) -> u16 {
+        self.flags
+    }
+
+    /// What follows the first flags word on the wire: continuation words, then the properties.
+    pub(crate) fn wire_raw(&self) -> &[u8] {
+        &self.raw
+    }
+
     /// Octets of the flags word and the present properties.
     pub fn encoded_len(&self) -> usize {
         2 + self.raw.len()
@@ -273,8 +283,8 @@ impl BasicProperties {
 
     /// Appends the flags word and the present properties to `buf`.
     pub(crate) fn encode_into(&self, buf: &mut BytesMut) {
-        buf.put_u16(self.flags);
-        buf.put_slice(&self.raw);
+        buf.extend_from_slice(&self.flags.to_be_bytes());
+        buf.extend_from_slice(&self.raw);
     }
 }
 
@@ -450,9 +460,11 @@ impl ContentHeader {
 
     /// Appends the payload to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
-        buf.put_u16(self.class_id.0);
-        buf.put_u16(self.weight);
-        buf.put_u64(self.body_size);
+        let mut fixed = [0; 12];
+        fixed[..2].copy_from_slice(&self.class_id.0.to_be_bytes());
+        fixed[2..4].copy_from_slice(&self.weight.to_be_bytes());
+        fixed[4..].copy_from_slice(&self.body_size.to_be_bytes());
+        buf.extend_from_slice(&fixed);
         self.properties.encode_into(buf);
     }
 }
