@@ -43,7 +43,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::error::{DecodeError, EncodeError, FieldError};
 use crate::scan::{check_array, check_table};
 use crate::strings::{LongStr, ShortStr};
-use crate::wire::Reader;
 
 /// How deeply tables and arrays may nest before decoding refuses them (bounds recursion, so a
 /// hostile peer cannot exhaust the stack).
@@ -233,36 +232,88 @@ impl From<String> for FieldValue {
     }
 }
 
-/// Reads one value of type `letter` from `r`. Only for bytes already checked by
-/// [`check_table`]: nested tables and arrays are wrapped as they are, not checked again.
-fn read_value(r: &mut Reader<'_>, letter: u8) -> Result<FieldValue, FieldError> {
-    Ok(match letter {
-        b't' => FieldValue::Bool(r.octet()? != 0),
-        b'b' => FieldValue::I8(r.octet()? as i8),
-        b'B' => FieldValue::U8(r.octet()?),
-        b's' => FieldValue::I16(r.short()? as i16),
-        b'u' => FieldValue::U16(r.short()?),
-        b'I' => FieldValue::I32(r.long()? as i32),
-        b'i' => FieldValue::U32(r.long()?),
-        b'l' => FieldValue::I64(r.longlong()? as i64),
-        b'f' => FieldValue::F32(f32::from_bits(r.long()?)),
-        b'd' => FieldValue::F64(f64::from_bits(r.longlong()?)),
-        b'D' => FieldValue::Decimal(Decimal {
-            scale: r.octet()?,
-            value: r.long()?,
-        }),
-        b'S' => FieldValue::LongStr(r.long_str()?),
-        b'A' => FieldValue::Array(FieldArray {
-            raw: r.long_bytes("field array")?,
-        }),
-        b'T' => FieldValue::Timestamp(r.longlong()?),
-        b'F' => FieldValue::Table(FieldTable {
-            raw: r.long_bytes("field table")?,
-        }),
-        b'V' => FieldValue::Void,
-        b'x' => FieldValue::ByteArray(r.long_bytes("byte array")?),
-        other => return Err(FieldError::UnknownFieldType { letter: other }),
-    })
+/// Reads entries and values from a validated encoding, sharing it for strings and nested
+/// containers.
+///
+/// Hand-written over the slice, like the validator (`scan.rs`): iterating a table read every
+/// field through a nom parser before, which was most of the 20-entry table benchmark. A read that
+/// fails (it cannot, on validated bytes) ends the iteration instead of panicking.
+struct Cursor<'a> {
+    /// The whole encoding, so that pieces can be handed out as shared `Bytes`.
+    raw: &'a Bytes,
+    /// Where the next read starts.
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn is_empty(&self) -> bool {
+        self.pos >= self.raw.len()
+    }
+
+    /// The next `N` bytes.
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let bytes = *self.raw.get(self.pos..)?.first_chunk::<N>()?;
+        self.pos += N;
+        Some(bytes)
+    }
+
+    fn octet(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    /// The next `len` bytes, shared.
+    fn share(&mut self, len: usize) -> Option<Bytes> {
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&end| end <= self.raw.len())?;
+        let bytes = self.raw.slice(self.pos..end);
+        self.pos = end;
+        Some(bytes)
+    }
+
+    fn short_str(&mut self) -> Option<ShortStr> {
+        let len = self.octet()?;
+        self.share(usize::from(len)).map(ShortStr::from_wire)
+    }
+
+    fn long_bytes(&mut self) -> Option<Bytes> {
+        let len = u32::from_be_bytes(self.array()?);
+        self.share(len as usize)
+    }
+
+    /// One value of type `letter`. Only for bytes already checked by [`check_table`]: nested
+    /// tables and arrays are wrapped as they are, not checked again.
+    fn value(&mut self, letter: u8) -> Option<FieldValue> {
+        Some(match letter {
+            b't' => FieldValue::Bool(self.octet()? != 0),
+            b'b' => FieldValue::I8(i8::from_be_bytes(self.array()?)),
+            b'B' => FieldValue::U8(self.octet()?),
+            b's' => FieldValue::I16(i16::from_be_bytes(self.array()?)),
+            b'u' => FieldValue::U16(u16::from_be_bytes(self.array()?)),
+            b'I' => FieldValue::I32(i32::from_be_bytes(self.array()?)),
+            b'i' => FieldValue::U32(u32::from_be_bytes(self.array()?)),
+            b'l' => FieldValue::I64(i64::from_be_bytes(self.array()?)),
+            b'f' => FieldValue::F32(f32::from_be_bytes(self.array()?)),
+            b'd' => FieldValue::F64(f64::from_be_bytes(self.array()?)),
+            b'D' => FieldValue::Decimal(Decimal {
+                scale: self.octet()?,
+                value: u32::from_be_bytes(self.array()?),
+            }),
+            b'S' => FieldValue::LongStr(LongStr::from_wire(self.long_bytes()?)),
+            b'A' => FieldValue::Array(FieldArray {
+                raw: self.long_bytes()?,
+            }),
+            b'T' => FieldValue::Timestamp(u64::from_be_bytes(self.array()?)),
+            b'F' => FieldValue::Table(FieldTable {
+                raw: self.long_bytes()?,
+            }),
+            b'V' => FieldValue::Void,
+            b'x' => FieldValue::ByteArray(self.long_bytes()?),
+            _ => return None,
+        })
+    }
 }
 
 /// A field table: ordered `(key, value)` entries, kept in their wire encoding.
@@ -319,7 +370,10 @@ impl FieldTable {
     /// The entries in wire order.
     pub fn iter(&self) -> TableIter<'_> {
         TableIter {
-            reader: Reader::new(&self.raw),
+            cursor: Cursor {
+                raw: &self.raw,
+                pos: 0,
+            },
         }
     }
 
@@ -361,20 +415,20 @@ impl<'a> IntoIterator for &'a FieldTable {
 
 /// Iterator over a table's entries; reads them from the validated encoding, allocating nothing.
 pub struct TableIter<'a> {
-    reader: Reader<'a>,
+    cursor: Cursor<'a>,
 }
 
 impl Iterator for TableIter<'_> {
     type Item = (ShortStr, FieldValue);
     fn next(&mut self) -> Option<Self::Item> {
-        if self.reader.is_empty() {
+        if self.cursor.is_empty() {
             return None;
         }
         // The encoding was validated when the table was made, so these reads cannot fail; if they
         // somehow did, iteration ends rather than panics.
-        let key = self.reader.short_str().ok()?;
-        let letter = self.reader.octet().ok()?;
-        let value = read_value(&mut self.reader, letter).ok()?;
+        let key = self.cursor.short_str()?;
+        let letter = self.cursor.octet()?;
+        let value = self.cursor.value(letter)?;
         Some((key, value))
     }
 }
@@ -462,7 +516,10 @@ impl FieldArray {
     /// The values in order.
     pub fn iter(&self) -> ArrayIter<'_> {
         ArrayIter {
-            reader: Reader::new(&self.raw),
+            cursor: Cursor {
+                raw: &self.raw,
+                pos: 0,
+            },
         }
     }
 }
@@ -489,16 +546,16 @@ impl<V: Into<FieldValue>> FromIterator<V> for FieldArray {
 
 /// Iterator over an array's values.
 pub struct ArrayIter<'a> {
-    reader: Reader<'a>,
+    cursor: Cursor<'a>,
 }
 
 impl Iterator for ArrayIter<'_> {
     type Item = FieldValue;
     fn next(&mut self) -> Option<FieldValue> {
-        if self.reader.is_empty() {
+        if self.cursor.is_empty() {
             return None;
         }
-        let letter = self.reader.octet().ok()?;
-        read_value(&mut self.reader, letter).ok()
+        let letter = self.cursor.octet()?;
+        self.cursor.value(letter)
     }
 }

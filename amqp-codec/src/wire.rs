@@ -130,11 +130,6 @@ impl<'a> Reader<'a> {
         Ok(FieldTable::from_validated(self.share(raw)))
     }
 
-    /// True when every byte has been read.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.rest.is_empty()
-    }
-
     /// Fails if anything is left: a payload must hold exactly its fields.
     pub(crate) fn finish(self) -> Result<(), FieldError> {
         if self.rest.is_empty() {
