@@ -7,6 +7,9 @@
 //! The side-by-side comparison with lapin and amqprs lives in `benches/`; this is the quick
 //! look a user takes first.
 
+// An example program: printing its results is its job.
+#![allow(clippy::print_stdout)]
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

@@ -547,9 +547,16 @@ impl Channel {
     /// [`Error::ChannelClosedByApp`].
     pub async fn close(&self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.shared()
+        let result = self
+            .shared()
             .lock()
-            .close_channel(self.inner.id, self.inner.epoch, tx)?;
+            .close_channel(self.inner.id, self.inner.epoch, tx);
+        match result {
+            Ok(()) => {}
+            // Closed already, by either side: closing again is a no-op.
+            Err(err) if err.is_channel_error() => return Ok(()),
+            Err(err) => return Err(err),
+        }
         self.shared().wake_driver();
         match rx.await {
             Ok(Ok(_)) | Err(_) => Ok(()),

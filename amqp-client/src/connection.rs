@@ -7,6 +7,7 @@ use amqp_codec::ReplyCode;
 use amqp_codec::table::FieldTable;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot, watch};
+use tracing::Instrument;
 
 use crate::channel::Channel;
 use crate::config::ConnectionConfig;
@@ -68,7 +69,8 @@ impl Connection {
     pub async fn connect_with(config: ConnectionConfig) -> Result<Self, Error> {
         let timeout = config.connection_timeout;
         let address = config.address();
-        match tokio::time::timeout(timeout, Self::establish(config)).await {
+        let span = tracing::debug_span!("connect", %address);
+        match tokio::time::timeout(timeout, Self::establish(config).instrument(span)).await {
             Ok(result) => result,
             Err(_) => Err(Error::ConnectTimeout { address, timeout }),
         }
@@ -76,7 +78,6 @@ impl Connection {
 
     async fn establish(config: ConnectionConfig) -> Result<Self, Error> {
         let address = config.address();
-        let _span = tracing::debug_span!("connect", %address).entered();
         let tcp = TcpStream::connect((config.host.as_str(), config.port)).await?;
         // Frames are batched by the driver already; Nagle would only add latency.
         tcp.set_nodelay(true)?;

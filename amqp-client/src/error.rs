@@ -112,6 +112,10 @@ pub enum Error {
     /// The application closed the connection.
     #[error("the connection was closed by the application")]
     ConnectionClosedByApp,
+    /// The client closed the channel because of what the broker sent on it, e.g. a message
+    /// over `Limits::max_message_size` (311); the connection and other channels live on.
+    #[error("channel closed by the client: {0}")]
+    ChannelAborted(CloseReason),
     /// The application closed the channel.
     #[error("the channel was closed by the application")]
     ChannelClosedByApp,
@@ -149,7 +153,9 @@ impl Error {
     /// The AMQP reply code behind this error, if there is one.
     pub fn reply_code(&self) -> Option<ReplyCode> {
         match self {
-            Self::ConnectionClosed(reason) | Self::ChannelClosed(reason) => Some(reason.code),
+            Self::ConnectionClosed(reason)
+            | Self::ChannelClosed(reason)
+            | Self::ChannelAborted(reason) => Some(reason.code),
             Self::Protocol { code, .. } => Some(*code),
             Self::AuthenticationFailed { .. } => Some(ReplyCode::ACCESS_REFUSED),
             _ => None,
@@ -160,7 +166,10 @@ impl Error {
     pub fn is_channel_error(&self) -> bool {
         matches!(
             self,
-            Self::ChannelClosed(_) | Self::ChannelClosedByApp | Self::ConsumerCancelled { .. }
+            Self::ChannelClosed(_)
+                | Self::ChannelAborted(_)
+                | Self::ChannelClosedByApp
+                | Self::ConsumerCancelled { .. }
         )
     }
 

@@ -177,11 +177,7 @@ impl ChannelState {
                 closing = Some(if m.reply_code == ReplyCode::REPLY_SUCCESS.0 {
                     Error::ChannelClosedByApp
                 } else {
-                    // We close because the broker broke a rule or a limit on this channel.
-                    Error::Protocol {
-                        code: ReplyCode(m.reply_code),
-                        message: String::from_utf8_lossy(&m.reply_text).into_owned(),
-                    }
+                    Error::ChannelAborted(close_reason(m))
                 });
             }
             Method::BasicConsume(m) if m.nowait => {
@@ -237,17 +233,11 @@ impl ChannelState {
                     &Method::ChannelCloseOk(ChannelCloseOk {}),
                     frame_max,
                 );
-                let err = match &self.status {
-                    // Both sides closed at once: ours is as good as done.
-                    Status::Closing(err) => err.clone(),
-                    _ => Error::ChannelClosed(CloseReason {
-                        code: ReplyCode(m.reply_code),
-                        text: String::from_utf8_lossy(&m.reply_text).into_owned(),
-                        class_id: amqp_codec::ClassId(m.class_id),
-                        method_id: m.method_id,
-                    }),
-                };
-                self.close_with(err, true);
+                if let Status::Closing(_) = self.status {
+                    // Both sides closed at once: answered; ours still awaits its close-ok.
+                    return Ok(Effect::None);
+                }
+                self.close_with(Error::ChannelClosed(close_reason(&m)), true);
                 Ok(Effect::Closed)
             }
             Method::ChannelCloseOk(_) => {
@@ -335,21 +325,29 @@ impl ChannelState {
                 Ok(Effect::None)
             }
             Method::BasicReturn(r) => {
-                if self.returns.len() >= self.max_returns {
-                    tracing::warn!(
-                        channel = self.id,
-                        "too many returned messages held; dropping the oldest"
-                    );
-                    self.returns.pop_front();
-                }
-                self.returns.push_back(ReturnedMessage {
+                let ret = ReturnedMessage {
                     reply_code: ReplyCode(r.reply_code),
                     reply_text: r.reply_text,
                     exchange: r.exchange,
                     routing_key: r.routing_key,
                     properties: content.header.properties,
                     body: Bytes::from(content.body),
-                });
+                };
+                // In confirm mode the return travels with its publish's confirm.
+                let unclaimed = match &mut self.confirms {
+                    Some(confirms) => confirms.attach_return(Box::new(ret)).err().map(|b| *b),
+                    None => Some(ret),
+                };
+                if let Some(ret) = unclaimed {
+                    if self.returns.len() >= self.max_returns {
+                        tracing::warn!(
+                            channel = self.id,
+                            "too many returned messages held; dropping the oldest"
+                        );
+                        self.returns.pop_front();
+                    }
+                    self.returns.push_back(ret);
+                }
                 Ok(Effect::None)
             }
             _ => self.complete(Reply::Content(content), out, frame_max),
@@ -368,8 +366,7 @@ impl ChannelState {
                 method: None,
             });
         };
-        let returned = self.returns.pop_front().map(Box::new);
-        if !confirms.resolve(tag, multiple, ack, returned) {
+        if !confirms.resolve(tag, multiple, ack) {
             return Err(Violation {
                 code: ReplyCode::COMMAND_INVALID,
                 message: format!(
@@ -467,6 +464,34 @@ impl ChannelState {
         );
     }
 
+    /// Closes the channel at once because of what the broker sent (a limit it broke): every
+    /// waiter, the in-flight request included, fails with the reason, and frames until
+    /// close-ok are discarded.
+    pub(crate) fn abort(
+        &mut self,
+        code: ReplyCode,
+        text: &str,
+        out: &mut Outbound,
+        frame_max: u32,
+    ) {
+        let close = ChannelClose {
+            reply_code: code.0,
+            reply_text: ShortStr::try_from(text).unwrap_or_default(),
+            class_id: 0,
+            method_id: 0,
+        };
+        let err = Error::ChannelAborted(close_reason(&close));
+        self.status = Status::Closing(err.clone());
+        self.fail_waiters(&err, true);
+        let close = Method::ChannelClose(close);
+        let _ = out.push_method(self.id, &close, frame_max);
+        self.rpcs.push_back(Rpc {
+            method: close,
+            reply: None,
+        });
+        self.in_flight = true;
+    }
+
     /// Returned messages held for the application (outside confirm mode).
     pub(crate) fn take_returns(&mut self) -> Vec<ReturnedMessage> {
         self.returns.drain(..).collect()
@@ -487,11 +512,12 @@ impl ChannelState {
             class_id: 0,
             method_id: 0,
         });
-        // A close jumps the queue: requests behind it would fail anyway.
-        if self.in_flight {
-            self.rpcs.truncate(1);
-        } else {
-            self.rpcs.clear();
+        // A close jumps the queue: requests not yet sent fail now.
+        let keep = usize::from(self.in_flight);
+        for rpc in self.rpcs.drain(keep..) {
+            if let Some(tx) = rpc.reply {
+                let _ = tx.send(Err(Error::ChannelClosedByApp));
+            }
         }
         self.enqueue(
             Rpc {
@@ -536,6 +562,16 @@ impl ChannelState {
             slot.end(Some(err.clone()));
         }
         self.detached.clear();
+    }
+}
+
+/// The reason a channel.close carries.
+fn close_reason(m: &ChannelClose) -> CloseReason {
+    CloseReason {
+        code: ReplyCode(m.reply_code),
+        text: String::from_utf8_lossy(&m.reply_text).into_owned(),
+        class_id: amqp_codec::ClassId(m.class_id),
+        method_id: m.method_id,
     }
 }
 

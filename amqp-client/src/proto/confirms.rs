@@ -8,14 +8,41 @@
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
+use amqp_codec::ShortStr;
+use bytes::Bytes;
+
 use crate::error::Error;
 use crate::message::{Confirmation, ReturnedMessage};
+
+/// What identifies a mandatory publish's message when the broker returns it: basic.return
+/// carries no delivery tag, and RabbitMQ may ack earlier publishes after returning a later
+/// one, so a return is matched to the oldest pending publish with the same exchange, routing
+/// key and body. All three are reference-counted slices: no copy, no allocation.
+#[derive(Debug)]
+pub(crate) struct ReturnKey {
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_key: ShortStr,
+    pub(crate) body: Bytes,
+}
+
+/// A publish the broker has not answered yet.
+#[derive(Debug)]
+struct Pending {
+    /// The waker of the future polling for it, if any.
+    waker: Option<Waker>,
+    /// The future was dropped: resolve straight to `Gone`.
+    abandoned: bool,
+    /// For mandatory publishes: how to recognise its return.
+    key: Option<ReturnKey>,
+    /// Its basic.return, if the broker could not route it.
+    returned: Option<Box<ReturnedMessage>>,
+}
 
 /// One publish's confirm.
 #[derive(Debug)]
 enum Slot {
-    /// Waiting for the broker; the waker of the future polling for it, if any.
-    Pending(Option<Waker>),
+    /// Waiting for the broker.
+    Pending(Pending),
     /// The broker answered (or the channel died); the future has not collected it yet.
     Done(Result<Confirmation, Error>),
     /// Collected, or the future was dropped: only kept until the slots before it go.
@@ -47,8 +74,13 @@ impl Confirms {
     }
 
     /// Registers the next publish; returns its sequence number.
-    pub(crate) fn register(&mut self) -> u64 {
-        self.slots.push_back(Slot::Pending(None));
+    pub(crate) fn register(&mut self, key: Option<ReturnKey>) -> u64 {
+        self.slots.push_back(Slot::Pending(Pending {
+            waker: None,
+            abandoned: false,
+            key,
+            returned: None,
+        }));
         self.pending += 1;
         self.base + self.slots.len() as u64 - 1
     }
@@ -58,15 +90,37 @@ impl Confirms {
         self.pending
     }
 
+    /// Attaches a basic.return to the oldest pending mandatory publish of the same message.
+    /// Gives it back if none matches (a return from before confirm mode).
+    pub(crate) fn attach_return(
+        &mut self,
+        ret: Box<ReturnedMessage>,
+    ) -> Result<(), Box<ReturnedMessage>> {
+        let found = self.slots.iter_mut().find_map(|slot| match slot {
+            Slot::Pending(p)
+                if p.returned.is_none()
+                    && p.key.as_ref().is_some_and(|k| {
+                        k.exchange == ret.exchange
+                            && k.routing_key == ret.routing_key
+                            && k.body == ret.body
+                    }) =>
+            {
+                Some(p)
+            }
+            _ => None,
+        });
+        match found {
+            Some(p) => {
+                p.returned = Some(ret);
+                Ok(())
+            }
+            None => Err(ret),
+        }
+    }
+
     /// Resolves `tag` (and everything before it if `multiple`). Tags the broker never had
     /// (already resolved, or beyond the last publish) are ignored and reported as `false`.
-    pub(crate) fn resolve(
-        &mut self,
-        tag: u64,
-        multiple: bool,
-        ack: bool,
-        mut returned: Option<Box<ReturnedMessage>>,
-    ) -> bool {
+    pub(crate) fn resolve(&mut self, tag: u64, multiple: bool, ack: bool) -> bool {
         let end = self.base + self.slots.len() as u64;
         if tag < self.base || tag >= end {
             return false;
@@ -81,26 +135,27 @@ impl Confirms {
         let first = if multiple { self.base } else { tag };
         for seq in first..=tag {
             let idx = (seq - self.base) as usize;
-            if let Some(slot) = self.slots.get_mut(idx) {
-                if let Slot::Pending(waker) = slot {
-                    let waker = waker.take();
-                    // A returned message belongs to the publish the broker confirms next,
-                    // which is the highest tag of this (possibly multiple) ack.
-                    let ret = if seq == tag { returned.take() } else { None };
-                    let outcome = if ack {
-                        Confirmation::Ack(ret)
-                    } else {
-                        self.nacked = true;
-                        Confirmation::Nack(ret)
-                    };
-                    *slot = Slot::Done(Ok(outcome));
-                    self.pending -= 1;
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
-                }
+            let Some(slot) = self.slots.get_mut(idx) else {
+                continue;
+            };
+            let Slot::Pending(p) = slot else { continue };
+            let (waker, abandoned, returned) = (p.waker.take(), p.abandoned, p.returned.take());
+            self.pending -= 1;
+            if !ack {
+                self.nacked = true;
+            }
+            *slot = if abandoned {
+                Slot::Gone
+            } else if ack {
+                Slot::Done(Ok(Confirmation::Ack(returned)))
+            } else {
+                Slot::Done(Ok(Confirmation::Nack(returned)))
+            };
+            if let Some(w) = waker {
+                w.wake();
             }
         }
+        self.compact();
         self.wake_idle_if_done();
         true
     }
@@ -108,9 +163,13 @@ impl Confirms {
     /// Fails every outstanding publish (the channel or connection closed).
     pub(crate) fn fail_all(&mut self, err: &Error) {
         for slot in &mut self.slots {
-            if let Slot::Pending(waker) = slot {
-                let waker = waker.take();
-                *slot = Slot::Done(Err(err.clone()));
+            if let Slot::Pending(p) = slot {
+                let (waker, abandoned) = (p.waker.take(), p.abandoned);
+                *slot = if abandoned {
+                    Slot::Gone
+                } else {
+                    Slot::Done(Err(err.clone()))
+                };
                 if let Some(w) = waker {
                     w.wake();
                 }
@@ -120,6 +179,7 @@ impl Confirms {
             self.nacked = true;
         }
         self.pending = 0;
+        self.compact();
         self.wake_idle_if_done();
     }
 
@@ -133,7 +193,7 @@ impl Confirms {
             return Poll::Ready(Err(Error::InvalidUse("confirm polled after completion")));
         };
         match self.slots.get_mut(idx as usize) {
-            Some(Slot::Pending(waker)) => {
+            Some(Slot::Pending(Pending { waker, .. })) => {
                 match waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => *waker = Some(cx.waker().clone()),
@@ -158,7 +218,10 @@ impl Confirms {
         };
         if let Some(slot) = self.slots.get_mut(idx as usize) {
             match slot {
-                Slot::Pending(waker) => *waker = None,
+                Slot::Pending(p) => {
+                    p.waker = None;
+                    p.abandoned = true;
+                }
                 Slot::Done(_) => *slot = Slot::Gone,
                 Slot::Gone => {}
             }
@@ -208,9 +271,9 @@ mod tests {
     #[test]
     fn multiple_ack_resolves_only_covered_slots() {
         let mut c = Confirms::new();
-        let seqs: Vec<u64> = (0..5).map(|_| c.register()).collect();
+        let seqs: Vec<u64> = (0..5).map(|_| c.register(None)).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
-        assert!(c.resolve(3, true, true, None));
+        assert!(c.resolve(3, true, true));
         assert_eq!(c.pending(), 2);
         for seq in 1..=3 {
             assert!(matches!(
@@ -219,15 +282,15 @@ mod tests {
             ));
         }
         assert!(c.poll(4, &mut cx()).is_pending());
-        assert!(c.resolve(5, false, false, None));
+        assert!(c.resolve(5, false, false));
         assert!(matches!(
             c.poll(5, &mut cx()),
             Poll::Ready(Ok(Confirmation::Nack(None)))
         ));
-        assert!(!c.resolve(5, false, true, None), "already resolved");
-        assert!(!c.resolve(99, false, true, None), "never published");
+        assert!(!c.resolve(5, false, true), "already resolved");
+        assert!(!c.resolve(99, false, true), "never published");
         assert_eq!(c.poll_idle(&mut cx()), Poll::Pending);
-        c.resolve(4, false, true, None);
+        c.resolve(4, false, true);
         assert_eq!(c.poll_idle(&mut cx()), Poll::Ready(false), "5 was nacked");
         assert_eq!(c.poll_idle(&mut cx()), Poll::Ready(true), "nack flag reset");
     }
@@ -235,9 +298,9 @@ mod tests {
     #[test]
     fn failed_channel_fails_pending_and_keeps_results() {
         let mut c = Confirms::new();
-        let a = c.register();
-        let b = c.register();
-        c.resolve(a, false, true, None);
+        let a = c.register(None);
+        let b = c.register(None);
+        c.resolve(a, false, true);
         c.fail_all(&Error::ConnectionLost);
         assert!(matches!(
             c.poll(a, &mut cx()),
@@ -254,11 +317,17 @@ mod tests {
     fn forgotten_slots_are_compacted() {
         let mut c = Confirms::new();
         for _ in 0..1000 {
-            let s = c.register();
-            c.resolve(s, false, true, None);
+            let s = c.register(None);
+            c.resolve(s, false, true);
             c.forget(s);
         }
+        // Dropped before the broker answered: gone as soon as it does.
+        for _ in 0..1000 {
+            let s = c.register(None);
+            c.forget(s);
+            c.resolve(s, false, true);
+        }
         assert!(c.slots.is_empty());
-        assert_eq!(c.base, 1001);
+        assert_eq!(c.base, 2001);
     }
 }

@@ -182,6 +182,11 @@ impl Core {
             return self.fail(err);
         }
         if let (Some(hb), Phase::Open) = (self.heartbeat, &self.phase) {
+            // While a full consumer buffer pauses reading, the broker's frames (heartbeats
+            // included) wait in the socket: the silence is ours, not the broker's.
+            if self.read_paused() {
+                self.last_recv = now;
+            }
             if now.saturating_duration_since(self.last_recv) >= hb * 2 {
                 tracing::warn!(address = %self.config.address(), "heartbeat timeout");
                 return self.fail(Error::HeartbeatTimeout(hb * 2));
@@ -301,7 +306,7 @@ impl Core {
                     // A channel-level limit: close this channel, keep the connection.
                     tracing::warn!(channel = id, error = %err, "closing channel");
                     chan.assembler.reset();
-                    chan.begin_close(err.reply_code(), &err.to_string(), None, out, frame_max);
+                    chan.abort(err.reply_code(), &err.to_string(), out, frame_max);
                     self.publish_gate.notify_waiters();
                     return;
                 }

@@ -147,13 +147,23 @@ impl Core {
     ) -> Result<Option<u64>, Error> {
         let frame_max = self.frame_max;
         self.usable_channel(id, epoch)?;
+        // A reference to the body (no copy) to recognise it if the broker returns it.
+        let body_key = body.clone();
         self.out
             .push_content(id, method, properties, body, frame_max)?;
         let chan = self.usable_channel(id, epoch)?;
-        Ok(chan
-            .confirms
-            .as_mut()
-            .map(super::confirms::Confirms::register))
+        let Some(confirms) = chan.confirms.as_mut() else {
+            return Ok(None);
+        };
+        let key = match method {
+            Method::BasicPublish(p) if p.mandatory => Some(super::confirms::ReturnKey {
+                exchange: p.exchange.clone(),
+                routing_key: p.routing_key.clone(),
+                body: body_key,
+            }),
+            _ => None,
+        };
+        Ok(Some(confirms.register(key)))
     }
 
     /// Sends an ack, nack or reject for a delivery of opening `epoch` of channel `id`.

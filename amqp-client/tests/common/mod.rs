@@ -10,8 +10,8 @@ use std::time::Duration;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, ReplyCode};
 use amqp_client::{
-    Channel, Connection, ConnectionConfig, Error, ExchangeDeleteOptions, PublishOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    Channel, Confirmation, Connection, ConnectionConfig, Consumer, Delivery, Error,
+    ExchangeDeleteOptions, PublishOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use amqp_test_support::{broker_url, unique_name};
 
@@ -64,7 +64,10 @@ pub(crate) fn assert_channel_closed(err: &Error, code: ReplyCode) {
     }
     assert_eq!(err.reply_code(), Some(code));
     assert!(err.is_channel_error(), "{err:?} is a channel error");
-    assert!(!err.is_connection_error(), "{err:?} is not a connection error");
+    assert!(
+        !err.is_connection_error(),
+        "{err:?} is not a connection error"
+    );
 }
 
 /// Asserts that `err` is a connection close by the broker with `code`.
@@ -157,7 +160,9 @@ impl Drop for Cleanup {
                     }
                     for x in &exchanges {
                         if let Ok(ch) = conn.open_channel().await {
-                            let _ = ch.exchange_delete(x, ExchangeDeleteOptions::default()).await;
+                            let _ = ch
+                                .exchange_delete(x, ExchangeDeleteOptions::default())
+                                .await;
                             let _ = ch.close().await;
                         }
                     }
@@ -211,4 +216,91 @@ pub(crate) async fn connection_pid(name: &str) -> String {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("no connection named {name} in rabbitmqctl list_connections");
+}
+
+/// Publishes in confirm mode and returns the broker's answer (the channel must be in confirm
+/// mode). Once acked, a routed message is in its queue: a basic.get after this sees it.
+pub(crate) async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &str,
+) -> Confirmation {
+    ch.basic_publish(
+        exchange,
+        key,
+        PublishOptions::default(),
+        &BasicProperties::default(),
+        body.to_owned(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("confirm")
+}
+
+/// Bodies of every ready message of `queue`, acknowledged.
+pub(crate) async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(msg) = ch.basic_get(queue, false).await.expect("basic.get") {
+        out.push(String::from_utf8_lossy(&msg.delivery.body).into_owned());
+        msg.delivery.ack().expect("ack");
+    }
+    out
+}
+
+/// Publishes `bodies` to `queue` and waits until the broker confirmed them all (so they are
+/// in the queue). Uses its own confirm-mode channel.
+pub(crate) async fn fill(conn: &amqp_client::Connection, queue: &str, bodies: &[String]) {
+    let ch = conn.open_channel().await.expect("fill");
+    ch.confirm_select().await.expect("fill");
+    for body in bodies {
+        // The outcome is collected by wait_for_confirms below.
+        drop(
+            ch.basic_publish(
+                "",
+                queue,
+                PublishOptions::default(),
+                &BasicProperties::default(),
+                body.clone(),
+            )
+            .await
+            .expect("fill"),
+        );
+    }
+    assert!(ch.wait_for_confirms().await.expect("fill"));
+    ch.close().await.expect("fill");
+}
+
+pub(crate) fn bodies(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// The next delivery, failing the test on an error or the end of the stream.
+pub(crate) async fn next(consumer: &mut Consumer) -> Delivery {
+    match tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await {
+        Ok(Some(Ok(d))) => d,
+        Ok(Some(Err(e))) => panic!("consumer failed: {e}"),
+        Ok(None) => panic!("consumer ended"),
+        Err(_) => panic!("no delivery within 10 s"),
+    }
+}
+
+/// True if nothing arrives on `consumer` within `wait`.
+pub(crate) async fn quiet(consumer: &mut Consumer, wait: Duration) -> bool {
+    tokio::time::timeout(wait, consumer.recv()).await.is_err()
+}
+
+pub(crate) async fn ready_count(ch: &Channel, queue: &str) -> u32 {
+    ch.queue_declare(
+        queue,
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        no_args(),
+    )
+    .await
+    .expect("ready_count")
+    .message_count
 }

@@ -1,0 +1,199 @@
+//! Acknowledgements against the real broker at `AMQP_URL`: ack, nack and reject (with and
+//! without requeue, single and multiple), no-ack consumers, basic.recover to a consumer, and
+//! what an unknown delivery tag does to a channel and its consumers.
+
+mod common;
+
+use std::time::Duration;
+
+use amqp_client::amqp_codec::ReplyCode;
+use amqp_client::{ConsumeOptions, Error};
+use common::{
+    Cleanup, LIMIT, assert_channel_closed, bodies, connect, fill, next, no_args, plain, quiet,
+    ready_count, within,
+};
+
+#[tokio::test]
+async fn ack_nack_reject() {
+    let mut names = Cleanup::new();
+    within(LIMIT, async {
+        let conn = connect().await;
+        let q = names.queue("q-settle");
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        fill(&conn, &q, &bodies("s", 3)).await;
+        let mut consumer = ch
+            .basic_consume(&q, Default::default(), no_args())
+            .await
+            .unwrap();
+        let s0 = next(&mut consumer).await;
+        let s1 = next(&mut consumer).await;
+        let s2 = next(&mut consumer).await;
+        assert!(!s0.redelivered && !s1.redelivered && !s2.redelivered);
+        s0.ack().unwrap();
+        s1.nack(true).unwrap(); // requeued: comes back, flagged redelivered
+        s2.reject(false).unwrap(); // dropped (no dead-letter exchange)
+        let again = next(&mut consumer).await;
+        assert_eq!(again.body, "s1");
+        assert!(again.redelivered);
+        again.reject(true).unwrap(); // requeued once more
+        let third = next(&mut consumer).await;
+        assert_eq!(third.body, "s1");
+        assert!(third.redelivered);
+        third.nack(false).unwrap(); // dropped
+        assert!(quiet(&mut consumer, Duration::from_millis(300)).await);
+        consumer.cancel().await.unwrap();
+        assert_eq!(ready_count(&ch, &q).await, 0);
+        // Channel-level settle by tag, with multiple.
+        fill(&conn, &q, &bodies("m", 3)).await;
+        let mut tags = Vec::new();
+        for _ in 0..3 {
+            tags.push(
+                ch.basic_get(&q, false)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .delivery
+                    .delivery_tag,
+            );
+        }
+        ch.basic_nack(tags[2], true, true).unwrap();
+        let mut again = Vec::new();
+        while let Some(m) = ch.basic_get(&q, false).await.unwrap() {
+            assert!(m.delivery.redelivered);
+            again.push(m.delivery.delivery_tag);
+        }
+        assert_eq!(again.len(), 3, "nack multiple requeued all three");
+        ch.basic_ack(*again.last().unwrap(), true).unwrap();
+        assert_eq!(ch.queue_delete(&q, Default::default()).await.unwrap(), 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_ack_consumer_needs_no_settling() {
+    let mut names = Cleanup::new();
+    within(LIMIT, async {
+        let conn = connect().await;
+        let q = names.queue("q-noack");
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        fill(&conn, &q, &bodies("a", 20)).await;
+        let mut consumer = ch
+            .basic_consume(
+                &q,
+                ConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                no_args(),
+            )
+            .await
+            .unwrap();
+        for i in 0..20 {
+            assert_eq!(next(&mut consumer).await.body, format!("a{i}").as_bytes());
+        }
+        consumer.cancel().await.unwrap();
+        assert_eq!(ready_count(&ch, &q).await, 0);
+        ch.queue_delete(&q, Default::default()).await.unwrap();
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recover_redelivers_to_the_consumer() {
+    let mut names = Cleanup::new();
+    within(LIMIT, async {
+        let conn = connect().await;
+        let q = names.queue("q-recover-consumer");
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        fill(&conn, &q, &bodies("r", 1)).await;
+        let mut consumer = ch
+            .basic_consume(&q, Default::default(), no_args())
+            .await
+            .unwrap();
+        let d = next(&mut consumer).await;
+        assert!(!d.redelivered);
+        ch.basic_recover(true).await.unwrap();
+        let d2 = next(&mut consumer).await;
+        assert_eq!(d2.body, "r0");
+        assert!(d2.redelivered);
+        d2.ack().unwrap();
+        drop(d);
+        consumer.cancel().await.unwrap();
+        assert_eq!(ready_count(&ch, &q).await, 0);
+        ch.queue_delete(&q, Default::default()).await.unwrap();
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn acking_an_unknown_tag_closes_the_channel_with_406() {
+    let mut names = Cleanup::new();
+    within(LIMIT, async {
+        let conn = connect().await;
+        let q = names.queue("q-unknown-tag");
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        fill(&conn, &q, &bodies("u", 1)).await;
+        let held = ch.basic_get(&q, false).await.unwrap().unwrap();
+        // The ack itself is asynchronous: it succeeds locally.
+        ch.basic_ack(held.delivery.delivery_tag + 1000, false)
+            .unwrap();
+        // The broker's answer shows on the next call.
+        let err = ch.basic_qos(1, Default::default()).await.unwrap_err();
+        assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED);
+        assert!(!ch.is_open());
+        // Settling a delivery of the closed channel is refused: the broker requeued it.
+        match held.delivery.ack() {
+            Err(Error::StaleDelivery { delivery_tag }) => {
+                assert_eq!(delivery_tag, held.delivery.delivery_tag);
+            }
+            other => panic!("expected StaleDelivery, got {other:?}"),
+        }
+        let ch = conn.open_channel().await.unwrap();
+        let m = ch.basic_get(&q, false).await.unwrap().expect("requeued");
+        assert!(m.delivery.redelivered);
+        m.delivery.ack().unwrap();
+        // Acking the same tag twice is the same error.
+        fill(&conn, &q, &bodies("u", 1)).await;
+        let m = ch.basic_get(&q, false).await.unwrap().unwrap();
+        m.delivery.ack().unwrap();
+        m.delivery.ack().unwrap();
+        let err = ch.queue_declare(&q, plain(), no_args()).await.unwrap_err();
+        assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED);
+        let ch = conn.open_channel().await.unwrap();
+        assert_eq!(ch.queue_delete(&q, Default::default()).await.unwrap(), 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_consumer_sees_its_channel_closed_by_the_broker() {
+    let mut names = Cleanup::new();
+    within(LIMIT, async {
+        let conn = connect().await;
+        let q = names.queue("q-consumer-chan-406");
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(&q, Default::default(), no_args())
+            .await
+            .unwrap();
+        ch.basic_ack(424_242, false).unwrap();
+        match consumer.recv().await {
+            Some(Err(err)) => assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED),
+            other => panic!("expected the channel error, got {other:?}"),
+        }
+        assert!(consumer.recv().await.is_none());
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_delete(&q, Default::default()).await.unwrap();
+        conn.close().await.unwrap();
+    })
+    .await;
+}

@@ -1,0 +1,192 @@
+//! The client used from spawned tasks on a multi-threaded runtime, the way services use it:
+//! every future the public API returns must be `Send`.
+//!
+//! `Send` is checked at run time (autoref specialisation on the future's type), so a future
+//! that is not `Send` fails one test with its name instead of stopping the whole test build.
+
+mod common;
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use amqp_client::amqp_codec::BasicProperties;
+use amqp_client::{Connection, PublishOptions, QueueDeclareOptions};
+use amqp_test_support::broker_url;
+use common::{LIMIT, config, no_args, within};
+
+/// Carries a type to the `is_send` probe.
+struct Probe<T>(PhantomData<T>);
+
+impl<T> Probe<T> {
+    fn of(_: &T) -> Self {
+        Self(PhantomData)
+    }
+}
+
+/// Chosen by method resolution when `T: Send`: `(&probe).is_send()` matches its `&self`
+/// without an extra reference.
+trait SendYes {
+    fn is_send(&self) -> bool {
+        true
+    }
+}
+impl<T: Send> SendYes for Probe<T> {}
+
+/// The fallback, found after one more auto-reference.
+trait SendNo {
+    fn is_send(&self) -> bool {
+        false
+    }
+}
+impl<T> SendNo for &Probe<T> {}
+
+/// True if the (concrete) type of `$value` is `Send`. The value is not polled.
+macro_rules! is_send {
+    ($value:expr) => {{
+        let value = $value;
+        (&Probe::of(&value)).is_send()
+    }};
+}
+
+/// A future holding an `Rc` across an await: not `Send`.
+async fn not_send_future() -> usize {
+    let rc = std::rc::Rc::new(1);
+    tokio::task::yield_now().await;
+    *rc
+}
+
+#[test]
+fn the_probe_tells_send_from_not_send() {
+    assert!(is_send!(1u8));
+    assert!(is_send!(std::future::ready(1)));
+    assert!(!is_send!(std::rc::Rc::new(1)));
+    assert!(!is_send!(not_send_future()));
+}
+
+#[tokio::test]
+async fn every_public_future_is_send() {
+    within(LIMIT, async {
+        let url = broker_url();
+        let conn = Connection::connect(&url).await.unwrap();
+        let ch = conn.open_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                "",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                no_args(),
+            )
+            .await
+            .unwrap();
+        let props = BasicProperties::default();
+        let mut consumer = ch
+            .basic_consume(&q.name, Default::default(), no_args())
+            .await
+            .unwrap();
+        let confirm = ch
+            .basic_publish("", &q.name, PublishOptions::default(), &props, "x")
+            .await
+            .unwrap();
+        let checks = [
+            ("Connection::connect", is_send!(Connection::connect(&url))),
+            (
+                "Connection::connect_with",
+                is_send!(Connection::connect_with(config())),
+            ),
+            ("Connection::open_channel", is_send!(conn.open_channel())),
+            ("Connection::close", is_send!(conn.close())),
+            ("Connection::closed", is_send!(conn.closed())),
+            (
+                "Channel::queue_declare",
+                is_send!(ch.queue_declare("", Default::default(), no_args())),
+            ),
+            (
+                "Channel::basic_publish",
+                is_send!(ch.basic_publish("", &q.name, PublishOptions::default(), &props, "x")),
+            ),
+            (
+                "Channel::basic_consume",
+                is_send!(ch.basic_consume(&q.name, Default::default(), no_args())),
+            ),
+            ("Channel::basic_get", is_send!(ch.basic_get(&q.name, false))),
+            ("Channel::confirm_select", is_send!(ch.confirm_select())),
+            (
+                "Channel::wait_for_confirms",
+                is_send!(ch.wait_for_confirms()),
+            ),
+            ("Channel::close", is_send!(ch.close())),
+            ("Consumer::recv", is_send!(consumer.recv())),
+            ("Consumer::cancel", is_send!(consumer.cancel())),
+            ("PublishConfirm", is_send!(confirm)),
+        ];
+        let not_send: Vec<&str> = checks
+            .iter()
+            .filter(|(_, send)| !send)
+            .map(|(name, _)| *name)
+            .collect();
+        assert!(
+            not_send.is_empty(),
+            "futures that are not Send (cannot be used in tokio::spawn): {not_send:?}"
+        );
+        consumer.cancel().await.unwrap();
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+/// One connection, its channels used from twenty spawned tasks at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_work_from_spawned_tasks() {
+    within(LIMIT, async {
+        let conn = Connection::connect(&broker_url()).await.unwrap();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let conn = conn.clone();
+            set.spawn(async move {
+                let ch = conn.open_channel().await.unwrap();
+                let q = ch
+                    .queue_declare(
+                        "",
+                        QueueDeclareOptions {
+                            exclusive: true,
+                            ..Default::default()
+                        },
+                        no_args(),
+                    )
+                    .await
+                    .unwrap();
+                ch.confirm_select().await.unwrap();
+                let confirm = ch
+                    .basic_publish(
+                        "",
+                        &q.name,
+                        PublishOptions::default(),
+                        &BasicProperties::default(),
+                        format!("task {i}"),
+                    )
+                    .await
+                    .unwrap();
+                assert!(confirm.await.unwrap().is_ack());
+                let mut consumer = ch
+                    .basic_consume(&q.name, Default::default(), no_args())
+                    .await
+                    .unwrap();
+                let d = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(d.body, format!("task {i}").as_bytes());
+                d.ack().unwrap();
+                consumer.cancel().await.unwrap();
+                ch.queue_delete(&q.name, Default::default()).await.unwrap();
+                ch.close().await.unwrap();
+            });
+        }
+        set.join_all().await;
+        conn.close().await.unwrap();
+    })
+    .await;
+}
