@@ -80,3 +80,53 @@ async fn publish_confirm_consume_ack_roundtrip() {
     .await
     .expect("test finished in time");
 }
+
+#[tokio::test]
+async fn settling_after_the_channel_closed_is_stale_and_the_broker_requeues() {
+    tokio::time::timeout(LIMIT, async {
+        let conn = connect().await;
+        let ch = conn.open_channel().await.unwrap();
+        let queue = unique_name("stale");
+        ch.queue_declare(
+            &queue,
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.confirm_select().await.unwrap();
+        let props = BasicProperties::default();
+        let confirm = ch
+            .basic_publish("", &queue, PublishOptions::default(), &props, "once")
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack());
+        let got = ch
+            .basic_get(&queue, false)
+            .await
+            .unwrap()
+            .expect("a message");
+        ch.close().await.unwrap();
+        // The same channel number may come back for a new channel: the old tag must not ack on it.
+        let ch2 = conn.open_channel().await.unwrap();
+        let err = got.delivery.ack().unwrap_err();
+        assert!(
+            matches!(err, amqp_client::Error::StaleDelivery { delivery_tag: 1 }),
+            "{err:?}"
+        );
+        // The broker requeued it when the channel closed.
+        let again = ch2
+            .basic_get(&queue, false)
+            .await
+            .unwrap()
+            .expect("requeued");
+        assert!(again.delivery.redelivered);
+        again.delivery.ack().unwrap();
+        ch2.queue_delete(&queue, QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    })
+    .await
+    .expect("test finished in time");
+}

@@ -231,3 +231,143 @@ async fn non_amqp_peer_is_a_clear_error() {
     assert!(matches!(err, Error::NotAmqp(_)), "{err:?}");
     server.await.unwrap();
 }
+
+/// Opens channel 1 on the scripted side: answers channel.open.
+async fn open_channel(peer: &mut Peer) {
+    use amqp_client::amqp_codec::methods::ChannelOpenOk;
+    assert!(matches!(peer.recv().await, Method::ChannelOpen(_)));
+    peer.send(1, Method::ChannelOpenOk(ChannelOpenOk::default()))
+        .await;
+}
+
+/// Reads until the client's next basic.publish (skipping its header and body frames).
+async fn next_publish(peer: &mut Peer) {
+    loop {
+        if let Method::BasicPublish(_) = peer.recv().await {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn blocked_connection_holds_publishes_until_unblocked() {
+    use amqp_client::PublishOptions;
+    use amqp_client::amqp_codec::BasicProperties;
+    use amqp_client::amqp_codec::methods::{ConnectionBlocked, ConnectionUnblocked};
+    let (listener, config) = listen().await;
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let mut peer = Peer::accept(&listener, 0).await;
+        open_channel(&mut peer).await;
+        peer.send(
+            0,
+            Method::ConnectionBlocked(ConnectionBlocked {
+                reason: ShortStr::from_static("low on memory"),
+            }),
+        )
+        .await;
+        go_rx.await.unwrap();
+        peer.send(0, Method::ConnectionUnblocked(ConnectionUnblocked {}))
+            .await;
+        next_publish(&mut peer).await;
+    });
+    let conn = Connection::connect_with(config).await.unwrap();
+    let ch = conn.open_channel().await.unwrap();
+    let mut changes = conn.blocked_changes();
+    tokio::time::timeout(Duration::from_secs(5), changes.wait_for(Option::is_some))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.blocked().as_deref(), Some("low on memory"));
+    let props = BasicProperties::default();
+    let publish = ch.basic_publish("", "q", PublishOptions::default(), &props, "held");
+    tokio::pin!(publish);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), publish.as_mut())
+            .await
+            .is_err(),
+        "publish must wait while blocked"
+    );
+    go_tx.send(()).unwrap();
+    // Not in confirm mode: the confirm resolves at once, nothing to wait for.
+    let _confirm = tokio::time::timeout(Duration::from_secs(5), publish)
+        .await
+        .expect("released by unblocked")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.blocked(), None);
+}
+
+#[tokio::test]
+async fn channel_flow_pauses_publishing_and_is_acknowledged() {
+    use amqp_client::PublishOptions;
+    use amqp_client::amqp_codec::BasicProperties;
+    use amqp_client::amqp_codec::methods::ChannelFlow;
+    let (listener, config) = listen().await;
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let mut peer = Peer::accept(&listener, 0).await;
+        open_channel(&mut peer).await;
+        peer.send(1, Method::ChannelFlow(ChannelFlow { active: false }))
+            .await;
+        assert!(matches!(peer.recv().await, Method::ChannelFlowOk(ok) if !ok.active));
+        go_rx.await.unwrap();
+        peer.send(1, Method::ChannelFlow(ChannelFlow { active: true }))
+            .await;
+        assert!(matches!(peer.recv().await, Method::ChannelFlowOk(ok) if ok.active));
+        next_publish(&mut peer).await;
+    });
+    let conn = Connection::connect_with(config).await.unwrap();
+    let ch = conn.open_channel().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let props = BasicProperties::default();
+    let publish = ch.basic_publish("", "q", PublishOptions::default(), &props, "held");
+    tokio::pin!(publish);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), publish.as_mut())
+            .await
+            .is_err(),
+        "publish must wait while flow is off"
+    );
+    go_tx.send(()).unwrap();
+    let _confirm = tokio::time::timeout(Duration::from_secs(5), publish)
+        .await
+        .expect("released by flow on")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn update_secret_resolves_on_its_ok() {
+    use amqp_client::amqp_codec::methods::ConnectionUpdateSecretOk;
+    let (listener, config) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut peer = Peer::accept(&listener, 0).await;
+        let Method::ConnectionUpdateSecret(m) = peer.recv().await else {
+            panic!("expected update-secret")
+        };
+        assert_eq!(m.new_secret.as_bytes(), b"new-token");
+        assert_eq!(m.reason, "refresh");
+        peer.send(
+            0,
+            Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk {}),
+        )
+        .await;
+        peer
+    });
+    let conn = Connection::connect_with(config).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        conn.update_secret("new-token", "refresh"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    drop(server.await.unwrap());
+}
