@@ -74,6 +74,44 @@ fn short(s: &str) -> Result<ShortStr, Error> {
     Ok(ShortStr::try_from(s)?)
 }
 
+/// A name (exchange, routing key) for [`Channel::basic_publish`]: `&str` and `String` are
+/// copied into a short string; a [`ShortStr`] is shared without allocating, so a hot publish
+/// loop can build its names once.
+pub trait IntoShortStr {
+    /// The name as a short string; an error if it is longer than 255 bytes.
+    fn into_short_str(self) -> Result<ShortStr, Error>;
+}
+
+impl IntoShortStr for &str {
+    fn into_short_str(self) -> Result<ShortStr, Error> {
+        short(self)
+    }
+}
+
+impl IntoShortStr for &String {
+    fn into_short_str(self) -> Result<ShortStr, Error> {
+        short(self)
+    }
+}
+
+impl IntoShortStr for String {
+    fn into_short_str(self) -> Result<ShortStr, Error> {
+        Ok(ShortStr::try_from(self)?)
+    }
+}
+
+impl IntoShortStr for ShortStr {
+    fn into_short_str(self) -> Result<ShortStr, Error> {
+        Ok(self)
+    }
+}
+
+impl IntoShortStr for &ShortStr {
+    fn into_short_str(self) -> Result<ShortStr, Error> {
+        Ok(self.clone())
+    }
+}
+
 impl Channel {
     pub(crate) fn new(conn: Arc<ConnectionInner>, id: u16, epoch: u64) -> Self {
         Self {
@@ -410,16 +448,16 @@ impl Channel {
     /// is never copied on its way to the socket.
     pub async fn basic_publish(
         &self,
-        exchange: &str,
-        routing_key: &str,
+        exchange: impl IntoShortStr,
+        routing_key: impl IntoShortStr,
         options: PublishOptions,
         properties: &BasicProperties,
         body: impl Into<Bytes>,
     ) -> Result<PublishConfirm, Error> {
         let method = Method::BasicPublish(BasicPublish {
             ticket: 0,
-            exchange: short(exchange)?,
-            routing_key: short(routing_key)?,
+            exchange: exchange.into_short_str()?,
+            routing_key: routing_key.into_short_str()?,
             mandatory: options.mandatory,
             immediate: options.immediate,
         });

@@ -54,7 +54,7 @@ mod tls;
 mod uri;
 
 pub use amqp_codec;
-pub use channel::{Channel, QueueInfo};
+pub use channel::{Channel, IntoShortStr, QueueInfo};
 pub use config::{
     AuthMechanism, ConnectionConfig, ConnectionConfigBuilder, Limits, Secret, TlsOptions,
 };
