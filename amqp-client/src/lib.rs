@@ -46,6 +46,8 @@ mod connection;
 mod consumer;
 mod driver;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 mod options;
 mod proto;

@@ -1,0 +1,198 @@
+//! The fuzzing entry point for the sans-IO connection core (`fuzz/fuzz_targets/client_core.rs`).
+//! Not part of the public API: hidden from the docs and free to change.
+//!
+//! [`drive_core`] brings a core to the state where most code paths are live (handshake done,
+//! a channel open in confirm mode with three mandatory publishes outstanding, a consumer with
+//! a tiny buffer), then feeds the fuzzer's bytes as the broker's, in chunks whose sizes and
+//! the time between them the input also chooses, draining the consumer as an application
+//! would. Any panic is a bug; so is a core that pauses reading with no full consumer.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use amqp_codec::methods::{
+    BasicConsume, BasicConsumeOk, BasicPublish, ChannelOpenOk, ConfirmSelect, ConfirmSelectOk,
+    ConnectionOpenOk, ConnectionStart, ConnectionTune,
+};
+use amqp_codec::{BasicProperties, LongStr, Method, Outbound, ShortStr};
+use bytes::{Buf, BytesMut};
+use tokio::sync::{Notify, oneshot};
+
+use crate::config::{ConnectionConfig, Limits};
+use crate::proto::Core;
+
+/// Feeds one broker method to the core.
+fn feed(core: &mut Core, channel: u16, method: &Method, now: Instant) {
+    let mut out = Outbound::new();
+    if out.push_method(channel, method, 0).is_ok() {
+        let mut buf = BytesMut::from(&out.copy_to_bytes(out.remaining())[..]);
+        core.handle_input(&mut buf, now);
+    }
+}
+
+/// Runs the core over `data` as the broker's byte stream. Panics only on a bug.
+#[doc(hidden)]
+pub fn drive_core(data: &[u8]) {
+    let mut now = Instant::now();
+    let config = ConnectionConfig {
+        heartbeat: 5,
+        limits: Limits {
+            max_message_size: 1 << 16,
+            consumer_buffer: 4,
+            ..Limits::default()
+        },
+        ..ConnectionConfig::default()
+    };
+    let mut core = Core::new(config, now, Arc::new(Notify::new()));
+    let start = Method::ConnectionStart(ConnectionStart {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: Default::default(),
+        mechanisms: LongStr::from("PLAIN"),
+        locales: LongStr::from("en_US"),
+    });
+    feed(&mut core, 0, &start, now);
+    let tune = Method::ConnectionTune(ConnectionTune {
+        channel_max: 8,
+        frame_max: 4096,
+        heartbeat: 5,
+    });
+    feed(&mut core, 0, &tune, now);
+    feed(
+        &mut core,
+        0,
+        &Method::ConnectionOpenOk(ConnectionOpenOk::default()),
+        now,
+    );
+    let (tx, _open) = oneshot::channel();
+    let Ok((id, epoch)) = core.open_channel(tx) else {
+        return;
+    };
+    feed(
+        &mut core,
+        id,
+        &Method::ChannelOpenOk(ChannelOpenOk::default()),
+        now,
+    );
+    let (tx, _select) = oneshot::channel();
+    let _ = core.request(
+        id,
+        epoch,
+        Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+        Some(tx),
+    );
+    feed(
+        &mut core,
+        id,
+        &Method::ConfirmSelectOk(ConfirmSelectOk {}),
+        now,
+    );
+    let tag = ShortStr::from_static("c");
+    let consume = Method::BasicConsume(BasicConsume {
+        consumer_tag: tag.clone(),
+        ..Default::default()
+    });
+    let (tx, _consume) = oneshot::channel();
+    let _ = core.request(id, epoch, consume, Some(tx));
+    feed(
+        &mut core,
+        id,
+        &Method::BasicConsumeOk(BasicConsumeOk {
+            consumer_tag: tag.clone(),
+        }),
+        now,
+    );
+    let publish = Method::BasicPublish(BasicPublish {
+        mandatory: true,
+        ..Default::default()
+    });
+    for _ in 0..3 {
+        let _ = core.publish(id, epoch, &publish, &BasicProperties::default(), "x".into());
+    }
+
+    // The fuzzer's bytes: [chunk length, milliseconds to advance, payload...] repeated.
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut inbound = BytesMut::new();
+    let mut sink = Outbound::new();
+    let mut rest = data;
+    while let [len, millis, tail @ ..] = rest {
+        let take = usize::from(*len).min(tail.len());
+        inbound.extend_from_slice(&tail[..take]);
+        rest = &tail[take..];
+        core.handle_input(&mut inbound, now);
+        // The application drains its consumer and collects confirms.
+        while let (Poll::Ready(Some(_)), _) = core.poll_delivery(id, epoch, &tag, &mut cx) {}
+        for seq in 1..=3 {
+            let _ = core.poll_confirm(id, epoch, seq, &mut cx);
+        }
+        now += Duration::from_millis(u64::from(*millis) * 20);
+        core.handle_timeout(now);
+        // The driver writes everything out.
+        while core.take_output(&mut sink, now) {
+            sink.advance(sink.remaining());
+        }
+        assert!(
+            !core.read_paused() || !core.is_finished(),
+            "a finished core must not hold reading"
+        );
+        if core.is_finished() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames as the broker sends them, prefixed for `drive_core`'s chunking.
+    fn chunked(frames: &[u8]) -> Vec<u8> {
+        let mut data = Vec::new();
+        for piece in frames.chunks(7) {
+            data.extend_from_slice(&[piece.len() as u8, 1]);
+            data.extend_from_slice(piece);
+        }
+        data
+    }
+
+    #[test]
+    fn seeds_run_without_panicking() {
+        let mut frames = Outbound::new();
+        let deliver = Method::BasicDeliver(amqp_codec::methods::BasicDeliver {
+            consumer_tag: ShortStr::from_static("c"),
+            delivery_tag: 1,
+            ..Default::default()
+        });
+        for _ in 0..6 {
+            frames
+                .push_content(
+                    1,
+                    &deliver,
+                    &BasicProperties::default(),
+                    "body".into(),
+                    4096,
+                )
+                .unwrap();
+        }
+        frames
+            .push_method(
+                1,
+                &Method::BasicAck(amqp_codec::methods::BasicAck {
+                    delivery_tag: 3,
+                    multiple: true,
+                }),
+                0,
+            )
+            .unwrap();
+        let bytes = frames.copy_to_bytes(frames.remaining());
+        drive_core(&chunked(&bytes));
+        drive_core(&[]);
+        drive_core(&[255, 255, 1, 2, 3]);
+        drive_core(&chunked(&[
+            8, 0, 0, 0, 0, 0, 0, 0xCE, 1, 0, 9, 255, 255, 255, 255,
+        ]));
+        // Silence: time passes until the heartbeat timeout ends it.
+        drive_core(&[0, 255, 0, 255, 0, 255, 0, 255]);
+    }
+}
