@@ -7,8 +7,12 @@
 //! * `deliver_triple/{64B,4KiB,128KiB}`: decoding a buffer of basic.deliver + content header +
 //!   body frame(s), as RabbitMQ sends them with frame-max 131072 (a 128 KiB body takes two body
 //!   frames). Ours decodes with `FrameDecoder` and assembles whole messages with
-//!   `ContentAssembler`; theirs runs `parse_frame` over the buffer. Both get a fresh copy of the
-//!   same bytes per iteration, made outside the timed section.
+//!   `ContentAssembler` (method, header and body into one `Content`, the body a `Body` chain of
+//!   the frames' slices); theirs runs `parse_frame` over the buffer and stops there:
+//!   amq-protocol has no assembler, so its side does not assemble messages (it does copy each
+//!   body frame's payload into a `Vec`, where ours shares the read buffer). Both count frames,
+//!   and both get a fresh copy of the same bytes per iteration, made outside the timed section;
+//!   decoded values are dropped inside it, on both sides.
 //! * `publish_encode`: basic.publish + header + 64 B body; ours via `Outbound::push_content`
 //!   (drained after each message), theirs via `gen_frame` into a reused `Vec`.
 //! * `table_decode_20`: a 20-entry field table of mixed types; ours `FieldTable::from_raw` and
