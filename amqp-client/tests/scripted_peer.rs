@@ -371,3 +371,62 @@ async fn update_secret_resolves_on_its_ok() {
     .unwrap();
     drop(server.await.unwrap());
 }
+
+#[tokio::test]
+async fn a_dribbling_peer_is_a_heartbeat_timeout() {
+    let (listener, config) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut peer = Peer::accept(&listener, 1).await;
+        // A frame header promising 1000 bytes, then one byte every 300 ms: bytes keep coming,
+        // a frame never completes.
+        peer.sock
+            .write_all(&[1, 0, 0, 0, 0, 3, 0xE8])
+            .await
+            .unwrap();
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if peer.sock.write_all(&[0]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let conn = Connection::connect_with(config).await.unwrap();
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(6), conn.closed())
+        .await
+        .expect("detected in time");
+    assert!(matches!(err, Error::HeartbeatTimeout(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_dribbling_handshake_is_bounded_by_the_connection_timeout() {
+    let (listener, mut config) = listen().await;
+    config.connection_timeout = Duration::from_secs(2);
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut header = [0u8; 8];
+        sock.read_exact(&mut header).await.unwrap();
+        for byte in [1u8, 0, 0, 0, 0, 1, 0] {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if sock.write_all(&[byte]).await.is_err() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let started = Instant::now();
+    let err = Connection::connect_with(config).await.unwrap_err();
+    assert!(matches!(err, Error::ConnectTimeout { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    server.abort();
+}

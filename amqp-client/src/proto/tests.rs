@@ -490,3 +490,106 @@ fn oversized_message_closes_only_its_channel() {
             .is_err()
     );
 }
+
+#[test]
+fn a_4_gib_frame_is_refused_from_its_header_with_501() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    // Method frame on channel 0 claiming 0xFFFFFFFF payload bytes: only the header arrives.
+    h.feed_bytes(&[1, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    assert_eq!(h.methods().iter().find_map(close_code), Some(501));
+    assert!(matches!(
+        h.core.closed_error(),
+        Some(Error::Protocol {
+            code: ReplyCode::FRAME_ERROR,
+            ..
+        })
+    ));
+}
+
+/// Channel 1 open, then the broker's bytes for one delivery with `body` declared as
+/// `declared` bytes.
+fn deliver_bytes(declared: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Outbound::new();
+    let deliver = Method::BasicDeliver(BasicDeliver {
+        delivery_tag: 1,
+        ..Default::default()
+    });
+    out.push_method(1, &deliver, 0).unwrap();
+    let header = Frame::Header {
+        channel: 1,
+        header: amqp_codec::ContentHeader::basic(declared, BasicProperties::default()),
+    };
+    out.push_frame(&header, 0).unwrap();
+    out.push_frame(
+        &Frame::Body {
+            channel: 1,
+            body: bytes::Bytes::copy_from_slice(body),
+        },
+        0,
+    )
+    .unwrap();
+    out.copy_to_bytes(out.remaining()).to_vec()
+}
+
+#[test]
+fn a_body_longer_than_declared_closes_with_501() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    h.channel();
+    h.feed_bytes(&deliver_bytes(3, b"too long"));
+    assert_eq!(h.methods().iter().find_map(close_code), Some(501));
+}
+
+#[test]
+fn a_content_header_of_an_unknown_class_closes_with_an_error_code() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    h.channel();
+    let mut bytes = deliver_bytes(4, b"body");
+    // The header frame follows the method frame; its payload starts with the class id.
+    let method_len = 7 + u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]) as usize + 1;
+    bytes[method_len + 7] = 0;
+    bytes[method_len + 8] = 99;
+    h.feed_bytes(&bytes);
+    let code = h.methods().iter().find_map(close_code);
+    assert!(matches!(code, Some(503 | 505)), "{code:?}");
+}
+
+#[test]
+fn an_unknown_method_closes_with_503_and_its_ids() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    h.channel();
+    // Method frame: class 60, method 999, no arguments.
+    h.feed_bytes(&[1, 0, 1, 0, 0, 0, 4, 0, 60, 0x03, 0xE7, 0xCE]);
+    let sent = h.methods();
+    let Some(Method::ConnectionClose(c)) = sent.last() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!((c.reply_code, c.class_id, c.method_id), (503, 60, 999));
+}
+
+#[test]
+fn a_second_connection_start_closes_with_503() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    h.feed(0, start());
+    assert_eq!(h.methods().iter().find_map(close_code), Some(503));
+    assert!(matches!(
+        h.core.closed_error(),
+        Some(Error::Protocol { .. })
+    ));
+}
+
+#[test]
+fn garbage_after_the_handshake_closes_with_a_frame_error() {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    h.feed_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let code = h.methods().iter().find_map(close_code);
+    assert!(matches!(code, Some(501..=505)), "{code:?}");
+    // Nothing further is accepted, and close-ok never arriving ends it at the deadline.
+    h.advance(Duration::from_secs(11));
+    assert!(h.core.is_finished());
+}
