@@ -135,6 +135,10 @@ impl ContentAssembler {
         }
     }
 
+    // Inlined into `push`, and with it into the caller's loop, so that a result is built where
+    // the caller reads it: out of line, each 232-byte result was copied twice more per frame
+    // (deliver triples: 74 -> 65 ns per frame).
+    #[inline]
     fn push_header(
         &mut self,
         channel: u16,
@@ -165,6 +169,8 @@ impl ContentAssembler {
         Ok(None)
     }
 
+    // Inlined for the same reason as `push_header`.
+    #[inline]
     fn push_body(&mut self, channel: u16, chunk: Bytes) -> Result<Option<Assembled>, DecodeError> {
         let Some(header) = &self.header else {
             return Err(self.unexpected(channel, FrameType::BODY));

@@ -423,6 +423,8 @@ impl ContentHeader {
 
     /// Decodes a content header frame's payload, keeping `payload` itself (advanced past the
     /// fixed fields) as the properties' slice: no reference count taken for it.
+    // Inlinable into the frame decoder: see `frame/content_header.rs`.
+    #[inline]
     pub(crate) fn decode_owned(mut payload: Bytes) -> Result<Self, DecodeError> {
         let Some((fixed, rest)) = payload.split_first_chunk::<12>() else {
             return Err(DecodeError::FrameTooShort {
