@@ -32,14 +32,6 @@ pub enum FieldError {
         /// The depth limit.
         max: usize,
     },
-    /// A field table or array bool (`t`) whose octet is neither 0 nor 1. The 0-9-1 grammar
-    /// reads any non-zero octet as true, but RabbitMQ and the common clients write only 0 and
-    /// 1, and accepting 2..=255 would make a decoded table re-encode to other bytes.
-    #[error("bool octet {octet:#04x} is neither 0 nor 1")]
-    BadBool {
-        /// The octet found.
-        octet: u8,
-    },
     /// A content header set a property flag that basic does not define.
     #[error("unknown property flags {flags:#06x}")]
     UnknownProperties {

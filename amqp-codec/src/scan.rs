@@ -24,8 +24,6 @@ pub(crate) enum Fail {
     TooDeep,
     /// An unknown type letter.
     UnknownType(u8),
-    /// A bool octet other than 0 and 1.
-    BadBool(u8),
     /// Content-header property flags that basic does not define.
     UnknownProperties(u16),
 }
@@ -79,7 +77,6 @@ impl From<Fail> for FieldError {
                 max: MAX_TABLE_DEPTH,
             },
             Fail::UnknownType(letter) => FieldError::UnknownFieldType { letter },
-            Fail::BadBool(octet) => FieldError::BadBool { octet },
             Fail::UnknownProperties(flags) => FieldError::UnknownProperties { flags },
         }
     }
@@ -175,12 +172,9 @@ fn scan_value(rest: &[u8], letter: u8, depth: usize) -> Result<&[u8], Fail> {
 /// validating nested tables and arrays; returns what follows it.
 fn check_value(rest: &[u8], letter: u8, depth: usize) -> Result<&[u8], Fail> {
     match letter {
-        b't' => match rest.split_first() {
-            // Only 0 and 1, so that a decoded bool re-encodes to the octet it came from.
-            Some((&octet, rest)) if octet <= 1 => Ok(rest),
-            Some((&octet, _)) => Err(Fail::BadBool(octet)),
-            None => Err(Fail::Truncated(What::Octet)),
-        },
+        // Any octet: the spec reads non-zero as true. Refusing others would let one sloppy
+        // publisher's header close every consumer's connection, again on each redelivery.
+        b't' => skip(rest, 1),
         // Scale octet, then a long: the reader reported whichever ran out.
         b'D' => skip(skip(rest, 1)?, 4),
         b'V' => Ok(rest),

@@ -5,11 +5,10 @@
 //! overrun) and allocates nothing; [`FieldTable::iter`] and [`FieldTable::get`] then read entries
 //! on demand. Entry order and duplicate keys are kept, so a table round-trips byte for byte.
 //!
-//! A bool's octet must be 0 or 1 ([`crate::FieldError::BadBool`] otherwise). The 0-9-1 grammar
-//! reads any non-zero octet as true, but [`FieldValue::Bool`] holds a `bool`, so a table with
-//! octet 2 would iterate as `true` and rebuild (`iter().collect()`) to octet 1: different bytes,
-//! and an unequal table. Refusing it keeps every decoded table lossless value by value; RabbitMQ
-//! and the common clients only ever write 0 and 1.
+//! A bool's octet reads as the spec says: 0 is false, anything else true. The table itself keeps
+//! the octet (it is the wire bytes), so it re-encodes byte for byte; only a table rebuilt from
+//! its values (`iter().collect()`) writes a non-canonical true as 1. RabbitMQ and the common
+//! clients only ever write 0 and 1.
 //!
 //! RabbitMQ's type letters, which differ from the 0-9-1 spec's own list:
 //!
