@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use amqp_codec::methods::{
     BasicAck, BasicCancel, BasicConsume, BasicGet, BasicNack, BasicPublish, BasicQos, BasicRecover,
-    BasicReject, ConfirmSelect, ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind,
-    QueueBind, QueueDeclare, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
+    BasicReject, ConfirmSelect, ExchangeDeclare, ExchangeDelete, QueueDeclare, QueueDelete,
+    QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
 };
 use amqp_codec::table::FieldTable;
 use amqp_codec::{BasicProperties, Method, ShortStr};
@@ -16,6 +16,8 @@ use crate::connection::ConnectionInner;
 use crate::consumer::{Consumer, PublishConfirm};
 use crate::error::Error;
 use crate::message::{Acker, Delivery, GetMessage, ReturnedMessage};
+pub use crate::names::IntoShortStr;
+use crate::names::{exchange_bind, exchange_unbind, queue_bind, short};
 use crate::options::{
     ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, PublishOptions,
     QosOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -68,48 +70,6 @@ pub struct QueueInfo {
     pub message_count: u32,
     /// Consumers on the queue.
     pub consumer_count: u32,
-}
-
-fn short(s: &str) -> Result<ShortStr, Error> {
-    Ok(ShortStr::try_from(s)?)
-}
-
-/// A name (exchange, routing key) for [`Channel::basic_publish`]: `&str` and `String` are
-/// copied into a short string; a [`ShortStr`] is shared without allocating, so a hot publish
-/// loop can build its names once.
-pub trait IntoShortStr {
-    /// The name as a short string; an error if it is longer than 255 bytes.
-    fn into_short_str(self) -> Result<ShortStr, Error>;
-}
-
-impl IntoShortStr for &str {
-    fn into_short_str(self) -> Result<ShortStr, Error> {
-        short(self)
-    }
-}
-
-impl IntoShortStr for &String {
-    fn into_short_str(self) -> Result<ShortStr, Error> {
-        short(self)
-    }
-}
-
-impl IntoShortStr for String {
-    fn into_short_str(self) -> Result<ShortStr, Error> {
-        Ok(ShortStr::try_from(self)?)
-    }
-}
-
-impl IntoShortStr for ShortStr {
-    fn into_short_str(self) -> Result<ShortStr, Error> {
-        Ok(self)
-    }
-}
-
-impl IntoShortStr for &ShortStr {
-    fn into_short_str(self) -> Result<ShortStr, Error> {
-        Ok(self.clone())
-    }
 }
 
 impl Channel {
@@ -209,15 +169,26 @@ impl Channel {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<(), Error> {
-        let method = Method::ExchangeBind(ExchangeBind {
-            ticket: 0,
-            destination: short(destination)?,
-            source: short(source)?,
-            routing_key: short(routing_key)?,
-            nowait: false,
-            arguments,
-        });
+        let method = exchange_bind(destination, source, routing_key, arguments, false)?;
         self.call(method).await.map(drop)
+    }
+
+    /// [`exchange_bind`](Self::exchange_bind) without waiting for bind-ok: sent in order
+    /// with the channel's other requests; a failure closes the channel later.
+    pub fn exchange_bind_nowait(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        self.send_nowait(exchange_bind(
+            destination,
+            source,
+            routing_key,
+            arguments,
+            true,
+        )?)
     }
 
     /// Removes an exchange-to-exchange binding.
@@ -228,15 +199,25 @@ impl Channel {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<(), Error> {
-        let method = Method::ExchangeUnbind(ExchangeUnbind {
-            ticket: 0,
-            destination: short(destination)?,
-            source: short(source)?,
-            routing_key: short(routing_key)?,
-            nowait: false,
-            arguments,
-        });
+        let method = exchange_unbind(destination, source, routing_key, arguments, false)?;
         self.call(method).await.map(drop)
+    }
+
+    /// [`exchange_unbind`](Self::exchange_unbind) without waiting for unbind-ok.
+    pub fn exchange_unbind_nowait(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        self.send_nowait(exchange_unbind(
+            destination,
+            source,
+            routing_key,
+            arguments,
+            true,
+        )?)
     }
 
     /// Declares a queue; an empty name asks the broker to generate one (returned in
@@ -285,15 +266,20 @@ impl Channel {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<(), Error> {
-        let method = Method::QueueBind(QueueBind {
-            ticket: 0,
-            queue: short(queue)?,
-            exchange: short(exchange)?,
-            routing_key: short(routing_key)?,
-            nowait: false,
-            arguments,
-        });
+        let method = queue_bind(queue, exchange, routing_key, arguments, false)?;
         self.call(method).await.map(drop)
+    }
+
+    /// [`queue_bind`](Self::queue_bind) without waiting for bind-ok: sent in order with the
+    /// channel's other requests; a failure closes the channel later.
+    pub fn queue_bind_nowait(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        self.send_nowait(queue_bind(queue, exchange, routing_key, arguments, true)?)
     }
 
     /// Removes a queue binding.
@@ -325,6 +311,15 @@ impl Channel {
             Reply::Method(Method::QueuePurgeOk(ok)) => Ok(ok.message_count),
             _ => Err(Error::InvalidUse("unexpected reply to queue.purge")),
         }
+    }
+
+    /// [`queue_purge`](Self::queue_purge) without waiting for purge-ok (so without the count).
+    pub fn queue_purge_nowait(&self, queue: &str) -> Result<(), Error> {
+        self.send_nowait(Method::QueuePurge(QueuePurge {
+            ticket: 0,
+            queue: short(queue)?,
+            nowait: true,
+        }))
     }
 
     /// Deletes a queue; returns how many messages it held (0 with `nowait`).

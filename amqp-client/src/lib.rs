@@ -49,6 +49,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod message;
+mod names;
 mod options;
 mod proto;
 mod shared;

@@ -130,3 +130,92 @@ async fn settling_after_the_channel_closed_is_stale_and_the_broker_requeues() {
     .await
     .expect("test finished in time");
 }
+
+#[tokio::test]
+async fn nowait_bind_unbind_and_purge_take_effect_in_order() {
+    use amqp_client::{ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind};
+    tokio::time::timeout(LIMIT, async {
+        let conn = connect().await;
+        let ch = conn.open_channel().await.unwrap();
+        let (src, dst, queue) = (
+            unique_name("nw-src"),
+            unique_name("nw-dst"),
+            unique_name("nw-q"),
+        );
+        let opts = ExchangeDeclareOptions::default();
+        for x in [&src, &dst] {
+            ch.exchange_declare(x, ExchangeKind::Direct, opts, FieldTable::default())
+                .await
+                .unwrap();
+        }
+        let q = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(&queue, q, FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_bind_nowait(&queue, &dst, "k", FieldTable::default())
+            .unwrap();
+        ch.exchange_bind_nowait(&dst, &src, "k", FieldTable::default())
+            .unwrap();
+        ch.confirm_select().await.unwrap();
+        let props = BasicProperties::default();
+        let mandatory = PublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        // Routed through both no-wait bindings.
+        let c = ch
+            .basic_publish(src.as_str(), "k", mandatory, &props, "via e2e")
+            .await
+            .unwrap();
+        assert_eq!(c.await.unwrap(), Confirmation::Ack(None));
+        ch.queue_purge_nowait(&queue).unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            ch.queue_declare(&queue, passive, FieldTable::default())
+                .await
+                .unwrap()
+                .message_count,
+            0
+        );
+        ch.exchange_unbind_nowait(&dst, &src, "k", FieldTable::default())
+            .unwrap();
+        let c = ch
+            .basic_publish(src.as_str(), "k", mandatory, &props, "nowhere")
+            .await
+            .unwrap();
+        let returned = c.await.unwrap();
+        assert_eq!(
+            returned.returned().map(|r| r.reply_code.0),
+            Some(312),
+            "unbound: {returned:?}"
+        );
+        // A no-wait bind that fails closes the channel; the next call says why.
+        ch.queue_bind_nowait(
+            &queue,
+            "no-such-exchange-for-nowait",
+            "k",
+            FieldTable::default(),
+        )
+        .unwrap();
+        let err = ch
+            .queue_declare(&queue, passive, FieldTable::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.reply_code().map(|c| c.0), Some(404), "{err:?}");
+        let ch = conn.open_channel().await.unwrap();
+        for x in [&src, &dst] {
+            ch.exchange_delete(x, ExchangeDeleteOptions::default())
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+    })
+    .await
+    .expect("test finished in time");
+}
