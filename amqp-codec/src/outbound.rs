@@ -138,8 +138,7 @@ impl Outbound {
         // Room, once, for all that goes into `buf`: the method frame, the header frame, and
         // the first body frame's header and frame-end (further body frames reserve their own).
         // Fixed-size parts are gathered into arrays and written in one piece each.
-        self.buf
-            .reserve(3 * FRAME_OVERHEAD + method_len + header_len);
+        self.room(3 * FRAME_OVERHEAD + method_len + header_len);
         self.put_method_head(channel, method, method_len);
         method.write_args(&mut BufSink::new(&mut self.buf));
         // The method's frame-end, then the header frame up to its properties.
@@ -164,7 +163,7 @@ impl Outbound {
             let mut offset = 0;
             while offset < body_len {
                 let end = (offset + max_chunk).min(body_len);
-                self.buf.reserve(FRAME_OVERHEAD);
+                self.room(FRAME_OVERHEAD);
                 self.put_body_head(channel, end - offset);
                 self.chain(body.slice(offset..end));
                 offset = end;
@@ -192,7 +191,7 @@ impl Outbound {
     }
 
     fn put_method(&mut self, channel: u16, method: &Method, len: usize) {
-        self.buf.reserve(len + FRAME_OVERHEAD);
+        self.room(len + FRAME_OVERHEAD);
         self.put_method_head(channel, method, len);
         method.write_args(&mut BufSink::new(&mut self.buf));
         self.buf.extend_from_slice(&[FRAME_END]);
@@ -205,6 +204,16 @@ impl Outbound {
             size,
         }
         .encode(&mut self.buf);
+    }
+
+    /// Makes room in `buf` for `needed` more bytes. When it must grow, it grows by at least
+    /// [`MIN_BLOCK`]: frames queued one by one (a publish freezes `buf` into a chunk each time)
+    /// then share one allocation instead of each paying for a buffer of their own exact size
+    /// and for its reference count.
+    fn room(&mut self, needed: usize) {
+        if self.buf.capacity() - self.buf.len() < needed {
+            self.buf.reserve(needed.max(MIN_BLOCK));
+        }
     }
 
     /// Freezes what `buf` holds into a chunk, then queues `bytes` after it.
@@ -220,6 +229,9 @@ impl Outbound {
         }
     }
 }
+
+/// Smallest growth of the encode buffer (see [`Outbound::room`]).
+const MIN_BLOCK: usize = 8 * 1024;
 
 /// A frame header's bytes; `len` was checked to fit a `u32` (a payload of at most frame-max, or of
 /// a body slice of at most `u32::MAX - 8`).
