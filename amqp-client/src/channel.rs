@@ -22,7 +22,7 @@ use crate::options::{
     ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, PublishOptions,
     QosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use crate::proto::Reply;
+use crate::proto::{Publish, RawDelivery, Reply};
 use crate::shared::Shared;
 
 /// A channel: a lightweight session multiplexed on the connection.
@@ -88,12 +88,16 @@ impl Channel {
         self.inner.id
     }
 
+    /// The channel number and which opening of it this handle belongs to.
+    pub(crate) fn ids(&self) -> (u16, u64) {
+        (self.inner.id, self.inner.epoch)
+    }
+
     /// True until the channel or its connection closed.
     pub fn is_open(&self) -> bool {
-        let shared = self.shared();
-        let mut core = shared.lock();
-        core.publish_must_wait(self.inner.id, self.inner.epoch)
-            .is_ok()
+        self.shared()
+            .lock()
+            .channel_usable(self.inner.id, self.inner.epoch)
     }
 
     /// Sends a request and waits for its reply.
@@ -410,7 +414,7 @@ impl Channel {
                 let Method::BasicGetOk(ok) = content.method else {
                     return Err(Error::InvalidUse("unexpected reply to basic.get"));
                 };
-                let delivery = Delivery {
+                let raw = RawDelivery {
                     delivery_tag: ok.delivery_tag,
                     redelivered: ok.redelivered,
                     exchange: ok.exchange,
@@ -418,8 +422,8 @@ impl Channel {
                     consumer_tag: ShortStr::default(),
                     properties: content.header.properties,
                     body: Bytes::from(content.body),
-                    acker: self.acker(),
                 };
+                let delivery = Delivery::from_raw(raw, self.acker());
                 Ok(Some(GetMessage {
                     delivery,
                     message_count: ok.message_count,
@@ -456,23 +460,33 @@ impl Channel {
             mandatory: options.mandatory,
             immediate: options.immediate,
         });
-        let body = body.into();
+        let mut body = body.into();
         let (id, epoch) = (self.inner.id, self.inner.epoch);
         let shared = self.shared();
+        // Registering with the gate takes its lock, so it is done only once a publish has to
+        // wait; then the check runs again before sleeping, so no wake-up in between is lost.
+        let gate = shared.publish_gate.notified();
+        tokio::pin!(gate);
+        let mut armed = false;
         loop {
-            let gate = shared.publish_gate.notified();
-            tokio::pin!(gate);
-            gate.as_mut().enable();
+            match shared
+                .lock()
+                .publish(id, epoch, &method, properties, body)?
             {
-                let mut core = shared.lock();
-                if !core.publish_must_wait(id, epoch)? {
-                    let seq = core.publish(id, epoch, &method, properties, body)?;
-                    drop(core);
+                Publish::Queued(seq) => {
                     shared.wake_driver();
                     return Ok(PublishConfirm::new(shared.clone(), id, epoch, seq));
                 }
+                Publish::MustWait(back) => body = back,
             }
-            gate.await;
+            if armed {
+                gate.as_mut().await;
+                gate.set(shared.publish_gate.notified());
+                armed = false;
+            } else {
+                gate.as_mut().enable();
+                armed = true;
+            }
         }
     }
 
@@ -516,11 +530,7 @@ impl Channel {
     }
 
     fn settle(&self, tag: u64, method: &Method) -> Result<(), Error> {
-        self.shared()
-            .lock()
-            .settle(self.inner.id, self.inner.epoch, tag, method)?;
-        self.shared().wake_driver();
-        Ok(())
+        crate::message::settle(self.shared(), self.inner.id, self.inner.epoch, tag, method)
     }
 
     /// Asks the broker to redeliver every unacknowledged message of this channel

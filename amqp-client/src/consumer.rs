@@ -67,35 +67,28 @@ impl Consumer {
 impl Stream for Consumer {
     type Item = Result<Delivery, Error>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
             return Poll::Ready(None);
         }
-        let shared = self.channel.shared().clone();
-        let acker = self.channel.acker();
-        let (poll, resume) = shared
-            .lock()
-            .poll_delivery(acker.channel, acker.epoch, &self.tag, cx);
+        let (id, epoch) = this.channel.ids();
+        let shared = this.channel.shared();
+        let (poll, resume) = shared.lock().poll_delivery(id, epoch, &this.tag, cx);
         if resume {
             shared.wake_driver();
         }
         match poll {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
-                self.done = true;
+                this.done = true;
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err))),
-            Poll::Ready(Some(Ok(raw))) => Poll::Ready(Some(Ok(Delivery {
-                delivery_tag: raw.delivery_tag,
-                redelivered: raw.redelivered,
-                exchange: raw.exchange,
-                routing_key: raw.routing_key,
-                consumer_tag: raw.consumer_tag,
-                properties: raw.properties,
-                body: raw.body,
-                acker,
-            }))),
+            // The acker (a reference count on the connection) only for a delivery in hand.
+            Poll::Ready(Some(Ok(raw))) => {
+                Poll::Ready(Some(Ok(Delivery::from_raw(raw, this.channel.acker()))))
+            }
         }
     }
 }
@@ -105,11 +98,11 @@ impl Drop for Consumer {
         if self.done {
             return;
         }
+        let (id, epoch) = self.channel.ids();
         let shared = self.channel.shared();
-        let acker = self.channel.acker();
         shared
             .lock()
-            .drop_consumer(acker.channel, acker.epoch, &self.tag, self.no_ack);
+            .drop_consumer(id, epoch, &self.tag, self.no_ack);
         shared.wake_driver();
     }
 }

@@ -12,6 +12,7 @@ use amqp_codec::{BasicProperties, Method, ReplyCode, ShortStr};
 use bytes::Bytes;
 
 use crate::error::Error;
+use crate::proto::RawDelivery;
 use crate::shared::Shared;
 
 /// A message delivered to a consumer or fetched with basic.get.
@@ -57,35 +58,47 @@ impl fmt::Debug for Delivery {
 impl Delivery {
     /// Acknowledges this message: the broker forgets it.
     pub fn ack(&self) -> Result<(), Error> {
-        self.acker.send(Method::BasicAck(BasicAck {
-            delivery_tag: self.delivery_tag,
-            multiple: false,
-        }))
+        self.acker.send(
+            self.delivery_tag,
+            &Method::BasicAck(BasicAck {
+                delivery_tag: self.delivery_tag,
+                multiple: false,
+            }),
+        )
     }
 
     /// Acknowledges this message and every earlier unsettled one on its channel.
     pub fn ack_multiple(&self) -> Result<(), Error> {
-        self.acker.send(Method::BasicAck(BasicAck {
-            delivery_tag: self.delivery_tag,
-            multiple: true,
-        }))
+        self.acker.send(
+            self.delivery_tag,
+            &Method::BasicAck(BasicAck {
+                delivery_tag: self.delivery_tag,
+                multiple: true,
+            }),
+        )
     }
 
     /// Negatively acknowledges it: requeued if `requeue`, else dead-lettered or dropped.
     pub fn nack(&self, requeue: bool) -> Result<(), Error> {
-        self.acker.send(Method::BasicNack(BasicNack {
-            delivery_tag: self.delivery_tag,
-            multiple: false,
-            requeue,
-        }))
+        self.acker.send(
+            self.delivery_tag,
+            &Method::BasicNack(BasicNack {
+                delivery_tag: self.delivery_tag,
+                multiple: false,
+                requeue,
+            }),
+        )
     }
 
     /// Rejects it (the spec's single-message nack).
     pub fn reject(&self, requeue: bool) -> Result<(), Error> {
-        self.acker.send(Method::BasicReject(BasicReject {
-            delivery_tag: self.delivery_tag,
-            requeue,
-        }))
+        self.acker.send(
+            self.delivery_tag,
+            &Method::BasicReject(BasicReject {
+                delivery_tag: self.delivery_tag,
+                requeue,
+            }),
+        )
     }
 
     /// The channel number this delivery arrived on.
@@ -106,18 +119,38 @@ pub(crate) struct Acker {
 }
 
 impl Acker {
-    fn send(&self, method: Method) -> Result<(), Error> {
-        let tag = match &method {
-            Method::BasicAck(m) => m.delivery_tag,
-            Method::BasicNack(m) => m.delivery_tag,
-            Method::BasicReject(m) => m.delivery_tag,
-            _ => 0,
-        };
-        let mut core = self.shared.lock();
-        core.settle(self.channel, self.epoch, tag, &method)?;
-        drop(core);
-        self.shared.wake_driver();
-        Ok(())
+    fn send(&self, delivery_tag: u64, method: &Method) -> Result<(), Error> {
+        settle(&self.shared, self.channel, self.epoch, delivery_tag, method)
+    }
+}
+
+/// Sends an ack, nack or reject for `delivery_tag` of opening `epoch` of `channel`, and wakes
+/// the driver to write it.
+pub(crate) fn settle(
+    shared: &Shared,
+    channel: u16,
+    epoch: u64,
+    delivery_tag: u64,
+    method: &Method,
+) -> Result<(), Error> {
+    shared.lock().settle(channel, epoch, delivery_tag, method)?;
+    shared.wake_driver();
+    Ok(())
+}
+
+impl Delivery {
+    /// A delivery as the connection received it, with what settles it.
+    pub(crate) fn from_raw(raw: RawDelivery, acker: Acker) -> Self {
+        Self {
+            delivery_tag: raw.delivery_tag,
+            redelivered: raw.redelivered,
+            exchange: raw.exchange,
+            routing_key: raw.routing_key,
+            consumer_tag: raw.consumer_tag,
+            properties: raw.properties,
+            body: raw.body,
+            acker,
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use tokio::sync::{Notify, oneshot, watch};
 
 pub(crate) use channel::{ChannelState, Reply, ReplyTx, Rpc, Status};
 pub(crate) use consumers::RawDelivery;
+pub(crate) use ops::Publish;
 
 use crate::config::ConnectionConfig;
 use crate::error::{CloseReason, Error};

@@ -8,10 +8,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use amqp_codec::methods::{ChannelOpen, ConnectionClose, ConnectionUpdateSecret};
-use amqp_codec::{BasicProperties, LongStr, Method, ReplyCode, ShortStr};
+use amqp_codec::{BasicProperties, LongStr, Method, Outbound, ReplyCode, ShortStr};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::confirms::ReturnKey;
 use super::{ChannelState, Core, Phase, RawDelivery, ReplyTx, Rpc};
 use crate::error::Error;
 use crate::message::{Confirmation, ReturnedMessage};
@@ -22,24 +23,37 @@ impl Core {
         if let Some(err) = self.closed_error() {
             return Err(err);
         }
-        let chan = self
-            .channels
-            .get_mut(usize::from(id))
-            .and_then(Option::as_mut)
-            .filter(|c| c.epoch == epoch)
-            .ok_or(Error::ChannelClosedByApp)?;
-        match chan.unusable() {
-            Some(err) => Err(err),
-            None => Ok(chan),
+        usable(&mut self.channels, id, epoch)
+    }
+
+    /// Runs `f` on the usable channel `id` at opening `epoch`, with the outbound queue and the
+    /// negotiated frame-max (borrowed beside the channel, not through `self`).
+    fn with_channel<R>(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        f: impl FnOnce(&mut ChannelState, &mut Outbound, u32) -> R,
+    ) -> Result<R, Error> {
+        if let Some(err) = self.closed_error() {
+            return Err(err);
         }
+        let chan = usable(&mut self.channels, id, epoch)?;
+        Ok(f(chan, &mut self.out, self.frame_max))
+    }
+
+    /// True while the channel `id` at opening `epoch` and its connection are usable.
+    pub(crate) fn channel_usable(&mut self, id: u16, epoch: u64) -> bool {
+        self.usable_channel(id, epoch).is_ok()
     }
 
     /// The channel `id` at opening `epoch`, whatever its state.
     fn channel_at(&mut self, id: u16, epoch: u64) -> Option<&mut ChannelState> {
-        self.channels
-            .get_mut(usize::from(id))
-            .and_then(Option::as_mut)
-            .filter(|c| c.epoch == epoch)
+        channel_at(&mut self.channels, id, epoch)
+    }
+
+    /// What a handle whose channel opening is gone gets.
+    fn gone_error(&self) -> Error {
+        self.closed_error().unwrap_or(Error::ChannelClosedByApp)
     }
 
     /// Allocates a channel id and sends channel.open; the reply goes to `reply`.
@@ -96,12 +110,9 @@ impl Core {
             }
             .into());
         }
-        let mut out = std::mem::take(&mut self.out);
-        let result = self
-            .usable_channel(id, epoch)
-            .map(|chan| chan.enqueue(Rpc { method, reply }, &mut out, frame_max));
-        self.out = out;
-        result
+        self.with_channel(id, epoch, |chan, out, frame_max| {
+            chan.enqueue(Rpc { method, reply }, out, frame_max);
+        })
     }
 
     /// Closes a channel from the client side (reply code 200).
@@ -111,32 +122,19 @@ impl Core {
         epoch: u64,
         reply: ReplyTx,
     ) -> Result<(), Error> {
-        let frame_max = self.frame_max;
-        let mut out = std::mem::take(&mut self.out);
-        let result = self.usable_channel(id, epoch).map(|chan| {
-            chan.begin_close(
-                ReplyCode::REPLY_SUCCESS,
-                "closed by the application",
-                Some(reply),
-                &mut out,
-                frame_max,
-            )
+        let result = self.with_channel(id, epoch, |chan, out, frame_max| {
+            let text = "closed by the application";
+            chan.begin_close(ReplyCode::REPLY_SUCCESS, text, Some(reply), out, frame_max);
         });
-        self.out = out;
         self.publish_gate.notify_waiters();
         result
     }
 
-    /// True if a publish on this channel must wait: the broker blocked the connection, the
-    /// channel's flow is off, or the outbound queue is above its high-water mark.
-    pub(crate) fn publish_must_wait(&mut self, id: u16, epoch: u64) -> Result<bool, Error> {
-        let high = bytes::Buf::remaining(&self.out) >= self.config.limits.outbound_high_water;
-        let blocked = self.blocked.is_some();
-        let chan = self.usable_channel(id, epoch)?;
-        Ok(blocked || high || !chan.flow_active)
-    }
-
-    /// Queues a publish; returns its confirm sequence number in confirm mode.
+    /// Queues a publish, unless it must wait: the broker blocked the connection, the
+    /// channel's flow is off, or the outbound queue is above its high-water mark (then the
+    /// body comes back in [`Publish::MustWait`]). In confirm mode the publish gets a sequence
+    /// number; a mandatory one also keeps a reference to its names and body (no copy), to
+    /// recognise its basic.return.
     pub(crate) fn publish(
         &mut self,
         id: u16,
@@ -144,26 +142,26 @@ impl Core {
         method: &Method,
         properties: &BasicProperties,
         body: Bytes,
-    ) -> Result<Option<u64>, Error> {
-        let frame_max = self.frame_max;
-        self.usable_channel(id, epoch)?;
-        // A reference to the body (no copy) to recognise it if the broker returns it.
-        let body_key = body.clone();
-        self.out
-            .push_content(id, method, properties, body, frame_max)?;
-        let chan = self.usable_channel(id, epoch)?;
-        let Some(confirms) = chan.confirms.as_mut() else {
-            return Ok(None);
-        };
-        let key = match method {
-            Method::BasicPublish(p) if p.mandatory => Some(super::confirms::ReturnKey {
-                exchange: p.exchange.clone(),
-                routing_key: p.routing_key.clone(),
-                body: body_key,
-            }),
-            _ => None,
-        };
-        Ok(Some(confirms.register(key)))
+    ) -> Result<Publish, Error> {
+        let must_wait = self.blocked.is_some()
+            || bytes::Buf::remaining(&self.out) >= self.config.limits.outbound_high_water;
+        self.with_channel(id, epoch, |chan, out, frame_max| {
+            if must_wait || !chan.flow_active {
+                return Ok(Publish::MustWait(body));
+            }
+            let key = match (&chan.confirms, method) {
+                (Some(_), Method::BasicPublish(p)) if p.mandatory => Some(ReturnKey {
+                    exchange: p.exchange.clone(),
+                    routing_key: p.routing_key.clone(),
+                    body: body.clone(),
+                }),
+                _ => None,
+            };
+            out.push_content(id, method, properties, body, frame_max)?;
+            Ok(Publish::Queued(
+                chan.confirms.as_mut().map(|c| c.register(key)),
+            ))
+        })?
     }
 
     /// Sends an ack, nack or reject for a delivery of opening `epoch` of channel `id`.
@@ -209,12 +207,10 @@ impl Core {
 
     /// The application dropped a consumer stream.
     pub(crate) fn drop_consumer(&mut self, id: u16, epoch: u64, tag: &ShortStr, no_ack: bool) {
-        let frame_max = self.frame_max;
-        let mut out = std::mem::take(&mut self.out);
-        if let Some(chan) = self.channel_at(id, epoch) {
-            chan.detach_consumer(tag, no_ack, &mut out, frame_max);
+        let (out, frame_max) = (&mut self.out, self.frame_max);
+        if let Some(chan) = channel_at(&mut self.channels, id, epoch) {
+            chan.detach_consumer(tag, no_ack, out, frame_max);
         }
-        self.out = out;
         self.recount_full();
     }
 
@@ -226,11 +222,10 @@ impl Core {
         seq: u64,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Confirmation, Error>> {
-        let fallback = self.closed_error().unwrap_or(Error::ChannelClosedByApp);
-        match self.channel_at(id, epoch).and_then(|c| c.confirms.as_mut()) {
-            Some(confirms) => confirms.poll(seq, cx),
-            None => Poll::Ready(Err(fallback)),
+        if let Some(confirms) = self.channel_at(id, epoch).and_then(|c| c.confirms.as_mut()) {
+            return confirms.poll(seq, cx);
         }
+        Poll::Ready(Err(self.gone_error()))
     }
 
     /// The confirm future for `seq` was dropped.
@@ -247,9 +242,8 @@ impl Core {
         epoch: u64,
         cx: &mut Context<'_>,
     ) -> Poll<Result<bool, Error>> {
-        let fallback = self.closed_error().unwrap_or(Error::ChannelClosedByApp);
-        let Some(chan) = self.channel_at(id, epoch) else {
-            return Poll::Ready(Err(fallback));
+        let Some(chan) = channel_at(&mut self.channels, id, epoch) else {
+            return Poll::Ready(Err(self.gone_error()));
         };
         let err = chan.unusable();
         match chan.confirms.as_mut() {
@@ -338,5 +332,39 @@ impl Core {
             .heartbeat
             .map_or(0, |d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX));
         (self.channel_max, self.frame_max, hb)
+    }
+}
+
+/// What [`Core::publish`] did.
+#[derive(Debug)]
+pub(crate) enum Publish {
+    /// Queued; the confirm sequence number in confirm mode.
+    Queued(Option<u64>),
+    /// Back-pressure: nothing was queued; here is the body back for the next try.
+    MustWait(Bytes),
+}
+
+/// The channel `id` at opening `epoch`, whatever its state.
+fn channel_at(
+    channels: &mut [Option<ChannelState>],
+    id: u16,
+    epoch: u64,
+) -> Option<&mut ChannelState> {
+    channels
+        .get_mut(usize::from(id))
+        .and_then(Option::as_mut)
+        .filter(|c| c.epoch == epoch)
+}
+
+/// The channel `id` at opening `epoch` if it is usable, else the error a call on it gets.
+fn usable(
+    channels: &mut [Option<ChannelState>],
+    id: u16,
+    epoch: u64,
+) -> Result<&mut ChannelState, Error> {
+    let chan = channel_at(channels, id, epoch).ok_or(Error::ChannelClosedByApp)?;
+    match chan.unusable() {
+        Some(err) => Err(err),
+        None => Ok(chan),
     }
 }

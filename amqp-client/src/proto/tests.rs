@@ -371,9 +371,14 @@ fn confirms_multiple_and_return_attached_to_next_ack() {
     let props = BasicProperties::default();
     let seqs: Vec<_> = (0..3)
         .map(|_| {
-            h.core
+            match h
+                .core
                 .publish(id, epoch, &publish, &props, "x".into())
                 .unwrap()
+            {
+                super::Publish::Queued(seq) => seq,
+                super::Publish::MustWait(_) => panic!("nothing holds publishes back here"),
+            }
         })
         .collect();
     assert_eq!(seqs, [Some(1), Some(2), Some(3)]);
