@@ -27,6 +27,23 @@ pub struct CloseReason {
     pub method_id: u16,
 }
 
+impl CloseReason {
+    /// The reason a connection.close or channel.close carries, as its fields arrive.
+    pub(crate) fn from_wire(
+        reply_code: u16,
+        reply_text: &[u8],
+        class_id: u16,
+        method_id: u16,
+    ) -> Self {
+        Self {
+            code: ReplyCode(reply_code),
+            text: String::from_utf8_lossy(reply_text).into_owned(),
+            class_id: ClassId(class_id),
+            method_id,
+        }
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.code.0)?;

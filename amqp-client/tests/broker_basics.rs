@@ -6,18 +6,14 @@ use std::time::Duration;
 use amqp_client::amqp_codec::BasicProperties;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{
-    Confirmation, Connection, ConsumeOptions, PublishOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    Confirmation, ConsumeOptions, PublishOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use amqp_test_support::{broker_url, unique_name};
+use amqp_test_support::unique_name;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-async fn connect() -> Connection {
-    Connection::connect(&broker_url())
-        .await
-        .expect("connect to the broker at AMQP_URL")
-}
+mod common;
+use common::connect;
 
 #[tokio::test]
 async fn publish_confirm_consume_ack_roundtrip() {

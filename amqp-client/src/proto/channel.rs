@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::confirms::Confirms;
 use super::consumers::{ConsumerSlot, RawDelivery};
+use super::truncate_short;
 use crate::config::Limits;
 use crate::error::{CloseReason, Error};
 use crate::message::ReturnedMessage;
@@ -193,8 +194,14 @@ impl ChannelState {
             self.rpcs.pop_front();
         }
         if let Some(err) = closing {
+            // The close stays on the wire; whatever was queued behind it fails.
             self.status = Status::Closing(err.clone());
-            self.fail_waiters(&err, false);
+            for rpc in self.rpcs.drain(1..) {
+                if let Some(tx) = rpc.reply {
+                    let _ = tx.send(Err(err.clone()));
+                }
+            }
+            self.fail_streams(&err);
         }
     }
 
@@ -237,7 +244,7 @@ impl ChannelState {
                     // Both sides closed at once: answered; ours still awaits its close-ok.
                     return Ok(Effect::None);
                 }
-                self.close_with(Error::ChannelClosed(close_reason(&m)), true);
+                self.close_with(Error::ChannelClosed(close_reason(&m)));
                 Ok(Effect::Closed)
             }
             Method::ChannelCloseOk(_) => {
@@ -250,7 +257,7 @@ impl ChannelState {
                 {
                     let _ = tx.send(Ok(Reply::Method(method)));
                 }
-                self.close_with(err, true);
+                self.close_with(err);
                 Ok(Effect::Closed)
             }
             Method::ChannelFlow(m) => {
@@ -263,15 +270,14 @@ impl ChannelState {
             Method::BasicNack(m) => self.confirm(m.delivery_tag, m.multiple, false),
             Method::BasicCancel(m) => {
                 // The broker cancelled a consumer (queue deleted, node down).
-                let tag = m.consumer_tag.clone().into_bytes();
-                if let Some(mut slot) = self.consumers.remove(&tag) {
+                let tag = m.consumer_tag.as_bytes();
+                // The slot stays so the stream can drain what it buffered.
+                if let Some(slot) = self.consumers.get_mut(tag) {
                     slot.end(Some(Error::ConsumerCancelled {
-                        consumer_tag: String::from_utf8_lossy(&tag).into_owned(),
+                        consumer_tag: String::from_utf8_lossy(tag).into_owned(),
                     }));
-                    // Keep the slot so the stream can drain what it buffered.
-                    self.consumers.insert(tag.clone(), slot);
                 }
-                self.detached.remove(&tag);
+                self.detached.remove(tag);
                 if !m.nowait {
                     let ok = Method::BasicCancelOk(BasicCancelOk {
                         consumer_tag: m.consumer_tag,
@@ -399,8 +405,7 @@ impl ChannelState {
         };
         match (&expected.method, method) {
             (Method::ChannelOpen(_), _) => self.status = Status::Open,
-            (Method::BasicConsume(req), Method::BasicConsumeOk(ok)) => {
-                let _ = req;
+            (Method::BasicConsume(_), Method::BasicConsumeOk(ok)) => {
                 let tag = ok.consumer_tag.clone().into_bytes();
                 self.consumers
                     .insert(tag, ConsumerSlot::new(self.consumer_capacity));
@@ -476,13 +481,14 @@ impl ChannelState {
     ) {
         let close = ChannelClose {
             reply_code: code.0,
-            reply_text: ShortStr::try_from(text).unwrap_or_default(),
+            reply_text: truncate_short(text),
             class_id: 0,
             method_id: 0,
         };
         let err = Error::ChannelAborted(close_reason(&close));
         self.status = Status::Closing(err.clone());
-        self.fail_waiters(&err, true);
+        self.fail_requests(&err);
+        self.fail_streams(&err);
         let close = Method::ChannelClose(close);
         let _ = out.push_method(self.id, &close, frame_max);
         self.rpcs.push_back(Rpc {
@@ -508,7 +514,7 @@ impl ChannelState {
     ) {
         let close = Method::ChannelClose(ChannelClose {
             reply_code: code.0,
-            reply_text: ShortStr::try_from(text).unwrap_or_default(),
+            reply_text: truncate_short(text),
             class_id: 0,
             method_id: 0,
         });
@@ -530,31 +536,24 @@ impl ChannelState {
     }
 
     /// Marks the channel closed and fails everything waiting on it.
-    pub(crate) fn close_with(&mut self, err: Error, include_queue: bool) {
-        self.status = Status::Closed(err.clone());
-        self.fail_waiters(&err, include_queue);
+    pub(crate) fn close_with(&mut self, err: Error) {
+        self.fail_requests(&err);
+        self.fail_streams(&err);
+        self.status = Status::Closed(err);
     }
 
-    /// Fails requests, confirms and consumers with `err`.
-    fn fail_waiters(&mut self, err: &Error, include_close: bool) {
-        let keep_front = !include_close
-            && matches!(self.rpcs.back(), Some(r) if matches!(r.method, Method::ChannelClose(_)));
-        let close = if keep_front {
-            self.rpcs.pop_back()
-        } else {
-            None
-        };
+    /// Fails every queued request, the one on the wire included.
+    fn fail_requests(&mut self, err: &Error) {
         for rpc in self.rpcs.drain(..) {
             if let Some(tx) = rpc.reply {
                 let _ = tx.send(Err(err.clone()));
             }
         }
-        if let Some(close) = close {
-            self.rpcs.push_back(close);
-            self.in_flight = true;
-        } else {
-            self.in_flight = false;
-        }
+        self.in_flight = false;
+    }
+
+    /// Fails outstanding confirms and ends every consumer with `err`.
+    fn fail_streams(&mut self, err: &Error) {
         if let Some(confirms) = &mut self.confirms {
             confirms.fail_all(err);
         }
@@ -567,12 +566,7 @@ impl ChannelState {
 
 /// The reason a channel.close carries.
 fn close_reason(m: &ChannelClose) -> CloseReason {
-    CloseReason {
-        code: ReplyCode(m.reply_code),
-        text: String::from_utf8_lossy(&m.reply_text).into_owned(),
-        class_id: amqp_codec::ClassId(m.class_id),
-        method_id: m.method_id,
-    }
+    CloseReason::from_wire(m.reply_code, &m.reply_text, m.class_id, m.method_id)
 }
 
 /// True for methods sent with the no-wait bit: no reply comes.

@@ -77,7 +77,7 @@ impl Core {
                 let start_ok = Method::ConnectionStartOk(ConnectionStartOk {
                     client_properties: client_properties(self.config.connection_name.as_deref()),
                     mechanism: ShortStr::from_static(mech.name()),
-                    response: LongStr::from(response.to_vec()),
+                    response: LongStr::from_bytes(response).unwrap_or_default(),
                     locale: ShortStr::from_static("en_US"),
                 });
                 self.send_connection_method(&start_ok);
@@ -90,7 +90,7 @@ impl Core {
                 let response =
                     auth::start_ok_response(mech, &self.config.username, &self.config.password);
                 let secure_ok = Method::ConnectionSecureOk(ConnectionSecureOk {
-                    response: LongStr::from(response.to_vec()),
+                    response: LongStr::from_bytes(response).unwrap_or_default(),
                 });
                 self.send_connection_method(&secure_ok);
             }
@@ -137,12 +137,12 @@ impl Core {
                 // Refused during the handshake: bad credentials (403), unknown or forbidden
                 // vhost (530), or anything else the broker objects to.
                 self.send_connection_method(&Method::ConnectionCloseOk(Default::default()));
-                let reason = CloseReason {
-                    code: ReplyCode(close.reply_code),
-                    text: String::from_utf8_lossy(&close.reply_text).into_owned(),
-                    class_id: amqp_codec::ClassId(close.class_id),
-                    method_id: close.method_id,
-                };
+                let reason = CloseReason::from_wire(
+                    close.reply_code,
+                    &close.reply_text,
+                    close.class_id,
+                    close.method_id,
+                );
                 let err = if reason.code == ReplyCode::ACCESS_REFUSED
                     && matches!(self.phase, Phase::AwaitTune)
                 {

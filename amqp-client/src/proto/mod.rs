@@ -333,12 +333,12 @@ impl Core {
             }
             (Phase::Open, Method::ConnectionClose(close)) => {
                 self.send_connection_method(&Method::ConnectionCloseOk(ConnectionCloseOk {}));
-                let reason = CloseReason {
-                    code: ReplyCode(close.reply_code),
-                    text: String::from_utf8_lossy(&close.reply_text).into_owned(),
-                    class_id: ClassId(close.class_id),
-                    method_id: close.method_id,
-                };
+                let reason = CloseReason::from_wire(
+                    close.reply_code,
+                    &close.reply_text,
+                    close.class_id,
+                    close.method_id,
+                );
                 tracing::warn!(address = %self.config.address(), %reason, "connection closed by the broker");
                 self.fail(Error::ConnectionClosed(reason));
             }
@@ -439,7 +439,7 @@ impl Core {
     fn fail_waiters(&mut self, err: &Error) {
         for chan in self.channels.iter_mut().flatten() {
             if !chan.is_closed() {
-                chan.close_with(err.clone(), true);
+                chan.close_with(err.clone());
             }
         }
         if let Some(tx) = self.open_waiter.take() {
@@ -471,7 +471,7 @@ impl Core {
 }
 
 /// A reply text cut to a short string's 255 bytes (on a char boundary).
-fn truncate_short(text: &str) -> ShortStr {
+pub(crate) fn truncate_short(text: &str) -> ShortStr {
     let mut end = text.len().min(255);
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -282,7 +282,7 @@ impl Core {
             Phase::Open => {
                 let close = Method::ConnectionClose(ConnectionClose {
                     reply_code: code.0,
-                    reply_text: ShortStr::try_from(text).unwrap_or_default(),
+                    reply_text: super::truncate_short(text),
                     class_id: 0,
                     method_id: 0,
                 });
@@ -320,7 +320,7 @@ impl Core {
         }
         let method = Method::ConnectionUpdateSecret(ConnectionUpdateSecret {
             new_secret: LongStr::from(secret),
-            reason: ShortStr::try_from(reason).unwrap_or_default(),
+            reason: super::truncate_short(reason),
         });
         self.send_connection_method(&method);
         self.secret_waiter = Some(reply);
