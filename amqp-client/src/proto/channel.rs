@@ -29,6 +29,16 @@ pub(crate) enum Reply {
     Content(Content),
 }
 
+impl Reply {
+    /// The method, whether or not content came with it.
+    pub(crate) fn method(&self) -> &Method {
+        match self {
+            Self::Method(m) => m,
+            Self::Content(c) => &c.method,
+        }
+    }
+}
+
 /// Where a reply goes.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
 
@@ -212,10 +222,7 @@ impl ChannelState {
         out: &mut Outbound,
         frame_max: u32,
     ) -> Result<Effect, Violation> {
-        let method = match &reply {
-            Reply::Method(m) => m,
-            Reply::Content(c) => &c.method,
-        };
+        let method = reply.method();
         if let Status::Closing(_) = self.status
             && !matches!(method, Method::ChannelClose(_) | Method::ChannelCloseOk(_))
         {
@@ -392,10 +399,7 @@ impl ChannelState {
         out: &mut Outbound,
         frame_max: u32,
     ) -> Result<Effect, Violation> {
-        let method = match &reply {
-            Reply::Method(m) => m,
-            Reply::Content(c) => &c.method,
-        };
+        let method = reply.method();
         let expected = match self.rpcs.front() {
             Some(rpc) if self.in_flight && rpc.method.is_answered_by(method) => rpc,
             Some(rpc) if self.in_flight => {
