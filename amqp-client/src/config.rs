@@ -171,6 +171,12 @@ pub struct ConnectionConfig {
     pub tls: Option<TlsOptions>,
     /// Limits on buffers and sizes.
     pub limits: Limits,
+    /// Other brokers (`host`, `port`) of the same cluster, tried in turn by recovery after
+    /// the first address; from a URI with several hosts (`amqp://h1:5672,h2:5673/`).
+    pub fallback_addresses: Vec<(String, u16)>,
+    /// Automatic recovery after a lost connection (`None`, the default: a lost connection
+    /// ends every handle with the error). See [`RecoveryPolicy`](crate::RecoveryPolicy).
+    pub recovery: Option<crate::RecoveryPolicy>,
 }
 
 impl Default for ConnectionConfig {
@@ -189,6 +195,8 @@ impl Default for ConnectionConfig {
             connection_name: None,
             tls: None,
             limits: Limits::default(),
+            fallback_addresses: Vec::new(),
+            recovery: None,
         }
     }
 }
@@ -201,11 +209,29 @@ impl ConnectionConfig {
 
     /// `host:port`, for logs and errors (never the credentials).
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        format_address(&self.host, self.port)
+    }
+
+    /// Every address recovery may use: the first one, then the fallbacks.
+    pub fn addresses(&self) -> Vec<(String, u16)> {
+        let mut all = vec![(self.host.clone(), self.port)];
+        all.extend(self.fallback_addresses.iter().cloned());
+        all
+    }
+
+    /// The same settings with recovery turned on with `policy` (the one line that enables it).
+    pub fn with_recovery(mut self, policy: crate::RecoveryPolicy) -> Self {
+        self.recovery = Some(policy);
+        self
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+pub(crate) fn format_address(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -287,6 +313,18 @@ impl ConnectionConfigBuilder {
     /// Limits on buffers and sizes.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.0.limits = limits;
+        self
+    }
+
+    /// Another broker of the cluster for recovery to fail over to.
+    pub fn fallback_address(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.0.fallback_addresses.push((host.into(), port));
+        self
+    }
+
+    /// Automatic recovery with `policy`.
+    pub fn recovery(mut self, policy: crate::RecoveryPolicy) -> Self {
+        self.0.recovery = Some(policy);
         self
     }
 

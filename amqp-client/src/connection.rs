@@ -6,15 +6,16 @@ use std::time::Instant;
 use amqp_codec::ReplyCode;
 use amqp_codec::table::FieldTable;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tracing::Instrument;
 
 use crate::channel::Channel;
 use crate::config::ConnectionConfig;
+use crate::driver;
 use crate::error::Error;
 use crate::proto::Core;
+use crate::recovery::{self, ConnectionState, RecoveryEvent};
 use crate::shared::Shared;
-use crate::{driver, tls};
 
 /// A connection to a RabbitMQ broker: one socket, one driver task, many channels.
 ///
@@ -79,22 +80,15 @@ impl Connection {
     async fn establish(config: ConnectionConfig) -> Result<Self, Error> {
         let address = config.address();
         let tcp = TcpStream::connect((config.host.as_str(), config.port)).await?;
-        // Frames are batched by the driver already; Nagle would only add latency.
-        tcp.set_nodelay(true)?;
         let gate = Arc::new(Notify::new());
         let (open_tx, open_rx) = oneshot::channel();
         let mut core = Core::new(config.clone(), Instant::now(), gate.clone());
         core.open_waiter = Some(open_tx);
         let blocked = core.blocked_tx.subscribe();
         let shared = Arc::new(Shared::new(core, gate));
-        match &config.tls {
-            Some(opts) => {
-                let stream = tls::handshake(tcp, opts, &config.host).await?;
-                tokio::spawn(driver::run(shared.clone(), stream));
-            }
-            None => {
-                tokio::spawn(driver::run(shared.clone(), tcp));
-            }
+        let driver = driver::spawn(shared.clone(), tcp, config.tls.as_ref(), &config.host).await?;
+        if config.recovery.is_some() {
+            tokio::spawn(recovery::supervise(shared.clone(), driver));
         }
         let inner = Arc::new(ConnectionInner {
             shared,
@@ -108,16 +102,23 @@ impl Connection {
         }
     }
 
-    /// Opens a new channel.
+    /// Opens a new channel. With recovery on, the channel is recovered with the connection,
+    /// and opening one while the connection is being recovered waits for it (bounded).
     pub async fn open_channel(&self) -> Result<Channel, Error> {
-        let (tx, rx) = oneshot::channel();
-        let (id, epoch) = self.inner.shared.lock().open_channel(tx)?;
-        self.inner.shared.wake_driver();
-        let channel = Channel::new(self.inner.clone(), id, epoch);
-        match rx.await {
-            Ok(Ok(_)) => Ok(channel),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(Error::ConnectionLost),
+        let shared = &self.inner.shared;
+        let deadline = shared.recovery_deadline();
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let opened = shared.lock().open_channel(tx);
+            let (id, epoch) = match opened {
+                Err(Error::Recovering) if shared.wait_recovered(deadline).await => continue,
+                other => other?,
+            };
+            shared.wake_driver();
+            let channel = Channel::new(self.inner.clone(), id, epoch);
+            rx.await.unwrap_or(Err(Error::ConnectionLost))?;
+            shared.lock().record_channel(id);
+            return Ok(channel);
         }
     }
 
@@ -147,7 +148,7 @@ impl Connection {
         rx.await.unwrap_or(Err(Error::ConnectionLost))
     }
 
-    /// True while the connection is open.
+    /// True while the connection is open (not while it is being recovered).
     pub fn is_open(&self) -> bool {
         self.inner.shared.lock().closed_error().is_none()
     }
@@ -157,17 +158,30 @@ impl Connection {
         self.inner.shared.lock().closed_error()
     }
 
-    /// Waits until the connection ends and returns why.
+    /// Waits until the connection ends for good (recovery, if on, gave up) and returns why.
     pub async fn closed(&self) -> Error {
         loop {
             let notified = self.inner.shared.publish_gate.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(err) = self.close_reason() {
-                return err;
+            match self.close_reason() {
+                None | Some(Error::Recovering) => {}
+                Some(err) => return err,
             }
             notified.await;
         }
+    }
+
+    /// Where the connection stands (connected, recovering, recovered, failed, closed), as a
+    /// receiver that sees every change.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.shared.lock().state_tx.subscribe()
+    }
+
+    /// A receiver of what automatic recovery does: the loss, failed attempts, renamed queues,
+    /// topology it could not re-create, the recovery, or giving up.
+    pub fn recovery_events(&self) -> broadcast::Receiver<RecoveryEvent> {
+        self.inner.shared.events.subscribe()
     }
 
     /// The broker's `connection.blocked` reason while it blocks publishers (resource alarm),

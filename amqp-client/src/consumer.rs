@@ -117,6 +117,8 @@ pub struct PublishConfirm {
     shared: Arc<Shared>,
     channel: u16,
     epoch: u64,
+    /// The channel's generation the publish went out in (a recovery fails it).
+    generation: u64,
     /// The publish's sequence number; `None` outside confirm mode.
     seq: Option<u64>,
     /// True once the outcome was collected.
@@ -124,11 +126,16 @@ pub struct PublishConfirm {
 }
 
 impl PublishConfirm {
-    pub(crate) fn new(shared: Arc<Shared>, channel: u16, epoch: u64, seq: Option<u64>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        (channel, epoch, generation): (u16, u64, u64),
+        seq: Option<u64>,
+    ) -> Self {
         Self {
             shared,
             channel,
             epoch,
+            generation,
             seq,
             done: false,
         }
@@ -151,10 +158,10 @@ impl Future for PublishConfirm {
         if self.done {
             return Poll::Ready(Err(Error::InvalidUse("confirm polled after completion")));
         }
-        let poll = self
-            .shared
-            .lock()
-            .poll_confirm(self.channel, self.epoch, seq, cx);
+        let poll =
+            self.shared
+                .lock()
+                .poll_confirm(self.channel, self.epoch, self.generation, seq, cx);
         if poll.is_ready() {
             self.done = true;
         }
@@ -167,7 +174,7 @@ impl Drop for PublishConfirm {
         if let (Some(seq), false) = (self.seq, self.done) {
             self.shared
                 .lock()
-                .forget_confirm(self.channel, self.epoch, seq);
+                .forget_confirm(self.channel, self.epoch, self.generation, seq);
         }
     }
 }

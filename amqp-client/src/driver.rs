@@ -13,8 +13,13 @@ use std::time::{Duration, Instant};
 use amqp_codec::Outbound;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
+use crate::config::TlsOptions;
+use crate::error::Error;
 use crate::shared::Shared;
+use crate::tls;
 
 /// Bytes reserved for each read. Large enough for many small frames per syscall.
 const READ_CHUNK: usize = 64 * 1024;
@@ -22,6 +27,25 @@ const READ_CHUNK: usize = 64 * 1024;
 const MAX_IOVECS: usize = 64;
 /// Bound on the final flush and shutdown after the core finished.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Starts a driver task on `tcp` (after a TLS handshake if `tls` is set); its handle ends
+/// when the connection does.
+pub(crate) async fn spawn(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    tls: Option<&TlsOptions>,
+    host: &str,
+) -> Result<JoinHandle<()>, Error> {
+    // Frames are batched already; Nagle would only add latency.
+    tcp.set_nodelay(true)?;
+    Ok(match tls {
+        Some(opts) => {
+            let stream = tls::handshake(tcp, opts, host).await?;
+            tokio::spawn(run(shared, stream))
+        }
+        None => tokio::spawn(run(shared, tcp)),
+    })
+}
 
 /// Runs the connection until it ends.
 pub(crate) async fn run<T>(shared: Arc<Shared>, io: T)

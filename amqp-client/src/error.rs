@@ -158,6 +158,19 @@ pub enum Error {
         /// The consumer's tag.
         consumer_tag: String,
     },
+    /// The connection was lost and is being recovered; the call was not sent. Retry it
+    /// later, or raise `RecoveryPolicy::wait_while_recovering` to have calls wait.
+    #[error("the connection is being recovered; the call was not sent")]
+    Recovering,
+    /// Automatic recovery gave up (attempts or time exhausted, or an error that cannot be
+    /// recovered such as refused credentials).
+    #[error("connection recovery gave up after {attempts} attempts: {last_error}")]
+    RecoveryFailed {
+        /// Attempts made.
+        attempts: u32,
+        /// The error of the last attempt (or the one that ended recovery).
+        last_error: Box<Error>,
+    },
 }
 
 impl From<io::Error> for Error {
@@ -200,7 +213,29 @@ impl Error {
                 | Self::ConnectionLost
                 | Self::ConnectionClosedByApp
                 | Self::Protocol { .. }
+                | Self::Recovering
+                | Self::RecoveryFailed { .. }
         )
+    }
+
+    /// True for the ways a connection ends that automatic recovery reconnects after: IO
+    /// errors, a lost socket, a heartbeat timeout, a connect timeout, and the broker closing
+    /// the connection with 320 CONNECTION_FORCED (shutdown, `rabbitmqctl close_connection`)
+    /// or 541 INTERNAL_ERROR. Not: the application closing it, refused credentials, or a
+    /// protocol violation.
+    pub fn is_recoverable(&self) -> bool {
+        match self {
+            Self::Io(_)
+            | Self::ConnectionLost
+            | Self::HeartbeatTimeout(_)
+            | Self::ConnectTimeout { .. }
+            | Self::Recovering => true,
+            Self::ConnectionClosed(reason) => matches!(
+                reason.code,
+                ReplyCode::CONNECTION_FORCED | ReplyCode::INTERNAL_ERROR
+            ),
+            _ => false,
+        }
     }
 }
 

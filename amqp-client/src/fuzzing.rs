@@ -124,7 +124,7 @@ pub fn drive_core(data: &[u8]) {
         // The application drains its consumer and collects confirms.
         while let (Poll::Ready(Some(_)), _) = core.poll_delivery(id, epoch, &tag, &mut cx) {}
         for seq in 1..=3 {
-            let _ = core.poll_confirm(id, epoch, seq, &mut cx);
+            let _ = core.poll_confirm(id, epoch, 0, seq, &mut cx);
         }
         now += Duration::from_millis(u64::from(*millis) * 20);
         core.handle_timeout(now);

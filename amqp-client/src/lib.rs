@@ -36,6 +36,10 @@
 //! * `driver.rs`: the task that owns the socket. `shared.rs`: the core under its mutex.
 //! * `connection.rs`, `channel.rs`, `consumer.rs`, `message.rs`: the public handles.
 //! * `config.rs`, `uri.rs`, `auth.rs`, `tls.rs`: settings, URI parsing, SASL, rustls.
+//! * `recovery/`: automatic recovery, opt-in with one line
+//!   ([`ConnectionConfig::with_recovery`]): the supervisor task (backoff, failover) and the
+//!   topology replay; the core's side (suspending channels, recording topology) is in
+//!   `proto/recovery.rs` and `proto/topology.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -52,6 +56,7 @@ mod message;
 mod names;
 mod options;
 mod proto;
+mod recovery;
 mod shared;
 mod tls;
 mod uri;
@@ -69,5 +74,6 @@ pub use options::{
     ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, PublishOptions,
     QosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
+pub use recovery::{ConnectionState, RecoveryEvent, RecoveryPolicy};
 pub use tls::TlsError;
 pub use uri::{UriError, redact_uri};

@@ -116,31 +116,41 @@ pub(crate) struct Acker {
     pub(crate) channel: u16,
     /// Which opening of that channel number: acks for an older opening are refused.
     pub(crate) epoch: u64,
+    /// Which connection under that opening (recovery moves it on): acks from before a
+    /// recovery are refused.
+    pub(crate) generation: u64,
 }
 
 impl Acker {
     fn send(&self, delivery_tag: u64, method: &Method) -> Result<(), Error> {
-        settle(&self.shared, self.channel, self.epoch, delivery_tag, method)
+        let ids = (self.channel, self.epoch, Some(self.generation));
+        settle(&self.shared, ids, delivery_tag, method)
     }
 }
 
-/// Sends an ack, nack or reject for `delivery_tag` of opening `epoch` of `channel`, and wakes
-/// the driver to write it.
+/// Sends an ack, nack or reject for `delivery_tag` of (channel, opening, generation), and wakes
+/// the driver to write it. Without a generation (a bare tag from the application) the
+/// current one is assumed.
 pub(crate) fn settle(
     shared: &Shared,
-    channel: u16,
-    epoch: u64,
+    (channel, epoch, generation): (u16, u64, Option<u64>),
     delivery_tag: u64,
     method: &Method,
 ) -> Result<(), Error> {
-    shared.lock().settle(channel, epoch, delivery_tag, method)?;
+    let mut core = shared.lock();
+    let generation = generation
+        .or_else(|| core.generation(channel, epoch))
+        .unwrap_or_default();
+    core.settle(channel, epoch, generation, delivery_tag, method)?;
+    drop(core);
     shared.wake_driver();
     Ok(())
 }
 
 impl Delivery {
     /// A delivery as the connection received it, with what settles it.
-    pub(crate) fn from_raw(raw: RawDelivery, acker: Acker) -> Self {
+    pub(crate) fn from_raw(raw: RawDelivery, mut acker: Acker) -> Self {
+        acker.generation = raw.generation;
         Self {
             delivery_tag: raw.delivery_tag,
             redelivered: raw.redelivered,

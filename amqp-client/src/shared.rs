@@ -5,10 +5,16 @@
 //! `std::sync::Mutex` is the right tool: cheaper than an async mutex and never held long.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
 
 use crate::proto::Core;
+use crate::recovery::{ConnectionState, RecoveryEvent};
+
+/// Recovery events kept for a slow subscriber before it starts missing some.
+const EVENT_BACKLOG: usize = 64;
 
 /// What handles and the driver share.
 #[derive(Debug)]
@@ -20,14 +26,56 @@ pub(crate) struct Shared {
     /// Wakes publishers held by back-pressure (blocked connection, channel flow, a full
     /// outbound queue) and anyone waiting for the connection to end.
     pub(crate) publish_gate: Arc<Notify>,
+    /// What recovery did, for whoever subscribed.
+    pub(crate) events: broadcast::Sender<RecoveryEvent>,
+    /// How long a call made during recovery waits for it (zero: fail at once).
+    recovery_wait: Duration,
 }
 
 impl Shared {
     pub(crate) fn new(core: Core, publish_gate: Arc<Notify>) -> Self {
+        let recovery_wait = core
+            .config
+            .recovery
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.wait_while_recovering);
         Self {
             core: Mutex::new(core),
             driver: Notify::new(),
             publish_gate,
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            recovery_wait,
+        }
+    }
+
+    /// Publishes a recovery event (nobody listening is fine).
+    pub(crate) fn emit(&self, event: RecoveryEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// When a call that failed with `Error::Recovering` gives up waiting.
+    pub(crate) fn recovery_deadline(&self) -> Instant {
+        Instant::now() + self.recovery_wait
+    }
+
+    /// After a call failed with `Error::Recovering`: waits until recovery ends or `deadline`.
+    /// True if the connection is open again (retry the call).
+    pub(crate) async fn wait_recovered(&self, deadline: Instant) -> bool {
+        let mut state = self.lock().state_tx.subscribe();
+        let open = |s: &ConnectionState| {
+            matches!(
+                s,
+                ConnectionState::Connected | ConnectionState::Recovered { .. }
+            )
+        };
+        let ended = tokio::time::timeout_at(
+            deadline,
+            state.wait_for(|s| !matches!(s, ConnectionState::Recovering { .. })),
+        )
+        .await;
+        match ended {
+            Ok(Ok(s)) => open(&s),
+            _ => false,
         }
     }
 

@@ -19,6 +19,8 @@ pub(crate) struct RawDelivery {
     pub(crate) consumer_tag: ShortStr,
     pub(crate) properties: BasicProperties,
     pub(crate) body: Bytes,
+    /// The channel's generation it arrived in: its tag is only valid in that one.
+    pub(crate) generation: u64,
 }
 
 /// A consumer's buffer.
@@ -67,6 +69,11 @@ impl ConsumerSlot {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+    }
+
+    /// Drops what is buffered (the connection it came on is gone).
+    pub(crate) fn clear(&mut self) {
+        self.queue.clear();
     }
 
     pub(crate) fn is_ended(&self) -> bool {

@@ -11,6 +11,8 @@ mod confirms;
 mod consumers;
 mod handshake;
 mod ops;
+mod recovery;
+mod topology;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,9 +28,11 @@ use tokio::sync::{Notify, oneshot, watch};
 pub(crate) use channel::{ChannelState, Reply, ReplyTx, Rpc, Status};
 pub(crate) use consumers::RawDelivery;
 pub(crate) use ops::Publish;
+pub(crate) use topology::Topology;
 
 use crate::config::ConnectionConfig;
 use crate::error::{CloseReason, Error};
+use crate::recovery::ConnectionState;
 use channel::Effect;
 
 /// Where the connection stands.
@@ -96,6 +100,15 @@ pub(crate) struct Core {
     secret_waiter: Option<oneshot::Sender<Result<(), Error>>>,
     /// Publishers waiting for back-pressure to lift.
     pub(crate) publish_gate: Arc<Notify>,
+    /// What recovery re-creates; `Some` only when recovery is enabled.
+    pub(crate) topology: Option<Topology>,
+    /// True from the loss of the connection until recovery finished or gave up: calls fail
+    /// with (or wait on) `Error::Recovering`, channels are suspended.
+    pub(crate) recovering: bool,
+    /// The application closed the connection (or dropped its last handle): never recover.
+    app_closed: bool,
+    /// Where the connection stands, for the application.
+    pub(crate) state_tx: watch::Sender<ConnectionState>,
 }
 
 impl Core {
@@ -130,6 +143,10 @@ impl Core {
             secret_waiter: None,
             publish_gate,
             phase: Phase::AwaitStart,
+            topology: config.recovery.as_ref().map(|_| Topology::default()),
+            recovering: false,
+            app_closed: false,
+            state_tx: watch::channel(ConnectionState::Connected).0,
             config,
         }
     }
@@ -233,8 +250,17 @@ impl Core {
         matches!(self.phase, Phase::Closed(_))
     }
 
-    /// The error every call gets once the connection is no longer open.
+    /// The error every call gets once the connection is no longer open (or while it is being
+    /// recovered).
     pub(crate) fn closed_error(&self) -> Option<Error> {
+        if self.recovering {
+            return Some(Error::Recovering);
+        }
+        self.phase_error()
+    }
+
+    /// The error of the connection's own lifecycle, recovery aside.
+    fn phase_error(&self) -> Option<Error> {
         match &self.phase {
             Phase::Open => None,
             Phase::Closing(err) | Phase::Closed(err) => Some(err.clone()),
@@ -302,7 +328,7 @@ impl Core {
             match chan.assembler.push(frame) {
                 Ok(None) => return,
                 Ok(Some(amqp_codec::Assembled::Method(m))) => Reply::Method(m),
-                Ok(Some(amqp_codec::Assembled::Content(c))) => Reply::Content(c),
+                Ok(Some(amqp_codec::Assembled::Content(c))) => Reply::Content(c, chan.generation),
                 Err(err @ DecodeError::MessageTooLarge { .. }) => {
                     // A channel-level limit: close this channel, keep the connection.
                     tracing::warn!(channel = id, error = %err, "closing channel");
@@ -419,13 +445,18 @@ impl Core {
         self.full_consumers = 0;
     }
 
-    /// Ends the connection with `err`.
+    /// Ends the connection with `err`; with recovery on and a recoverable `err`, suspends
+    /// the channels for the supervisor to reconnect instead.
     pub(crate) fn fail(&mut self, err: Error) {
         if matches!(self.phase, Phase::Closed(_)) {
             return;
         }
         if !matches!(self.phase, Phase::Closing(_)) {
-            self.fail_waiters(&err);
+            if self.should_recover(&err) {
+                self.suspend(&err);
+            } else {
+                self.fail_waiters(&err);
+            }
         }
         for tx in self.close_waiters.drain(..) {
             let _ = tx.send(Ok(()));
@@ -442,6 +473,11 @@ impl Core {
                 chan.close_with(err.clone());
             }
         }
+        self.recovering = false;
+        self.state_tx.send_replace(match err {
+            Error::ConnectionClosedByApp => ConnectionState::Closed,
+            other => ConnectionState::Failed(other.clone()),
+        });
         if let Some(tx) = self.open_waiter.take() {
             let _ = tx.send(Err(err.clone()));
         }

@@ -61,6 +61,11 @@ impl Core {
         if let Some(err) = self.closed_error() {
             return Err(err);
         }
+        self.allocate_channel(reply)
+    }
+
+    /// [`open_channel`](Self::open_channel) without the check that the connection is open.
+    pub(super) fn allocate_channel(&mut self, reply: ReplyTx) -> Result<(u16, u64), Error> {
         let max = self.channel_max.max(1);
         let free = |slot: Option<&Option<ChannelState>>| match slot {
             None | Some(None) => true,
@@ -122,6 +127,11 @@ impl Core {
         epoch: u64,
         reply: ReplyTx,
     ) -> Result<(), Error> {
+        if channel_at(&mut self.channels, id, epoch).is_some()
+            && let Some(t) = self.topology.as_mut()
+        {
+            t.forget_channel(id);
+        }
         let result = self.with_channel(id, epoch, |chan, out, frame_max| {
             let text = "closed by the application";
             chan.begin_close(ReplyCode::REPLY_SUCCESS, text, Some(reply), out, frame_max);
@@ -143,6 +153,9 @@ impl Core {
         properties: &BasicProperties,
         body: Bytes,
     ) -> Result<Publish, Error> {
+        if self.recovering {
+            return Ok(Publish::Recovering(body));
+        }
         let must_wait = self.blocked.is_some()
             || bytes::Buf::remaining(&self.out) >= self.config.limits.outbound_high_water;
         self.with_channel(id, epoch, |chan, out, frame_max| {
@@ -158,22 +171,27 @@ impl Core {
                 _ => None,
             };
             out.push_content(id, method, properties, body, frame_max)?;
-            Ok(Publish::Queued(
-                chan.confirms.as_mut().map(|c| c.register(key)),
-            ))
+            Ok(Publish::Queued {
+                seq: chan.confirms.as_mut().map(|c| c.register(key)),
+                generation: chan.generation,
+            })
         })?
     }
 
-    /// Sends an ack, nack or reject for a delivery of opening `epoch` of channel `id`.
+    /// Sends an ack, nack or reject for a delivery of opening `epoch` of channel `id`, received
+    /// in the channel's `generation` (a delivery from before a recovery is refused: its tag
+    /// could name another message now).
     pub(crate) fn settle(
         &mut self,
         id: u16,
         epoch: u64,
+        generation: u64,
         delivery_tag: u64,
         method: &Method,
     ) -> Result<(), Error> {
-        if self.usable_channel(id, epoch).is_err() {
-            return Err(Error::StaleDelivery { delivery_tag });
+        match self.usable_channel(id, epoch) {
+            Ok(chan) if chan.generation == generation => {}
+            _ => return Err(Error::StaleDelivery { delivery_tag }),
         }
         self.out.push_method(id, method, self.frame_max)?;
         Ok(())
@@ -188,7 +206,7 @@ impl Core {
         tag: &ShortStr,
         cx: &mut Context<'_>,
     ) -> (Poll<Option<Result<RawDelivery, Error>>>, bool) {
-        let Some(chan) = self.channel_at(id, epoch) else {
+        let Some(chan) = channel_at(&mut self.channels, id, epoch) else {
             return (Poll::Ready(None), false);
         };
         let Some(slot) = chan.consumers.get_mut(tag.as_bytes()) else {
@@ -197,6 +215,9 @@ impl Core {
         let (poll, drained) = slot.poll_next(cx);
         if let Poll::Ready(None) = poll {
             chan.consumers.remove(tag.as_bytes());
+            if let Some(t) = self.topology.as_mut() {
+                t.forget_consumer(id, tag);
+            }
         }
         if drained && self.full_consumers > 0 {
             self.full_consumers -= 1;
@@ -210,27 +231,40 @@ impl Core {
         let (out, frame_max) = (&mut self.out, self.frame_max);
         if let Some(chan) = channel_at(&mut self.channels, id, epoch) {
             chan.detach_consumer(tag, no_ack, out, frame_max);
+            if let Some(t) = self.topology.as_mut() {
+                t.forget_consumer(id, tag);
+            }
         }
         self.recount_full();
     }
 
-    /// Polls the confirm of publish `seq`.
+    /// Polls the confirm of publish `seq`, made in the channel's `generation`. One from before
+    /// a recovery fails: the connection it was published on is gone, unconfirmed.
     pub(crate) fn poll_confirm(
         &mut self,
         id: u16,
         epoch: u64,
+        generation: u64,
         seq: u64,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Confirmation, Error>> {
-        if let Some(confirms) = self.channel_at(id, epoch).and_then(|c| c.confirms.as_mut()) {
-            return confirms.poll(seq, cx);
+        match self.channel_at(id, epoch) {
+            Some(c) if c.generation != generation => Poll::Ready(Err(Error::ConnectionLost)),
+            Some(c) if c.confirms.is_some() => match c.confirms.as_mut() {
+                Some(confirms) => confirms.poll(seq, cx),
+                None => Poll::Ready(Err(Error::ConnectionLost)),
+            },
+            _ => Poll::Ready(Err(self.gone_error())),
         }
-        Poll::Ready(Err(self.gone_error()))
     }
 
-    /// The confirm future for `seq` was dropped.
-    pub(crate) fn forget_confirm(&mut self, id: u16, epoch: u64, seq: u64) {
-        if let Some(confirms) = self.channel_at(id, epoch).and_then(|c| c.confirms.as_mut()) {
+    /// The confirm future for `seq` (of `generation`) was dropped.
+    pub(crate) fn forget_confirm(&mut self, id: u16, epoch: u64, generation: u64, seq: u64) {
+        if let Some(confirms) = self
+            .channel_at(id, epoch)
+            .filter(|c| c.generation == generation)
+            .and_then(|c| c.confirms.as_mut())
+        {
             confirms.forget(seq);
         }
     }
@@ -278,6 +312,11 @@ impl Core {
         reply: oneshot::Sender<Result<(), Error>>,
         now: Instant,
     ) {
+        self.app_closed = true;
+        if self.recovering && matches!(self.phase, Phase::Closed(_)) {
+            // Between two connections: call recovery off.
+            self.give_up(Error::ConnectionClosedByApp);
+        }
         match self.phase {
             Phase::Open => {
                 let close = Method::ConnectionClose(ConnectionClose {
@@ -338,10 +377,17 @@ impl Core {
 /// What [`Core::publish`] did.
 #[derive(Debug)]
 pub(crate) enum Publish {
-    /// Queued; the confirm sequence number in confirm mode.
-    Queued(Option<u64>),
+    /// Queued.
+    Queued {
+        /// The confirm sequence number in confirm mode.
+        seq: Option<u64>,
+        /// The channel's generation, which the confirm belongs to.
+        generation: u64,
+    },
     /// Back-pressure: nothing was queued; here is the body back for the next try.
     MustWait(Bytes),
+    /// The connection is being recovered: nothing was queued; the body is back.
+    Recovering(Bytes),
 }
 
 /// The channel `id` at opening `epoch`, whatever its state.
@@ -357,7 +403,7 @@ fn channel_at(
 }
 
 /// The channel `id` at opening `epoch` if it is usable, else the error a call on it gets.
-fn usable(
+pub(super) fn usable(
     channels: &mut [Option<ChannelState>],
     id: u16,
     epoch: u64,

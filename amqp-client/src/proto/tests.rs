@@ -376,8 +376,10 @@ fn confirms_multiple_and_return_attached_to_next_ack() {
                 .publish(id, epoch, &publish, &props, "x".into())
                 .unwrap()
             {
-                super::Publish::Queued(seq) => seq,
-                super::Publish::MustWait(_) => panic!("nothing holds publishes back here"),
+                super::Publish::Queued { seq, .. } => seq,
+                super::Publish::MustWait(_) | super::Publish::Recovering(_) => {
+                    panic!("nothing holds publishes back here")
+                }
             }
         })
         .collect();
@@ -410,7 +412,7 @@ fn confirms_multiple_and_return_attached_to_next_ack() {
     );
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let std::task::Poll::Ready(Ok(crate::Confirmation::Ack(Some(returned)))) =
-        h.core.poll_confirm(id, epoch, 3, &mut cx)
+        h.core.poll_confirm(id, epoch, 0, 3, &mut cx)
     else {
         panic!("return not attached")
     };

@@ -334,15 +334,23 @@ fn parse(input: &str) -> Result<ConnectionConfig, UriError> {
         }
         None => authority,
     };
-    let (host, port) = split_host_port(host_port, &echo)?;
+    // Several hosts (`h1:5672,h2:5673`, as other RabbitMQ clients accept) are the addresses
+    // recovery fails over to; the first is where the client connects first.
+    let default_port = if tls { 5671 } else { 5672 };
+    let mut hosts = host_port.split(',');
+    let (host, port) = split_host_port(hosts.next().unwrap_or_default(), &echo)?;
     if !host.is_empty() {
         cfg.host = host;
     }
-    cfg.port = match port {
-        Some(port) => port,
-        None if tls => 5671,
-        None => 5672,
-    };
+    cfg.port = port.unwrap_or(default_port);
+    for other in hosts {
+        let (host, port) = split_host_port(other, &echo)?;
+        if host.is_empty() {
+            return Err(UriError::InvalidHost(echo.show(other)));
+        }
+        cfg.fallback_addresses
+            .push((host, port.unwrap_or(default_port)));
+    }
     if let Some(segment) = path.strip_prefix('/') {
         if segment.contains('/') {
             return Err(UriError::MultipleSegments(echo.show(segment)));

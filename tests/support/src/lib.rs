@@ -3,8 +3,10 @@
 //! - [`broker_url`]: the broker under test, from `AMQP_URL`.
 //! - [`unique_name`]: queue and exchange names that never collide between parallel tests.
 //! - [`alloc_counter`]: a counting global allocator, per thread, for "no allocation" tests.
+//! - [`fault_proxy`]: a TCP proxy that cuts, resets or black-holes links on demand.
 
 pub mod alloc_counter;
+pub mod fault_proxy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

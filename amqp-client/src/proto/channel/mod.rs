@@ -9,13 +9,14 @@ use std::collections::{HashMap, VecDeque};
 use amqp_codec::methods::{
     BasicCancelOk, BasicReject, ChannelClose, ChannelCloseOk, ChannelFlowOk,
 };
-use amqp_codec::{Content, ContentAssembler, Method, Outbound, ReplyCode, ShortStr};
+use amqp_codec::{Content, ContentAssembler, Method, Outbound, ReplyCode};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+mod lifecycle;
+
 use super::confirms::Confirms;
 use super::consumers::{ConsumerSlot, RawDelivery};
-use super::truncate_short;
 use crate::config::Limits;
 use crate::error::{CloseReason, Error};
 use crate::message::ReturnedMessage;
@@ -25,8 +26,9 @@ use crate::message::ReturnedMessage;
 pub(crate) enum Reply {
     /// A reply without content.
     Method(Method),
-    /// basic.get-ok with its message.
-    Content(Content),
+    /// basic.get-ok with its message, and the channel's generation it arrived in (what its
+    /// acker must match).
+    Content(Content, u64),
 }
 
 impl Reply {
@@ -34,7 +36,7 @@ impl Reply {
     pub(crate) fn method(&self) -> &Method {
         match self {
             Self::Method(m) => m,
-            Self::Content(c) => &c.method,
+            Self::Content(c, _) => &c.method,
         }
     }
 }
@@ -63,6 +65,9 @@ pub(crate) enum Status {
     Closing(Error),
     /// Closed; calls fail with this error. The id may be reused by a new opening.
     Closed(Error),
+    /// The connection was lost and is being recovered: the channel keeps its id, its handles
+    /// and its consumers' streams, and is opened again on the next connection.
+    Recovering,
 }
 
 /// What the connection must do after a channel handled a frame.
@@ -94,6 +99,10 @@ pub(crate) struct ChannelState {
     /// Which opening of this number (connection-wide counter): handles of an older opening
     /// are refused.
     pub(crate) epoch: u64,
+    /// Bumped each time the connection under the channel is lost: delivery tags and confirm
+    /// numbers of an earlier generation mean nothing to the broker now, so acks and confirm
+    /// futures carry the generation they belong to and are refused if it is not this one.
+    pub(crate) generation: u64,
     /// Lifecycle.
     pub(crate) status: Status,
     /// Joins this channel's content frames into messages, enforcing the size limit.
@@ -124,6 +133,7 @@ impl ChannelState {
         Self {
             id,
             epoch,
+            generation: 0,
             status: Status::Opening,
             assembler: ContentAssembler::new(limits.max_message_size),
             rpcs: VecDeque::new(),
@@ -138,11 +148,17 @@ impl ChannelState {
         }
     }
 
+    /// The channel number.
+    pub(crate) fn id(&self) -> u16 {
+        self.id
+    }
+
     /// The error a call on this channel gets now, if it cannot proceed.
     pub(crate) fn unusable(&self) -> Option<Error> {
         match &self.status {
             Status::Opening | Status::Open => None,
             Status::Closing(err) | Status::Closed(err) => Some(err.clone()),
+            Status::Recovering => Some(Error::Recovering),
         }
     }
 
@@ -193,8 +209,10 @@ impl ChannelState {
             }
             Method::BasicConsume(m) if m.nowait => {
                 let tag = m.consumer_tag.clone().into_bytes();
+                let capacity = self.consumer_capacity;
                 self.consumers
-                    .insert(tag, ConsumerSlot::new(self.consumer_capacity));
+                    .entry(tag)
+                    .or_insert_with(|| ConsumerSlot::new(capacity));
             }
             _ => {}
         }
@@ -229,7 +247,7 @@ impl ChannelState {
             return Ok(Effect::None); // spec: discard everything until close-ok
         }
         match reply {
-            Reply::Content(content) => self.handle_content(content, out, frame_max),
+            Reply::Content(content, _) => self.handle_content(content, out, frame_max),
             Reply::Method(method) => self.handle_method(method, out, frame_max),
         }
     }
@@ -317,6 +335,7 @@ impl ChannelState {
                         consumer_tag: d.consumer_tag,
                         properties: content.header.properties,
                         body: Bytes::from(content.body),
+                        generation: self.generation,
                     });
                     return Ok(if full {
                         Effect::ConsumerFull
@@ -363,7 +382,10 @@ impl ChannelState {
                 }
                 Ok(Effect::None)
             }
-            _ => self.complete(Reply::Content(content), out, frame_max),
+            _ => {
+                let generation = self.generation;
+                self.complete(Reply::Content(content, generation), out, frame_max)
+            }
         }
     }
 
@@ -410,9 +432,12 @@ impl ChannelState {
         match (&expected.method, method) {
             (Method::ChannelOpen(_), _) => self.status = Status::Open,
             (Method::BasicConsume(_), Method::BasicConsumeOk(ok)) => {
+                // A recovered consumer keeps its slot (and the stream's waker).
                 let tag = ok.consumer_tag.clone().into_bytes();
+                let capacity = self.consumer_capacity;
                 self.consumers
-                    .insert(tag, ConsumerSlot::new(self.consumer_capacity));
+                    .entry(tag)
+                    .or_insert_with(|| ConsumerSlot::new(capacity));
             }
             (Method::BasicCancel(_), Method::BasicCancelOk(ok)) => {
                 let tag = ok.consumer_tag.as_bytes();
@@ -431,140 +456,6 @@ impl ChannelState {
         }
         self.pump(out, frame_max);
         Ok(Effect::None)
-    }
-
-    /// The application dropped a consumer: cancel it and hand back what it had buffered.
-    pub(crate) fn detach_consumer(
-        &mut self,
-        tag: &ShortStr,
-        no_ack: bool,
-        out: &mut Outbound,
-        frame_max: u32,
-    ) {
-        let key = tag.as_bytes();
-        let Some(mut slot) = self.consumers.remove(key) else {
-            return;
-        };
-        if slot.is_ended() || !matches!(self.status, Status::Open) {
-            return;
-        }
-        if !no_ack {
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            while let (std::task::Poll::Ready(Some(Ok(d))), _) = slot.poll_next(&mut cx) {
-                let reject = Method::BasicReject(BasicReject {
-                    delivery_tag: d.delivery_tag,
-                    requeue: true,
-                });
-                let _ = out.push_method(self.id, &reject, frame_max);
-            }
-        }
-        self.detached.insert(tag.clone().into_bytes(), no_ack);
-        let cancel = Method::BasicCancel(amqp_codec::methods::BasicCancel {
-            consumer_tag: tag.clone(),
-            nowait: false,
-        });
-        self.enqueue(
-            Rpc {
-                method: cancel,
-                reply: None,
-            },
-            out,
-            frame_max,
-        );
-    }
-
-    /// Closes the channel at once because of what the broker sent (a limit it broke): every
-    /// waiter, the in-flight request included, fails with the reason, and frames until
-    /// close-ok are discarded.
-    pub(crate) fn abort(
-        &mut self,
-        code: ReplyCode,
-        text: &str,
-        out: &mut Outbound,
-        frame_max: u32,
-    ) {
-        let close = ChannelClose {
-            reply_code: code.0,
-            reply_text: truncate_short(text),
-            class_id: 0,
-            method_id: 0,
-        };
-        let err = Error::ChannelAborted(close_reason(&close));
-        self.status = Status::Closing(err.clone());
-        self.fail_requests(&err);
-        self.fail_streams(&err);
-        let close = Method::ChannelClose(close);
-        let _ = out.push_method(self.id, &close, frame_max);
-        self.rpcs.push_back(Rpc {
-            method: close,
-            reply: None,
-        });
-        self.in_flight = true;
-    }
-
-    /// Returned messages held for the application (outside confirm mode).
-    pub(crate) fn take_returns(&mut self) -> Vec<ReturnedMessage> {
-        self.returns.drain(..).collect()
-    }
-
-    /// Starts a client-side close with `reply_code` (200 for a normal close).
-    pub(crate) fn begin_close(
-        &mut self,
-        code: ReplyCode,
-        text: &str,
-        reply: Option<ReplyTx>,
-        out: &mut Outbound,
-        frame_max: u32,
-    ) {
-        let close = Method::ChannelClose(ChannelClose {
-            reply_code: code.0,
-            reply_text: truncate_short(text),
-            class_id: 0,
-            method_id: 0,
-        });
-        // A close jumps the queue: requests not yet sent fail now.
-        let keep = usize::from(self.in_flight);
-        for rpc in self.rpcs.drain(keep..) {
-            if let Some(tx) = rpc.reply {
-                let _ = tx.send(Err(Error::ChannelClosedByApp));
-            }
-        }
-        self.enqueue(
-            Rpc {
-                method: close,
-                reply,
-            },
-            out,
-            frame_max,
-        );
-    }
-
-    /// Marks the channel closed and fails everything waiting on it.
-    pub(crate) fn close_with(&mut self, err: Error) {
-        self.fail_requests(&err);
-        self.fail_streams(&err);
-        self.status = Status::Closed(err);
-    }
-
-    /// Fails every queued request, the one on the wire included.
-    fn fail_requests(&mut self, err: &Error) {
-        for rpc in self.rpcs.drain(..) {
-            if let Some(tx) = rpc.reply {
-                let _ = tx.send(Err(err.clone()));
-            }
-        }
-        self.in_flight = false;
-    }
-
-    /// Fails outstanding confirms and ends every consumer with `err`.
-    fn fail_streams(&mut self, err: &Error) {
-        if let Some(confirms) = &mut self.confirms {
-            confirms.fail_all(err);
-        }
-        for slot in self.consumers.values_mut() {
-            slot.end(Some(err.clone()));
-        }
-        self.detached.clear();
     }
 }
 

@@ -2,27 +2,28 @@
 
 use std::sync::Arc;
 
+use amqp_codec::Method;
 use amqp_codec::methods::{
-    BasicAck, BasicCancel, BasicConsume, BasicGet, BasicNack, BasicPublish, BasicQos, BasicRecover,
-    BasicReject, ConfirmSelect, ExchangeDeclare, ExchangeDelete, QueueDeclare, QueueDelete,
-    QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
+    BasicCancel, BasicConsume, BasicQos, BasicRecover, ConfirmSelect, ExchangeDeclare,
+    ExchangeDelete, QueueDeclare, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback,
+    TxSelect,
 };
 use amqp_codec::table::FieldTable;
-use amqp_codec::{BasicProperties, Method, ShortStr};
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
+mod basic;
+
 use crate::connection::ConnectionInner;
-use crate::consumer::{Consumer, PublishConfirm};
+use crate::consumer::Consumer;
 use crate::error::Error;
-use crate::message::{Acker, Delivery, GetMessage, ReturnedMessage};
+use crate::message::ReturnedMessage;
 pub use crate::names::IntoShortStr;
 use crate::names::{exchange_bind, exchange_unbind, queue_bind, short};
 use crate::options::{
-    ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, PublishOptions,
-    QosOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, QosOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
-use crate::proto::{Publish, RawDelivery, Reply};
+use crate::proto::Reply;
 use crate::shared::Shared;
 
 /// A channel: a lightweight session multiplexed on the connection.
@@ -100,21 +101,46 @@ impl Channel {
             .channel_usable(self.inner.id, self.inner.epoch)
     }
 
-    /// Sends a request and waits for its reply.
+    /// Sends a request and waits for its reply. With recovery on, a request that changes the
+    /// topology is recorded once the broker accepted it, and a call made while the connection
+    /// is being recovered waits for it (bounded by the policy).
     async fn call(&self, method: Method) -> Result<Reply, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.shared()
-            .lock()
-            .request(self.inner.id, self.inner.epoch, method, Some(tx))?;
-        self.shared().wake_driver();
-        rx.await.unwrap_or(Err(Error::ConnectionLost))
+        let (id, epoch) = self.ids();
+        let shared = self.shared();
+        let deadline = shared.recovery_deadline();
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let (kept, sent) = {
+                let mut core = shared.lock();
+                let kept = core.wants_record(&method).then(|| method.clone());
+                (kept, core.request(id, epoch, method.clone(), Some(tx)))
+            };
+            if let Err(Error::Recovering) = sent {
+                if shared.wait_recovered(deadline).await {
+                    continue;
+                }
+                return Err(shared.lock().closed_error().unwrap_or(Error::Recovering));
+            }
+            sent?;
+            shared.wake_driver();
+            let reply = rx.await.unwrap_or(Err(Error::ConnectionLost))?;
+            if let Some(request) = kept {
+                shared.lock().record(id, &request, Some(reply.method()));
+            }
+            return Ok(reply);
+        }
     }
 
     /// Sends a request with the no-wait bit (no reply comes), in order with the others.
     fn send_nowait(&self, method: Method) -> Result<(), Error> {
-        self.shared()
-            .lock()
-            .request(self.inner.id, self.inner.epoch, method, None)?;
+        let (id, epoch) = self.ids();
+        let mut core = self.shared().lock();
+        let kept = core.wants_record(&method).then(|| method.clone());
+        core.request(id, epoch, method, None)?;
+        if let Some(request) = kept {
+            core.record(id, &request, None);
+        }
+        drop(core);
         self.shared().wake_driver();
         Ok(())
     }
@@ -399,138 +425,6 @@ impl Channel {
             nowait: false,
         });
         self.call(method).await.map(drop)
-    }
-
-    /// Fetches one message, or `None` if the queue is empty.
-    pub async fn basic_get(&self, queue: &str, no_ack: bool) -> Result<Option<GetMessage>, Error> {
-        let method = Method::BasicGet(BasicGet {
-            ticket: 0,
-            queue: short(queue)?,
-            no_ack,
-        });
-        match self.call(method).await? {
-            Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
-            Reply::Content(content) => {
-                let Method::BasicGetOk(ok) = content.method else {
-                    return Err(Error::InvalidUse("unexpected reply to basic.get"));
-                };
-                let raw = RawDelivery {
-                    delivery_tag: ok.delivery_tag,
-                    redelivered: ok.redelivered,
-                    exchange: ok.exchange,
-                    routing_key: ok.routing_key,
-                    consumer_tag: ShortStr::default(),
-                    properties: content.header.properties,
-                    body: Bytes::from(content.body),
-                };
-                let delivery = Delivery::from_raw(raw, self.acker());
-                Ok(Some(GetMessage {
-                    delivery,
-                    message_count: ok.message_count,
-                }))
-            }
-            Reply::Method(_) => Err(Error::InvalidUse("unexpected reply to basic.get")),
-        }
-    }
-
-    pub(crate) fn acker(&self) -> Acker {
-        Acker {
-            shared: self.shared().clone(),
-            channel: self.inner.id,
-            epoch: self.inner.epoch,
-        }
-    }
-
-    /// Publishes a message. Waits (without buffering more) while the broker blocks the
-    /// connection, the channel's flow is off, or the outbound queue is full. The returned
-    /// future resolves with the broker's confirm in confirm mode, at once otherwise. The body
-    /// is never copied on its way to the socket.
-    pub async fn basic_publish(
-        &self,
-        exchange: impl IntoShortStr,
-        routing_key: impl IntoShortStr,
-        options: PublishOptions,
-        properties: &BasicProperties,
-        body: impl Into<Bytes>,
-    ) -> Result<PublishConfirm, Error> {
-        let method = Method::BasicPublish(BasicPublish {
-            ticket: 0,
-            exchange: exchange.into_short_str()?,
-            routing_key: routing_key.into_short_str()?,
-            mandatory: options.mandatory,
-            immediate: options.immediate,
-        });
-        let mut body = body.into();
-        let (id, epoch) = (self.inner.id, self.inner.epoch);
-        let shared = self.shared();
-        // Registering with the gate takes its lock, so it is done only once a publish has to
-        // wait; then the check runs again before sleeping, so no wake-up in between is lost.
-        let gate = shared.publish_gate.notified();
-        tokio::pin!(gate);
-        let mut armed = false;
-        loop {
-            match shared
-                .lock()
-                .publish(id, epoch, &method, properties, body)?
-            {
-                Publish::Queued(seq) => {
-                    shared.wake_driver();
-                    return Ok(PublishConfirm::new(shared.clone(), id, epoch, seq));
-                }
-                Publish::MustWait(back) => body = back,
-            }
-            if armed {
-                gate.as_mut().await;
-                gate.set(shared.publish_gate.notified());
-                armed = false;
-            } else {
-                gate.as_mut().enable();
-                armed = true;
-            }
-        }
-    }
-
-    /// Acknowledges a delivery by tag (prefer [`Delivery::ack`], which cannot mix channels).
-    pub fn basic_ack(&self, delivery_tag: u64, multiple: bool) -> Result<(), Error> {
-        self.settle(
-            delivery_tag,
-            &Method::BasicAck(BasicAck {
-                delivery_tag,
-                multiple,
-            }),
-        )
-    }
-
-    /// Negatively acknowledges by tag.
-    pub fn basic_nack(
-        &self,
-        delivery_tag: u64,
-        multiple: bool,
-        requeue: bool,
-    ) -> Result<(), Error> {
-        self.settle(
-            delivery_tag,
-            &Method::BasicNack(BasicNack {
-                delivery_tag,
-                multiple,
-                requeue,
-            }),
-        )
-    }
-
-    /// Rejects by tag.
-    pub fn basic_reject(&self, delivery_tag: u64, requeue: bool) -> Result<(), Error> {
-        self.settle(
-            delivery_tag,
-            &Method::BasicReject(BasicReject {
-                delivery_tag,
-                requeue,
-            }),
-        )
-    }
-
-    fn settle(&self, tag: u64, method: &Method) -> Result<(), Error> {
-        crate::message::settle(self.shared(), self.inner.id, self.inner.epoch, tag, method)
     }
 
     /// Asks the broker to redeliver every unacknowledged message of this channel

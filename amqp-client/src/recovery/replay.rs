@@ -1,0 +1,194 @@
+//! Re-creating the topology on a recovered connection, in the order the issue of record
+//! asks: exchanges, queues (renaming server-named ones), exchange bindings, queue bindings,
+//! then each channel of the application's with its qos, confirm mode and consumers.
+//!
+//! Declarations go through a channel of recovery's own, so one that the broker refuses (a
+//! queue redeclared elsewhere with other arguments) closes none of the application's; the
+//! refusal is reported as [`RecoveryEvent::TopologyFailed`] and recovery goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqp_codec::methods::ChannelClose;
+use amqp_codec::{Method, ReplyCode};
+use tokio::sync::oneshot;
+
+use super::RecoveryEvent;
+use crate::error::Error;
+use crate::proto::Reply;
+use crate::shared::Shared;
+
+/// Re-creates the recorded topology. An error means the new connection failed too.
+pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
+    let (topology, timeout) = {
+        let core = shared.lock();
+        (core.topology_snapshot(), core.config.connection_timeout)
+    };
+    let mut aux = Declarer {
+        shared,
+        timeout,
+        channel: None,
+    };
+    for exchange in &topology.exchanges {
+        let what = format!("exchange.declare {}", exchange.exchange);
+        aux.declare(Method::ExchangeDeclare(exchange.clone()), what)
+            .await?;
+    }
+    for queue in &topology.queues {
+        let what = format!("queue.declare {}", queue.name);
+        let reply = aux
+            .declare(Method::QueueDeclare(queue.declare.clone()), what)
+            .await?;
+        if let Some(Reply::Method(Method::QueueDeclareOk(ok))) = reply
+            && queue.server_named()
+            && ok.queue != queue.name
+        {
+            tracing::info!(old = %queue.name, new = %ok.queue, "server-named queue renamed by recovery");
+            shared.lock().rename_queue(&queue.name, &ok.queue);
+            shared.emit(RecoveryEvent::QueueRenamed {
+                old: queue.name.to_string(),
+                new: ok.queue.to_string(),
+            });
+        }
+    }
+    // Bindings and consumers with the queues' new names.
+    let topology = shared.lock().topology_snapshot();
+    for binding in &topology.exchange_bindings {
+        let what = format!(
+            "exchange.bind {} -> {}",
+            binding.source, binding.destination
+        );
+        aux.declare(Method::ExchangeBind(binding.clone()), what)
+            .await?;
+    }
+    for binding in &topology.queue_bindings {
+        let what = format!("queue.bind {} -> {}", binding.exchange, binding.queue);
+        aux.declare(Method::QueueBind(binding.clone()), what)
+            .await?;
+    }
+    aux.close().await?;
+
+    let channels = shared.lock().suspended_channels();
+    for (id, epoch) in channels {
+        let (tx, rx) = oneshot::channel();
+        shared.lock().reopen_channel(id, epoch, tx)?;
+        shared.wake_driver();
+        if !aux.settled(await_reply(rx, timeout).await, format!("channel.open {id}"))? {
+            continue;
+        }
+        let Some(record) = topology.channels.get(&id) else {
+            continue;
+        };
+        let mut steps: Vec<Method> = record
+            .qos
+            .iter()
+            .flatten()
+            .cloned()
+            .map(Method::BasicQos)
+            .collect();
+        if record.confirm {
+            steps.push(Method::ConfirmSelect(Default::default()));
+        }
+        steps.extend(record.consumers.iter().cloned().map(Method::BasicConsume));
+        for method in steps {
+            let what = format!("{} on channel {id}", method.name());
+            let (tx, rx) = oneshot::channel();
+            shared.lock().replay_request(id, epoch, method, tx)?;
+            shared.wake_driver();
+            // A refused step closes the channel: its handles see the error; go on.
+            if !aux.settled(await_reply(rx, timeout).await, what)? {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends recovery's declarations on a channel of its own, reopened after a refusal.
+struct Declarer<'a> {
+    /// The connection.
+    shared: &'a Arc<Shared>,
+    /// Bound on each reply.
+    timeout: Duration,
+    /// Recovery's channel (id, epoch), once open.
+    channel: Option<(u16, u64)>,
+}
+
+impl Declarer<'_> {
+    /// Sends `method` and waits for the reply; `None` if the broker refused it (reported).
+    async fn declare(&mut self, method: Method, what: String) -> Result<Option<Reply>, Error> {
+        let (id, epoch) = match self.channel {
+            Some(ids) => ids,
+            None => {
+                let (tx, rx) = oneshot::channel();
+                let ids = self.shared.lock().open_replay_channel(tx)?;
+                self.shared.wake_driver();
+                await_reply(rx, self.timeout).await?;
+                self.channel = Some(ids);
+                ids
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        self.shared.lock().replay_request(id, epoch, method, tx)?;
+        self.shared.wake_driver();
+        match await_reply(rx, self.timeout).await {
+            Ok(reply) => Ok(Some(reply)),
+            Err(err) => {
+                self.settled(Err(err), what)?;
+                self.channel = None; // the broker closed it
+                Ok(None)
+            }
+        }
+    }
+
+    /// Ok(true) for a reply, Ok(false) for a refusal (reported), Err for a connection error.
+    fn settled(&self, result: Result<Reply, Error>, what: String) -> Result<bool, Error> {
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.is_channel_error() => {
+                tracing::warn!(%what, error = %err, "recovery could not re-create part of the topology");
+                self.shared
+                    .emit(RecoveryEvent::TopologyFailed { what, error: err });
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Closes recovery's channel, if open.
+    async fn close(&mut self) -> Result<(), Error> {
+        let Some((id, epoch)) = self.channel.take() else {
+            return Ok(());
+        };
+        let close = Method::ChannelClose(ChannelClose {
+            reply_code: ReplyCode::REPLY_SUCCESS.0,
+            reply_text: amqp_codec::ShortStr::from_static("recovery done"),
+            class_id: 0,
+            method_id: 0,
+        });
+        let (tx, rx) = oneshot::channel();
+        self.shared.lock().replay_request(id, epoch, close, tx)?;
+        self.shared.wake_driver();
+        match await_reply(rx, self.timeout).await {
+            Ok(_) | Err(Error::ChannelClosedByApp) => Ok(()),
+            Err(err) if err.is_channel_error() => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Waits for a reply of recovery's, bounded: a broker that does not answer within the
+/// connection timeout fails the attempt (recovery is part of connecting).
+async fn await_reply(
+    rx: oneshot::Receiver<Result<Reply, Error>>,
+    timeout: Duration,
+) -> Result<Reply, Error> {
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => Err(Error::ConnectionLost),
+        Err(_) => Err(Error::ConnectTimeout {
+            address: "the recovered connection".into(),
+            timeout,
+        }),
+    }
+}
