@@ -63,7 +63,7 @@ pub(crate) fn queue_bind(
     }))
 }
 
-/// A name (exchange, routing key) for [`Channel::basic_publish`]: `&str` and `String` are
+/// A name (exchange, routing key) for [`crate::Channel::basic_publish`]: `&str` and `String` are
 /// copied into a short string; a [`ShortStr`] is shared without allocating, so a hot publish
 /// loop can build its names once.
 pub trait IntoShortStr {

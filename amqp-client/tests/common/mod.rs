@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod recovery;
+
 use std::future::Future;
 use std::process::Command;
 use std::time::Duration;
