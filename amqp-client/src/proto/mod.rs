@@ -516,4 +516,6 @@ pub(crate) fn truncate_short(text: &str) -> ShortStr {
 }
 
 #[cfg(test)]
+mod recovery_tests;
+#[cfg(test)]
 mod tests;

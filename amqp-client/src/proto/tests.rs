@@ -17,9 +17,9 @@ use crate::config::ConnectionConfig;
 use crate::error::Error;
 
 /// A core plus the scripted broker's view of it.
-struct Harness {
-    core: Core,
-    now: Instant,
+pub(super) struct Harness {
+    pub(super) core: Core,
+    pub(super) now: Instant,
     /// What the client wrote, decoded.
     seen: Vec<Frame>,
     decoder: FrameDecoder,
@@ -27,7 +27,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(config: ConnectionConfig) -> Self {
+    pub(super) fn new(config: ConnectionConfig) -> Self {
         let now = Instant::now();
         let core = Core::new(config, now, Arc::new(Notify::new()));
         Self {
@@ -40,13 +40,13 @@ impl Harness {
     }
 
     /// Feeds raw bytes from the "broker".
-    fn feed_bytes(&mut self, bytes: &[u8]) {
+    pub(super) fn feed_bytes(&mut self, bytes: &[u8]) {
         let mut buf = BytesMut::from(bytes);
         self.core.handle_input(&mut buf, self.now);
     }
 
     /// Feeds one method from the "broker".
-    fn feed(&mut self, channel: u16, method: Method) {
+    pub(super) fn feed(&mut self, channel: u16, method: Method) {
         let mut out = Outbound::new();
         out.push_method(channel, &method, 0).unwrap();
         let bytes = out.copy_to_bytes(out.remaining());
@@ -54,7 +54,7 @@ impl Harness {
     }
 
     /// Collects and decodes what the client queued since the last call.
-    fn sent(&mut self) -> Vec<Frame> {
+    pub(super) fn sent(&mut self) -> Vec<Frame> {
         let mut out = Outbound::new();
         self.core.take_output(&mut out, self.now);
         self.wire
@@ -70,7 +70,7 @@ impl Harness {
         frames
     }
 
-    fn methods(&mut self) -> Vec<Method> {
+    pub(super) fn methods(&mut self) -> Vec<Method> {
         self.sent()
             .into_iter()
             .filter_map(|f| match f {
@@ -81,7 +81,7 @@ impl Harness {
     }
 
     /// Runs the handshake to `Open` with a server proposing these tune values.
-    fn open(&mut self, heartbeat: u16) {
+    pub(super) fn open(&mut self, heartbeat: u16) {
         let (tx, _rx) = oneshot::channel();
         self.core.open_waiter = Some(tx);
         self.feed(0, start());
@@ -99,7 +99,7 @@ impl Harness {
     }
 
     /// Opens a channel and drains the client's output.
-    fn channel(&mut self) -> (u16, u64) {
+    pub(super) fn channel(&mut self) -> (u16, u64) {
         let (tx, _rx) = oneshot::channel();
         let (id, epoch) = self.core.open_channel(tx).unwrap();
         self.feed(id, Method::ChannelOpenOk(ChannelOpenOk::default()));

@@ -1,0 +1,188 @@
+//! Recovery in the core, without sockets: a lost connection suspends channels (consumer
+//! streams stay open, pending confirms fail, acks of old deliveries are refused), a restart on
+//! a new transport reopens them through the replay gate, and only then do calls go through.
+
+use std::task::{Context, Poll};
+
+use amqp_codec::methods::*;
+use amqp_codec::{BasicProperties, Method, Outbound, ShortStr};
+use bytes::Buf;
+use tokio::sync::oneshot;
+
+use super::Publish;
+use super::tests::Harness;
+use crate::config::ConnectionConfig;
+use crate::error::Error;
+use crate::recovery::{ConnectionState, RecoveryPolicy};
+
+fn tag() -> ShortStr {
+    ShortStr::from_static("c1")
+}
+
+fn deliver(h: &mut Harness, id: u16, delivery_tag: u64) {
+    let mut out = Outbound::new();
+    let m = Method::BasicDeliver(BasicDeliver {
+        consumer_tag: tag(),
+        delivery_tag,
+        ..Default::default()
+    });
+    out.push_content(id, &m, &BasicProperties::default(), "x".into(), 0)
+        .unwrap();
+    let bytes = out.copy_to_bytes(out.remaining());
+    h.feed_bytes(&bytes);
+}
+
+fn ack(delivery_tag: u64) -> Method {
+    Method::BasicAck(BasicAck {
+        delivery_tag,
+        multiple: false,
+    })
+}
+
+#[test]
+fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_generation() {
+    let mut h = Harness::new(ConnectionConfig::default().with_recovery(RecoveryPolicy::default()));
+    h.open(0);
+    let (id, epoch) = h.channel();
+    h.core.record_channel(id);
+    for (request, reply) in [
+        (
+            Method::ConfirmSelect(ConfirmSelect::default()),
+            Method::ConfirmSelectOk(ConfirmSelectOk {}),
+        ),
+        (
+            Method::BasicConsume(BasicConsume {
+                queue: ShortStr::from_static("q"),
+                consumer_tag: tag(),
+                ..Default::default()
+            }),
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: tag(),
+            }),
+        ),
+    ] {
+        let (tx, _rx) = oneshot::channel();
+        h.core
+            .request(id, epoch, request.clone(), Some(tx))
+            .unwrap();
+        h.feed(id, reply.clone());
+        h.core.record(id, &request, Some(&reply));
+    }
+    deliver(&mut h, id, 1);
+    let publish = Method::BasicPublish(BasicPublish::default());
+    let props = BasicProperties::default();
+    let Ok(Publish::Queued {
+        seq: Some(1),
+        generation: 0,
+    }) = h.core.publish(id, epoch, &publish, &props, "p".into())
+    else {
+        panic!("publish queued as #1 of generation 0");
+    };
+    h.sent();
+
+    h.core.handle_eof();
+    assert!(h.core.is_recovering());
+    assert!(matches!(h.core.closed_error(), Some(Error::Recovering)));
+    assert!(matches!(
+        *h.core.state_tx.borrow(),
+        ConnectionState::Recovering { attempt: 0 }
+    ));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // The confirm of the lost connection failed; its delivery cannot be acked any more.
+    assert!(matches!(
+        h.core.poll_confirm(id, epoch, 0, 1, &mut cx),
+        Poll::Ready(Err(_))
+    ));
+    let stale = h.core.settle(id, epoch, 0, 1, &ack(1));
+    assert!(matches!(
+        stale,
+        Err(Error::StaleDelivery { delivery_tag: 1 })
+    ));
+    // The consumer's stream stays open (its buffered delivery is dropped: the broker requeues it).
+    let (poll, _) = h.core.poll_delivery(id, epoch, &tag(), &mut cx);
+    assert!(poll.is_pending());
+    assert!(matches!(
+        h.core.publish(id, epoch, &publish, &props, "p".into()),
+        Ok(Publish::Recovering(_))
+    ));
+
+    let (opened, _opened_rx) = oneshot::channel();
+    assert!(h.core.restart("127.0.0.1", 5672, h.now, opened));
+    h.open(0);
+    // Still gated for the application until the replay is done.
+    assert!(matches!(h.core.closed_error(), Some(Error::Recovering)));
+    assert_eq!(h.core.suspended_channels(), vec![(id, epoch)]);
+    let (tx, _rx) = oneshot::channel();
+    h.core.reopen_channel(id, epoch, tx).unwrap();
+    assert!(matches!(h.methods().as_slice(), [Method::ChannelOpen(_)]));
+    h.feed(id, Method::ChannelOpenOk(ChannelOpenOk::default()));
+    let topology = h.core.topology_snapshot();
+    let record = &topology.channels[&id];
+    assert!(record.confirm);
+    let consume = Method::BasicConsume(record.consumers[0].clone());
+    for (request, reply) in [
+        (
+            Method::ConfirmSelect(ConfirmSelect::default()),
+            Method::ConfirmSelectOk(ConfirmSelectOk {}),
+        ),
+        (
+            consume,
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: tag(),
+            }),
+        ),
+    ] {
+        let (tx, _rx) = oneshot::channel();
+        h.core.replay_request(id, epoch, request, tx).unwrap();
+        h.feed(id, reply);
+    }
+    h.core.finish_recovery(1);
+    assert!(h.core.closed_error().is_none());
+    assert!(matches!(
+        *h.core.state_tx.borrow(),
+        ConnectionState::Recovered { count: 1 }
+    ));
+
+    // New deliveries reach the same stream, in generation 1, and settle; confirms restart at 1.
+    deliver(&mut h, id, 1);
+    let (poll, _) = h.core.poll_delivery(id, epoch, &tag(), &mut cx);
+    let Poll::Ready(Some(Ok(raw))) = poll else {
+        panic!("a delivery")
+    };
+    assert_eq!((raw.delivery_tag, raw.generation), (1, 1));
+    h.core
+        .settle(id, epoch, raw.generation, 1, &ack(1))
+        .unwrap();
+    assert!(matches!(
+        h.core.publish(id, epoch, &publish, &props, "p".into()),
+        Ok(Publish::Queued {
+            seq: Some(1),
+            generation: 1
+        })
+    ));
+}
+
+#[test]
+fn an_application_close_or_refused_credentials_are_not_recovered() {
+    let mut h = Harness::new(ConnectionConfig::default().with_recovery(RecoveryPolicy::default()));
+    h.open(0);
+    let (id, _) = h.channel();
+    h.core.record_channel(id);
+    let (tx, _rx) = oneshot::channel();
+    h.core
+        .close(amqp_codec::ReplyCode::REPLY_SUCCESS, "bye", tx, h.now);
+    h.core.handle_eof();
+    assert!(!h.core.is_recovering());
+    assert!(matches!(*h.core.state_tx.borrow(), ConnectionState::Closed));
+
+    let mut h = Harness::new(ConnectionConfig::default().with_recovery(RecoveryPolicy::default()));
+    h.core.fail(Error::AuthenticationFailed {
+        mechanism: "PLAIN",
+        reason: "no".into(),
+    });
+    assert!(!h.core.is_recovering());
+    assert!(matches!(
+        *h.core.state_tx.borrow(),
+        ConnectionState::Failed(_)
+    ));
+}
