@@ -1,0 +1,288 @@
+//! Command-line arguments (clap derive) and how they become a [`WorkerConfig`]: defaults, then
+//! the `--config` TOML file, then environment variables and flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use amqp_worker::config::{ArgValue, BindingSpec, ExchangeSpec, parse_duration};
+use amqp_worker::{ConfigError, WorkerConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::CliError;
+
+/// A reliable RabbitMQ task worker: manual acks, publisher confirms, retry tiers through
+/// delay queues, a parking queue, reconnection and graceful shutdown.
+#[derive(Debug, Parser)]
+#[command(name = "amqp-worker", version)]
+pub(crate) struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "AMQP_WORKER_LOG_FORMAT",
+        default_value = "human"
+    )]
+    pub(crate) log_format: LogFormat,
+    /// Log level or filter (e.g. `debug`, `amqp_worker=debug,warn`); RUST_LOG wins if set.
+    #[arg(long, global = true, env = "AMQP_WORKER_LOG_LEVEL")]
+    pub(crate) log_level: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Consume a queue and run a command per task (body on stdin, properties and headers in
+    /// AMQP_* environment variables; exit 0 acks, non-zero or timeout retries).
+    Run(RunArgs),
+    /// Publish tasks (from arguments, --file, or stdin one per line) with confirms; fails if
+    /// any was unroutable or nacked.
+    Publish(PublishArgs),
+    /// Move parked (dead-lettered) tasks back to the work queue as fresh first attempts.
+    RequeueParked(RequeueArgs),
+    /// Run a self-contained demonstration against the broker at AMQP_URL.
+    Demo(DemoArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Where the broker is.
+#[derive(Debug, Args)]
+pub(crate) struct BrokerArgs {
+    /// Broker URI [default: amqp://guest:guest@127.0.0.1:5672/%2f].
+    #[arg(long, env = "AMQP_URL")]
+    pub(crate) url: Option<String>,
+}
+
+/// What to declare and how to retry.
+#[derive(Debug, Args)]
+pub(crate) struct TopologyArgs {
+    /// TOML configuration file (flags and environment variables override it).
+    #[arg(long, env = "AMQP_WORKER_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    /// The work queue.
+    #[arg(long, env = "AMQP_WORKER_QUEUE")]
+    pub(crate) queue: Option<String>,
+    /// Queue type: classic or quorum [default: classic].
+    #[arg(long, env = "AMQP_WORKER_QUEUE_TYPE")]
+    pub(crate) queue_type: Option<String>,
+    /// Quorum queues: deliveries after which the broker parks a message itself.
+    #[arg(long, env = "AMQP_WORKER_DELIVERY_LIMIT")]
+    pub(crate) delivery_limit: Option<u32>,
+    /// An exchange to declare and bind the work queue to.
+    #[arg(long, env = "AMQP_WORKER_EXCHANGE")]
+    pub(crate) exchange: Option<String>,
+    /// Type of --exchange: direct, fanout, topic, headers [default: direct].
+    #[arg(long, env = "AMQP_WORKER_EXCHANGE_TYPE")]
+    pub(crate) exchange_type: Option<String>,
+    /// Binding key of the work queue to --exchange (repeatable) [default: the queue name].
+    #[arg(
+        long = "binding-key",
+        env = "AMQP_WORKER_BINDING_KEYS",
+        value_delimiter = ','
+    )]
+    pub(crate) binding_keys: Vec<String>,
+    /// Binding argument NAME=VALUE for --exchange (repeatable), e.g. x-match=all for headers.
+    #[arg(long = "binding-arg")]
+    pub(crate) binding_args: Vec<String>,
+    /// Retry delays, comma-separated [default: 1s,10s,60s].
+    #[arg(long, env = "AMQP_WORKER_RETRY_DELAYS", value_delimiter = ',', value_parser = duration)]
+    pub(crate) retry_delays: Vec<Duration>,
+    /// Attempts before a task is parked [default: 4].
+    #[arg(long, env = "AMQP_WORKER_MAX_ATTEMPTS")]
+    pub(crate) max_attempts: Option<u32>,
+}
+
+/// `run` options.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) topology: TopologyArgs,
+    /// Handlers running at once [default: 8].
+    #[arg(long, env = "AMQP_WORKER_CONCURRENCY")]
+    pub(crate) concurrency: Option<usize>,
+    /// Unacknowledged deliveries the broker sends ahead [default: 16].
+    #[arg(long, env = "AMQP_WORKER_PREFETCH")]
+    pub(crate) prefetch: Option<u16>,
+    /// A task running longer fails its attempt (its command is killed) [default: 60s].
+    #[arg(long, env = "AMQP_WORKER_HANDLER_TIMEOUT", value_parser = duration)]
+    pub(crate) handler_timeout: Option<Duration>,
+    /// Exit non-zero after this long without a broker connection [default: 5m].
+    #[arg(long, env = "AMQP_WORKER_GIVE_UP_AFTER", value_parser = duration)]
+    pub(crate) give_up_after: Option<Duration>,
+    /// On SIGINT/SIGTERM, how long running tasks may take to finish [default: 30s].
+    #[arg(long, env = "AMQP_WORKER_SHUTDOWN_TIMEOUT", value_parser = duration)]
+    pub(crate) shutdown_timeout: Option<Duration>,
+    /// Connection name shown by the broker.
+    #[arg(long, env = "AMQP_WORKER_CONNECTION_NAME")]
+    pub(crate) connection_name: Option<String>,
+    /// Serve /metrics and /healthz on this address, e.g. 127.0.0.1:9090.
+    #[arg(long, env = "AMQP_WORKER_METRICS_ADDR")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Shell command run (sh -c) when a task is parked after its last attempt; gets the task
+    /// on stdin and AMQP_LAST_ERROR, AMQP_ATTEMPTS, ... in its environment.
+    #[arg(long, env = "AMQP_WORKER_ON_DEAD_LETTER")]
+    pub(crate) on_dead_letter: Option<String>,
+    /// The command to run per task, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+}
+
+/// `publish` options.
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    /// Exchange to publish to [default: the default exchange ""].
+    #[arg(long, default_value = "")]
+    pub(crate) exchange: String,
+    /// Routing key (for the default exchange: the queue name).
+    #[arg(long)]
+    pub(crate) routing_key: String,
+    /// Read tasks from this file, one per line (`-` for stdin).
+    #[arg(long, conflicts_with = "bodies")]
+    pub(crate) file: Option<PathBuf>,
+    /// Deliver after this delay (e.g. 30s), through a delay queue.
+    #[arg(long, value_parser = duration)]
+    pub(crate) delay: Option<Duration>,
+    /// Header NAME=VALUE on every task (repeatable).
+    #[arg(long = "header")]
+    pub(crate) headers: Vec<String>,
+    /// Content type of the tasks.
+    #[arg(long)]
+    pub(crate) content_type: Option<String>,
+    /// Message id prefix; each task gets `<prefix>-<n>` [default: random].
+    #[arg(long)]
+    pub(crate) id_prefix: Option<String>,
+    /// Task bodies; without them (and without --file) tasks are read from stdin.
+    pub(crate) bodies: Vec<String>,
+}
+
+/// `requeue-parked` options.
+#[derive(Debug, Args)]
+pub(crate) struct RequeueArgs {
+    #[command(flatten)]
+    pub(crate) topology: TopologyArgs,
+    /// Move at most this many [default: all parked when it starts].
+    #[arg(long)]
+    pub(crate) limit: Option<u64>,
+}
+
+/// `demo` options.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    /// Tasks to publish.
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) count: u32,
+    /// Handlers running at once.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) concurrency: usize,
+    /// Give up (and report what is missing as lost) after this long.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// `NAME=VALUE`, the value as an integer or boolean when it reads as one.
+pub(crate) fn name_value(s: &str) -> Result<(String, ArgValue), CliError> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| CliError::Usage(format!("'{s}' is not NAME=VALUE")))?;
+    let value = if let Ok(i) = v.parse::<i64>() {
+        ArgValue::Int(i)
+    } else if let Ok(b) = v.parse::<bool>() {
+        ArgValue::Bool(b)
+    } else {
+        ArgValue::Str(v.to_owned())
+    };
+    Ok((k.to_owned(), value))
+}
+
+impl TopologyArgs {
+    /// The file's configuration (or the defaults) with these flags applied, not yet validated.
+    pub(crate) fn config(&self) -> Result<WorkerConfig, CliError> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| CliError::Io {
+                    what: format!("cannot read configuration file {}", path.display()),
+                    source: e,
+                })?;
+                let parsed: Result<WorkerConfig, ConfigError> =
+                    WorkerConfig::from_toml_named(&text, &path.display().to_string());
+                match parsed {
+                    Ok(c) => c,
+                    // The queue may come from a flag: validate after the overrides.
+                    Err(ConfigError::NoQueue) => toml_without_validation(&text)?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => WorkerConfig::default(),
+        };
+        if let Some(url) = &self.broker.url {
+            c.url.clone_from(url);
+        }
+        if let Some(q) = &self.queue {
+            c.queue.clone_from(q);
+        }
+        if let Some(t) = &self.queue_type {
+            c.queue_type = t.parse()?;
+        }
+        if self.delivery_limit.is_some() {
+            c.delivery_limit = self.delivery_limit;
+        }
+        if !self.retry_delays.is_empty() {
+            c.retry_delays.clone_from(&self.retry_delays);
+        }
+        if let Some(n) = self.max_attempts {
+            c.max_attempts = n;
+        }
+        match (&self.exchange, &self.exchange_type) {
+            (Some(x), kind) => {
+                let kind = kind.as_deref().unwrap_or("direct");
+                c.exchanges.push(ExchangeSpec::new(x, kind));
+                let keys = if self.binding_keys.is_empty() {
+                    vec![c.queue.clone()]
+                } else {
+                    self.binding_keys.clone()
+                };
+                for key in keys {
+                    let mut b = BindingSpec::to_work_queue(x, key);
+                    for arg in &self.binding_args {
+                        let (k, v) = name_value(arg)?;
+                        b.arguments.insert(k, v);
+                    }
+                    c.bindings.push(b);
+                }
+            }
+            (None, Some(_)) => {
+                return Err(CliError::Usage(
+                    "--exchange-type needs --exchange".to_owned(),
+                ));
+            }
+            (None, None) => {}
+        }
+        Ok(c)
+    }
+}
+
+fn toml_without_validation(text: &str) -> Result<WorkerConfig, CliError> {
+    // Same parse as from_toml_named, which only failed validation: cannot fail here.
+    toml::from_str(text).map_err(|e| CliError::Usage(e.message().to_owned()))
+}

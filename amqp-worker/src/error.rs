@@ -1,0 +1,81 @@
+//! [`WorkerError`]: why [`Worker::run`](crate::Worker::run) or a topology operation stopped.
+
+use std::time::Duration;
+
+use amqp_client::amqp_codec::ReplyCode;
+
+use crate::config::ConfigError;
+use crate::publisher::PublishError;
+
+/// Why the worker stopped (a clean shutdown is `Ok`, not an error).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The broker refused a declaration, e.g. 406 PRECONDITION_FAILED because the queue
+    /// exists with other arguments.
+    #[error("declaring {what} failed: {source}{hint}", hint = declare_hint(.source))]
+    Declare {
+        /// What was being declared (`queue 'tasks'`).
+        what: String,
+        /// What the broker said.
+        source: amqp_client::Error,
+    },
+    /// An error no reconnect can fix: bad credentials, an unknown vhost, a bad URI.
+    #[error("cannot connect to the broker at {address}: {source}")]
+    Connect {
+        /// `host:port`.
+        address: String,
+        /// Why.
+        source: amqp_client::Error,
+    },
+    /// No working connection for the configured give-up deadline.
+    #[error(
+        "gave up after {waited:?} without a working broker connection (last error: {last_error})"
+    )]
+    GaveUp {
+        /// How long it tried.
+        waited: Duration,
+        /// The last failure.
+        last_error: String,
+    },
+    /// Moving parked tasks failed.
+    #[error("moving parked tasks from '{queue}' failed: {source}")]
+    Requeue {
+        /// The parking queue.
+        queue: String,
+        /// Why.
+        source: PublishError,
+    },
+    /// A client call failed where no more specific variant applies.
+    #[error(transparent)]
+    Client(#[from] amqp_client::Error),
+}
+
+fn declare_hint(err: &amqp_client::Error) -> &'static str {
+    if err.reply_code() == Some(ReplyCode::PRECONDITION_FAILED) {
+        " (it already exists with other arguments or flags: delete it or match its settings)"
+    } else {
+        ""
+    }
+}
+
+/// True for connection failures that a reconnect may cure (network, broker restart, forced
+/// close), false for those it cannot (credentials, vhost, URI, TLS setup).
+pub(crate) fn is_transient(err: &amqp_client::Error) -> bool {
+    use amqp_client::Error as E;
+    match err {
+        E::Io(_)
+        | E::ConnectTimeout { .. }
+        | E::ConnectionLost
+        | E::HeartbeatTimeout(_)
+        | E::Protocol { .. } => true,
+        E::ConnectionClosed(reason) => !matches!(
+            reason.code,
+            ReplyCode::ACCESS_REFUSED | ReplyCode::NOT_ALLOWED | ReplyCode::INVALID_PATH
+        ),
+        e => e.is_channel_error(),
+    }
+}

@@ -1,0 +1,214 @@
+//! One delivery, start to finish: run the handler in its own task (a panic is a failed
+//! attempt, not a dead worker) under the handler timeout, then settle: ack on success; on
+//! failure publish the retry or parked copy, wait for its confirm, and only then ack.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use amqp_client::Delivery;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::format_duration;
+use crate::handler::{DeadLetter, Handler, Task};
+use crate::publisher::{PublishError, Publisher};
+use crate::retry::{self, Decision, FailureRecord};
+use crate::worker::Ctx;
+
+/// Processes one delivery; holds `permit` (one unit of concurrency) until settled.
+pub(crate) async fn process<H: Handler>(
+    ctx: Arc<Ctx<H>>,
+    delivery: Delivery,
+    publisher: Arc<Publisher>,
+    broken: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) {
+    let headers = delivery.properties.headers();
+    let (attempt, disagreed) = retry::attempt_of(headers.as_ref(), &ctx.delay_prefix);
+    let task = Task {
+        body: delivery.body.clone(),
+        properties: delivery.properties.clone(),
+        exchange: delivery.exchange.to_string(),
+        routing_key: delivery.routing_key.to_string(),
+        attempt,
+        redelivered: delivery.redelivered,
+    };
+    let id = task.message_id().unwrap_or_default();
+    let span = tracing::info_span!("task", id = %id, attempt);
+    async move {
+        if disagreed {
+            tracing::warn!(
+                header = ?retry::attempt_header(headers.as_ref()),
+                x_death_retries = retry::x_death_retries(headers.as_ref(), &ctx.delay_prefix),
+                "attempt header and x-death disagree; using the larger"
+            );
+        }
+        ctx.metrics.started();
+        let started = std::time::Instant::now();
+        let outcome = run_handler(&ctx, &task).await;
+        ctx.metrics.finished(outcome.is_ok(), started.elapsed());
+        match outcome {
+            Ok(()) => {
+                tracing::debug!("succeeded");
+                settled(&ctx, delivery.ack());
+            }
+            Err(error) => {
+                tracing::info!(%error, "attempt failed");
+                fail(&ctx, &delivery, &task, &error, &publisher, &broken).await;
+            }
+        }
+        drop(permit);
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Runs the handler in its own task, bounded by the handler timeout.
+async fn run_handler<H: Handler>(ctx: &Ctx<H>, task: &Task) -> Result<(), String> {
+    let handler = ctx.handler.clone();
+    let owned = task.clone();
+    let mut join = tokio::spawn(async move { handler.handle(&owned).await });
+    let limit = ctx.config.handler_timeout;
+    match tokio::time::timeout(limit, &mut join).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(e)) if e.is_panic() => Err(format!(
+            "handler panicked: {}",
+            panic_message(e.into_panic())
+        )),
+        Ok(Err(_)) => Err("handler task was cancelled".into()),
+        Err(_) => {
+            join.abort();
+            Err(format!(
+                "handler timed out after {}",
+                format_duration(limit)
+            ))
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
+/// Logs a refused settlement. A stale delivery (its channel closed) was requeued by the
+/// broker already and is redelivered; nothing else to do.
+fn settled<H>(ctx: &Ctx<H>, result: Result<(), amqp_client::Error>) {
+    match result {
+        Ok(()) => {}
+        Err(amqp_client::Error::StaleDelivery { .. }) => {
+            ctx.metrics.stale_settle();
+            tracing::info!("connection was lost meanwhile: the broker redelivers this task");
+        }
+        Err(e) => tracing::warn!(error = %e, "settling failed; the broker redelivers this task"),
+    }
+}
+
+/// Sends a failed task to its delay queue or to parking, acks it once that copy is
+/// confirmed, and runs the dead-letter hook after parking.
+async fn fail<H: Handler>(
+    ctx: &Arc<Ctx<H>>,
+    delivery: &Delivery,
+    task: &Task,
+    error: &str,
+    publisher: &Publisher,
+    broken: &CancellationToken,
+) {
+    let headers = delivery.properties.headers();
+    let record = FailureRecord::new(
+        headers.as_ref(),
+        task.attempt,
+        error,
+        &task.exchange,
+        &task.routing_key,
+    );
+    match retry::decide(&ctx.config, task.attempt) {
+        Decision::Retry {
+            delay,
+            queue,
+            next_attempt,
+        } => {
+            let props = retry::retry_properties(&delivery.properties, &record, next_attempt);
+            match publisher
+                .publish("", &queue, &props, delivery.body.clone())
+                .await
+            {
+                Ok(()) => {
+                    ctx.metrics.retried();
+                    tracing::info!(retry_in = %format_duration(delay), next_attempt, "scheduled a retry");
+                    settled(ctx, delivery.ack());
+                }
+                Err(e) => hand_back(delivery, &e, broken).await,
+            }
+        }
+        Decision::Park => {
+            let parking = ctx.config.parking_queue();
+            let props = retry::parked_properties(&delivery.properties, &record);
+            match publisher
+                .publish("", &parking, &props, delivery.body.clone())
+                .await
+            {
+                Ok(()) => {
+                    ctx.metrics.dead_lettered();
+                    tracing::warn!(
+                        attempts = record.attempts,
+                        error = %record.last_error,
+                        queue = %parking,
+                        "no attempts left: task parked"
+                    );
+                    settled(ctx, delivery.ack());
+                    let dead = DeadLetter {
+                        last_error: record.last_error,
+                        attempts: record.attempts,
+                        first_failure_at: record.first_failure_at,
+                        last_failure_at: record.last_failure_at,
+                        original_exchange: record.original_exchange,
+                        original_routing_key: record.original_routing_key,
+                        parking_queue: parking,
+                    };
+                    run_hook(ctx, task, dead).await;
+                }
+                Err(e) => hand_back(delivery, &e, broken).await,
+            }
+        }
+    }
+}
+
+/// The retry or parked copy was not confirmed: leave the task with the broker. On a lost
+/// connection it is redelivered by itself; on a closed publishing channel the session
+/// restarts; if the copy was unroutable or nacked (a delay or parking queue was deleted) the
+/// task is requeued after a pause, and the next session re-declares the queues.
+async fn hand_back(delivery: &Delivery, error: &PublishError, broken: &CancellationToken) {
+    tracing::error!(%error, "could not store the failed task's copy; it stays in the work queue");
+    if error.is_connection_error() {
+        return;
+    }
+    if error.is_channel_error() {
+        broken.cancel();
+        return;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let _ = delivery.nack(true);
+    broken.cancel();
+}
+
+async fn run_hook<H: Handler>(ctx: &Arc<Ctx<H>>, task: &Task, dead: DeadLetter) {
+    let handler = ctx.handler.clone();
+    let owned = task.clone();
+    let mut join = tokio::spawn(async move { handler.on_dead_letter(&owned, &dead).await });
+    match tokio::time::timeout(ctx.config.handler_timeout, &mut join).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "dead-letter hook failed"),
+        Err(_) => {
+            join.abort();
+            tracing::error!("dead-letter hook timed out");
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! [`Worker`]: consumes the work queue and runs a [`Handler`] per task, with the reliability
+//! rules of the crate docs.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ConfigError, WorkerConfig};
+use crate::error::WorkerError;
+use crate::handler::Handler;
+use crate::metrics::Metrics;
+use crate::session;
+use crate::shutdown::Shutdown;
+
+/// What every part of a running worker shares.
+pub(crate) struct Ctx<H> {
+    pub(crate) config: WorkerConfig,
+    pub(crate) handler: Arc<H>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: Shutdown,
+    /// Every task runner, across sessions: shutdown waits for them.
+    pub(crate) tracker: TaskTracker,
+    /// One permit per handler allowed to run (`concurrency`).
+    pub(crate) permits: Arc<Semaphore>,
+    /// `<queue>.retry.`, for reading `x-death`.
+    pub(crate) delay_prefix: String,
+}
+
+/// A task worker. Build it with [`Worker::new`], keep its [`metrics`](Self::metrics) and
+/// [`shutdown`](Self::shutdown) handles, then [`run`](Self::run) it.
+///
+/// `run` connects, declares the topology, consumes, and on a lost connection reconnects with
+/// backoff and jitter (re-declaring everything) until `give_up_after` passes without a working
+/// connection. It returns `Ok` after a graceful shutdown.
+pub struct Worker<H> {
+    ctx: Ctx<H>,
+}
+
+impl<H: Handler> Worker<H> {
+    /// A worker for `config` running `handler`; fails if the configuration is invalid.
+    pub fn new(config: WorkerConfig, handler: H) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            ctx: Ctx {
+                permits: Arc::new(Semaphore::new(config.concurrency)),
+                delay_prefix: config.delay_queue_prefix(),
+                config,
+                handler: Arc::new(handler),
+                metrics: Arc::new(Metrics::new()),
+                shutdown: Shutdown::new(),
+                tracker: TaskTracker::new(),
+            },
+        })
+    }
+
+    /// Uses `shutdown` as the stop switch (e.g. one shared by several workers).
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.ctx.shutdown = shutdown;
+        self
+    }
+
+    /// Reports into `metrics` (e.g. shared with an HTTP endpoint created earlier).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.ctx.metrics = metrics;
+        self
+    }
+
+    /// The worker's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.ctx.metrics.clone()
+    }
+
+    /// The worker's stop switch.
+    pub fn shutdown(&self) -> Shutdown {
+        self.ctx.shutdown.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.ctx.config
+    }
+
+    /// Runs until a graceful shutdown (`Ok`) or an error no reconnect can fix.
+    pub async fn run(self) -> Result<(), WorkerError> {
+        session::run(Arc::new(self.ctx)).await
+    }
+}

@@ -1,0 +1,227 @@
+//! Retries against the real broker: a task that fails twice succeeds on its third attempt
+//! through the delay queues (attempt header and x-death agree); a task that always fails is
+//! parked with its failure headers and the hook runs, and `requeue_parked` brings it back;
+//! panics and hangs count as failed attempts and never stop the worker.
+
+// Tests unwrap (a failure is the test failing) and print their figures.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use amqp_client::amqp_codec::FieldValue;
+use amqp_worker::retry;
+use amqp_worker::{DeadLetter, Handler, HandlerError, Task, Worker, handler_fn, topology};
+use support::{Cleanup, Tally, connect, ids, publish_ids, test_config, wait_until, within};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_failing_twice_succeeds_on_the_third_attempt() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let mut config = test_config("retry");
+        config.max_attempts = 4;
+        cleanup.config(&config);
+        // (id, attempt, x-death retries, time) of every run.
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let succeeded = Tally::default();
+        let (r, s, prefix) = (runs.clone(), succeeded.clone(), config.delay_queue_prefix());
+        let handler = handler_fn(move |task: Task| {
+            let (r, s, prefix) = (r.clone(), s.clone(), prefix.clone());
+            async move {
+                let id = task.message_id().unwrap();
+                let deaths = retry::x_death_retries(task.properties.headers().as_ref(), &prefix);
+                r.lock().unwrap().push((id.clone(), task.attempt, deaths, Instant::now()));
+                if id.ends_with("-0") && task.attempt < 3 {
+                    return Err(HandlerError::new(format!("transient failure {}", task.attempt)));
+                }
+                s.add(&id);
+                Ok(())
+            }
+        });
+        let worker = Worker::new(config.clone(), handler).unwrap();
+        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+        let running = tokio::spawn(worker.run());
+        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let conn = connect().await;
+        let all = ids("r", 5);
+        publish_ids(&conn, "", &config.queue, &all).await;
+        wait_until(LIMIT, "all succeeded", || succeeded.distinct() == all.len()).await;
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+        let runs = runs.lock().unwrap().clone();
+        let flaky: Vec<_> = runs.iter().filter(|r| r.0 == "r-0").collect();
+        let attempts: Vec<u32> = flaky.iter().map(|r| r.1).collect();
+        let deaths: Vec<u64> = flaky.iter().map(|r| r.2).collect();
+        let m = metrics.snapshot();
+        let lost = succeeded.missing(&all).len();
+        println!(
+            "retry: attempts {attempts:?}, x-death retries {deaths:?}, gaps {:?}, retried {}, succeeded {}, lost {lost}",
+            flaky.windows(2).map(|w| w[1].3 - w[0].3).collect::<Vec<_>>(),
+            m.retried,
+            m.succeeded
+        );
+        assert_eq!(attempts, vec![1, 2, 3]);
+        assert_eq!(deaths, vec![0, 1, 2], "x-death counts the delay-queue passes");
+        // First retry waits 100 ms, the second 200 ms.
+        assert!(flaky[1].3 - flaky[0].3 >= Duration::from_millis(100));
+        assert!(flaky[2].3 - flaky[1].3 >= Duration::from_millis(200));
+        assert_eq!(m.retried, 2);
+        assert_eq!(m.dead_lettered, 0);
+        assert_eq!(lost, 0);
+        assert_eq!(support::ready(&conn, &config.parking_queue()).await, 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+/// Always fails; records what the dead-letter hook saw.
+struct AlwaysFails {
+    hooked: Arc<Mutex<Vec<(String, DeadLetter)>>>,
+    succeed_after_requeue: Tally,
+}
+
+impl Handler for AlwaysFails {
+    async fn handle(&self, task: &Task) -> Result<(), HandlerError> {
+        if task.header_text(retry::REQUEUED_HEADER).is_some() {
+            self.succeed_after_requeue.add(&task.message_id().unwrap());
+            return Ok(());
+        }
+        Err(HandlerError::new(format!(
+            "bad input on attempt {}",
+            task.attempt
+        )))
+    }
+
+    async fn on_dead_letter(&self, task: &Task, dead: &DeadLetter) {
+        self.hooked
+            .lock()
+            .unwrap()
+            .push((task.message_id().unwrap(), dead.clone()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_failure_parks_the_task_with_its_history_and_runs_the_hook() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let mut config = test_config("park");
+        config.exchanges.push(amqp_worker::config::ExchangeSpec::new(format!("{}-x", config.queue), "direct"));
+        config.bindings.push(amqp_worker::config::BindingSpec::to_work_queue(format!("{}-x", config.queue), "jobs.pdf"));
+        cleanup.config(&config);
+        let hooked = Arc::new(Mutex::new(Vec::new()));
+        let after = Tally::default();
+        let worker = Worker::new(
+            config.clone(),
+            AlwaysFails { hooked: hooked.clone(), succeed_after_requeue: after.clone() },
+        )
+        .unwrap();
+        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+        let running = tokio::spawn(worker.run());
+        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let conn = connect().await;
+        let all = ids("p", 3);
+        let before = retry::unix_now();
+        publish_ids(&conn, &format!("{}-x", config.queue), "jobs.pdf", &all).await;
+        wait_until(LIMIT, "hook ran for all", || hooked.lock().unwrap().len() == all.len()).await;
+        assert_eq!(support::ready(&conn, &config.parking_queue()).await, 3);
+
+        // Inspect one parked copy without taking it.
+        let ch = conn.open_channel().await.unwrap();
+        let parked = ch.basic_get(&config.parking_queue(), false).await.unwrap().unwrap();
+        let h = parked.delivery.properties.headers().unwrap();
+        let text = |k: &str| h.get(k).and_then(|v| v.as_str().map(str::to_owned));
+        assert_eq!(text(retry::LAST_ERROR_HEADER).as_deref(), Some("bad input on attempt 3"));
+        assert_eq!(h.get(retry::ATTEMPTS_HEADER), Some(FieldValue::I32(3)));
+        assert_eq!(text(retry::ORIGINAL_EXCHANGE_HEADER), Some(format!("{}-x", config.queue)));
+        assert_eq!(text(retry::ORIGINAL_ROUTING_KEY_HEADER).as_deref(), Some("jobs.pdf"));
+        let stamp = |k: &str| match h.get(k) {
+            Some(FieldValue::Timestamp(t)) => t,
+            other => panic!("{k}: {other:?}"),
+        };
+        let (first, last) = (stamp(retry::FIRST_FAILURE_HEADER), stamp(retry::LAST_FAILURE_HEADER));
+        assert!(first >= before && last >= first && last <= retry::unix_now());
+        assert!(parked.delivery.properties.is_persistent());
+        parked.delivery.nack(true).unwrap();
+        ch.close().await.unwrap();
+
+        let hooked_now = hooked.lock().unwrap().clone();
+        let (_, dead) = &hooked_now[0];
+        assert_eq!(dead.attempts, 3);
+        assert_eq!(dead.original_routing_key, "jobs.pdf");
+        assert_eq!(dead.parking_queue, config.parking_queue());
+
+        // Move them back: they come as fresh first attempts and now succeed.
+        let moved = topology::requeue_parked(&conn, &config, None).await.unwrap();
+        wait_until(LIMIT, "requeued tasks succeeded", || after.distinct() == all.len()).await;
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+        let m = metrics.snapshot();
+        let lost = after.missing(&all).len();
+        println!(
+            "park: runs {}, failed {}, retried {}, dead-lettered {}, hook calls {}, requeued {moved}, succeeded after requeue {}, lost {lost}",
+            m.consumed, m.failed, m.retried, m.dead_lettered, hooked_now.len(), after.distinct()
+        );
+        assert_eq!((m.failed, m.retried, m.dead_lettered), (9, 6, 3));
+        assert_eq!(moved, 3);
+        assert_eq!(lost, 0);
+        assert_eq!(support::ready(&conn, &config.parking_queue()).await, 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_and_hangs_are_failed_attempts_not_a_dead_worker() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let mut config = test_config("panic");
+        config.handler_timeout = Duration::from_millis(300);
+        config.max_attempts = 4;
+        cleanup.config(&config);
+        let done = Tally::default();
+        let d = done.clone();
+        let handler = handler_fn(move |task: Task| {
+            let d = d.clone();
+            async move {
+                match task.attempt {
+                    1 => panic!("handler bug on attempt 1"),
+                    2 => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok(())
+                    }
+                    3 => Err(HandlerError::new("plain error")),
+                    _ => {
+                        d.add(&task.message_id().unwrap());
+                        Ok(())
+                    }
+                }
+            }
+        });
+        let worker = Worker::new(config.clone(), handler).unwrap();
+        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+        let running = tokio::spawn(worker.run());
+        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let conn = connect().await;
+        let all = ids("x", 4);
+        publish_ids(&conn, "", &config.queue, &all).await;
+        wait_until(LIMIT, "fourth attempts succeeded", || done.distinct() == all.len()).await;
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+        let m = metrics.snapshot();
+        let lost = done.missing(&all).len();
+        println!(
+            "panic/hang: runs {}, failed {} (panic, timeout, error per task), retried {}, succeeded {}, lost {lost}",
+            m.consumed, m.failed, m.retried, m.succeeded
+        );
+        assert_eq!(m.failed, 12);
+        assert_eq!(m.retried, 12);
+        assert_eq!(m.succeeded, 4);
+        assert_eq!(lost, 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}
