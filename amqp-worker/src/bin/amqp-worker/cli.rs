@@ -152,8 +152,8 @@ pub(crate) struct PublishArgs {
     /// Exchange to publish to [default: the default exchange ""].
     #[arg(long, default_value = "")]
     pub(crate) exchange: String,
-    /// Routing key (for the default exchange: the queue name).
-    #[arg(long)]
+    /// Routing key (for the default exchange: the queue name; `--queue` says the same).
+    #[arg(long, alias = "queue")]
     pub(crate) routing_key: String,
     /// Read tasks from this file, one per line (`-` for stdin).
     #[arg(long, conflicts_with = "bodies")]
