@@ -6,87 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use amqp_client::amqp_codec::methods::{
-    ConnectionClose, ConnectionOpenOk, ConnectionStart, ConnectionTune,
-};
-use amqp_client::amqp_codec::{Frame, FrameDecoder, LongStr, Method, Outbound, ShortStr};
+use amqp_client::amqp_codec::methods::ConnectionClose;
+use amqp_client::amqp_codec::{Frame, Method, ShortStr};
 use amqp_client::{Connection, ConnectionConfig, Error};
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use amqp_test_support::scripted_broker::{Peer, ScriptedBroker};
 
-/// The scripted broker's side of one connection.
-struct Peer {
-    sock: TcpStream,
-    buf: BytesMut,
-    decoder: FrameDecoder,
-}
-
-impl Peer {
-    async fn send(&mut self, channel: u16, method: Method) {
-        let mut out = Outbound::new();
-        out.push_method(channel, &method, 0).unwrap();
-        let bytes = out.copy_to_bytes(out.remaining());
-        self.sock.write_all(&bytes).await.unwrap();
-    }
-
-    /// Reads until the client's next method frame.
-    async fn recv(&mut self) -> Method {
-        loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf).unwrap() {
-                if let Frame::Method { method, .. } = frame {
-                    return method;
-                }
-                continue;
-            }
-            let n = self.sock.read_buf(&mut self.buf).await.unwrap();
-            assert!(n > 0, "client closed the socket");
-        }
-    }
-
-    /// Accepts a connection and runs the handshake with the given heartbeat.
-    async fn accept(listener: &TcpListener, heartbeat: u16) -> Peer {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut header = [0u8; 8];
-        sock.read_exact(&mut header).await.unwrap();
-        assert_eq!(&header, b"AMQP\x00\x00\x09\x01");
-        let mut peer = Peer {
-            sock,
-            buf: BytesMut::new(),
-            decoder: FrameDecoder::with_frame_max(1 << 20),
-        };
-        peer.send(
-            0,
-            Method::ConnectionStart(ConnectionStart {
-                version_major: 0,
-                version_minor: 9,
-                server_properties: Default::default(),
-                mechanisms: LongStr::from("PLAIN"),
-                locales: LongStr::from("en_US"),
-            }),
-        )
-        .await;
-        assert!(matches!(peer.recv().await, Method::ConnectionStartOk(_)));
-        peer.send(
-            0,
-            Method::ConnectionTune(ConnectionTune {
-                channel_max: 16,
-                frame_max: 131_072,
-                heartbeat,
-            }),
-        )
-        .await;
-        assert!(matches!(peer.recv().await, Method::ConnectionTuneOk(_)));
-        assert!(matches!(peer.recv().await, Method::ConnectionOpen(_)));
-        peer.send(0, Method::ConnectionOpenOk(ConnectionOpenOk::default()))
-            .await;
-        peer
-    }
-}
-
-async fn listen() -> (TcpListener, ConnectionConfig) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+async fn listen() -> (ScriptedBroker, ConnectionConfig) {
+    let listener = ScriptedBroker::bind().await.unwrap();
+    let port = listener.port();
     let config = ConnectionConfig::builder()
         .host("127.0.0.1")
         .port(port)
@@ -100,7 +27,7 @@ async fn listen() -> (TcpListener, ConnectionConfig) {
 async fn silent_peer_is_detected_by_heartbeat_within_two_intervals() {
     let (listener, config) = listen().await;
     let server = tokio::spawn(async move {
-        let peer = Peer::accept(&listener, 1).await;
+        let peer = listener.accept(1).await;
         // Stay connected and say nothing.
         tokio::time::sleep(Duration::from_secs(10)).await;
         drop(peer);
@@ -129,30 +56,20 @@ async fn silent_peer_is_detected_by_heartbeat_within_two_intervals() {
 async fn client_sends_heartbeats_when_idle() {
     let (listener, config) = listen().await;
     let server = tokio::spawn(async move {
-        let mut peer = Peer::accept(&listener, 1).await;
+        let mut peer = listener.accept(1).await;
         let mut heartbeats = 0;
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
-            match tokio::time::timeout(
-                Duration::from_millis(200),
-                peer.sock.read_buf(&mut peer.buf),
-            )
-            .await
-            {
-                Ok(Ok(0)) => break,
-                Ok(Ok(_)) => {
-                    while let Some(frame) = peer.decoder.decode(&mut peer.buf).unwrap() {
-                        if frame == Frame::Heartbeat {
-                            heartbeats += 1;
-                        }
+            match peer.recv_frame_within(Duration::from_millis(200)).await {
+                Ok(None) => break,
+                Ok(Some(frame)) => {
+                    if frame == Frame::Heartbeat {
+                        heartbeats += 1;
                     }
                     // Keep the client alive.
-                    peer.sock
-                        .write_all(&[8, 0, 0, 0, 0, 0, 0, 0xCE])
-                        .await
-                        .unwrap();
+                    peer.send_raw(&[8, 0, 0, 0, 0, 0, 0, 0xCE]).await;
                 }
-                _ => {}
+                Err(_) => {}
             }
         }
         heartbeats
@@ -170,14 +87,11 @@ async fn client_sends_heartbeats_when_idle() {
 async fn peer_dying_mid_frame_fails_pending_calls() {
     let (listener, config) = listen().await;
     let server = tokio::spawn(async move {
-        let mut peer = Peer::accept(&listener, 0).await;
+        let mut peer = listener.accept(0).await;
         assert!(matches!(peer.recv().await, Method::ChannelOpen(_)));
         // Half a frame, then gone.
-        peer.sock
-            .write_all(&[1, 0, 1, 0, 0, 0, 40, 0, 20])
-            .await
-            .unwrap();
-        drop(peer);
+        peer.send_raw(&[1, 0, 1, 0, 0, 0, 40, 0, 20]).await;
+        peer.hang_up();
     });
     let conn = Connection::connect_with(config).await.unwrap();
     let result = tokio::time::timeout(Duration::from_secs(5), conn.open_channel())
@@ -191,7 +105,7 @@ async fn peer_dying_mid_frame_fails_pending_calls() {
 async fn connection_close_in_the_middle_of_an_rpc() {
     let (listener, config) = listen().await;
     let server = tokio::spawn(async move {
-        let mut peer = Peer::accept(&listener, 0).await;
+        let mut peer = listener.accept(0).await;
         assert!(matches!(peer.recv().await, Method::ChannelOpen(_)));
         peer.send(
             0,
@@ -219,12 +133,9 @@ async fn connection_close_in_the_middle_of_an_rpc() {
 async fn non_amqp_peer_is_a_clear_error() {
     let (listener, config) = listen().await;
     let server = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut header = [0u8; 8];
-        sock.read_exact(&mut header).await.unwrap();
-        sock.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-            .await
-            .unwrap();
+        let mut peer = listener.accept_raw().await;
+        peer.read_exact(8).await;
+        peer.send_raw(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     });
     let err = Connection::connect_with(config).await.unwrap_err();
@@ -257,7 +168,7 @@ async fn blocked_connection_holds_publishes_until_unblocked() {
     let (listener, config) = listen().await;
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let mut peer = Peer::accept(&listener, 0).await;
+        let mut peer = listener.accept(0).await;
         open_channel(&mut peer).await;
         peer.send(
             0,
@@ -309,7 +220,7 @@ async fn channel_flow_pauses_publishing_and_is_acknowledged() {
     let (listener, config) = listen().await;
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let mut peer = Peer::accept(&listener, 0).await;
+        let mut peer = listener.accept(0).await;
         open_channel(&mut peer).await;
         peer.send(1, Method::ChannelFlow(ChannelFlow { active: false }))
             .await;
@@ -348,7 +259,7 @@ async fn update_secret_resolves_on_its_ok() {
     use amqp_client::amqp_codec::methods::ConnectionUpdateSecretOk;
     let (listener, config) = listen().await;
     let server = tokio::spawn(async move {
-        let mut peer = Peer::accept(&listener, 0).await;
+        let mut peer = listener.accept(0).await;
         let Method::ConnectionUpdateSecret(m) = peer.recv().await else {
             panic!("expected update-secret")
         };
@@ -376,16 +287,13 @@ async fn update_secret_resolves_on_its_ok() {
 async fn a_dribbling_peer_is_a_heartbeat_timeout() {
     let (listener, config) = listen().await;
     let server = tokio::spawn(async move {
-        let mut peer = Peer::accept(&listener, 1).await;
+        let mut peer = listener.accept(1).await;
         // A frame header promising 1000 bytes, then one byte every 300 ms: bytes keep coming,
         // a frame never completes.
-        peer.sock
-            .write_all(&[1, 0, 0, 0, 0, 3, 0xE8])
-            .await
-            .unwrap();
+        peer.send_raw(&[1, 0, 0, 0, 0, 3, 0xE8]).await;
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            if peer.sock.write_all(&[0]).await.is_err() {
+            if !peer.try_send_raw(&[0]).await {
                 break;
             }
         }
@@ -409,12 +317,11 @@ async fn a_dribbling_handshake_is_bounded_by_the_connection_timeout() {
     let (listener, mut config) = listen().await;
     config.connection_timeout = Duration::from_secs(2);
     let server = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut header = [0u8; 8];
-        sock.read_exact(&mut header).await.unwrap();
+        let mut peer = listener.accept_raw().await;
+        peer.read_exact(8).await;
         for byte in [1u8, 0, 0, 0, 0, 1, 0] {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if sock.write_all(&[byte]).await.is_err() {
+            if !peer.try_send_raw(&[byte]).await {
                 break;
             }
         }

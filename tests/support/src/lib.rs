@@ -4,9 +4,11 @@
 //! - [`unique_name`]: queue and exchange names that never collide between parallel tests.
 //! - [`alloc_counter`]: a counting global allocator, per thread, for "no allocation" tests.
 //! - [`fault_proxy`]: a TCP proxy that cuts, resets or black-holes links on demand.
+//! - [`scripted_broker`]: a fake broker on 127.0.0.1 that sends whatever a test scripts.
 
 pub mod alloc_counter;
 pub mod fault_proxy;
+pub mod scripted_broker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
