@@ -31,11 +31,85 @@ fn feed(core: &mut Core, channel: u16, method: &Method, now: Instant) {
     }
 }
 
-/// Runs the core over `data` as the broker's byte stream. Panics only on a bug.
+/// The broker's side of the handshake, up to open-ok.
+fn handshake(core: &mut Core, now: Instant) {
+    let start = Method::ConnectionStart(ConnectionStart {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: Default::default(),
+        mechanisms: LongStr::from("PLAIN"),
+        locales: LongStr::from("en_US"),
+    });
+    feed(core, 0, &start, now);
+    let tune = Method::ConnectionTune(ConnectionTune {
+        channel_max: 8,
+        frame_max: 4096,
+        heartbeat: 5,
+    });
+    feed(core, 0, &tune, now);
+    feed(
+        core,
+        0,
+        &Method::ConnectionOpenOk(ConnectionOpenOk::default()),
+        now,
+    );
+}
+
+/// Recovery after the connection was lost: a new transport, the handshake, the channel
+/// reopened with confirm mode and its consumer, as the supervisor and replay would do.
+fn recover(core: &mut Core, id: u16, epoch: u64, tag: &ShortStr, now: Instant) {
+    let (opened, _rx) = oneshot::channel();
+    if !core.restart("127.0.0.1", 5672, now, opened) {
+        return;
+    }
+    handshake(core, now);
+    let (tx, _rx) = oneshot::channel();
+    if core.reopen_channel(id, epoch, tx).is_err() {
+        return;
+    }
+    feed(
+        core,
+        id,
+        &Method::ChannelOpenOk(ChannelOpenOk::default()),
+        now,
+    );
+    let steps = [
+        (
+            Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+            Method::ConfirmSelectOk(ConfirmSelectOk {}),
+        ),
+        (
+            Method::BasicConsume(BasicConsume {
+                consumer_tag: tag.clone(),
+                ..Default::default()
+            }),
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: tag.clone(),
+            }),
+        ),
+    ];
+    for (request, reply) in steps {
+        let (tx, _rx) = oneshot::channel();
+        if core.replay_request(id, epoch, request, tx).is_err() {
+            return;
+        }
+        feed(core, id, &reply, now);
+    }
+    core.finish_recovery(1);
+}
+
+/// Runs the core over `data` as the broker's byte stream. Panics only on a bug. An odd first
+/// byte turns automatic recovery on: then each loss of the connection is followed by a
+/// recovery (up to three), and the rest of the input goes to the recovered connection.
 #[doc(hidden)]
 pub fn drive_core(data: &[u8]) {
     let mut now = Instant::now();
+    let recovery = data
+        .first()
+        .is_some_and(|b| b % 2 == 1)
+        .then(crate::RecoveryPolicy::default);
     let config = ConnectionConfig {
+        recovery,
         heartbeat: 5,
         limits: Limits {
             max_message_size: 1 << 16,
@@ -45,26 +119,7 @@ pub fn drive_core(data: &[u8]) {
         ..ConnectionConfig::default()
     };
     let mut core = Core::new(config, now, Arc::new(Notify::new()));
-    let start = Method::ConnectionStart(ConnectionStart {
-        version_major: 0,
-        version_minor: 9,
-        server_properties: Default::default(),
-        mechanisms: LongStr::from("PLAIN"),
-        locales: LongStr::from("en_US"),
-    });
-    feed(&mut core, 0, &start, now);
-    let tune = Method::ConnectionTune(ConnectionTune {
-        channel_max: 8,
-        frame_max: 4096,
-        heartbeat: 5,
-    });
-    feed(&mut core, 0, &tune, now);
-    feed(
-        &mut core,
-        0,
-        &Method::ConnectionOpenOk(ConnectionOpenOk::default()),
-        now,
-    );
+    handshake(&mut core, now);
     let (tx, _open) = oneshot::channel();
     let Ok((id, epoch)) = core.open_channel(tx) else {
         return;
@@ -116,6 +171,7 @@ pub fn drive_core(data: &[u8]) {
     let mut inbound = BytesMut::new();
     let mut sink = Outbound::new();
     let mut rest = data;
+    let mut recoveries = 0;
     while let [len, millis, tail @ ..] = rest {
         let take = usize::from(*len).min(tail.len());
         inbound.extend_from_slice(&tail[..take]);
@@ -137,7 +193,11 @@ pub fn drive_core(data: &[u8]) {
             "a finished core must not hold reading"
         );
         if core.is_finished() {
-            return;
+            if !core.is_recovering() || recoveries == 3 {
+                return;
+            }
+            recoveries += 1;
+            recover(&mut core, id, epoch, &tag, now);
         }
     }
 }
@@ -194,5 +254,10 @@ mod tests {
         ]));
         // Silence: time passes until the heartbeat timeout ends it.
         drive_core(&[0, 255, 0, 255, 0, 255, 0, 255]);
+        // The same with recovery on (odd first byte): lost, recovered, lost again...
+        drive_core(&[1, 255, 0, 255, 0, 255, 0, 255, 0, 255, 0, 255]);
+        let mut with_recovery = chunked(&bytes);
+        with_recovery[0] |= 1;
+        drive_core(&with_recovery);
     }
 }
