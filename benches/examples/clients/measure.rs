@@ -1,0 +1,321 @@
+//! What a measured run records, and how: wall time, the process's CPU time (getrusage),
+//! process-wide heap allocations (the counting allocator), peak and current RSS
+//! (`/proc/self/status`), and publish-to-consume latencies.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use amqp_test_support::alloc_counter;
+use nix::sys::resource::{UsageWho, getrusage};
+use serde::{Deserialize, Serialize};
+
+/// The parameters every client runs a workload with, so that the clients compare.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Params {
+    /// Messages per run (throughput workloads).
+    pub(crate) messages: u64,
+    /// Body size in bytes.
+    pub(crate) size: usize,
+    /// Most unconfirmed publishes in flight.
+    pub(crate) window: usize,
+    /// basic.qos prefetch count of the consumer.
+    pub(crate) prefetch: u16,
+    /// 1: ack each delivery singly; k > 1: ack-multiple every k deliveries (and the last).
+    pub(crate) ack_batch: u64,
+    /// Publish rate of the latency workload, messages per second.
+    pub(crate) rate: u64,
+    /// How long the latency workload publishes, in milliseconds.
+    pub(crate) latency_ms: u64,
+}
+
+impl Params {
+    /// Messages the latency workload publishes: rate × duration.
+    pub(crate) fn latency_messages(&self) -> u64 {
+        (self.rate * self.latency_ms / 1000).max(1)
+    }
+
+    /// Whether delivery number `n` (1-based) of `total` is acked, and whether with `multiple`.
+    pub(crate) fn ack_now(&self, n: u64, total: u64) -> Option<bool> {
+        if self.ack_batch <= 1 {
+            Some(false)
+        } else if n.is_multiple_of(self.ack_batch) || n == total {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+/// User plus system CPU time of the whole process (every thread), from getrusage.
+pub(crate) fn cpu_time() -> Duration {
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let (user, system) = (usage.user_time(), usage.system_time());
+            let micros = |t: nix::sys::time::TimeVal| {
+                u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
+                    + u64::try_from(t.tv_usec()).unwrap_or(0)
+            };
+            Duration::from_micros(micros(user) + micros(system))
+        }
+        Err(err) => {
+            eprintln!("getrusage failed: {err}");
+            Duration::ZERO
+        }
+    }
+}
+
+/// A `kB` field of `/proc/self/status` (`VmHWM`, `VmRSS`), in KiB; 0 if unreadable.
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peak resident set size of this process so far (VmHWM), KiB.
+pub(crate) fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM")
+}
+
+/// Current resident set size of this process (VmRSS), KiB.
+pub(crate) fn rss_kib() -> u64 {
+    status_kib("VmRSS")
+}
+
+/// Nanoseconds since a monotonic base shared by the whole process: the publisher writes it
+/// into the body, the consumer subtracts it from its own reading.
+pub(crate) fn mono_nanos() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Writes the current [`mono_nanos`] into the first 8 bytes of a body (little-endian).
+pub(crate) fn stamp(body: &mut [u8]) {
+    if let Some(head) = body.get_mut(..8) {
+        head.copy_from_slice(&mono_nanos().to_le_bytes());
+    }
+}
+
+/// Publish-to-consume latency of a stamped body, in nanoseconds (0 if the body is too short).
+pub(crate) fn latency_of(body: &[u8]) -> u64 {
+    body.get(..8)
+        .and_then(|head| <[u8; 8]>::try_from(head).ok())
+        .map_or(0, |head| {
+            mono_nanos().saturating_sub(u64::from_le_bytes(head))
+        })
+}
+
+/// Paces a publisher at a fixed rate. Tokio's timer has millisecond resolution, so the
+/// publisher wakes every millisecond and publishes what is due by then (5 messages per wake-up
+/// at 5 000 msg/s): the schedule holds on average, in small bursts.
+pub(crate) struct Pacer {
+    /// When publishing started.
+    start: Instant,
+    /// Messages per second.
+    rate: u64,
+    /// The millisecond wake-up.
+    tick: tokio::time::Interval,
+}
+
+impl Pacer {
+    /// A pacer at `rate` messages per second, starting now.
+    pub(crate) fn new(rate: u64) -> Self {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Self {
+            start: Instant::now(),
+            rate,
+            tick,
+        }
+    }
+
+    /// Waits for the next wake-up and returns how many messages (of `total`) are due by now.
+    pub(crate) async fn due(&mut self, total: u64) -> u64 {
+        self.tick.tick().await;
+        let nanos = self.start.elapsed().as_nanos();
+        let due = nanos * u128::from(self.rate) / 1_000_000_000 + 1;
+        u64::try_from(due).unwrap_or(u64::MAX).min(total)
+    }
+}
+
+/// Start of a measured phase: wall clock, CPU and allocation counts at that moment.
+pub(crate) struct Meter {
+    /// Wall clock at the start.
+    wall: Instant,
+    /// Process CPU time at the start.
+    cpu: Duration,
+    /// Process-wide allocation counts at the start.
+    allocs: alloc_counter::Counts,
+}
+
+/// What a measured phase cost.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phase {
+    /// Wall-clock time.
+    pub(crate) wall: Duration,
+    /// CPU time of the whole process (all threads).
+    pub(crate) cpu: Duration,
+    /// Heap allocations of the whole process.
+    pub(crate) allocations: u64,
+    /// Bytes those allocations requested.
+    pub(crate) alloc_bytes: u64,
+}
+
+impl Meter {
+    /// Starts measuring now.
+    pub(crate) fn start() -> Self {
+        Self {
+            allocs: alloc_counter::process_snapshot(),
+            cpu: cpu_time(),
+            wall: Instant::now(),
+        }
+    }
+
+    /// Ends the phase.
+    pub(crate) fn stop(self) -> Phase {
+        let wall = self.wall.elapsed();
+        let cpu = cpu_time().saturating_sub(self.cpu);
+        let allocs = alloc_counter::process_snapshot().since(self.allocs);
+        Phase {
+            wall,
+            cpu,
+            allocations: allocs.allocations,
+            alloc_bytes: allocs.bytes,
+        }
+    }
+}
+
+/// What one client run of one workload measured: the child process's one line of output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RunResult {
+    /// `ours`, `lapin` or `amqprs`.
+    pub(crate) client: String,
+    /// `publish`, `consume`, `both` or `latency`.
+    pub(crate) workload: String,
+    /// Which round of the parent's alternation this was (0-based).
+    pub(crate) round: u32,
+    /// Messages in the measured phase.
+    pub(crate) messages: u64,
+    /// Wall-clock seconds of the measured phase.
+    pub(crate) wall_s: f64,
+    /// Messages per second.
+    pub(crate) msgs_per_s: f64,
+    /// Client CPU seconds (user + system, all threads) during the measured phase.
+    pub(crate) cpu_s: f64,
+    /// Client CPU microseconds per message.
+    pub(crate) cpu_us_per_msg: f64,
+    /// Heap allocations per message during the measured phase.
+    pub(crate) allocs_per_msg: f64,
+    /// Heap bytes requested per message during the measured phase.
+    pub(crate) alloc_bytes_per_msg: f64,
+    /// Peak RSS of the whole child process, MiB.
+    pub(crate) peak_rss_mib: f64,
+    /// Latency workload: median publish-to-consume latency, µs.
+    pub(crate) latency_p50_us: Option<f64>,
+    /// Latency workload: 99th percentile, µs.
+    pub(crate) latency_p99_us: Option<f64>,
+    /// Latency workload: the largest latency seen, µs.
+    pub(crate) latency_max_us: Option<f64>,
+}
+
+impl RunResult {
+    /// Builds the result of a measured phase of `messages` messages.
+    pub(crate) fn new(client: &str, workload: &str, messages: u64, phase: Phase) -> Self {
+        let n = messages.max(1) as f64;
+        let wall = phase.wall.as_secs_f64();
+        let cpu = phase.cpu.as_secs_f64();
+        Self {
+            client: client.to_owned(),
+            workload: workload.to_owned(),
+            round: 0,
+            messages,
+            wall_s: wall,
+            msgs_per_s: if wall > 0.0 { n / wall } else { 0.0 },
+            cpu_s: cpu,
+            cpu_us_per_msg: cpu * 1e6 / n,
+            allocs_per_msg: phase.allocations as f64 / n,
+            alloc_bytes_per_msg: phase.alloc_bytes as f64 / n,
+            peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+            latency_p50_us: None,
+            latency_p99_us: None,
+            latency_max_us: None,
+        }
+    }
+
+    /// Adds the latency percentiles of `nanos` (one per consumed message, in consume order).
+    /// The first tenth is left out: it carries connection and queue warm-up, not steady state.
+    pub(crate) fn with_latencies(mut self, mut nanos: Vec<u64>) -> Self {
+        let skip = nanos.len() / 10;
+        nanos.drain(..skip);
+        nanos.sort_unstable();
+        let pick = |q: f64| -> Option<f64> {
+            let last = nanos.len().checked_sub(1)?;
+            let i = ((last as f64) * q).round() as usize;
+            nanos.get(i.min(last)).map(|&ns| ns as f64 / 1000.0)
+        };
+        self.latency_p50_us = pick(0.50);
+        self.latency_p99_us = pick(0.99);
+        self.latency_max_us = pick(1.0);
+        self
+    }
+}
+
+/// The error type of a run: any error, with its message.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Result of a run.
+pub(crate) type RunOutcome = Result<RunResult, BoxError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(ack_batch: u64) -> Params {
+        Params {
+            messages: 10,
+            size: 64,
+            window: 10,
+            prefetch: 10,
+            ack_batch,
+            rate: 1000,
+            latency_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn acks_singly_or_in_batches_ending_with_the_last() {
+        assert!((1..=10).all(|n| params(1).ack_now(n, 10) == Some(false)));
+        let batched: Vec<u64> = (1..=10)
+            .filter(|&n| params(4).ack_now(n, 10) == Some(true))
+            .collect();
+        assert_eq!(batched, [4, 8, 10]);
+    }
+
+    #[test]
+    fn latency_percentiles_leave_out_the_first_tenth() {
+        // The first tenth (10 000 µs each) is warm-up; the rest 1..=90 µs.
+        let mut nanos = vec![10_000_000; 10];
+        nanos.extend((1..=90).map(|us| us * 1000));
+        let phase = Phase {
+            wall: Duration::from_secs(1),
+            cpu: Duration::ZERO,
+            allocations: 0,
+            alloc_bytes: 0,
+        };
+        let run = RunResult::new("ours", "latency", 100, phase).with_latencies(nanos);
+        assert_eq!(run.latency_p50_us, Some(46.0));
+        assert_eq!(run.latency_p99_us, Some(89.0));
+        assert_eq!(run.latency_max_us, Some(90.0));
+    }
+
+    #[test]
+    fn stamps_round_trip() {
+        let mut body = [0u8; 64];
+        stamp(&mut body);
+        assert!(latency_of(&body) < 1_000_000_000);
+        assert_eq!(latency_of(&[0u8; 4]), 0);
+    }
+}
