@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 
-use amqp_client::amqp_codec::BasicProperties;
 use amqp_client::amqp_codec::table::FieldTable;
+use amqp_client::amqp_codec::{BasicProperties, ShortStr};
 use amqp_client::{
     Channel, Connection, ConsumeOptions, Consumer, PublishConfirm, PublishOptions, QosOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -59,6 +59,8 @@ async fn publish(
 ) -> Result<(), BoxError> {
     let props = persistent();
     let body = Bytes::from(vec![b'x'; params.size]);
+    // The routing key as a `ShortStr` once: passing `&str` would copy it on every publish.
+    let routing_key = ShortStr::try_from(queue)?;
     let mut in_flight = VecDeque::with_capacity(params.window);
     let mut sent = 0;
     while sent < n {
@@ -80,7 +82,7 @@ async fn publish(
                 body.clone()
             };
             let confirm = ch
-                .basic_publish("", queue, PublishOptions::default(), &props, body)
+                .basic_publish("", &routing_key, PublishOptions::default(), &props, body)
                 .await?;
             in_flight.push_back(confirm);
             sent += 1;
