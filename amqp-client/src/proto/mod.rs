@@ -114,23 +114,15 @@ pub(crate) struct Core {
 impl Core {
     /// A connection about to start: the protocol header is queued.
     pub(crate) fn new(config: ConnectionConfig, now: Instant, publish_gate: Arc<Notify>) -> Self {
-        let mut out = Outbound::new();
-        out.push_protocol_header();
-        let initial_max = if config.frame_max == 0 {
-            131_072
-        } else {
-            config.frame_max
-        };
-        let deadline = now + config.connection_timeout;
-        Self {
-            decoder: FrameDecoder::with_frame_max(initial_max),
-            out,
-            frame_max: initial_max,
+        let mut core = Self {
+            decoder: FrameDecoder::with_frame_max(0),
+            out: Outbound::new(),
+            frame_max: 0,
             channel_max: 0,
             heartbeat: None,
             last_recv: now,
             last_send: now,
-            deadline: Some(deadline),
+            deadline: None,
             channels: Vec::new(),
             next_epoch: 1,
             next_id: 1,
@@ -148,7 +140,29 @@ impl Core {
             app_closed: false,
             state_tx: watch::channel(ConnectionState::Connected).0,
             config,
-        }
+        };
+        core.start_transport(now);
+        core
+    }
+
+    /// A new transport begins (the first, or one recovery made): a fresh decoder and
+    /// outbound queue with the protocol header, pre-tune limits, the handshake deadline.
+    fn start_transport(&mut self, now: Instant) {
+        let initial_max = match self.config.frame_max {
+            0 => 131_072,
+            n => n,
+        };
+        self.decoder = FrameDecoder::with_frame_max(initial_max);
+        self.out = Outbound::new();
+        self.out.push_protocol_header();
+        self.frame_max = initial_max;
+        self.channel_max = 0;
+        self.heartbeat = None;
+        self.last_recv = now;
+        self.last_send = now;
+        self.deadline = Some(now + self.config.connection_timeout);
+        self.full_consumers = 0;
+        self.phase = Phase::AwaitStart;
     }
 
     /// Decodes and handles every complete frame in `buf`, leaving a partial one in place.
@@ -478,6 +492,12 @@ impl Core {
             Error::ConnectionClosedByApp => ConnectionState::Closed,
             other => ConnectionState::Failed(other.clone()),
         });
+        self.fail_connection_waiters(err);
+    }
+
+    /// The connection under the channels ended: the `connect` and update-secret calls fail,
+    /// the blocked state is over, waiting publishers re-check.
+    fn fail_connection_waiters(&mut self, err: &Error) {
         if let Some(tx) = self.open_waiter.take() {
             let _ = tx.send(Err(err.clone()));
         }

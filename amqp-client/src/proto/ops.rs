@@ -391,7 +391,7 @@ pub(crate) enum Publish {
 }
 
 /// The channel `id` at opening `epoch`, whatever its state.
-fn channel_at(
+pub(super) fn channel_at(
     channels: &mut [Option<ChannelState>],
     id: u16,
     epoch: u64,

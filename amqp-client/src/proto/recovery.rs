@@ -7,11 +7,11 @@
 
 use std::time::Instant;
 
-use amqp_codec::{FrameDecoder, Method, Outbound, ShortStr};
+use amqp_codec::{Method, ShortStr};
 use tokio::sync::oneshot;
 
 use super::channel::Status;
-use super::ops::usable;
+use super::ops::{channel_at, usable};
 use super::{ChannelState, Core, Phase, ReplyTx, Rpc, Topology};
 use crate::error::Error;
 use crate::recovery::ConnectionState;
@@ -60,20 +60,13 @@ impl Core {
             }
             None => false,
         });
-        if let Some(tx) = self.open_waiter.take() {
-            let _ = tx.send(Err(err.clone()));
-        }
-        if let Some(tx) = self.secret_waiter.take() {
-            let _ = tx.send(Err(err.clone()));
-        }
-        self.blocked = None;
-        self.blocked_tx.send_replace(None);
         if !self.recovering {
             self.recovering = true;
             self.state_tx
                 .send_replace(ConnectionState::Recovering { attempt: 0 });
         }
-        self.publish_gate.notify_waiters();
+        self.blocked_tx.send_replace(None);
+        self.fail_connection_waiters(err);
     }
 
     /// What ended the last connection.
@@ -108,22 +101,8 @@ impl Core {
         }
         self.config.host = host.to_owned();
         self.config.port = port;
-        let initial_max = match self.config.frame_max {
-            0 => 131_072,
-            n => n,
-        };
-        self.decoder = FrameDecoder::with_frame_max(initial_max);
-        self.out = Outbound::new();
-        self.out.push_protocol_header();
-        self.frame_max = initial_max;
-        self.channel_max = 0;
-        self.heartbeat = None;
-        self.last_recv = now;
-        self.last_send = now;
-        self.deadline = Some(now + self.config.connection_timeout);
-        self.full_consumers = 0;
+        self.start_transport(now);
         self.open_waiter = Some(opened);
-        self.phase = Phase::AwaitStart;
         true
     }
 
@@ -175,11 +154,8 @@ impl Core {
     ) -> Result<(), Error> {
         self.replay_gate()?;
         let (out, frame_max) = (&mut self.out, self.frame_max);
-        match self
-            .channels
-            .get_mut(usize::from(id))
-            .and_then(Option::as_mut)
-            .filter(|c| c.epoch == epoch && matches!(c.status, Status::Recovering))
+        match channel_at(&mut self.channels, id, epoch)
+            .filter(|c| matches!(c.status, Status::Recovering))
         {
             Some(chan) => {
                 chan.reopen(reply, out, frame_max);
