@@ -106,20 +106,25 @@ impl Connection {
     /// and opening one while the connection is being recovered waits for it (bounded).
     pub async fn open_channel(&self) -> Result<Channel, Error> {
         let shared = &self.inner.shared;
-        let deadline = shared.recovery_deadline();
-        loop {
-            let (tx, rx) = oneshot::channel();
-            let opened = shared.lock().open_channel(tx);
-            let (id, epoch) = match opened {
-                Err(Error::Recovering) if shared.wait_recovered(deadline).await => continue,
-                other => other?,
+        let mut deadline = None;
+        let ((id, epoch), rx) = loop {
+            let opened = {
+                let mut core = shared.lock();
+                (!core.is_recovering()).then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    core.open_channel(tx).map(|ids| (ids, rx))
+                })
             };
-            shared.wake_driver();
-            let channel = Channel::new(self.inner.clone(), id, epoch);
-            rx.await.unwrap_or(Err(Error::ConnectionLost))?;
-            shared.lock().record_channel(id);
-            return Ok(channel);
-        }
+            match opened {
+                Some(opened) => break opened?,
+                None => shared.wait_out_recovery(&mut deadline).await?,
+            }
+        };
+        shared.wake_driver();
+        let channel = Channel::new(self.inner.clone(), id, epoch);
+        rx.await.unwrap_or(Err(Error::ConnectionLost))?;
+        shared.lock().record_channel(id);
+        Ok(channel)
     }
 
     /// Closes the connection cleanly (connection.close 200, then waits for close-ok). Every

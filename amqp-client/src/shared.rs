@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
+use crate::error::Error;
 use crate::proto::Core;
 use crate::recovery::{ConnectionState, RecoveryEvent};
 
@@ -53,14 +54,23 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    /// When a call that failed with `Error::Recovering` gives up waiting.
-    pub(crate) fn recovery_deadline(&self) -> Instant {
-        Instant::now() + self.recovery_wait
+    /// A call met a connection under recovery: waits for it to end, at most the policy's
+    /// `wait_while_recovering` from the call's first wait (kept in `deadline`). `Ok` to retry
+    /// the call; otherwise the error the call gets (`RecoveryFailed`, or `Recovering` if the
+    /// bound passed first).
+    pub(crate) async fn wait_out_recovery(
+        &self,
+        deadline: &mut Option<Instant>,
+    ) -> Result<(), Error> {
+        let until = *deadline.get_or_insert_with(|| Instant::now() + self.recovery_wait);
+        if self.wait_recovered(until).await {
+            return Ok(());
+        }
+        Err(self.lock().closed_error().unwrap_or(Error::Recovering))
     }
 
-    /// After a call failed with `Error::Recovering`: waits until recovery ends or `deadline`.
-    /// True if the connection is open again (retry the call).
-    pub(crate) async fn wait_recovered(&self, deadline: Instant) -> bool {
+    /// Waits until recovery ends or `deadline`. True if the connection is open again.
+    async fn wait_recovered(&self, deadline: Instant) -> bool {
         let mut state = self.lock().state_tx.subscribe();
         let open = |s: &ConnectionState| {
             matches!(

@@ -94,11 +94,7 @@ impl Channel {
                 }
                 Publish::MustWait(back) => body = back,
                 Publish::Recovering(back) => {
-                    let deadline =
-                        *recovery_deadline.get_or_insert_with(|| shared.recovery_deadline());
-                    if !shared.wait_recovered(deadline).await {
-                        return Err(shared.lock().closed_error().unwrap_or(Error::Recovering));
-                    }
+                    shared.wait_out_recovery(&mut recovery_deadline).await?;
                     body = back;
                     continue;
                 }

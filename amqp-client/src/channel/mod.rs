@@ -107,28 +107,35 @@ impl Channel {
     async fn call(&self, method: Method) -> Result<Reply, Error> {
         let (id, epoch) = self.ids();
         let shared = self.shared();
-        let deadline = shared.recovery_deadline();
-        loop {
-            let (tx, rx) = oneshot::channel();
-            let (kept, sent) = {
+        let mut deadline = None;
+        let mut method = Some(method);
+        let (rx, kept) = loop {
+            let queued = {
                 let mut core = shared.lock();
-                let kept = core.wants_record(&method).then(|| method.clone());
-                (kept, core.request(id, epoch, method.clone(), Some(tx)))
-            };
-            if let Err(Error::Recovering) = sent {
-                if shared.wait_recovered(deadline).await {
-                    continue;
+                match method.take() {
+                    Some(m) if !core.is_recovering() => {
+                        // Only a topology change is copied, to be recorded once accepted.
+                        let kept = core.wants_record(&m).then(|| m.clone());
+                        let (tx, rx) = oneshot::channel();
+                        Some(core.request(id, epoch, m, Some(tx)).map(|()| (rx, kept)))
+                    }
+                    back => {
+                        method = back;
+                        None
+                    }
                 }
-                return Err(shared.lock().closed_error().unwrap_or(Error::Recovering));
+            };
+            match queued {
+                Some(queued) => break queued?,
+                None => shared.wait_out_recovery(&mut deadline).await?,
             }
-            sent?;
-            shared.wake_driver();
-            let reply = rx.await.unwrap_or(Err(Error::ConnectionLost))?;
-            if let Some(request) = kept {
-                shared.lock().record(id, &request, Some(reply.method()));
-            }
-            return Ok(reply);
+        };
+        shared.wake_driver();
+        let reply = rx.await.unwrap_or(Err(Error::ConnectionLost))?;
+        if let Some(request) = kept {
+            shared.lock().record(id, &request, Some(reply.method()));
         }
+        Ok(reply)
     }
 
     /// Sends a request with the no-wait bit (no reply comes), in order with the others.
