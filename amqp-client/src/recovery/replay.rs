@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::RecoveryEvent;
 use crate::error::Error;
-use crate::proto::Reply;
+use crate::proto::{Core, Reply, ReplyTx};
 use crate::shared::Shared;
 
 /// Re-creates the recorded topology. An error means the new connection failed too.
@@ -70,10 +70,10 @@ pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
 
     let channels = shared.lock().suspended_channels();
     for (id, epoch) in channels {
-        let (tx, rx) = oneshot::channel();
-        shared.lock().reopen_channel(id, epoch, tx)?;
-        shared.wake_driver();
-        if !aux.settled(await_reply(rx, timeout).await, format!("channel.open {id}"))? {
+        let ((), reply) = aux
+            .ask(|core, tx| core.reopen_channel(id, epoch, tx))
+            .await?;
+        if !aux.settled(reply, format!("channel.open {id}"))? {
             continue;
         }
         let Some(record) = topology.channels.get(&id) else {
@@ -92,11 +92,11 @@ pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
         steps.extend(record.consumers.iter().cloned().map(Method::BasicConsume));
         for method in steps {
             let what = format!("{} on channel {id}", method.name());
-            let (tx, rx) = oneshot::channel();
-            shared.lock().replay_request(id, epoch, method, tx)?;
-            shared.wake_driver();
+            let ((), reply) = aux
+                .ask(|core, tx| core.replay_request(id, epoch, method, tx))
+                .await?;
             // A refused step closes the channel: its handles see the error; go on.
-            if !aux.settled(await_reply(rx, timeout).await, what)? {
+            if !aux.settled(reply, what)? {
                 break;
             }
         }
@@ -104,7 +104,8 @@ pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Sends recovery's declarations on a channel of its own, reopened after a refusal.
+/// Sends recovery's requests; declarations go on a channel of its own, reopened after a
+/// refusal.
 struct Declarer<'a> {
     /// The connection.
     shared: &'a Arc<Shared>,
@@ -120,18 +121,16 @@ impl Declarer<'_> {
         let (id, epoch) = match self.channel {
             Some(ids) => ids,
             None => {
-                let (tx, rx) = oneshot::channel();
-                let ids = self.shared.lock().open_replay_channel(tx)?;
-                self.shared.wake_driver();
-                await_reply(rx, self.timeout).await?;
+                let (ids, reply) = self.ask(Core::open_replay_channel).await?;
+                reply?;
                 self.channel = Some(ids);
                 ids
             }
         };
-        let (tx, rx) = oneshot::channel();
-        self.shared.lock().replay_request(id, epoch, method, tx)?;
-        self.shared.wake_driver();
-        match await_reply(rx, self.timeout).await {
+        let ((), reply) = self
+            .ask(|core, tx| core.replay_request(id, epoch, method, tx))
+            .await?;
+        match reply {
             Ok(reply) => Ok(Some(reply)),
             Err(err) => {
                 self.settled(Err(err), what)?;
@@ -166,10 +165,10 @@ impl Declarer<'_> {
             class_id: 0,
             method_id: 0,
         });
-        let (tx, rx) = oneshot::channel();
-        self.shared.lock().replay_request(id, epoch, close, tx)?;
-        self.shared.wake_driver();
-        match await_reply(rx, self.timeout).await {
+        let ((), reply) = self
+            .ask(|core, tx| core.replay_request(id, epoch, close, tx))
+            .await?;
+        match reply {
             Ok(_) | Err(Error::ChannelClosedByApp) => Ok(()),
             Err(err) if err.is_channel_error() => Ok(()),
             Err(err) => Err(err),
@@ -177,18 +176,26 @@ impl Declarer<'_> {
     }
 }
 
-/// Waits for a reply of recovery's, bounded: a broker that does not answer within the
-/// connection timeout fails the attempt (recovery is part of connecting).
-async fn await_reply(
-    rx: oneshot::Receiver<Result<Reply, Error>>,
-    timeout: Duration,
-) -> Result<Reply, Error> {
-    match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(_)) => Err(Error::ConnectionLost),
-        Err(_) => Err(Error::ConnectTimeout {
-            address: "the recovered connection".into(),
-            timeout,
-        }),
+impl Declarer<'_> {
+    /// Queues one request of recovery's with `send` (under the lock, past the application's
+    /// gate), wakes the driver and waits for the reply. The outer error: it could not be
+    /// queued. The reply is bounded: a broker that does not answer within the connection
+    /// timeout fails the attempt (recovery is part of connecting).
+    async fn ask<T>(
+        &self,
+        send: impl FnOnce(&mut Core, ReplyTx) -> Result<T, Error>,
+    ) -> Result<(T, Result<Reply, Error>), Error> {
+        let (tx, rx) = oneshot::channel();
+        let queued = send(&mut self.shared.lock(), tx)?;
+        self.shared.wake_driver();
+        let reply = match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(Error::ConnectionLost),
+            Err(_) => Err(Error::ConnectTimeout {
+                address: "the recovered connection".into(),
+                timeout: self.timeout,
+            }),
+        };
+        Ok((queued, reply))
     }
 }
