@@ -201,23 +201,34 @@ pub(crate) async fn rabbitmqctl(args: &[&str]) -> String {
 /// `client_properties`). Retries briefly: a connection is listed once it is fully open.
 pub(crate) async fn connection_pid(name: &str) -> String {
     for _ in 0..20 {
-        let listing = rabbitmqctl(&[
-            "list_connections",
-            "--quiet",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .await;
-        let needle = format!("\"{name}\"");
-        if let Some(line) = listing.lines().find(|l| l.contains(&needle)) {
-            let pid = line.split('\t').next().unwrap_or_default().trim();
-            assert!(pid.starts_with('<'), "unexpected listing line: {line}");
-            return pid.to_owned();
+        if let Some(pid) = connection_pids(name).await.into_iter().next() {
+            return pid;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("no connection named {name} in rabbitmqctl list_connections");
+}
+
+/// The broker-side pids of every connection named `name` now (none if it is not listed yet).
+pub(crate) async fn connection_pids(name: &str) -> Vec<String> {
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "--quiet",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ])
+    .await;
+    let needle = format!("\"{name}\"");
+    listing
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(|line| {
+            let pid = line.split('\t').next().unwrap_or_default().trim();
+            assert!(pid.starts_with('<'), "unexpected listing line: {line}");
+            pid.to_owned()
+        })
+        .collect()
 }
 
 /// Publishes in confirm mode and returns the broker's answer (the channel must be in confirm

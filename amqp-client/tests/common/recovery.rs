@@ -7,7 +7,7 @@ use amqp_client::amqp_codec::BasicProperties;
 use amqp_client::{Channel, ConnectionConfig, PublishOptions, RecoveryEvent, RecoveryPolicy};
 use tokio::sync::broadcast;
 
-use super::{config, rabbitmqctl};
+use super::{config, connection_pids};
 
 /// Recovery that retries fast, so tests spend their time on traffic, not on sleeping.
 pub(crate) fn quick_policy() -> RecoveryPolicy {
@@ -27,20 +27,7 @@ pub(crate) fn recovering_config(name: &str) -> ConnectionConfig {
 
 /// Force-closes every broker connection named `name` (320 CONNECTION_FORCED).
 pub(crate) async fn kill_connection(name: &str) -> usize {
-    let listing = rabbitmqctl(&[
-        "list_connections",
-        "--quiet",
-        "--no-table-headers",
-        "pid",
-        "client_properties",
-    ])
-    .await;
-    let needle = format!("\"{name}\"");
-    let pids: Vec<String> = listing
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .filter_map(|l| l.split('\t').next().map(|p| p.trim().to_owned()))
-        .collect();
+    let pids = connection_pids(name).await;
     for pid in &pids {
         // The connection may be gone already (closing): that is fine.
         let _ = std::process::Command::new("rabbitmqctl")
