@@ -9,8 +9,8 @@ use std::time::Duration;
 use amqp_client::amqp_codec::ReplyCode;
 use amqp_client::{ConsumeOptions, Error};
 use common::{
-    Cleanup, LIMIT, assert_channel_closed, bodies, connect, fill, next, no_args, plain, quiet,
-    ready_count, within,
+    Cleanup, LIMIT, assert_channel_closed, bodies, connect, drain, fill, next, no_args, plain,
+    quiet, ready_count, within,
 };
 
 #[tokio::test]
@@ -193,6 +193,57 @@ async fn a_consumer_sees_its_channel_closed_by_the_broker() {
         assert!(consumer.recv().await.is_none());
         let ch = conn.open_channel().await.unwrap();
         ch.queue_delete(&q, Default::default()).await.unwrap();
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+/// Acks of consecutive deliveries go out as multiple acks (see `Unsettled` in the core); this
+/// checks with the broker that they never settle more than the application did. 500 messages:
+/// two held unsettled, one nacked back to the queue, the last hundred acked in reverse order,
+/// everything else acked in order. Closing the channel then requeues exactly the two held.
+#[tokio::test]
+async fn coalesced_acks_settle_exactly_what_the_application_settled() {
+    let mut names = Cleanup::new();
+    within(LIMIT, async {
+        let conn = connect().await;
+        let q = names.queue("q-coalesce");
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        fill(&conn, &q, &bodies("c", 500)).await;
+        let consume_ch = conn.open_channel().await.unwrap();
+        let mut consumer = consume_ch
+            .basic_consume(&q, ConsumeOptions::default(), no_args())
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        let mut tail = Vec::new();
+        for i in 0..500 {
+            let d = next(&mut consumer).await;
+            assert_eq!(d.body, format!("c{i}"));
+            match i {
+                100 | 300 => held.push(d),
+                200 => d.nack(false).unwrap(),
+                400.. => tail.push(d),
+                _ => d.ack().unwrap(),
+            }
+        }
+        for d in tail.iter().rev() {
+            d.ack().unwrap();
+        }
+        // A round trip on the channel after the acks: the broker took them all without
+        // closing it (an ack of a tag it no longer knows would have).
+        consume_ch.basic_qos(0, Default::default()).await.unwrap();
+        assert_eq!(ready_count(&ch, &q).await, 0, "the nacked one was dropped");
+        consume_ch.close().await.unwrap();
+        drop(held);
+        drop(consumer);
+        let back = drain(&ch, &q).await;
+        assert_eq!(
+            back,
+            ["c100", "c300"],
+            "exactly the held deliveries came back"
+        );
         conn.close().await.unwrap();
     })
     .await;

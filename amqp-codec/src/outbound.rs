@@ -43,7 +43,27 @@ pub struct Outbound {
     chunks: VecDeque<Bytes>,
     /// Total length of `chunks`, so `remaining` does not walk them.
     chunked_len: usize,
+    /// The frame queued last, if it is a basic.ack still in `buf`: what
+    /// [`extend_ack`](Self::extend_ack) may rewrite. Any other frame queued, and any byte
+    /// taken, clears it.
+    last_ack: Option<LastAck>,
 }
+
+/// Where the basic.ack queued last sits in [`Outbound::buf`].
+#[derive(Debug, Clone, Copy)]
+struct LastAck {
+    /// Its channel.
+    channel: u16,
+    /// Its delivery tag.
+    delivery_tag: u64,
+    /// Offset of its frame header in `buf`.
+    offset: usize,
+}
+
+/// A basic.ack frame: header, class and method ids, delivery tag, the `multiple` bit, frame-end.
+const ACK_FRAME_LEN: usize = FRAME_HEADER_SIZE + 4 + 8 + 1 + 1;
+/// Offset of the delivery tag in a basic.ack frame.
+const ACK_TAG_AT: usize = FRAME_HEADER_SIZE + 4;
 
 impl Outbound {
     /// An empty queue.
@@ -66,11 +86,13 @@ impl Outbound {
 
     /// Queues the protocol header for AMQP 0-9-1.
     pub fn push_protocol_header(&mut self) {
+        self.last_ack = None;
         ProtocolHeader::AMQP_0_9_1.encode(&mut self.buf);
     }
 
     /// Queues a heartbeat frame.
     pub fn push_heartbeat(&mut self) {
+        self.last_ack = None;
         self.frame_header(FrameType::HEARTBEAT, 0, 0);
         self.buf.extend_from_slice(&[FRAME_END]);
     }
@@ -88,8 +110,57 @@ impl Outbound {
         Ok(())
     }
 
+    /// Queues basic.ack on `channel`, a frame [`extend_ack`](Self::extend_ack) may later
+    /// rewrite while it is the last one queued.
+    pub fn push_ack(&mut self, channel: u16, delivery_tag: u64, multiple: bool) {
+        self.room(ACK_FRAME_LEN);
+        let offset = self.buf.len();
+        let mut frame = [0; ACK_FRAME_LEN];
+        frame[..FRAME_HEADER_SIZE].copy_from_slice(&frame_header(
+            FrameType::METHOD,
+            channel,
+            ACK_FRAME_LEN - FRAME_OVERHEAD,
+        ));
+        frame[7..9].copy_from_slice(&ClassId::BASIC.0.to_be_bytes());
+        frame[9..11].copy_from_slice(&BASIC_ACK_METHOD_ID.to_be_bytes());
+        frame[ACK_TAG_AT..ACK_TAG_AT + 8].copy_from_slice(&delivery_tag.to_be_bytes());
+        frame[ACK_TAG_AT + 8] = u8::from(multiple);
+        frame[ACK_FRAME_LEN - 1] = FRAME_END;
+        self.buf.extend_from_slice(&frame);
+        self.last_ack = Some(LastAck {
+            channel,
+            delivery_tag,
+            offset,
+        });
+    }
+
+    /// Turns the frame queued last, if it is a basic.ack on `channel` for a tag below
+    /// `delivery_tag` and has not been taken yet, into basic.ack(`delivery_tag`, multiple).
+    /// Returns false (and changes nothing) otherwise.
+    ///
+    /// This is how acks of consecutive deliveries coalesce: the caller knows what the broker
+    /// does not, that every delivery up to `delivery_tag` has been settled by this frame or an
+    /// earlier one, so one multiple ack says what the single acks would have said. Only the last
+    /// frame can be rewritten, so no other frame for the channel ever moves past it.
+    pub fn extend_ack(&mut self, channel: u16, delivery_tag: u64) -> bool {
+        let Some(last) = &mut self.last_ack else {
+            return false;
+        };
+        if last.channel != channel || last.delivery_tag >= delivery_tag {
+            return false;
+        }
+        let Some(frame) = self.buf.get_mut(last.offset..last.offset + ACK_FRAME_LEN) else {
+            return false;
+        };
+        frame[ACK_TAG_AT..ACK_TAG_AT + 8].copy_from_slice(&delivery_tag.to_be_bytes());
+        frame[ACK_TAG_AT + 8] = 1;
+        last.delivery_tag = delivery_tag;
+        true
+    }
+
     /// Queues any frame; a body frame's bytes are chained, not copied.
     pub fn push_frame(&mut self, frame: &Frame, frame_max: u32) -> Result<(), EncodeError> {
+        self.last_ack = None;
         match frame {
             Frame::Method { channel, method } => self.push_method(*channel, method, frame_max),
             Frame::Body { channel, body } => {
@@ -124,6 +195,7 @@ impl Outbound {
         body: Bytes,
         frame_max: u32,
     ) -> Result<(), EncodeError> {
+        self.last_ack = None;
         if !method.has_content() {
             return Err(EncodeError::NoContent {
                 name: method.name(),
@@ -191,6 +263,7 @@ impl Outbound {
     }
 
     fn put_method(&mut self, channel: u16, method: &Method, len: usize) {
+        self.last_ack = None;
         self.room(len + FRAME_OVERHEAD);
         self.put_method_head(channel, method, len);
         method.write_args(&mut BufSink::new(&mut self.buf));
@@ -229,6 +302,9 @@ impl Outbound {
         }
     }
 }
+
+/// basic.ack's method id (class basic, 60).
+const BASIC_ACK_METHOD_ID: u16 = 80;
 
 /// Smallest growth of the encode buffer (see [`Outbound::room`]).
 const MIN_BLOCK: usize = 8 * 1024;
@@ -285,6 +361,10 @@ impl Buf for Outbound {
     }
 
     fn advance(&mut self, mut cnt: usize) {
+        if cnt > 0 {
+            // Offsets into `buf` move, and the frame may be on its way to the socket.
+            self.last_ack = None;
+        }
         while cnt > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 self.buf.advance(cnt);

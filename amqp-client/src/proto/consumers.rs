@@ -35,16 +35,25 @@ pub(crate) struct ConsumerSlot {
     /// Set when the consumer ended: the stream yields what is buffered, then this (if an
     /// error), then ends.
     end: Option<Option<Error>>,
+    /// Whether the broker considers its deliveries acknowledged on sending (no-ack): then
+    /// they wait for no settlement.
+    no_ack: bool,
 }
 
 impl ConsumerSlot {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, no_ack: bool) -> Self {
         Self {
             queue: VecDeque::new(),
             capacity: capacity.max(1),
             waker: None,
             end: None,
+            no_ack,
         }
+    }
+
+    /// True for a no-ack consumer.
+    pub(crate) fn no_ack(&self) -> bool {
+        self.no_ack
     }
 
     /// Buffers a delivery. Returns true when the buffer is now full.

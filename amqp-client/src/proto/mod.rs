@@ -13,6 +13,7 @@ mod handshake;
 mod ops;
 mod recovery;
 mod topology;
+mod unsettled;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -535,6 +536,8 @@ pub(crate) fn truncate_short(text: &str) -> ShortStr {
     ShortStr::try_from(&text[..end]).unwrap_or_default()
 }
 
+#[cfg(test)]
+mod ack_tests;
 #[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::confirms::ReturnKey;
+use super::unsettled::Settled;
 use super::{ChannelState, Core, Phase, RawDelivery, ReplyTx, Rpc};
 use crate::error::Error;
 use crate::message::{Confirmation, ReturnedMessage};
@@ -181,6 +182,10 @@ impl Core {
     /// Sends an ack, nack or reject for a delivery of opening `epoch` of channel `id`, received
     /// in the channel's `generation` (a delivery from before a recovery is refused: its tag
     /// could name another message now).
+    ///
+    /// An ack that leaves every delivery up to its tag settled is merged into the ack queued
+    /// just before it, if there is one on this channel: a run of acks in delivery order goes
+    /// out as one multiple ack (see `Unsettled`).
     pub(crate) fn settle(
         &mut self,
         id: u16,
@@ -189,11 +194,28 @@ impl Core {
         delivery_tag: u64,
         method: &Method,
     ) -> Result<(), Error> {
-        match self.usable_channel(id, epoch) {
-            Ok(chan) if chan.generation == generation => {}
+        let chan = match self.usable_channel(id, epoch) {
+            Ok(chan) if chan.generation == generation => chan,
             _ => return Err(Error::StaleDelivery { delivery_tag }),
+        };
+        match method {
+            Method::BasicAck(ack) => match chan.unsettled.settle(ack.delivery_tag, ack.multiple) {
+                Settled::Through if self.out.extend_ack(id, ack.delivery_tag) => {}
+                Settled::Through | Settled::Gap => {
+                    self.out.push_ack(id, ack.delivery_tag, ack.multiple);
+                }
+                // Not extendable: the broker must see it as sent.
+                Settled::Unknown => self.out.push_method(id, method, self.frame_max)?,
+            },
+            Method::BasicNack(nack) => {
+                chan.unsettled.settle(nack.delivery_tag, nack.multiple);
+                self.out.push_method(id, method, self.frame_max)?;
+            }
+            _ => {
+                chan.unsettled.settle(delivery_tag, false);
+                self.out.push_method(id, method, self.frame_max)?;
+            }
         }
-        self.out.push_method(id, method, self.frame_max)?;
         Ok(())
     }
 

@@ -3,6 +3,9 @@
 //! ```sh
 //! cargo run --release -p amqp-benches --example clients -- --messages 100000 --rounds 3
 //! cargo run --release -p amqp-benches --example clients -- --flat-memory 1000000
+//! # one measured run by hand, e.g. under a profiler (`consume` needs the queue filled first):
+//! target/release/examples/clients --fill q1 --messages 20000
+//! target/release/examples/clients --child ours consume --queue q1 --messages 20000
 //! ```
 //!
 //! Workloads (the same definitions for every client, so they compare):
@@ -170,6 +173,10 @@ struct Args {
     /// Internal: the queue of a child run.
     #[arg(long, hide = true)]
     queue: Option<String>,
+    /// Pre-fills this durable queue with `--messages` confirmed messages and exits: the input
+    /// of a `--child CLIENT consume --queue QUEUE` run started by hand, e.g. under a profiler.
+    #[arg(long, value_name = "QUEUE")]
+    fill: Option<String>,
     /// Internal: the round of a child run.
     #[arg(long, hide = true, default_value_t = 0)]
     round: u32,
@@ -388,10 +395,18 @@ fn flat_memory(args: &Args, total: u64) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `--fill QUEUE`: fills the queue for a consume run started by hand.
+fn fill_only(args: &Args, queue: &str) -> Result<(), BoxError> {
+    let url = amqp_test_support::broker_url();
+    runtime(RuntimeKind::Current)?.block_on(ours::fill(&url, queue, &args.params()))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let outcome = if let Some(names) = &args.child {
         child(&args, names)
+    } else if let Some(queue) = &args.fill {
+        fill_only(&args, queue)
     } else if let Some(total) = args.flat_memory {
         flat_memory(&args, total)
     } else {

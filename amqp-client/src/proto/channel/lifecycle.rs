@@ -29,6 +29,7 @@ impl ChannelState {
         if !no_ack {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             while let (std::task::Poll::Ready(Some(Ok(d))), _) = slot.poll_next(&mut cx) {
+                self.unsettled.settle(d.delivery_tag, false);
                 let reject = Method::BasicReject(BasicReject {
                     delivery_tag: d.delivery_tag,
                     requeue: true,
@@ -134,6 +135,7 @@ impl ChannelState {
             !slot.is_ended()
         });
         self.generation += 1;
+        self.unsettled.reset();
         self.status = Status::Recovering;
     }
 

@@ -17,6 +17,7 @@ mod lifecycle;
 
 use super::confirms::Confirms;
 use super::consumers::{ConsumerSlot, RawDelivery};
+use super::unsettled::Unsettled;
 use crate::config::Limits;
 use crate::error::{CloseReason, Error};
 use crate::message::ReturnedMessage;
@@ -113,6 +114,9 @@ pub(crate) struct ChannelState {
     in_flight: bool,
     /// Consumers by tag.
     pub(crate) consumers: HashMap<Bytes, ConsumerSlot>,
+    /// Deliveries waiting for the application's ack, nack or reject: what lets consecutive
+    /// acks go out as one multiple ack.
+    pub(crate) unsettled: Unsettled,
     /// Consumers the application dropped: their deliveries are handed back (rejected with
     /// requeue) until the cancel completes. Maps tag to `no_ack`.
     detached: HashMap<Bytes, bool>,
@@ -139,6 +143,7 @@ impl ChannelState {
             rpcs: VecDeque::new(),
             in_flight: false,
             consumers: HashMap::new(),
+            unsettled: Unsettled::default(),
             detached: HashMap::new(),
             confirms: None,
             returns: VecDeque::new(),
@@ -209,10 +214,10 @@ impl ChannelState {
             }
             Method::BasicConsume(m) if m.nowait => {
                 let tag = m.consumer_tag.clone().into_bytes();
-                let capacity = self.consumer_capacity;
+                let (capacity, no_ack) = (self.consumer_capacity, m.no_ack);
                 self.consumers
                     .entry(tag)
-                    .or_insert_with(|| ConsumerSlot::new(capacity));
+                    .or_insert_with(|| ConsumerSlot::new(capacity, no_ack));
             }
             _ => {}
         }
@@ -327,6 +332,7 @@ impl ChannelState {
                 if let Some(slot) = self.consumers.get_mut(tag)
                     && !slot.is_ended()
                 {
+                    self.unsettled.delivered(d.delivery_tag, !slot.no_ack());
                     let full = slot.push(RawDelivery {
                         delivery_tag: d.delivery_tag,
                         redelivered: d.redelivered,
@@ -343,6 +349,8 @@ impl ChannelState {
                         Effect::None
                     });
                 }
+                // Settled here and now (or no-ack), so it holds up no coalescing.
+                self.unsettled.delivered(d.delivery_tag, false);
                 if let Some(&no_ack) = self.detached.get(tag) {
                     if !no_ack {
                         let reject = Method::BasicReject(BasicReject {
@@ -353,6 +361,9 @@ impl ChannelState {
                     }
                     return Ok(Effect::None);
                 }
+                // Perhaps unacknowledged at the broker, and never seen by the application: no
+                // multiple ack may cover it.
+                self.unsettled.give_up();
                 tracing::warn!(channel = self.id, consumer_tag = %d.consumer_tag, "delivery for an unknown consumer dropped");
                 Ok(Effect::None)
             }
@@ -431,13 +442,16 @@ impl ChannelState {
         };
         match (&expected.method, method) {
             (Method::ChannelOpen(_), _) => self.status = Status::Open,
-            (Method::BasicConsume(_), Method::BasicConsumeOk(ok)) => {
+            (Method::BasicConsume(m), Method::BasicConsumeOk(ok)) => {
                 // A recovered consumer keeps its slot (and the stream's waker).
                 let tag = ok.consumer_tag.clone().into_bytes();
-                let capacity = self.consumer_capacity;
+                let (capacity, no_ack) = (self.consumer_capacity, m.no_ack);
                 self.consumers
                     .entry(tag)
-                    .or_insert_with(|| ConsumerSlot::new(capacity));
+                    .or_insert_with(|| ConsumerSlot::new(capacity, no_ack));
+            }
+            (Method::BasicGet(get), Method::BasicGetOk(ok)) => {
+                self.unsettled.delivered(ok.delivery_tag, !get.no_ack);
             }
             (Method::BasicCancel(_), Method::BasicCancelOk(ok)) => {
                 let tag = ok.consumer_tag.as_bytes();
