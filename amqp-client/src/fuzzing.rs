@@ -23,7 +23,7 @@ use crate::config::{ConnectionConfig, Limits};
 use crate::proto::Core;
 
 /// Feeds one broker method to the core.
-fn feed(core: &mut Core, channel: u16, method: &Method, now: Instant) {
+pub(crate) fn feed(core: &mut Core, channel: u16, method: &Method, now: Instant) {
     let mut out = Outbound::new();
     if out.push_method(channel, method, 0).is_ok() {
         let mut buf = BytesMut::from(&out.copy_to_bytes(out.remaining())[..]);
@@ -32,7 +32,7 @@ fn feed(core: &mut Core, channel: u16, method: &Method, now: Instant) {
 }
 
 /// The broker's side of the handshake, up to open-ok.
-fn handshake(core: &mut Core, now: Instant) {
+pub(crate) fn handshake(core: &mut Core, now: Instant) {
     let start = Method::ConnectionStart(ConnectionStart {
         version_major: 0,
         version_minor: 9,

@@ -55,6 +55,8 @@ pub mod fuzzing;
 mod message;
 mod names;
 mod options;
+#[doc(hidden)]
+pub mod profiling;
 mod proto;
 mod recovery;
 mod shared;

@@ -141,9 +141,12 @@ pub(crate) fn settle(
     let generation = generation
         .or_else(|| core.generation(channel, epoch))
         .unwrap_or_default();
+    let driver_idle = !core.has_queued_output();
     core.settle(channel, epoch, generation, delivery_tag, method)?;
     drop(core);
-    shared.wake_driver();
+    if driver_idle {
+        shared.wake_driver();
+    }
     Ok(())
 }
 

@@ -190,3 +190,95 @@ async fn channels_work_from_spawned_tasks() {
     })
     .await;
 }
+
+/// Publishers and a consumer on different worker threads, flat out: the driver is woken only
+/// when a frame goes into an empty queue (see `Core::has_queued_output`), so a lost wake-up
+/// would leave a publish or an ack unsent and this test hanging. Every publish must be
+/// confirmed and every message consumed and acked (the queue left empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_and_acks_lose_no_wake_up() {
+    const TASKS: usize = 4;
+    const EACH: usize = 2000;
+    within(LIMIT, async {
+        let conn = Connection::connect(&broker_url()).await.unwrap();
+        let setup = conn.open_channel().await.unwrap();
+        let q = setup
+            .queue_declare(
+                "",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                no_args(),
+            )
+            .await
+            .unwrap()
+            .name;
+        let consumer_ch = conn.open_channel().await.unwrap();
+        consumer_ch
+            .basic_qos(100, Default::default())
+            .await
+            .unwrap();
+        let mut consumer = consumer_ch
+            .basic_consume(&q, Default::default(), no_args())
+            .await
+            .unwrap();
+        let consuming = tokio::spawn(async move {
+            for _ in 0..TASKS * EACH {
+                let d = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                    .await
+                    .expect("a delivery within 10 s")
+                    .expect("consumer open")
+                    .expect("no error");
+                d.ack().unwrap();
+            }
+            consumer
+        });
+        let mut publishers = tokio::task::JoinSet::new();
+        for task in 0..TASKS {
+            let (conn, q) = (conn.clone(), q.clone());
+            publishers.spawn(async move {
+                let ch = conn.open_channel().await.unwrap();
+                ch.confirm_select().await.unwrap();
+                let mut confirms = Vec::with_capacity(EACH);
+                for i in 0..EACH {
+                    let confirm = ch
+                        .basic_publish(
+                            "",
+                            q.as_str(),
+                            PublishOptions::default(),
+                            &BasicProperties::default(),
+                            format!("{task}-{i}"),
+                        )
+                        .await
+                        .unwrap();
+                    confirms.push(confirm);
+                }
+                for confirm in confirms {
+                    assert!(confirm.await.unwrap().is_ack());
+                }
+                ch.close().await.unwrap();
+            });
+        }
+        publishers.join_all().await;
+        let consumer = consuming.await.unwrap();
+        consumer.cancel().await.unwrap();
+        // A round trip after the acks on their channel, then nothing is left unacked: closing
+        // the consumer's channel requeues nothing.
+        consumer_ch.close().await.unwrap();
+        let left = setup
+            .queue_declare(
+                &q,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                no_args(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(left.message_count, 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}

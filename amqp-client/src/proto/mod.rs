@@ -242,6 +242,16 @@ impl Core {
         }
     }
 
+    /// True when frames are queued that the driver has not taken yet. Then a wake-up of the
+    /// driver is already pending, or it is awake and takes them before it waits again: it
+    /// takes the whole queue under the lock at the top of every turn, and only waits with
+    /// nothing to write after finding the queue empty. So only a frame queued into an empty
+    /// queue needs to wake it, which spares a cross-thread wake-up per publish or ack on a
+    /// multi-threaded runtime.
+    pub(crate) fn has_queued_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Moves queued output into `into` (the driver's write buffer) if that one is drained.
     /// Returns true if there is anything to write.
     pub(crate) fn take_output(&mut self, into: &mut Outbound, now: Instant) -> bool {
@@ -283,6 +293,7 @@ impl Core {
         }
     }
 
+    #[inline(always)]
     fn handle_frame(&mut self, frame: Frame, now: Instant) {
         let channel = frame.channel();
         match frame {
@@ -308,6 +319,7 @@ impl Core {
         }
     }
 
+    #[inline(always)]
     fn handle_channel_frame(&mut self, id: u16, frame: Frame, now: Instant) {
         if !matches!(self.phase, Phase::Open | Phase::Closing(_)) {
             let msg = format!("frame on channel {id} before the connection is open");

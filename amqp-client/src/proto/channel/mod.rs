@@ -4,13 +4,14 @@
 //! Everything here is synchronous and driven by the connection core: methods in, frames out
 //! (into the connection's [`Outbound`]), waiters woken.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use amqp_codec::methods::{
     BasicCancelOk, BasicReject, ChannelClose, ChannelCloseOk, ChannelFlowOk,
 };
 use amqp_codec::{Content, ContentAssembler, Method, Outbound, ReplyCode};
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 mod lifecycle;
@@ -112,14 +113,16 @@ pub(crate) struct ChannelState {
     rpcs: VecDeque<Rpc>,
     /// True while the front request waits for its reply.
     in_flight: bool,
-    /// Consumers by tag.
-    pub(crate) consumers: HashMap<Bytes, ConsumerSlot>,
+    /// Consumers by tag. Looked up twice per delivery (on arrival and when the stream takes
+    /// it), so with Fx hashing: SipHash cost more than the rest of the lookup. The tags are
+    /// the application's or the broker's, not a stranger's, so hash flooding is no concern.
+    pub(crate) consumers: FxHashMap<Bytes, ConsumerSlot>,
     /// Deliveries waiting for the application's ack, nack or reject: what lets consecutive
     /// acks go out as one multiple ack.
     pub(crate) unsettled: Unsettled,
     /// Consumers the application dropped: their deliveries are handed back (rejected with
     /// requeue) until the cancel completes. Maps tag to `no_ack`.
-    detached: HashMap<Bytes, bool>,
+    detached: FxHashMap<Bytes, bool>,
     /// Publisher confirms, once confirm.select was sent.
     pub(crate) confirms: Option<Confirms>,
     /// Returned messages waiting for their confirm (confirm mode) or for the application.
@@ -142,9 +145,9 @@ impl ChannelState {
             assembler: ContentAssembler::new(limits.max_message_size),
             rpcs: VecDeque::new(),
             in_flight: false,
-            consumers: HashMap::new(),
+            consumers: FxHashMap::default(),
             unsettled: Unsettled::default(),
-            detached: HashMap::new(),
+            detached: FxHashMap::default(),
             confirms: None,
             returns: VecDeque::new(),
             max_returns: limits.max_pending_returns,

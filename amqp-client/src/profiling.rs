@@ -1,0 +1,252 @@
+//! Deterministic loops over the sans-IO connection core, for counting instructions per message
+//! with callgrind (`benches/examples/core_loop.rs`, `benches/callgrind-core`). Not part of the
+//! public API: hidden from the docs and free to change.
+//!
+//! The live benchmark (`benches/examples/clients`) measures the whole client against a broker,
+//! where the kernel and the broker's timing move the numbers from run to run. These loops take
+//! the socket, the runtime and the broker out: the broker's bytes are encoded up front, and what
+//! is counted is the core's own work per message, the same from one run to the next. Locking,
+//! task wake-ups and system calls are not in them.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use amqp_codec::methods::{
+    BasicAck, BasicConsume, BasicConsumeOk, BasicDeliver, BasicPublish, ChannelOpenOk,
+    ConfirmSelect, ConfirmSelectOk,
+};
+use amqp_codec::{BasicProperties, Method, Outbound, ShortStr};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::{Notify, oneshot};
+
+use crate::config::ConnectionConfig;
+use crate::fuzzing::{feed, handshake};
+use crate::proto::{Core, Publish};
+
+/// A core after the handshake, with channel 1 open.
+struct OpenCore {
+    core: Core,
+    id: u16,
+    epoch: u64,
+    now: Instant,
+    /// Where the core's output goes, drained as a driver would.
+    sink: Outbound,
+}
+
+impl OpenCore {
+    fn new() -> Self {
+        let now = Instant::now();
+        let mut core = Core::new(ConnectionConfig::default(), now, Arc::new(Notify::new()));
+        handshake(&mut core, now);
+        let (tx, _rx) = oneshot::channel();
+        let (id, epoch) = core
+            .open_channel(tx)
+            .unwrap_or_else(|e| panic!("opening a channel on a fresh core: {e}"));
+        feed(
+            &mut core,
+            id,
+            &Method::ChannelOpenOk(ChannelOpenOk::default()),
+            now,
+        );
+        let mut this = Self {
+            core,
+            id,
+            epoch,
+            now,
+            sink: Outbound::new(),
+        };
+        this.drain();
+        this
+    }
+
+    /// Sends `request` and feeds the broker's `reply`.
+    fn call(&mut self, request: Method, reply: &Method) {
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.core.request(self.id, self.epoch, request, Some(tx));
+        feed(&mut self.core, self.id, reply, self.now);
+        self.drain();
+    }
+
+    /// Takes and discards what the core queued. Returns the bytes written.
+    fn drain(&mut self) -> usize {
+        let mut written = 0;
+        while self.core.take_output(&mut self.sink, self.now) {
+            written += self.sink.remaining();
+            self.sink.advance(self.sink.remaining());
+        }
+        written
+    }
+}
+
+/// A consumer with manual acks: batches of deliveries in, each one taken as the `Consumer`
+/// stream takes it and acked singly, the acks written out.
+pub struct ConsumeLoop {
+    open: OpenCore,
+    tag: ShortStr,
+    /// The next delivery tag the "broker" gives.
+    next_tag: u64,
+    /// The body every delivery carries.
+    body: Bytes,
+}
+
+impl ConsumeLoop {
+    /// A core with a manual-ack consumer whose deliveries carry `body_len`-byte bodies.
+    pub fn new(body_len: usize) -> Self {
+        let mut open = OpenCore::new();
+        let tag = ShortStr::from_static("amq.ctag-profiling-consumer-000001");
+        open.call(
+            Method::BasicConsume(BasicConsume {
+                queue: ShortStr::from_static("profiling"),
+                consumer_tag: tag.clone(),
+                ..Default::default()
+            }),
+            &Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: tag.clone(),
+            }),
+        );
+        Self {
+            open,
+            tag,
+            next_tag: 1,
+            body: Bytes::from(vec![b'x'; body_len]),
+        }
+    }
+
+    /// The broker's bytes for the next `n` deliveries (persistent, routed by the default
+    /// exchange), tags following the previous batch's.
+    pub fn batch(&mut self, n: usize) -> BytesMut {
+        let props = BasicProperties::builder().with_delivery_mode(2).build();
+        let mut out = Outbound::new();
+        for _ in 0..n {
+            let deliver = Method::BasicDeliver(BasicDeliver {
+                consumer_tag: self.tag.clone(),
+                delivery_tag: self.next_tag,
+                redelivered: false,
+                exchange: ShortStr::default(),
+                routing_key: ShortStr::from_static("profiling-queue"),
+            });
+            self.next_tag += 1;
+            let pushed = out.push_content(self.open.id, &deliver, &props, self.body.clone(), 0);
+            debug_assert!(pushed.is_ok());
+        }
+        let mut wire = BytesMut::with_capacity(out.remaining());
+        while out.has_remaining() {
+            let chunk = out.chunk();
+            wire.extend_from_slice(chunk);
+            let n = chunk.len();
+            out.advance(n);
+        }
+        wire
+    }
+
+    /// Feeds `batch`, takes every delivery and acks each singly, then writes the acks out.
+    /// Returns the deliveries handled.
+    pub fn run(&mut self, batch: &mut BytesMut) -> usize {
+        let OpenCore {
+            core,
+            id,
+            epoch,
+            now,
+            ..
+        } = &mut self.open;
+        core.handle_input(batch, *now);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut handled = 0;
+        while let (Poll::Ready(Some(Ok(delivery))), _) =
+            core.poll_delivery(*id, *epoch, &self.tag, &mut cx)
+        {
+            let ack = Method::BasicAck(BasicAck {
+                delivery_tag: delivery.delivery_tag,
+                multiple: false,
+            });
+            let settled = core.settle(
+                *id,
+                *epoch,
+                delivery.generation,
+                delivery.delivery_tag,
+                &ack,
+            );
+            debug_assert!(settled.is_ok());
+            handled += 1;
+        }
+        self.open.drain();
+        handled
+    }
+}
+
+/// A publisher in confirm mode: a batch of persistent publishes, then the broker's multiple
+/// ack for all of them, and every confirm collected.
+pub struct PublishLoop {
+    open: OpenCore,
+    /// Sequence number of the next publish.
+    next_seq: u64,
+    body: Bytes,
+    routing_key: ShortStr,
+    props: BasicProperties,
+}
+
+impl PublishLoop {
+    /// A core with a channel in confirm mode publishing `body_len`-byte bodies.
+    pub fn new(body_len: usize) -> Self {
+        let mut open = OpenCore::new();
+        open.call(
+            Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+            &Method::ConfirmSelectOk(ConfirmSelectOk {}),
+        );
+        Self {
+            open,
+            next_seq: 1,
+            body: Bytes::from(vec![b'x'; body_len]),
+            routing_key: ShortStr::from_static("profiling-queue"),
+            props: BasicProperties::builder().with_delivery_mode(2).build(),
+        }
+    }
+
+    /// The broker's bytes confirming the next `n` publishes with one multiple ack, as RabbitMQ
+    /// does for a burst.
+    pub fn confirms(&self, n: usize) -> BytesMut {
+        let mut out = Outbound::new();
+        out.push_ack(self.open.id, self.next_seq + n as u64 - 1, true);
+        out.copy_to_bytes(out.remaining()).into()
+    }
+
+    /// Publishes `n` messages, writes them out, feeds `confirms` (from
+    /// [`confirms`](Self::confirms)`(n)`) and collects every confirm. Returns the publishes
+    /// confirmed.
+    pub fn run(&mut self, n: usize, confirms: &mut BytesMut) -> usize {
+        let OpenCore {
+            core, id, epoch, ..
+        } = &mut self.open;
+        let method = Method::BasicPublish(BasicPublish {
+            ticket: 0,
+            exchange: ShortStr::default(),
+            routing_key: self.routing_key.clone(),
+            mandatory: false,
+            immediate: false,
+        });
+        let first = self.next_seq;
+        for _ in 0..n {
+            let queued = core.publish(*id, *epoch, &method, &self.props, self.body.clone());
+            debug_assert!(matches!(queued, Ok(Publish::Queued { .. })));
+            self.next_seq += 1;
+        }
+        self.open.drain();
+        let OpenCore {
+            core,
+            id,
+            epoch,
+            now,
+            ..
+        } = &mut self.open;
+        core.handle_input(confirms, *now);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut confirmed = 0;
+        for seq in first..self.next_seq {
+            if let Poll::Ready(Ok(c)) = core.poll_confirm(*id, *epoch, 0, seq, &mut cx) {
+                confirmed += usize::from(c.is_ack());
+            }
+        }
+        confirmed
+    }
+}
