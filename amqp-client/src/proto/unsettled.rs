@@ -22,6 +22,10 @@ pub(crate) const MAX_SPAN: u64 = 1 << 16;
 /// Bits per word.
 const WORD: u64 = 64;
 
+/// Tags above this turn tracking off: no broker gets near (one delivery per nanosecond would
+/// take 584 years), and below it the window's arithmetic cannot overflow.
+const TAG_CEILING: u64 = u64::MAX - 4 * MAX_SPAN;
+
 /// What settling a tag found (see [`Unsettled::settle`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Settled {
@@ -82,7 +86,7 @@ impl Unsettled {
         if !self.tracking {
             return;
         }
-        if tag < self.next {
+        if tag < self.next || tag > TAG_CEILING {
             self.give_up();
             return;
         }
@@ -267,6 +271,21 @@ mod tests {
         u.delivered(MAX_SPAN + 5, true);
         assert!(!u.tracking, "past the span: given up");
         assert!(u.words.is_empty(), "and its memory released");
+    }
+
+    /// Found by the `client_core` fuzz target: a hostile broker's delivery tag of `u64::MAX`
+    /// overflowed `next`.
+    #[test]
+    fn tags_at_the_top_of_the_range_turn_tracking_off_without_overflow() {
+        for tag in [u64::MAX, u64::MAX - 1, u64::MAX - WORD, TAG_CEILING + 1] {
+            let mut u = delivered([1]);
+            u.delivered(tag, true);
+            assert!(!u.tracking, "tag {tag}");
+            assert_eq!(u.settle(tag, false), Settled::Unknown);
+            assert_eq!(u.settle(tag, true), Settled::Unknown);
+        }
+        let mut u = delivered([TAG_CEILING]);
+        assert!(u.settle(TAG_CEILING, false) == Settled::Through);
     }
 
     #[test]
