@@ -212,7 +212,7 @@ impl Outbound {
         // Fixed-size parts are gathered into arrays and written in one piece each.
         self.room(3 * FRAME_OVERHEAD + method_len + header_len);
         self.put_method_head(channel, method, method_len);
-        method.write_args(&mut BufSink::new(&mut self.buf));
+        self.put_content_method_args(method);
         // The method's frame-end, then the header frame up to its properties.
         let mut head = [0; 1 + FRAME_HEADER_SIZE + 14];
         head[0] = FRAME_END;
@@ -243,6 +243,25 @@ impl Outbound {
         }
         self.buf.extend_from_slice(&[FRAME_END]);
         Ok(())
+    }
+
+    /// A content method's arguments. basic.publish, written once per message sent, by hand
+    /// (a third of the instructions of the generic field writer); the others through it.
+    fn put_content_method_args(&mut self, method: &Method) {
+        let Method::BasicPublish(publish) = method else {
+            method.write_args(&mut BufSink::new(&mut self.buf));
+            return;
+        };
+        // ticket, exchange, routing key, then the bits mandatory and immediate, LSB first.
+        // Short strings are at most 255 bytes by construction.
+        self.buf.extend_from_slice(&publish.ticket.to_be_bytes());
+        self.buf.extend_from_slice(&[publish.exchange.len() as u8]);
+        self.buf.extend_from_slice(&publish.exchange);
+        self.buf
+            .extend_from_slice(&[publish.routing_key.len() as u8]);
+        self.buf.extend_from_slice(&publish.routing_key);
+        let bits = u8::from(publish.mandatory) | (u8::from(publish.immediate) << 1);
+        self.buf.extend_from_slice(&[bits]);
     }
 
     /// The previous frame's frame-end, then a body frame's header.

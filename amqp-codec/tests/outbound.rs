@@ -339,3 +339,36 @@ proptest! {
         prop_assert_eq!(content.body, body);
     }
 }
+
+/// basic.publish's arguments are written by hand in `push_content` (the hot path): its method
+/// frame must be byte for byte the one the generic writer (`push_method`) produces, for every
+/// combination of the bits, a ticket, and names from empty to 255 bytes.
+#[test]
+fn push_content_writes_the_publish_method_frame_push_method_writes() {
+    let long = "k".repeat(255);
+    for (exchange, routing_key) in [("", ""), ("events", "order.created"), ("x", long.as_str())] {
+        for (mandatory, immediate, ticket) in [
+            (false, false, 0),
+            (true, false, 7),
+            (false, true, 0),
+            (true, true, 0xABCD),
+        ] {
+            let method = Method::BasicPublish(BasicPublish {
+                ticket,
+                exchange: ShortStr::try_from(exchange).unwrap(),
+                routing_key: ShortStr::try_from(routing_key).unwrap(),
+                mandatory,
+                immediate,
+            });
+            let mut content = Outbound::new();
+            content
+                .push_content(1, &method, &BasicProperties::default(), Bytes::new(), 0)
+                .unwrap();
+            let mut alone = Outbound::new();
+            alone.push_method(1, &method, 0).unwrap();
+            let expected = alone.copy_to_bytes(alone.remaining());
+            let got = content.copy_to_bytes(content.remaining());
+            assert_eq!(got[..expected.len()], expected[..], "{method:?}");
+        }
+    }
+}
