@@ -14,7 +14,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::constants::{ClassId, FRAME_END, FRAME_HEADER_SIZE, FRAME_OVERHEAD, FrameType};
 use crate::error::EncodeError;
 use crate::frame::{Frame, FrameHeader, ProtocolHeader};
-use crate::methods::Method;
+use crate::methods::{BasicAck, Method};
 use crate::properties::BasicProperties;
 use crate::wire::BufSink;
 
@@ -121,8 +121,8 @@ impl Outbound {
             channel,
             ACK_FRAME_LEN - FRAME_OVERHEAD,
         ));
-        frame[7..9].copy_from_slice(&ClassId::BASIC.0.to_be_bytes());
-        frame[9..11].copy_from_slice(&BASIC_ACK_METHOD_ID.to_be_bytes());
+        frame[7..9].copy_from_slice(&BasicAck::CLASS_ID.0.to_be_bytes());
+        frame[9..11].copy_from_slice(&BasicAck::METHOD_ID.to_be_bytes());
         frame[ACK_TAG_AT..ACK_TAG_AT + 8].copy_from_slice(&delivery_tag.to_be_bytes());
         frame[ACK_TAG_AT + 8] = u8::from(multiple);
         frame[ACK_FRAME_LEN - 1] = FRAME_END;
@@ -321,9 +321,6 @@ impl Outbound {
         }
     }
 }
-
-/// basic.ack's method id (class basic, 60).
-const BASIC_ACK_METHOD_ID: u16 = 80;
 
 /// Smallest growth of the encode buffer (see [`Outbound::room`]).
 const MIN_BLOCK: usize = 8 * 1024;
