@@ -137,17 +137,12 @@ pub(crate) fn settle(
     delivery_tag: u64,
     method: &Method,
 ) -> Result<(), Error> {
-    let mut core = shared.lock();
-    let generation = generation
-        .or_else(|| core.generation(channel, epoch))
-        .unwrap_or_default();
-    let driver_idle = !core.has_queued_output();
-    core.settle(channel, epoch, generation, delivery_tag, method)?;
-    drop(core);
-    if driver_idle {
-        shared.wake_driver();
-    }
-    Ok(())
+    shared.queue(|core| {
+        let generation = generation
+            .or_else(|| core.generation(channel, epoch))
+            .unwrap_or_default();
+        core.settle(channel, epoch, generation, delivery_tag, method)
+    })
 }
 
 impl Delivery {

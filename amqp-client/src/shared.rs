@@ -97,6 +97,24 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Runs `queue` (which queues frames, or not) on the locked core, and wakes the driver if
+    /// it put the first frame into an empty queue. A queue that already held frames needs no
+    /// wake-up: one is pending, or the driver is awake and takes them before it waits again
+    /// (it takes the whole queue under the lock at the top of every turn, and waits with
+    /// nothing to write only after finding the queue empty). This spares a cross-thread
+    /// wake-up per publish or ack on a multi-threaded runtime.
+    pub(crate) fn queue<R>(&self, queue: impl FnOnce(&mut Core) -> R) -> R {
+        let mut core = self.lock();
+        let was_empty = !core.has_queued_output();
+        let result = queue(&mut core);
+        let wake = was_empty && core.has_queued_output();
+        drop(core);
+        if wake {
+            self.wake_driver();
+        }
+        result
+    }
+
     /// Tells the driver there is work (a permit is stored if it is busy).
     pub(crate) fn wake_driver(&self) {
         self.driver.notify_one();

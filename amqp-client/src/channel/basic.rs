@@ -83,16 +83,10 @@ impl Channel {
         tokio::pin!(gate);
         let mut armed = false;
         loop {
-            let (driver_idle, outcome) = {
-                let mut core = shared.lock();
-                let idle = !core.has_queued_output();
-                (idle, core.publish(id, epoch, &method, properties, body)?)
-            };
+            let outcome =
+                shared.queue(|core| core.publish(id, epoch, &method, properties, body))?;
             match outcome {
                 Publish::Queued { seq, generation } => {
-                    if driver_idle {
-                        shared.wake_driver();
-                    }
                     let ids = (id, epoch, generation);
                     return Ok(PublishConfirm::new(shared.clone(), ids, seq));
                 }

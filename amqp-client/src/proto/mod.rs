@@ -242,12 +242,7 @@ impl Core {
         }
     }
 
-    /// True when frames are queued that the driver has not taken yet. Then a wake-up of the
-    /// driver is already pending, or it is awake and takes them before it waits again: it
-    /// takes the whole queue under the lock at the top of every turn, and only waits with
-    /// nothing to write after finding the queue empty. So only a frame queued into an empty
-    /// queue needs to wake it, which spares a cross-thread wake-up per publish or ack on a
-    /// multi-threaded runtime.
+    /// True when frames are queued that the driver has not taken yet (see `Shared::queue`).
     pub(crate) fn has_queued_output(&self) -> bool {
         !self.out.is_empty()
     }
