@@ -27,18 +27,15 @@ pub struct Consumer {
     channel: Channel,
     /// The consumer tag (the broker's if it chose one).
     tag: ShortStr,
-    /// Whether deliveries are pre-acknowledged (then nothing is handed back on drop).
-    no_ack: bool,
     /// True once the stream ended.
     done: bool,
 }
 
 impl Consumer {
-    pub(crate) fn new(channel: Channel, tag: ShortStr, no_ack: bool) -> Self {
+    pub(crate) fn new(channel: Channel, tag: ShortStr) -> Self {
         Self {
             channel,
             tag,
-            no_ack,
             done: false,
         }
     }
@@ -100,9 +97,7 @@ impl Drop for Consumer {
         }
         let (id, epoch) = self.channel.ids();
         let shared = self.channel.shared();
-        shared
-            .lock()
-            .drop_consumer(id, epoch, &self.tag, self.no_ack);
+        shared.lock().drop_consumer(id, epoch, &self.tag);
         shared.wake_driver();
     }
 }

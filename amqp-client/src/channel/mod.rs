@@ -422,7 +422,7 @@ impl Channel {
                 _ => return Err(Error::InvalidUse("unexpected reply to basic.consume")),
             }
         };
-        Ok(Consumer::new(self.clone(), tag, options.no_ack))
+        Ok(Consumer::new(self.clone(), tag))
     }
 
     /// Cancels a consumer; its stream ends after what it already buffered.

@@ -294,7 +294,7 @@ fn a_dropped_consumer_hands_back_its_buffer_and_the_run_goes_on_after_it() {
         assert!(matches!(poll, Poll::Ready(Some(Ok(_)))));
     }
     h.core
-        .drop_consumer(id, epoch, &ShortStr::from_static(CONSUMER), false);
+        .drop_consumer(id, epoch, &ShortStr::from_static(CONSUMER));
     settle(&mut h, id, epoch, &[ack(1, false), ack(2, false)]);
     let reject = |t| {
         Method::BasicReject(BasicReject {

@@ -249,10 +249,10 @@ impl Core {
     }
 
     /// The application dropped a consumer stream.
-    pub(crate) fn drop_consumer(&mut self, id: u16, epoch: u64, tag: &ShortStr, no_ack: bool) {
+    pub(crate) fn drop_consumer(&mut self, id: u16, epoch: u64, tag: &ShortStr) {
         let (out, frame_max) = (&mut self.out, self.frame_max);
         if let Some(chan) = channel_at(&mut self.channels, id, epoch) {
-            chan.detach_consumer(tag, no_ack, out, frame_max);
+            chan.detach_consumer(tag, out, frame_max);
             if let Some(t) = self.topology.as_mut() {
                 t.forget_consumer(id, tag);
             }

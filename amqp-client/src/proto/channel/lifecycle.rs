@@ -12,17 +12,12 @@ use crate::proto::truncate_short;
 
 impl ChannelState {
     /// The application dropped a consumer: cancel it and hand back what it had buffered.
-    pub(crate) fn detach_consumer(
-        &mut self,
-        tag: &ShortStr,
-        no_ack: bool,
-        out: &mut Outbound,
-        frame_max: u32,
-    ) {
+    pub(crate) fn detach_consumer(&mut self, tag: &ShortStr, out: &mut Outbound, frame_max: u32) {
         let key = tag.as_bytes();
         let Some(mut slot) = self.consumers.remove(key) else {
             return;
         };
+        let no_ack = slot.no_ack();
         if slot.is_ended() || !matches!(self.status, Status::Open) {
             return;
         }
