@@ -14,14 +14,11 @@ use crate::config::ConnectionConfig;
 
 const CONSUMER: &str = "c1";
 
-/// A harness with an open channel and a consumer `c1` (`no_ack` as given).
-fn consuming(no_ack: bool) -> (Harness, u16, u64) {
-    let mut h = Harness::new(ConnectionConfig::default());
-    h.open(0);
-    let (id, epoch) = h.channel();
+/// Starts consumer `tag` on the channel (`no_ack` as given).
+fn start_consumer(h: &mut Harness, (id, epoch): (u16, u64), tag: &'static str, no_ack: bool) {
     let consume = Method::BasicConsume(BasicConsume {
         queue: ShortStr::from_static("q"),
-        consumer_tag: ShortStr::from_static(CONSUMER),
+        consumer_tag: ShortStr::from_static(tag),
         no_ack,
         ..Default::default()
     });
@@ -30,30 +27,24 @@ fn consuming(no_ack: bool) -> (Harness, u16, u64) {
     h.feed(
         id,
         Method::BasicConsumeOk(BasicConsumeOk {
-            consumer_tag: ShortStr::from_static(CONSUMER),
+            consumer_tag: ShortStr::from_static(tag),
         }),
     );
     h.sent();
-    (h, id, epoch)
 }
 
-/// The broker delivers `tag` to `consumer`.
-fn deliver_to(h: &mut Harness, id: u16, consumer: &'static str, tag: u64) {
-    let mut out = Outbound::new();
-    let m = Method::BasicDeliver(BasicDeliver {
-        consumer_tag: ShortStr::from_static(consumer),
-        delivery_tag: tag,
-        ..Default::default()
-    });
-    out.push_content(id, &m, &BasicProperties::default(), "x".into(), 0)
-        .unwrap();
-    let bytes = out.copy_to_bytes(out.remaining());
-    h.feed_bytes(&bytes);
+/// A harness with an open channel and a consumer `c1` (`no_ack` as given).
+fn consuming(no_ack: bool) -> (Harness, u16, u64) {
+    let mut h = Harness::new(ConnectionConfig::default());
+    h.open(0);
+    let (id, epoch) = h.channel();
+    start_consumer(&mut h, (id, epoch), CONSUMER, no_ack);
+    (h, id, epoch)
 }
 
 fn deliver(h: &mut Harness, id: u16, tags: impl IntoIterator<Item = u64>) {
     for tag in tags {
-        deliver_to(h, id, CONSUMER, tag);
+        h.deliver(id, CONSUMER, tag);
     }
 }
 
@@ -218,7 +209,7 @@ fn a_delivery_for_an_unknown_consumer_stops_coalescing() {
     deliver(&mut h, id, 1..=2);
     // Tag 3 goes to a consumer the client does not know: perhaps unacked at the broker, and
     // the application never sees it, so no multiple ack may ever cover it.
-    deliver_to(&mut h, id, "stranger", 3);
+    h.deliver(id, "stranger", 3);
     deliver(&mut h, id, 4..=5);
     let acks = [1, 2, 4, 5].map(|t| ack(t, false));
     settle(&mut h, id, epoch, &acks);
@@ -229,24 +220,10 @@ fn a_delivery_for_an_unknown_consumer_stops_coalescing() {
 fn no_ack_deliveries_do_not_hold_up_a_run() {
     let (mut h, id, epoch) = consuming(false);
     // A second, no-ack consumer on the same channel takes tags 2 and 3.
-    let auto = Method::BasicConsume(BasicConsume {
-        queue: ShortStr::from_static("q2"),
-        consumer_tag: ShortStr::from_static("auto"),
-        no_ack: true,
-        ..Default::default()
-    });
-    let (tx, _rx) = oneshot::channel();
-    h.core.request(id, epoch, auto, Some(tx)).unwrap();
-    h.feed(
-        id,
-        Method::BasicConsumeOk(BasicConsumeOk {
-            consumer_tag: ShortStr::from_static("auto"),
-        }),
-    );
-    h.sent();
+    start_consumer(&mut h, (id, epoch), "auto", true);
     deliver(&mut h, id, [1]);
-    deliver_to(&mut h, id, "auto", 2);
-    deliver_to(&mut h, id, "auto", 3);
+    h.deliver(id, "auto", 2);
+    h.deliver(id, "auto", 3);
     deliver(&mut h, id, [4]);
     settle(&mut h, id, epoch, &[ack(1, false), ack(4, false)]);
     assert_eq!(h.methods(), [ack(4, true)]);

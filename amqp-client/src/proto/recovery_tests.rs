@@ -5,8 +5,7 @@
 use std::task::{Context, Poll};
 
 use amqp_codec::methods::*;
-use amqp_codec::{BasicProperties, Method, Outbound, ShortStr};
-use bytes::Buf;
+use amqp_codec::{BasicProperties, Method, ShortStr};
 use tokio::sync::oneshot;
 
 use super::Publish;
@@ -17,19 +16,6 @@ use crate::recovery::{ConnectionState, RecoveryPolicy};
 
 fn tag() -> ShortStr {
     ShortStr::from_static("c1")
-}
-
-fn deliver(h: &mut Harness, id: u16, delivery_tag: u64) {
-    let mut out = Outbound::new();
-    let m = Method::BasicDeliver(BasicDeliver {
-        consumer_tag: tag(),
-        delivery_tag,
-        ..Default::default()
-    });
-    out.push_content(id, &m, &BasicProperties::default(), "x".into(), 0)
-        .unwrap();
-    let bytes = out.copy_to_bytes(out.remaining());
-    h.feed_bytes(&bytes);
 }
 
 fn ack(delivery_tag: u64) -> Method {
@@ -68,7 +54,7 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
         h.feed(id, reply.clone());
         h.core.record(id, &request, Some(&reply));
     }
-    deliver(&mut h, id, 1);
+    h.deliver(id, "c1", 1);
     let publish = Method::BasicPublish(BasicPublish::default());
     let props = BasicProperties::default();
     let Ok(Publish::Queued {
@@ -144,7 +130,7 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
     ));
 
     // New deliveries reach the same stream, in generation 1, and settle; confirms restart at 1.
-    deliver(&mut h, id, 1);
+    h.deliver(id, "c1", 1);
     let (poll, _) = h.core.poll_delivery(id, epoch, &tag(), &mut cx);
     let Poll::Ready(Some(Ok(raw))) = poll else {
         panic!("a delivery")

@@ -53,6 +53,20 @@ impl Harness {
         self.feed_bytes(&bytes);
     }
 
+    /// The broker delivers `delivery_tag` (body "x") to `consumer` on `channel`.
+    pub(super) fn deliver(&mut self, channel: u16, consumer: &'static str, delivery_tag: u64) {
+        let mut out = Outbound::new();
+        let m = Method::BasicDeliver(BasicDeliver {
+            consumer_tag: ShortStr::from_static(consumer),
+            delivery_tag,
+            ..Default::default()
+        });
+        out.push_content(channel, &m, &BasicProperties::default(), "x".into(), 0)
+            .unwrap();
+        let bytes = out.copy_to_bytes(out.remaining());
+        self.feed_bytes(&bytes);
+    }
+
     /// Collects and decodes what the client queued since the last call.
     pub(super) fn sent(&mut self) -> Vec<Frame> {
         let mut out = Outbound::new();
