@@ -68,14 +68,11 @@ impl OpenCore {
         self.drain();
     }
 
-    /// Takes and discards what the core queued. Returns the bytes written.
-    fn drain(&mut self) -> usize {
-        let mut written = 0;
+    /// Takes and discards what the core queued, as the driver would write it.
+    fn drain(&mut self) {
         while self.core.take_output(&mut self.sink, self.now) {
-            written += self.sink.remaining();
             self.sink.advance(self.sink.remaining());
         }
-        written
     }
 }
 
@@ -130,47 +127,32 @@ impl ConsumeLoop {
             let pushed = out.push_content(self.open.id, &deliver, &props, self.body.clone(), 0);
             debug_assert!(pushed.is_ok());
         }
-        let mut wire = BytesMut::with_capacity(out.remaining());
-        while out.has_remaining() {
-            let chunk = out.chunk();
-            wire.extend_from_slice(chunk);
-            let n = chunk.len();
-            out.advance(n);
-        }
-        wire
+        out.copy_to_bytes(out.remaining()).into()
     }
 
     /// Feeds `batch`, takes every delivery and acks each singly, then writes the acks out.
     /// Returns the deliveries handled.
     pub fn run(&mut self, batch: &mut BytesMut) -> usize {
-        let OpenCore {
-            core,
-            id,
-            epoch,
-            now,
-            ..
-        } = &mut self.open;
-        core.handle_input(batch, *now);
+        let open = &mut self.open;
+        open.core.handle_input(batch, open.now);
         let mut cx = Context::from_waker(Waker::noop());
         let mut handled = 0;
-        while let (Poll::Ready(Some(Ok(delivery))), _) =
-            core.poll_delivery(*id, *epoch, &self.tag, &mut cx)
+        while let (Poll::Ready(Some(Ok(delivery))), _) = open
+            .core
+            .poll_delivery(open.id, open.epoch, &self.tag, &mut cx)
         {
+            let tag = delivery.delivery_tag;
             let ack = Method::BasicAck(BasicAck {
-                delivery_tag: delivery.delivery_tag,
+                delivery_tag: tag,
                 multiple: false,
             });
-            let settled = core.settle(
-                *id,
-                *epoch,
-                delivery.generation,
-                delivery.delivery_tag,
-                &ack,
-            );
+            let settled = open
+                .core
+                .settle(open.id, open.epoch, delivery.generation, tag, &ack);
             debug_assert!(settled.is_ok());
             handled += 1;
         }
-        self.open.drain();
+        open.drain();
         handled
     }
 }
@@ -215,9 +197,7 @@ impl PublishLoop {
     /// [`confirms`](Self::confirms)`(n)`) and collects every confirm. Returns the publishes
     /// confirmed.
     pub fn run(&mut self, n: usize, confirms: &mut BytesMut) -> usize {
-        let OpenCore {
-            core, id, epoch, ..
-        } = &mut self.open;
+        let open = &mut self.open;
         let method = Method::BasicPublish(BasicPublish {
             ticket: 0,
             exchange: ShortStr::default(),
@@ -227,23 +207,20 @@ impl PublishLoop {
         });
         let first = self.next_seq;
         for _ in 0..n {
-            let queued = core.publish(*id, *epoch, &method, &self.props, self.body.clone());
+            let body = self.body.clone();
+            let queued = open
+                .core
+                .publish(open.id, open.epoch, &method, &self.props, body);
             debug_assert!(matches!(queued, Ok(Publish::Queued { .. })));
             self.next_seq += 1;
         }
-        self.open.drain();
-        let OpenCore {
-            core,
-            id,
-            epoch,
-            now,
-            ..
-        } = &mut self.open;
-        core.handle_input(confirms, *now);
+        open.drain();
+        open.core.handle_input(confirms, open.now);
         let mut cx = Context::from_waker(Waker::noop());
         let mut confirmed = 0;
         for seq in first..self.next_seq {
-            if let Poll::Ready(Ok(c)) = core.poll_confirm(*id, *epoch, 0, seq, &mut cx) {
+            if let Poll::Ready(Ok(c)) = open.core.poll_confirm(open.id, open.epoch, 0, seq, &mut cx)
+            {
                 confirmed += usize::from(c.is_ack());
             }
         }
