@@ -10,9 +10,9 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::{Connection, PublishOptions, QueueDeclareOptions};
+use amqp_client::{Connection, PublishOptions};
 use amqp_test_support::broker_url;
-use common::{LIMIT, config, no_args, within};
+use common::{LIMIT, config, exclusive, no_args, ready_count, within};
 
 /// Carries a type to the `is_send` probe.
 struct Probe<T>(PhantomData<T>);
@@ -69,17 +69,7 @@ async fn every_public_future_is_send() {
         let url = broker_url();
         let conn = Connection::connect(&url).await.unwrap();
         let ch = conn.open_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
-            .await
-            .unwrap();
+        let q = ch.queue_declare("", exclusive(), no_args()).await.unwrap();
         let props = BasicProperties::default();
         let mut consumer = ch
             .basic_consume(&q.name, Default::default(), no_args())
@@ -146,17 +136,7 @@ async fn channels_work_from_spawned_tasks() {
             let conn = conn.clone();
             set.spawn(async move {
                 let ch = conn.open_channel().await.unwrap();
-                let q = ch
-                    .queue_declare(
-                        "",
-                        QueueDeclareOptions {
-                            exclusive: true,
-                            ..Default::default()
-                        },
-                        no_args(),
-                    )
-                    .await
-                    .unwrap();
+                let q = ch.queue_declare("", exclusive(), no_args()).await.unwrap();
                 ch.confirm_select().await.unwrap();
                 let confirm = ch
                     .basic_publish(
@@ -203,14 +183,7 @@ async fn concurrent_publishers_and_acks_lose_no_wake_up() {
         let conn = Connection::connect(&broker_url()).await.unwrap();
         let setup = conn.open_channel().await.unwrap();
         let q = setup
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .queue_declare("", exclusive(), no_args())
             .await
             .unwrap()
             .name;
@@ -266,18 +239,7 @@ async fn concurrent_publishers_and_acks_lose_no_wake_up() {
         // A round trip after the acks on their channel, then nothing is left unacked: closing
         // the consumer's channel requeues nothing.
         consumer_ch.close().await.unwrap();
-        let left = setup
-            .queue_declare(
-                &q,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(left.message_count, 0);
+        assert_eq!(ready_count(&setup, &q).await, 0);
         conn.close().await.unwrap();
     })
     .await;

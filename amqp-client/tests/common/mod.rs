@@ -52,6 +52,14 @@ pub(crate) fn plain() -> QueueDeclareOptions {
     QueueDeclareOptions::default()
 }
 
+/// Options of an exclusive queue (server-named when declared with the name "").
+pub(crate) fn exclusive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    }
+}
+
 /// An empty field table.
 pub(crate) fn no_args() -> FieldTable {
     FieldTable::default()
