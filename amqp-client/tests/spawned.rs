@@ -172,7 +172,7 @@ async fn channels_work_from_spawned_tasks() {
 }
 
 /// Publishers and a consumer on different worker threads, flat out: the driver is woken only
-/// when a frame goes into an empty queue (see `Core::has_queued_output`), so a lost wake-up
+/// when a frame goes into an empty queue (see `Shared::queue`), so a lost wake-up
 /// would leave a publish or an ack unsent and this test hanging. Every publish must be
 /// confirmed and every message consumed and acked (the queue left empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
