@@ -224,4 +224,10 @@ impl Connection {
     pub fn address(&self) -> &str {
         &self.inner.address
     }
+
+    /// How many reads and writes (system calls) the connection has made, and with how many
+    /// bytes: divided by a message count, the cost of I/O per message.
+    pub fn io_stats(&self) -> crate::IoStats {
+        self.inner.shared.io.snapshot()
+    }
 }

@@ -33,7 +33,9 @@
 //! ## Layout
 //! * `proto/`: the sans-IO core (handshake, channels, confirms, consumer buffers), driven by
 //!   bytes in, bytes out and time passed in.
-//! * `driver.rs`: the task that owns the socket. `shared.rs`: the core under its mutex.
+//! * `driver/`: the task that owns the socket, and read batching (`read_pacer.rs` decides,
+//!   `low_water.rs` sets the socket's low-water mark). `shared.rs`: the core under its
+//!   mutex. `io_stats.rs`: counts of reads and writes.
 //! * `connection.rs`, `channel.rs`, `consumer.rs`, `message.rs`: the public handles.
 //! * `config.rs`, `uri.rs`, `auth.rs`, `tls.rs`: settings, URI parsing, SASL, rustls.
 //! * `recovery/`: automatic recovery, opt-in with one line
@@ -41,7 +43,8 @@
 //!   topology replay; the core's side (suspending channels, recording topology) is in
 //!   `proto/recovery.rs` and `proto/topology.rs`.
 
-#![forbid(unsafe_code)]
+// No unsafe code, except the one audited module `driver/low_water.rs` (SO_RCVLOWAT).
+#![deny(unsafe_code)]
 
 mod auth;
 mod channel;
@@ -52,6 +55,7 @@ mod driver;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod io_stats;
 mod message;
 mod names;
 mod options;
@@ -66,11 +70,13 @@ mod uri;
 pub use amqp_codec;
 pub use channel::{Channel, IntoShortStr, QueueInfo};
 pub use config::{
-    AuthMechanism, ConnectionConfig, ConnectionConfigBuilder, Limits, Secret, TlsOptions,
+    AuthMechanism, ConnectionConfig, ConnectionConfigBuilder, Limits, ReadBatching, Secret,
+    TlsOptions,
 };
 pub use connection::Connection;
 pub use consumer::{Consumer, PublishConfirm};
 pub use error::{CloseReason, Error, Result};
+pub use io_stats::IoStats;
 pub use message::{Confirmation, Delivery, GetMessage, ReturnedMessage};
 pub use options::{
     ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, PublishOptions,

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::io_stats::IoCounters;
 use crate::proto::Core;
 use crate::recovery::{ConnectionState, RecoveryEvent};
 
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<RecoveryEvent>,
     /// How long a call made during recovery waits for it (zero: fail at once).
     recovery_wait: Duration,
+    /// Reads and writes the driver made, for [`Connection::io_stats`](crate::Connection::io_stats).
+    pub(crate) io: IoCounters,
 }
 
 impl Shared {
@@ -46,6 +49,7 @@ impl Shared {
             publish_gate,
             events: broadcast::channel(EVENT_BACKLOG).0,
             recovery_wait,
+            io: IoCounters::default(),
         }
     }
 

@@ -5,6 +5,14 @@
 //! as one batch, and waits for whichever comes first: bytes to read, room to write (one
 //! vectored write per wake-up), a wake-up from a handle, or the next timer. It ends when the
 //! core is finished and its last frames (a close or close-ok) are written.
+//!
+//! On a plain TCP socket (Linux) it also batches reads while the broker streams: see
+//! [`ReadBatching`], `read_pacer.rs` for when and `low_water.rs` for how.
+
+mod batcher;
+#[cfg(target_os = "linux")]
+mod low_water;
+mod read_pacer;
 
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -16,10 +24,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::config::TlsOptions;
+use crate::config::{ReadBatching, TlsOptions};
 use crate::error::Error;
 use crate::shared::Shared;
 use crate::tls;
+use batcher::Batcher;
+use read_pacer::ReadCause;
 
 /// Bytes reserved for each read. Large enough for many small frames per syscall.
 const READ_CHUNK: usize = 64 * 1024;
@@ -38,17 +48,33 @@ pub(crate) async fn spawn(
 ) -> Result<JoinHandle<()>, Error> {
     // Frames are batched already; Nagle would only add latency.
     tcp.set_nodelay(true)?;
+    let batching = shared.lock().config.read_batching;
     Ok(match tls {
         Some(opts) => {
+            // TLS records sit between the socket and the frames: reads stay eager.
             let stream = tls::handshake(tcp, opts, host).await?;
-            tokio::spawn(run(shared, stream))
+            tokio::spawn(run(shared, stream, None))
         }
-        None => tokio::spawn(run(shared, tcp)),
+        None => {
+            let batcher = batching.and_then(|config| start_batching(&tcp, config));
+            tokio::spawn(run(shared, tcp, batcher))
+        }
     })
 }
 
+/// Read batching for `tcp`, or `None` (with a warning) where the socket cannot do it.
+fn start_batching(tcp: &TcpStream, config: ReadBatching) -> Option<Batcher> {
+    match Batcher::new(tcp, config, Instant::now()) {
+        Ok(batcher) => Some(batcher),
+        Err(err) => {
+            tracing::warn!(error = %err, "read batching unavailable; reading eagerly");
+            None
+        }
+    }
+}
+
 /// Runs the connection until it ends.
-pub(crate) async fn run<T>(shared: Arc<Shared>, io: T)
+pub(crate) async fn run<T>(shared: Arc<Shared>, io: T, mut batcher: Option<Batcher>)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -81,6 +107,23 @@ where
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
         }
+        let can_read = read_open && !read_paused;
+        // While batching, the bytes under the low-water mark are read by the clock.
+        let read_deadline = batcher
+            .as_ref()
+            .filter(|_| can_read)
+            .and_then(Batcher::deadline);
+        if read_deadline.is_some_and(|t| t <= Instant::now()) {
+            if let Some(b) = batcher.as_mut() {
+                let read = b.read_due(&mut rbuf, &shared);
+                read_done(&shared, &mut rbuf, read, &mut read_open);
+            }
+            continue;
+        }
+        let deadline = match (deadline, read_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let timer = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -88,20 +131,18 @@ where
             }
         };
         tokio::select! {
-            read = reader.read_buf(&mut rbuf), if read_open && !read_paused => {
-                let now = Instant::now();
-                let mut core = shared.lock();
-                match read {
-                    Ok(0) => {
-                        read_open = false;
-                        core.handle_eof();
-                    }
-                    Ok(_) => core.handle_input(&mut rbuf, now),
-                    Err(err) => core.handle_io_error(err),
-                }
+            read = reader.read_buf(&mut rbuf), if can_read => {
+                let read = match (batcher.as_mut(), read) {
+                    (Some(b), Ok(n @ 1..)) => b.after_read(n, ReadCause::Ready, &shared).map(|()| n),
+                    (_, read) => read,
+                };
+                read_done(&shared, &mut rbuf, read, &mut read_open);
             }
             written = write_some(&mut writer, &writing), if has_output => match written {
-                Ok(n) => writing.advance(n),
+                Ok(n) => {
+                    shared.io.wrote(n);
+                    writing.advance(n);
+                }
                 Err(err) => {
                     shared.lock().handle_io_error(err);
                     writing = Outbound::new();
@@ -128,6 +169,33 @@ where
     })
     .await;
     tracing::debug!("connection driver finished");
+}
+
+/// Hands the outcome of a read to the core: bytes, the end of the stream or an error. A
+/// `WouldBlock` (a timed read that found nothing) is no news.
+fn read_done(
+    shared: &Shared,
+    rbuf: &mut BytesMut,
+    read: std::io::Result<usize>,
+    read_open: &mut bool,
+) {
+    if matches!(&read, Err(err) if err.kind() == std::io::ErrorKind::WouldBlock) {
+        return;
+    }
+    let now = Instant::now();
+    let mut core = shared.lock();
+    match read {
+        Ok(0) => {
+            shared.io.read(0);
+            *read_open = false;
+            core.handle_eof();
+        }
+        Ok(n) => {
+            shared.io.read(n);
+            core.handle_input(rbuf, now);
+        }
+        Err(err) => core.handle_io_error(err),
+    }
 }
 
 /// One vectored write of the queued frames.
