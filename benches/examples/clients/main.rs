@@ -157,6 +157,9 @@ struct Args {
     /// Pause between runs, ms, so that the broker settles (queue deletion, fsync).
     #[arg(long, default_value_t = 500)]
     pause_ms: u64,
+    /// Our client with read batching off (`ConnectionConfig::read_batching(None)`).
+    #[arg(long)]
+    eager_reads: bool,
     /// Do not count allocations (the count costs one atomic add per allocation).
     #[arg(long)]
     no_alloc_count: bool,
@@ -193,6 +196,7 @@ impl Args {
             ack_batch: self.ack_batch.max(1),
             rate: self.rate.max(1),
             latency_ms: self.latency_ms,
+            eager_reads: self.eager_reads,
         }
     }
 }
@@ -259,6 +263,9 @@ fn spawn_child(
     if args.no_alloc_count {
         cmd.arg("--no-alloc-count");
     }
+    if args.eager_reads {
+        cmd.arg("--eager-reads");
+    }
     let output = cmd.stderr(std::process::Stdio::inherit()).output()?;
     if !output.status.success() {
         return Err(format!("child exited with {}", output.status).into());
@@ -304,13 +311,14 @@ fn parent(args: &Args) -> Result<(), BoxError> {
                 match spawn_child(args, client, workload, round, &queue) {
                     Ok(run) => {
                         eprintln!(
-                            "round {}/{} {:<8} {:<7} {:>9.0} msg/s {:>7.2} µs CPU/msg {:>6.1} allocs/msg {:>6.1} MiB{}",
+                            "round {}/{} {:<8} {:<7} {:>9.0} msg/s {:>7.2} µs CPU/msg {:>6.3} wake-ups/msg {:>6.1} allocs/msg {:>6.1} MiB{}",
                             round + 1,
                             args.rounds,
                             workload.name(),
                             client.name(),
                             run.msgs_per_s,
                             run.cpu_us_per_msg,
+                            run.wakeups_per_msg,
                             run.allocs_per_msg,
                             run.peak_rss_mib,
                             run.latency_p99_us.map_or(String::new(), |p99| format!(

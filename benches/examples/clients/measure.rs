@@ -26,6 +26,8 @@ pub(crate) struct Params {
     pub(crate) rate: u64,
     /// How long the latency workload publishes, in milliseconds.
     pub(crate) latency_ms: u64,
+    /// Ours only: read batching off (every byte read as soon as it arrives).
+    pub(crate) eager_reads: bool,
 }
 
 impl Params {
@@ -46,8 +48,10 @@ impl Params {
     }
 }
 
-/// User plus system CPU time of the whole process (every thread), from getrusage.
-pub(crate) fn cpu_time() -> Duration {
+/// User plus system CPU time of the whole process (every thread), and its voluntary context
+/// switches (each one a thread going to sleep to wait: the wake-ups a client costs), from
+/// getrusage.
+pub(crate) fn cpu_time() -> (Duration, u64) {
     match getrusage(UsageWho::RUSAGE_SELF) {
         Ok(usage) => {
             let (user, system) = (usage.user_time(), usage.system_time());
@@ -55,11 +59,15 @@ pub(crate) fn cpu_time() -> Duration {
                 u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
                     + u64::try_from(t.tv_usec()).unwrap_or(0)
             };
-            Duration::from_micros(micros(user) + micros(system))
+            let switches = u64::try_from(usage.voluntary_context_switches()).unwrap_or(0);
+            (
+                Duration::from_micros(micros(user) + micros(system)),
+                switches,
+            )
         }
         Err(err) => {
             eprintln!("getrusage failed: {err}");
-            Duration::ZERO
+            (Duration::ZERO, 0)
         }
     }
 }
@@ -147,6 +155,8 @@ pub(crate) struct Meter {
     wall: Instant,
     /// Process CPU time at the start.
     cpu: Duration,
+    /// Voluntary context switches at the start.
+    switches: u64,
     /// Process-wide allocation counts at the start.
     allocs: alloc_counter::Counts,
 }
@@ -158,6 +168,8 @@ pub(crate) struct Phase {
     pub(crate) wall: Duration,
     /// CPU time of the whole process (all threads).
     pub(crate) cpu: Duration,
+    /// Voluntary context switches of the whole process: times a thread slept to wait.
+    pub(crate) wakeups: u64,
     /// Heap allocations of the whole process.
     pub(crate) allocations: u64,
     /// Bytes those allocations requested.
@@ -167,9 +179,11 @@ pub(crate) struct Phase {
 impl Meter {
     /// Starts measuring now.
     pub(crate) fn start() -> Self {
+        let (cpu, switches) = cpu_time();
         Self {
             allocs: alloc_counter::process_snapshot(),
-            cpu: cpu_time(),
+            cpu,
+            switches,
             wall: Instant::now(),
         }
     }
@@ -177,11 +191,12 @@ impl Meter {
     /// Ends the phase.
     pub(crate) fn stop(self) -> Phase {
         let wall = self.wall.elapsed();
-        let cpu = cpu_time().saturating_sub(self.cpu);
+        let (cpu, switches) = cpu_time();
         let allocs = alloc_counter::process_snapshot().since(self.allocs);
         Phase {
             wall,
-            cpu,
+            cpu: cpu.saturating_sub(self.cpu),
+            wakeups: switches.saturating_sub(self.switches),
             allocations: allocs.allocations,
             alloc_bytes: allocs.bytes,
         }
@@ -207,6 +222,9 @@ pub(crate) struct RunResult {
     pub(crate) cpu_s: f64,
     /// Client CPU microseconds per message.
     pub(crate) cpu_us_per_msg: f64,
+    /// Voluntary context switches (a thread sleeping to wait) per message: wake-ups.
+    #[serde(default)]
+    pub(crate) wakeups_per_msg: f64,
     /// Heap allocations per message during the measured phase.
     pub(crate) allocs_per_msg: f64,
     /// Heap bytes requested per message during the measured phase.
@@ -236,6 +254,7 @@ impl RunResult {
             msgs_per_s: if wall > 0.0 { n / wall } else { 0.0 },
             cpu_s: cpu,
             cpu_us_per_msg: cpu * 1e6 / n,
+            wakeups_per_msg: phase.wakeups as f64 / n,
             allocs_per_msg: phase.allocations as f64 / n,
             alloc_bytes_per_msg: phase.alloc_bytes as f64 / n,
             peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
@@ -282,6 +301,7 @@ mod tests {
             ack_batch,
             rate: 1000,
             latency_ms: 1000,
+            eager_reads: false,
         }
     }
 
@@ -302,6 +322,7 @@ mod tests {
         let phase = Phase {
             wall: Duration::from_secs(1),
             cpu: Duration::ZERO,
+            wakeups: 0,
             allocations: 0,
             alloc_bytes: 0,
         };

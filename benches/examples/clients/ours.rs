@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, ShortStr};
 use amqp_client::{
-    Channel, Connection, ConsumeOptions, Consumer, PublishConfirm, PublishOptions, QosOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    Channel, Connection, ConnectionConfig, ConsumeOptions, Consumer, PublishConfirm,
+    PublishOptions, QosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use bytes::Bytes;
 
@@ -26,9 +26,18 @@ fn persistent() -> BasicProperties {
     BasicProperties::builder().with_delivery_mode(2).build()
 }
 
-/// Opens a connection and a channel and declares the durable queue `queue`.
-async fn open(url: &str, queue: &str) -> Result<(Connection, Channel), BoxError> {
-    let conn = Connection::connect(url).await?;
+/// Opens a connection (read batching off with `eager_reads`) and a channel and declares the
+/// durable queue `queue`.
+async fn open(
+    url: &str,
+    queue: &str,
+    eager_reads: bool,
+) -> Result<(Connection, Channel), BoxError> {
+    let mut config = ConnectionConfig::from_uri(url)?;
+    if eager_reads {
+        config.read_batching = None;
+    }
+    let conn = Connection::connect_with(config).await?;
     let ch = conn.open_channel().await?;
     let options = QueueDeclareOptions {
         durable: true,
@@ -144,7 +153,7 @@ async fn start_consumer(ch: &Channel, queue: &str, params: &Params) -> Result<Co
 
 /// Runs one workload on `queue` (pre-filled by the parent for `consume`) and deletes it.
 pub(crate) async fn run(workload: Workload, params: &Params, url: &str, queue: &str) -> RunOutcome {
-    let (conn, ch) = open(url, queue).await?;
+    let (conn, ch) = open(url, queue, params.eager_reads).await?;
     let result = match workload {
         Workload::Publish => {
             ch.confirm_select().await?;
@@ -213,7 +222,7 @@ async fn both(
 /// Pre-fills `queue` (declared durable) with `params.messages` persistent messages, every one
 /// confirmed: the input of the consume workload, not measured.
 pub(crate) async fn fill(url: &str, queue: &str, params: &Params) -> Result<(), BoxError> {
-    let (conn, ch) = open(url, queue).await?;
+    let (conn, ch) = open(url, queue, params.eager_reads).await?;
     ch.confirm_select().await?;
     publish(&ch, queue, params, params.messages, None).await?;
     conn.close().await?;
@@ -239,7 +248,7 @@ pub(crate) async fn flat_memory(
     total: u64,
     every: u64,
 ) -> Result<(RunResult, Vec<(u64, u64)>), BoxError> {
-    let (conn, ch) = open(url, queue).await?;
+    let (conn, ch) = open(url, queue, params.eager_reads).await?;
     let (phase, gathered) = both(&conn, &ch, queue, params, total, false, Some(every)).await?;
     ch.queue_delete(queue, QueueDeleteOptions::default())
         .await?;

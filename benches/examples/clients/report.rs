@@ -67,6 +67,8 @@ pub(crate) struct Summary {
     pub(crate) cpu_us_per_msg: Option<Spread>,
     /// Heap allocations per message.
     pub(crate) allocs_per_msg: Option<Spread>,
+    /// Voluntary context switches per message (wake-ups).
+    pub(crate) wakeups_per_msg: Option<Spread>,
     /// Peak RSS, MiB.
     pub(crate) peak_rss_mib: Option<Spread>,
     /// Latency workload: p50, µs.
@@ -98,6 +100,7 @@ pub(crate) fn summarise(runs: &[RunResult], workloads: &[&str], clients: &[&str]
                 cpu_s: spread(&|r| Some(r.cpu_s)),
                 cpu_us_per_msg: spread(&|r| Some(r.cpu_us_per_msg)),
                 allocs_per_msg: spread(&|r| Some(r.allocs_per_msg)),
+                wakeups_per_msg: spread(&|r| Some(r.wakeups_per_msg)),
                 peak_rss_mib: spread(&|r| Some(r.peak_rss_mib)),
                 latency_p50_us: spread(&|r| r.latency_p50_us),
                 latency_p99_us: spread(&|r| r.latency_p99_us),
@@ -140,18 +143,19 @@ pub(crate) fn render(summaries: &[Summary], params: &Params, rounds: u32) -> Str
         .collect();
     if !throughput.is_empty() {
         out.push_str(
-            "| workload | client | msg/s | client CPU s | CPU µs/msg | allocs/msg | peak RSS MiB |\n\
-             |---|---|---:|---:|---:|---:|---:|\n",
+            "| workload | client | msg/s | client CPU s | CPU µs/msg | wake-ups/msg | allocs/msg | peak RSS MiB |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|\n",
         );
         for s in &throughput {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.workload,
                 s.client,
                 cell(s.msgs_per_s, 0),
                 cell(s.cpu_s, 3),
                 cell(s.cpu_us_per_msg, 2),
+                cell(s.wakeups_per_msg, 3),
                 cell(s.allocs_per_msg, 1),
                 cell(s.peak_rss_mib, 1),
             );
