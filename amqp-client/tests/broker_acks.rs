@@ -1,6 +1,7 @@
 //! Acknowledgements against the real broker at `AMQP_URL`: ack, nack and reject (with and
 //! without requeue, single and multiple), no-ack consumers, basic.recover to a consumer, and
-//! what an unknown delivery tag does to a channel and its consumers.
+//! what an unknown delivery tag does to a channel and its consumers; acks coalesced, and acks
+//! of a stream read in batches.
 
 mod common;
 
@@ -244,6 +245,50 @@ async fn coalesced_acks_settle_exactly_what_the_application_settled() {
             ["c100", "c300"],
             "exactly the held deliveries came back"
         );
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_batched_stream_from_the_broker_is_acked_exactly_once() {
+    let mut names = Cleanup::new();
+    within(LIMIT, async {
+        // Read batching is on by default; 1 KiB bodies make even a slow broker's stream
+        // (four deliveries a millisecond) engage it.
+        let conn = connect().await;
+        let q = names.queue("q-batched");
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        let pad = "x".repeat(1024);
+        let sent: Vec<String> = (0..5000).map(|i| format!("{i:05}{pad}")).collect();
+        fill(&conn, &q, &sent).await;
+        let before = conn.io_stats();
+        let consume_ch = conn.open_channel().await.unwrap();
+        consume_ch
+            .basic_qos(1000, Default::default())
+            .await
+            .unwrap();
+        let mut consumer = consume_ch
+            .basic_consume(&q, ConsumeOptions::default(), no_args())
+            .await
+            .unwrap();
+        for body in &sent {
+            let d = next(&mut consumer).await;
+            assert_eq!(&d.body[..], body.as_bytes());
+            d.ack().unwrap();
+        }
+        // A round trip after the acks: the broker took every one without closing the channel
+        // (a second ack of a tag would have), and nothing is left or comes again.
+        consume_ch.basic_qos(0, Default::default()).await.unwrap();
+        assert_eq!(ready_count(&ch, &q).await, 0);
+        assert!(quiet(&mut consumer, Duration::from_millis(200)).await);
+        let after = conn.io_stats();
+        assert!(
+            after.batching_engaged > before.batching_engaged,
+            "{before:?} then {after:?}"
+        );
+        assert!(after.bytes_read - before.bytes_read > 5000 * 1024);
         conn.close().await.unwrap();
     })
     .await;

@@ -61,32 +61,52 @@ async fn receive_through(consumer: &mut Consumer, first: u64, last: u64) {
     }
 }
 
+/// The peer's side of the client's consume: channel 1 opened, basic.consume answered.
+async fn accept_consumer(listener: &ScriptedBroker) -> Peer {
+    let mut peer = listener.accept(0).await;
+    peer.open_channel(1).await;
+    assert!(matches!(peer.recv().await, Method::BasicConsume(_)));
+    peer.send(
+        1,
+        Method::BasicConsumeOk(BasicConsumeOk {
+            consumer_tag: ShortStr::from_static(TAG),
+        }),
+    )
+    .await;
+    peer
+}
+
+/// The client's side: connects without heartbeats (nothing but the batcher's own timer may
+/// pick up a tail) and consumes with automatic acks.
+async fn consume(port: u16, batching: Option<ReadBatching>) -> (Connection, Consumer) {
+    let config = ConnectionConfig::builder()
+        .port(port)
+        .heartbeat(0)
+        .read_batching(batching)
+        .build();
+    let conn = Connection::connect_with(config).await.unwrap();
+    let ch = conn.open_channel().await.unwrap();
+    let options = ConsumeOptions {
+        consumer_tag: TAG.into(),
+        no_ack: true,
+        ..Default::default()
+    };
+    let consumer = ch
+        .basic_consume("q", options, FieldTable::default())
+        .await
+        .unwrap();
+    (conn, consumer)
+}
+
 #[tokio::test]
 async fn a_stream_is_read_in_batches_and_its_tail_and_a_lone_message_still_arrive() {
     let listener = ScriptedBroker::bind().await.unwrap();
-    // No heartbeats: nothing but the batcher's own timer may pick up the tail.
-    let config = ConnectionConfig::builder()
-        .port(listener.port())
-        .heartbeat(0)
-        .read_batching(Some(ReadBatching {
-            min_bytes: 64 * 1024,
-            max_wait: Duration::from_millis(1),
-        }))
-        .build();
+    let port = listener.port();
     let (lone_sent_tx, lone_sent) = tokio::sync::oneshot::channel::<Instant>();
     let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
     let (again_tx, again) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let mut peer = listener.accept(0).await;
-        peer.open_channel(1).await;
-        assert!(matches!(peer.recv().await, Method::BasicConsume(_)));
-        peer.send(
-            1,
-            Method::BasicConsumeOk(BasicConsumeOk {
-                consumer_tag: ShortStr::from_static(TAG),
-            }),
-        )
-        .await;
+        let mut peer = accept_consumer(&listener).await;
         // A burst, and straight after it a tail much smaller than the low-water mark.
         stream(&mut peer, 1, BURST).await;
         stream(&mut peer, BURST + 1, 3).await;
@@ -102,17 +122,11 @@ async fn a_stream_is_read_in_batches_and_its_tail_and_a_lone_message_still_arriv
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(peer);
     });
-    let conn = Connection::connect_with(config).await.unwrap();
-    let ch = conn.open_channel().await.unwrap();
-    let options = ConsumeOptions {
-        consumer_tag: TAG.into(),
-        no_ack: true,
-        ..Default::default()
+    let batching = ReadBatching {
+        min_bytes: 64 * 1024,
+        max_wait: Duration::from_millis(1),
     };
-    let mut consumer = ch
-        .basic_consume("q", options, FieldTable::default())
-        .await
-        .unwrap();
+    let (conn, mut consumer) = consume(port, Some(batching)).await;
 
     // The tail is under the mark and nothing follows it: only the timed read brings it.
     receive_through(&mut consumer, 1, BURST + 3).await;
@@ -144,37 +158,14 @@ async fn a_stream_is_read_in_batches_and_its_tail_and_a_lone_message_still_arriv
 #[tokio::test]
 async fn without_batching_every_arrival_is_read_and_nothing_engages() {
     let listener = ScriptedBroker::bind().await.unwrap();
-    let config = ConnectionConfig::builder()
-        .port(listener.port())
-        .heartbeat(0)
-        .read_batching(None)
-        .build();
+    let port = listener.port();
     let server = tokio::spawn(async move {
-        let mut peer = listener.accept(0).await;
-        peer.open_channel(1).await;
-        assert!(matches!(peer.recv().await, Method::BasicConsume(_)));
-        peer.send(
-            1,
-            Method::BasicConsumeOk(BasicConsumeOk {
-                consumer_tag: ShortStr::from_static(TAG),
-            }),
-        )
-        .await;
+        let mut peer = accept_consumer(&listener).await;
         stream(&mut peer, 1, BURST).await;
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(peer);
     });
-    let conn = Connection::connect_with(config).await.unwrap();
-    let ch = conn.open_channel().await.unwrap();
-    let options = ConsumeOptions {
-        consumer_tag: TAG.into(),
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut consumer = ch
-        .basic_consume("q", options, FieldTable::default())
-        .await
-        .unwrap();
+    let (conn, mut consumer) = consume(port, None).await;
     receive_through(&mut consumer, 1, BURST).await;
     let stats = conn.io_stats();
     assert_eq!(stats.batching_engaged, 0, "{stats:?}");
