@@ -174,4 +174,45 @@ mod tests {
         assert_eq!(p.on_read(t0 + MS * 3, 4095, ReadCause::Ready), None);
         assert_eq!(p.on_read(t0 + MS * 3, 1, ReadCause::Ready), Some(32 * 1024));
     }
+
+    #[test]
+    fn any_sequence_of_reads_alternates_raise_and_lower_and_keeps_its_deadline() {
+        let t0 = Instant::now();
+        let mut p = pacer(t0);
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let (mut now, mut raised, mut changes) = (t0, false, 0);
+        for _ in 0..100_000 {
+            now += Duration::from_micros(next() % 3000);
+            let bytes = (next() % 40_000) as usize;
+            let cause = if next() % 2 == 0 {
+                ReadCause::Ready
+            } else {
+                ReadCause::Timer
+            };
+            match p.on_read(now, bytes, cause) {
+                Some(1) => {
+                    assert!(raised, "lowered twice");
+                    assert_eq!(cause, ReadCause::Timer, "only a timed read lowers the mark");
+                    raised = false;
+                    changes += 1;
+                }
+                Some(mark) => {
+                    assert!(!raised, "raised twice");
+                    assert_eq!(mark, 32 * 1024);
+                    raised = true;
+                    changes += 1;
+                }
+                None => {}
+            }
+            assert_eq!(p.is_batching(), raised);
+            assert_eq!(p.deadline(), raised.then_some(now + MS));
+        }
+        assert!(changes > 100, "the sequence exercised both ways: {changes}");
+    }
 }
