@@ -92,7 +92,8 @@ impl Batcher {
         if self.disabled {
             return Ok(());
         }
-        let Some(mark) = self.pacer.on_read(Instant::now(), n, cause) else {
+        let window = || unacked_window(shared);
+        let Some(mark) = self.pacer.on_read(Instant::now(), n, cause, window) else {
             return Ok(());
         };
         if mark > 1 {
@@ -109,4 +110,21 @@ impl Batcher {
         self.sweep_at = Some(Instant::now());
         Ok(())
     }
+}
+
+/// Bytes the broker may send before it waits for our acks: the tightest prefetch of a
+/// consumer that acks, times the bytes read per delivery so far (`None`: no limit). Before
+/// the first delivery the size is unknown, and a limited consumer counts as a window of 0.
+fn unacked_window(shared: &Shared) -> Option<u64> {
+    let (prefetch, deliveries) = {
+        let core = shared.lock();
+        (core.ack_window()?, core.deliveries_received())
+    };
+    let per_delivery = shared
+        .io
+        .snapshot()
+        .bytes_read
+        .checked_div(deliveries)
+        .unwrap_or(0);
+    Some(u64::from(prefetch) * per_delivery)
 }

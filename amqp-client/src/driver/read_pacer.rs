@@ -7,6 +7,11 @@
 //! the way out: when it finds less than `min_bytes / 16`, the stream has slowed and the pacer
 //! asks for the mark 1 again. The gap between the two thresholds keeps a stream near the
 //! boundary from switching on every read.
+//!
+//! The mark never exceeds half of what the broker may send before it waits for our acks (its
+//! consumers' prefetch, in bytes): above that, the kernel would hold bytes back that no more
+//! bytes will follow until we ack, and every batch would wait for the clock. When half the
+//! window is under `min_bytes / 8`, reads stay eager.
 
 use std::time::Instant;
 
@@ -28,6 +33,8 @@ pub(crate) struct ReadPacer {
     window_start: Instant,
     /// Bytes read since `window_start` (eager only).
     window_bytes: u64,
+    /// The low-water mark asked for while batching.
+    mark: u32,
     /// When the last read happened: the timed read is due `max_wait` after it (batching only).
     last_read: Instant,
 }
@@ -49,18 +56,32 @@ impl ReadPacer {
             batching: false,
             window_start: now,
             window_bytes: 0,
+            mark: 1,
             last_read: now,
         }
     }
 
     /// Records a read of `bytes` at `now`; returns the low-water mark to set when it changes.
-    pub(crate) fn on_read(&mut self, now: Instant, bytes: usize, cause: ReadCause) -> Option<u32> {
+    /// `unacked_window` tells how many bytes the broker may send before it waits for acks
+    /// (`None`: no limit); it is asked only when the mark may change.
+    pub(crate) fn on_read(
+        &mut self,
+        now: Instant,
+        bytes: usize,
+        cause: ReadCause,
+        unacked_window: impl FnOnce() -> Option<u64>,
+    ) -> Option<u32> {
         let bytes = bytes as u64;
         self.last_read = now;
         if self.batching {
+            if cause != ReadCause::Timer {
+                return None;
+            }
             let floor = u64::from(self.config.min_bytes / EXIT_DIVISOR);
-            if cause == ReadCause::Timer && bytes < floor {
+            let too_high = || unacked_window().is_some_and(|w| w / 2 < u64::from(self.mark));
+            if bytes < floor || too_high() {
                 self.batching = false;
+                self.mark = 1;
                 self.window_start = now;
                 self.window_bytes = 0;
                 return Some(1);
@@ -72,11 +93,21 @@ impl ReadPacer {
             self.window_bytes = 0;
         }
         self.window_bytes += bytes;
-        if self.window_bytes >= u64::from(self.config.min_bytes / ENTER_DIVISOR) {
-            self.batching = true;
-            return Some(self.config.min_bytes.max(1));
+        let stream = u64::from(self.config.min_bytes / ENTER_DIVISOR);
+        if self.window_bytes < stream {
+            return None;
         }
-        None
+        // A new window either way: a refused stream is judged again a window later.
+        self.window_start = now;
+        self.window_bytes = 0;
+        let cap = unacked_window().map_or(u64::MAX, |w| w / 2);
+        let mark = u64::from(self.config.min_bytes).min(cap);
+        if mark < stream.max(1) {
+            return None;
+        }
+        self.batching = true;
+        self.mark = u32::try_from(mark).unwrap_or(u32::MAX);
+        Some(self.mark)
     }
 
     /// When the driver must read whatever the kernel holds (batching only).
@@ -99,6 +130,11 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// No consumer's prefetch limits what the broker sends.
+    fn no_limit() -> Option<u64> {
+        None
+    }
+
     fn pacer(now: Instant) -> ReadPacer {
         ReadPacer::new(
             ReadBatching {
@@ -116,8 +152,11 @@ mod tests {
         // 3 KiB per millisecond, under the 4 KiB that make a stream.
         for i in 0..100u32 {
             let now = t0 + MS * i;
-            assert_eq!(p.on_read(now, 1024, ReadCause::Ready), None);
-            assert_eq!(p.on_read(now + MS / 2, 2048, ReadCause::Ready), None);
+            assert_eq!(p.on_read(now, 1024, ReadCause::Ready, no_limit), None);
+            assert_eq!(
+                p.on_read(now + MS / 2, 2048, ReadCause::Ready, no_limit),
+                None
+            );
         }
         assert!(!p.is_batching());
         assert_eq!(p.deadline(), None);
@@ -129,16 +168,19 @@ mod tests {
         let mut p = pacer(t0);
         let step = Duration::from_micros(100);
         // 1422-byte reads every 100 µs: 14 KiB per millisecond.
-        assert_eq!(p.on_read(t0, 1422, ReadCause::Ready), None);
-        assert_eq!(p.on_read(t0 + step, 1422, ReadCause::Ready), None);
+        assert_eq!(p.on_read(t0, 1422, ReadCause::Ready, no_limit), None);
+        assert_eq!(p.on_read(t0 + step, 1422, ReadCause::Ready, no_limit), None);
         assert_eq!(
-            p.on_read(t0 + step * 2, 1422, ReadCause::Ready),
+            p.on_read(t0 + step * 2, 1422, ReadCause::Ready, no_limit),
             Some(32 * 1024)
         );
         assert!(p.is_batching());
         assert_eq!(p.deadline(), Some(t0 + step * 2 + MS));
         // Reads at the mark move the deadline and change nothing else.
-        assert_eq!(p.on_read(t0 + step * 20, 40_000, ReadCause::Ready), None);
+        assert_eq!(
+            p.on_read(t0 + step * 20, 40_000, ReadCause::Ready, no_limit),
+            None
+        );
         assert_eq!(p.deadline(), Some(t0 + step * 20 + MS));
     }
 
@@ -146,12 +188,12 @@ mod tests {
     fn a_window_that_ends_forgets_its_bytes() {
         let t0 = Instant::now();
         let mut p = pacer(t0);
-        assert_eq!(p.on_read(t0, 3000, ReadCause::Ready), None);
+        assert_eq!(p.on_read(t0, 3000, ReadCause::Ready, no_limit), None);
         // 3000 + 3000 would make a stream, but the first 3000 belong to the last window.
-        assert_eq!(p.on_read(t0 + MS, 3000, ReadCause::Ready), None);
+        assert_eq!(p.on_read(t0 + MS, 3000, ReadCause::Ready, no_limit), None);
         assert!(!p.is_batching());
         assert_eq!(
-            p.on_read(t0 + MS + MS / 2, 1200, ReadCause::Ready),
+            p.on_read(t0 + MS + MS / 2, 1200, ReadCause::Ready, no_limit),
             Some(32 * 1024)
         );
     }
@@ -160,19 +202,31 @@ mod tests {
     fn a_thin_timed_read_lowers_the_mark_and_a_full_one_does_not() {
         let t0 = Instant::now();
         let mut p = pacer(t0);
-        assert_eq!(p.on_read(t0, 8192, ReadCause::Ready), Some(32 * 1024));
+        assert_eq!(
+            p.on_read(t0, 8192, ReadCause::Ready, no_limit),
+            Some(32 * 1024)
+        );
         // A timed read at the exit floor (2 KiB) keeps batching...
-        assert_eq!(p.on_read(t0 + MS, 2048, ReadCause::Timer), None);
+        assert_eq!(p.on_read(t0 + MS, 2048, ReadCause::Timer, no_limit), None);
         // ... a ready read is never thin (the kernel held min_bytes), whatever it says ...
-        assert_eq!(p.on_read(t0 + MS * 2, 10, ReadCause::Ready), None);
+        assert_eq!(p.on_read(t0 + MS * 2, 10, ReadCause::Ready, no_limit), None);
         assert!(p.is_batching());
         // ... and a timed read under the floor, or of nothing, ends it.
-        assert_eq!(p.on_read(t0 + MS * 3, 2047, ReadCause::Timer), Some(1));
+        assert_eq!(
+            p.on_read(t0 + MS * 3, 2047, ReadCause::Timer, no_limit),
+            Some(1)
+        );
         assert!(!p.is_batching());
         assert_eq!(p.deadline(), None);
         // Starting over needs a whole new stream's worth.
-        assert_eq!(p.on_read(t0 + MS * 3, 4095, ReadCause::Ready), None);
-        assert_eq!(p.on_read(t0 + MS * 3, 1, ReadCause::Ready), Some(32 * 1024));
+        assert_eq!(
+            p.on_read(t0 + MS * 3, 4095, ReadCause::Ready, no_limit),
+            None
+        );
+        assert_eq!(
+            p.on_read(t0 + MS * 3, 1, ReadCause::Ready, no_limit),
+            Some(32 * 1024)
+        );
     }
 
     #[test]
@@ -195,7 +249,9 @@ mod tests {
             } else {
                 ReadCause::Timer
             };
-            match p.on_read(now, bytes, cause) {
+            // Unlimited, or a prefetch window from 0 to 200 KB.
+            let window = (next() % 4 != 0).then(|| next() % 200_000);
+            match p.on_read(now, bytes, cause, || window) {
                 Some(1) => {
                     assert!(raised, "lowered twice");
                     assert_eq!(cause, ReadCause::Timer, "only a timed read lowers the mark");
@@ -204,7 +260,11 @@ mod tests {
                 }
                 Some(mark) => {
                     assert!(!raised, "raised twice");
-                    assert_eq!(mark, 32 * 1024);
+                    assert!(mark <= 32 * 1024);
+                    assert!(mark >= 4 * 1024, "never a mark too small to be worth it");
+                    if let Some(w) = window {
+                        assert!(u64::from(mark) <= w / 2, "mark {mark} over half of {w}");
+                    }
                     raised = true;
                     changes += 1;
                 }
@@ -214,5 +274,40 @@ mod tests {
             assert_eq!(p.deadline(), raised.then_some(now + MS));
         }
         assert!(changes > 100, "the sequence exercised both ways: {changes}");
+    }
+
+    #[test]
+    fn the_mark_stays_under_half_the_unacked_window() {
+        let t0 = Instant::now();
+        // Prefetch 64 of 150-byte deliveries: 9 600 bytes, a mark of 4 800.
+        let mut p = pacer(t0);
+        assert_eq!(
+            p.on_read(t0, 5000, ReadCause::Ready, || Some(9600)),
+            Some(4800)
+        );
+        // Prefetch 16: 2 400 bytes, half of it under the 4 KiB worth batching: eager.
+        let mut p = pacer(t0);
+        assert_eq!(p.on_read(t0, 5000, ReadCause::Ready, || Some(2400)), None);
+        assert_eq!(p.deadline(), None);
+        // ... and the window starts over: it is asked again only after a new stream's worth.
+        assert_eq!(
+            p.on_read(t0, 4000, ReadCause::Ready, || panic!("asked again")),
+            None
+        );
+        // A big window leaves min_bytes as it is.
+        let mut p = pacer(t0);
+        assert_eq!(
+            p.on_read(t0, 5000, ReadCause::Ready, || Some(1 << 20)),
+            Some(32 * 1024)
+        );
+        // A qos lowered while batching ends batching at the next timed read.
+        assert_eq!(
+            p.on_read(t0 + MS, 20_000, ReadCause::Timer, || Some(1 << 20)),
+            None
+        );
+        assert_eq!(
+            p.on_read(t0 + MS * 2, 20_000, ReadCause::Timer, || Some(20_000)),
+            Some(1)
+        );
     }
 }

@@ -15,7 +15,12 @@ use crate::config::ConnectionConfig;
 const CONSUMER: &str = "c1";
 
 /// Starts consumer `tag` on the channel (`no_ack` as given).
-fn start_consumer(h: &mut Harness, (id, epoch): (u16, u64), tag: &'static str, no_ack: bool) {
+pub(super) fn start_consumer(
+    h: &mut Harness,
+    (id, epoch): (u16, u64),
+    tag: &'static str,
+    no_ack: bool,
+) {
     let consume = Method::BasicConsume(BasicConsume {
         queue: ShortStr::from_static("q"),
         consumer_tag: ShortStr::from_static(tag),

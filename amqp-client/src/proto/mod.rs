@@ -14,6 +14,7 @@ mod ops;
 mod recovery;
 mod topology;
 mod unsettled;
+mod window;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +88,9 @@ pub(crate) struct Core {
     next_id: u16,
     /// Consumers whose buffer is full; reading pauses while non-zero.
     full_consumers: usize,
+    /// basic.deliver frames received since the connection was made (read batching's bytes
+    /// per delivery).
+    deliveries_received: u64,
     /// connection.blocked reason, while blocked.
     blocked: Option<String>,
     /// Publishes the blocked state to the application.
@@ -128,6 +132,7 @@ impl Core {
             next_epoch: 1,
             next_id: 1,
             full_consumers: 0,
+            deliveries_received: 0,
             blocked: None,
             blocked_tx: watch::channel(None).0,
             server_properties: FieldTable::default(),
@@ -173,6 +178,13 @@ impl Core {
             match self.decoder.decode(buf) {
                 Ok(Some(frame)) => {
                     self.last_recv = now;
+                    if let Frame::Method {
+                        method: Method::BasicDeliver(_),
+                        ..
+                    } = &frame
+                    {
+                        self.deliveries_received += 1;
+                    }
                     self.handle_frame(frame, now);
                 }
                 Ok(None) => return,

@@ -117,6 +117,9 @@ impl Core {
             .into());
         }
         self.with_channel(id, epoch, |chan, out, frame_max| {
+            if let Method::BasicQos(qos) = &method {
+                chan.prefetch[usize::from(qos.global)] = qos.prefetch_count;
+            }
             chan.enqueue(Rpc { method, reply }, out, frame_max);
         })
     }

@@ -133,6 +133,10 @@ pub(crate) struct ChannelState {
     pub(crate) flow_active: bool,
     /// Capacity of each consumer's buffer.
     consumer_capacity: usize,
+    /// The prefetch counts asked for with basic.qos, per consumer and per channel (0: no
+    /// limit): how many deliveries the broker sends before it waits for acks, which read
+    /// batching must never wait beyond.
+    pub(crate) prefetch: [u16; 2],
 }
 
 impl ChannelState {
@@ -153,6 +157,7 @@ impl ChannelState {
             max_returns: limits.max_pending_returns,
             flow_active: true,
             consumer_capacity: limits.consumer_buffer,
+            prefetch: [0; 2],
         }
     }
 
