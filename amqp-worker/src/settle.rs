@@ -1,6 +1,6 @@
-//! One delivery, start to finish: run the handler in its own task (a panic is a failed
-//! attempt, not a dead worker) under the handler timeout, then settle: ack on success; on
-//! failure publish the retry or parked copy, wait for its confirm, and only then ack.
+//! One delivery, start to finish: run the handler (a panic is caught: a failed attempt, not
+//! a dead worker) under the handler timeout, then settle: ack on success; on failure publish
+//! the retry or parked copy, wait for its confirm, and only then ack.
 
 use std::any::Any;
 use std::future::Future;
