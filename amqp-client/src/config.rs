@@ -134,7 +134,10 @@ impl Default for Limits {
 /// whatever is left after `max_wait`. Fewer wake-ups, reads and ack writes per message, for
 /// at most `max_wait` (plus the runtime timer's 1 ms resolution) of added delay while the
 /// stream lasts. Slower input (RPC replies, confirms, a few thousand deliveries a second)
-/// never engages it; a timer read that brings less than `min_bytes / 16` ends it.
+/// never engages it; a timer read that brings less than `min_bytes / 16` ends it. The mark
+/// never exceeds half of what the consumers' prefetch (basic.qos) lets the broker send
+/// before it waits for acks, so a small prefetch is never throttled by the clock; when that
+/// half is under `min_bytes / 8`, reads stay eager.
 ///
 /// TLS connections and other systems read as soon as bytes arrive, whatever this says.
 ///
