@@ -27,13 +27,11 @@ const EXIT_DIVISOR: u32 = 16;
 pub(crate) struct ReadPacer {
     /// The thresholds and the longest wait.
     config: ReadBatching,
-    /// Whether the low-water mark is raised to `min_bytes`.
-    batching: bool,
     /// Start of the window whose bytes decide whether input is a stream (eager only).
     window_start: Instant,
     /// Bytes read since `window_start` (eager only).
     window_bytes: u64,
-    /// The low-water mark asked for while batching.
+    /// The low-water mark asked for: 1 while eager, above 1 while batching.
     mark: u32,
     /// When the last read happened: the timed read is due `max_wait` after it (batching only).
     last_read: Instant,
@@ -53,7 +51,6 @@ impl ReadPacer {
     pub(crate) fn new(config: ReadBatching, now: Instant) -> Self {
         Self {
             config,
-            batching: false,
             window_start: now,
             window_bytes: 0,
             mark: 1,
@@ -73,24 +70,21 @@ impl ReadPacer {
     ) -> Option<u32> {
         let bytes = bytes as u64;
         self.last_read = now;
-        if self.batching {
+        if self.is_batching() {
             if cause != ReadCause::Timer {
                 return None;
             }
             let floor = u64::from(self.config.min_bytes / EXIT_DIVISOR);
             let too_high = || unacked_window().is_some_and(|w| w / 2 < u64::from(self.mark));
             if bytes < floor || too_high() {
-                self.batching = false;
                 self.mark = 1;
-                self.window_start = now;
-                self.window_bytes = 0;
+                self.restart_window(now);
                 return Some(1);
             }
             return None;
         }
         if now.saturating_duration_since(self.window_start) >= self.config.max_wait {
-            self.window_start = now;
-            self.window_bytes = 0;
+            self.restart_window(now);
         }
         self.window_bytes += bytes;
         let stream = u64::from(self.config.min_bytes / ENTER_DIVISOR);
@@ -98,27 +92,31 @@ impl ReadPacer {
             return None;
         }
         // A new window either way: a refused stream is judged again a window later.
-        self.window_start = now;
-        self.window_bytes = 0;
+        self.restart_window(now);
         let cap = unacked_window().map_or(u64::MAX, |w| w / 2);
         let mark = u64::from(self.config.min_bytes).min(cap);
-        if mark < stream.max(1) {
+        if mark < stream.max(2) {
             return None;
         }
-        self.batching = true;
         self.mark = u32::try_from(mark).unwrap_or(u32::MAX);
         Some(self.mark)
     }
 
+    /// Starts the window that decides whether input is a stream afresh at `now`.
+    fn restart_window(&mut self, now: Instant) {
+        self.window_start = now;
+        self.window_bytes = 0;
+    }
+
     /// When the driver must read whatever the kernel holds (batching only).
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.batching.then(|| self.last_read + self.config.max_wait)
+        self.is_batching()
+            .then(|| self.last_read + self.config.max_wait)
     }
 
     /// Whether the low-water mark is raised.
-    #[cfg(test)]
     pub(crate) fn is_batching(&self) -> bool {
-        self.batching
+        self.mark > 1
     }
 }
 
