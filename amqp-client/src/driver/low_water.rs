@@ -83,18 +83,28 @@ mod tests {
 
     use super::*;
 
-    async fn pair() -> (TcpStream, TcpStream) {
+    /// A connected pair on loopback, the client's low-water mark at `mark`.
+    async fn marked_pair(mark: u32) -> (TcpStream, LowWater, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (client.expect("connect"), server.expect("accept").0)
+        let client = client.expect("connect");
+        let low = LowWater::new(&client).expect("dup");
+        low.set(mark).expect("SO_RCVLOWAT");
+        (client, low, server.expect("accept").0)
+    }
+
+    /// Waits (bounded) for `client` to become readable and reads into `buf`.
+    async fn read_within_5s(client: &mut TcpStream, buf: &mut [u8]) -> usize {
+        tokio::time::timeout(Duration::from_secs(5), client.read(buf))
+            .await
+            .expect("readable")
+            .expect("read")
     }
 
     #[tokio::test]
     async fn the_mark_holds_readiness_back_and_read_now_takes_what_is_there() {
-        let (mut client, mut server) = pair().await;
-        let low = LowWater::new(&client).expect("dup");
-        low.set(4096).expect("SO_RCVLOWAT");
+        let (mut client, low, mut server) = marked_pair(4096).await;
         server.write_all(&[7; 100]).await.expect("write");
         // 100 bytes under a mark of 4096: the socket does not become readable.
         let mut probe = [0u8; 1];
@@ -111,10 +121,7 @@ mod tests {
         // Back to 1: the next byte wakes the reader at once.
         low.set(1).expect("SO_RCVLOWAT");
         server.write_all(&[9]).await.expect("write");
-        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut probe))
-            .await
-            .expect("readable")
-            .expect("read");
+        let n = read_within_5s(&mut client, &mut probe).await;
         assert_eq!((n, probe[0]), (1, 9));
         // The peer's end of stream is Ok(0).
         drop(server);
@@ -124,16 +131,11 @@ mod tests {
 
     #[tokio::test]
     async fn reaching_the_mark_wakes_the_reader() {
-        let (mut client, mut server) = pair().await;
-        let low = LowWater::new(&client).expect("dup");
-        low.set(1000).expect("SO_RCVLOWAT");
+        let (mut client, _low, mut server) = marked_pair(1000).await;
         server.write_all(&[1; 600]).await.expect("write");
         server.write_all(&[2; 600]).await.expect("write");
         let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
-            .await
-            .expect("readable at the mark")
-            .expect("read");
+        let n = read_within_5s(&mut client, &mut buf).await;
         assert!(n >= 1000, "read {n}");
     }
 }
