@@ -31,6 +31,33 @@ pub(crate) fn feed(core: &mut Core, channel: u16, method: &Method, now: Instant)
     }
 }
 
+/// Opens a channel on a core past the handshake and feeds the broker's open-ok; `None` if the
+/// core refuses to open one.
+pub(crate) fn open_channel(core: &mut Core, now: Instant) -> Option<(u16, u64)> {
+    let (tx, _rx) = oneshot::channel();
+    let (id, epoch) = core.open_channel(tx).ok()?;
+    feed(
+        core,
+        id,
+        &Method::ChannelOpenOk(ChannelOpenOk::default()),
+        now,
+    );
+    Some((id, epoch))
+}
+
+/// Sends `request` on the channel and feeds the broker's `reply` to it.
+pub(crate) fn call(
+    core: &mut Core,
+    (id, epoch): (u16, u64),
+    request: Method,
+    reply: &Method,
+    now: Instant,
+) {
+    let (tx, _rx) = oneshot::channel();
+    let _ = core.request(id, epoch, request, Some(tx));
+    feed(core, id, reply, now);
+}
+
 /// The broker's side of the handshake, up to open-ok.
 pub(crate) fn handshake(core: &mut Core, now: Instant) {
     let start = Method::ConnectionStart(ConnectionStart {
@@ -233,26 +260,13 @@ pub fn drive_core(data: &[u8]) {
     };
     let mut core = Core::new(config, now, Arc::new(Notify::new()));
     handshake(&mut core, now);
-    let (tx, _open) = oneshot::channel();
-    let Ok((id, epoch)) = core.open_channel(tx) else {
+    let Some((id, epoch)) = open_channel(&mut core, now) else {
         return;
     };
-    feed(
+    call(
         &mut core,
-        id,
-        &Method::ChannelOpenOk(ChannelOpenOk::default()),
-        now,
-    );
-    let (tx, _select) = oneshot::channel();
-    let _ = core.request(
-        id,
-        epoch,
+        (id, epoch),
         Method::ConfirmSelect(ConfirmSelect { nowait: false }),
-        Some(tx),
-    );
-    feed(
-        &mut core,
-        id,
         &Method::ConfirmSelectOk(ConfirmSelectOk {}),
         now,
     );
@@ -261,16 +275,10 @@ pub fn drive_core(data: &[u8]) {
         consumer_tag: tag.clone(),
         ..Default::default()
     });
-    let (tx, _consume) = oneshot::channel();
-    let _ = core.request(id, epoch, consume, Some(tx));
-    feed(
-        &mut core,
-        id,
-        &Method::BasicConsumeOk(BasicConsumeOk {
-            consumer_tag: tag.clone(),
-        }),
-        now,
-    );
+    let consume_ok = Method::BasicConsumeOk(BasicConsumeOk {
+        consumer_tag: tag.clone(),
+    });
+    call(&mut core, (id, epoch), consume, &consume_ok, now);
     let publish = Method::BasicPublish(BasicPublish {
         mandatory: true,
         ..Default::default()

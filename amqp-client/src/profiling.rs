@@ -13,15 +13,15 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use amqp_codec::methods::{
-    BasicAck, BasicConsume, BasicConsumeOk, BasicDeliver, BasicPublish, ChannelOpenOk,
-    ConfirmSelect, ConfirmSelectOk,
+    BasicAck, BasicConsume, BasicConsumeOk, BasicDeliver, BasicPublish, ConfirmSelect,
+    ConfirmSelectOk,
 };
 use amqp_codec::{BasicProperties, Method, Outbound, ShortStr};
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 use crate::config::ConnectionConfig;
-use crate::fuzzing::{feed, handshake};
+use crate::fuzzing::{call, handshake, open_channel};
 use crate::proto::{Core, Publish};
 
 /// A core after the handshake, with channel 1 open.
@@ -39,16 +39,8 @@ impl OpenCore {
         let now = Instant::now();
         let mut core = Core::new(ConnectionConfig::default(), now, Arc::new(Notify::new()));
         handshake(&mut core, now);
-        let (tx, _rx) = oneshot::channel();
-        let (id, epoch) = core
-            .open_channel(tx)
-            .unwrap_or_else(|e| panic!("opening a channel on a fresh core: {e}"));
-        feed(
-            &mut core,
-            id,
-            &Method::ChannelOpenOk(ChannelOpenOk::default()),
-            now,
-        );
+        let (id, epoch) = open_channel(&mut core, now)
+            .unwrap_or_else(|| panic!("a fresh core refused to open a channel"));
         let mut this = Self {
             core,
             id,
@@ -62,9 +54,13 @@ impl OpenCore {
 
     /// Sends `request` and feeds the broker's `reply`.
     fn call(&mut self, request: Method, reply: &Method) {
-        let (tx, _rx) = oneshot::channel();
-        let _ = self.core.request(self.id, self.epoch, request, Some(tx));
-        feed(&mut self.core, self.id, reply, self.now);
+        call(
+            &mut self.core,
+            (self.id, self.epoch),
+            request,
+            reply,
+            self.now,
+        );
         self.drain();
     }
 
