@@ -68,28 +68,45 @@ pub(crate) async fn process<H: Handler>(
     .await;
 }
 
-/// Runs the handler, bounded by the handler timeout; a panic is caught and fails the attempt.
-/// It is polled in place, inside this delivery's task: no second task, no copy of the task,
-/// no hop between worker threads per delivery (measured by `benches/examples/worker.rs`).
-/// A timeout drops the handler's future, which cancels it at its current await.
+/// Runs the handler, bounded by the handler timeout; a panic or the timeout fails the attempt.
 async fn run_handler<H: Handler>(ctx: &Ctx<H>, task: &Task) -> Result<(), String> {
     let limit = ctx.config.handler_timeout;
-    let mut handling = std::pin::pin!(ctx.handler.handle(task));
-    // After a panic the future is never polled again: the attempt is over.
+    match bounded(limit, ctx.handler.handle(task)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(Stopped::Panicked(message)) => Err(format!("handler panicked: {message}")),
+        Err(Stopped::TimedOut) => Err(format!(
+            "handler timed out after {}",
+            format_duration(limit)
+        )),
+    }
+}
+
+/// How a [`bounded`] run of the application's code ended without finishing.
+enum Stopped {
+    /// It panicked, with this message.
+    Panicked(String),
+    /// It ran past its limit and was dropped.
+    TimedOut,
+}
+
+/// Runs the application's `work` (handler or hook) bounded by `limit`, with a panic caught.
+/// It is polled in place, inside this delivery's task: no second task, no copy of the task,
+/// no hop between worker threads per delivery (measured by `benches/examples/worker.rs`).
+/// A timeout drops the future, which cancels it at its current await.
+async fn bounded<F: Future>(limit: std::time::Duration, work: F) -> Result<F::Output, Stopped> {
+    let mut work = std::pin::pin!(work);
+    // After a panic the future is never polled again: the run is over.
     let caught = std::future::poll_fn(|cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| handling.as_mut().poll(cx))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
             Ok(poll) => poll.map(Ok),
             Err(payload) => Poll::Ready(Err(payload)),
         }
     });
     match tokio::time::timeout(limit, caught).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e.to_string()),
-        Ok(Err(payload)) => Err(format!("handler panicked: {}", panic_message(payload))),
-        Err(_) => Err(format!(
-            "handler timed out after {}",
-            format_duration(limit)
-        )),
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(payload)) => Err(Stopped::Panicked(panic_message(payload))),
+        Err(_) => Err(Stopped::TimedOut),
     }
 }
 
@@ -205,15 +222,12 @@ async fn hand_back(delivery: &Delivery, error: &PublishError, broken: &Cancellat
 }
 
 async fn run_hook<H: Handler>(ctx: &Arc<Ctx<H>>, task: &Task, dead: DeadLetter) {
-    let handler = ctx.handler.clone();
-    let owned = task.clone();
-    let mut join = tokio::spawn(async move { handler.on_dead_letter(&owned, &dead).await });
-    match tokio::time::timeout(ctx.config.handler_timeout, &mut join).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "dead-letter hook failed"),
-        Err(_) => {
-            join.abort();
-            tracing::error!("dead-letter hook timed out");
+    let limit = ctx.config.handler_timeout;
+    match bounded(limit, ctx.handler.on_dead_letter(task, &dead)).await {
+        Ok(()) => {}
+        Err(Stopped::Panicked(message)) => {
+            tracing::error!(error = %message, "dead-letter hook failed");
         }
+        Err(Stopped::TimedOut) => tracing::error!("dead-letter hook timed out"),
     }
 }
