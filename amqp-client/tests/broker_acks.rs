@@ -10,8 +10,8 @@ use std::time::Duration;
 use amqp_client::amqp_codec::ReplyCode;
 use amqp_client::{ConsumeOptions, Error};
 use common::{
-    Cleanup, LIMIT, assert_channel_closed, bodies, connect, drain, fill, next, no_args, plain,
-    quiet, ready_count, within,
+    Cleanup, LIMIT, assert_channel_closed, bodies, connect, consume_with_prefetch, drain, fill,
+    next, no_args, plain, quiet, ready_count, within,
 };
 
 #[tokio::test]
@@ -264,15 +264,7 @@ async fn a_batched_stream_from_the_broker_is_acked_exactly_once() {
         let sent: Vec<String> = (0..5000).map(|i| format!("{i:05}{pad}")).collect();
         fill(&conn, &q, &sent).await;
         let before = conn.io_stats();
-        let consume_ch = conn.open_channel().await.unwrap();
-        consume_ch
-            .basic_qos(1000, Default::default())
-            .await
-            .unwrap();
-        let mut consumer = consume_ch
-            .basic_consume(&q, ConsumeOptions::default(), no_args())
-            .await
-            .unwrap();
+        let (consume_ch, mut consumer) = consume_with_prefetch(&conn, &q, 1000).await;
         for body in &sent {
             let d = next(&mut consumer).await;
             assert_eq!(&d.body[..], body.as_bytes());

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{
     Connection, ConnectionConfig, ConsumeOptions, ExchangeDeclareOptions, ExchangeKind,
-    PublishOptions, QosOptions, QueueDeclareOptions, RecoveryEvent, RecoveryPolicy,
+    PublishOptions, QueueDeclareOptions, RecoveryEvent, RecoveryPolicy,
 };
 use common::recovery::{props, publish_all};
-use common::{no_args, within};
+use common::{consume_with_prefetch, no_args, within};
 
 /// Bound on each test: node start-up (~25 s for three on two cores) and the traffic.
 const LIMIT: Duration = Duration::from_secs(300);
@@ -247,15 +247,8 @@ async fn cluster_node_stopped_mid_stream_fails_over_without_losing_confirmed_mes
             .await
             .unwrap();
         publisher.confirm_select().await.unwrap();
-        let consumer_ch = conn.open_channel().await.unwrap();
-        consumer_ch
-            .basic_qos(100, QosOptions::default())
-            .await
-            .unwrap();
-        let mut consumer = consumer_ch
-            .basic_consume("failover-quorum", ConsumeOptions::default(), no_args())
-            .await
-            .unwrap();
+        let (_consumer_ch, mut consumer) =
+            consume_with_prefetch(&conn, "failover-quorum", 100).await;
 
         let started = Instant::now();
         let publishing = tokio::spawn(publish_all(

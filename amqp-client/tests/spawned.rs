@@ -12,7 +12,7 @@ use std::time::Duration;
 use amqp_client::amqp_codec::BasicProperties;
 use amqp_client::{Connection, PublishOptions};
 use amqp_test_support::broker_url;
-use common::{LIMIT, config, exclusive, no_args, ready_count, within};
+use common::{LIMIT, config, consume_with_prefetch, exclusive, no_args, ready_count, within};
 
 /// Carries a type to the `is_send` probe.
 struct Probe<T>(PhantomData<T>);
@@ -187,15 +187,7 @@ async fn concurrent_publishers_and_acks_lose_no_wake_up() {
             .await
             .unwrap()
             .name;
-        let consumer_ch = conn.open_channel().await.unwrap();
-        consumer_ch
-            .basic_qos(100, Default::default())
-            .await
-            .unwrap();
-        let mut consumer = consumer_ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let (consumer_ch, mut consumer) = consume_with_prefetch(&conn, &q, 100).await;
         let consuming = tokio::spawn(async move {
             for _ in 0..TASKS * EACH {
                 let d = tokio::time::timeout(Duration::from_secs(10), consumer.recv())

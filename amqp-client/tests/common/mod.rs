@@ -12,8 +12,8 @@ use std::time::Duration;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, ReplyCode};
 use amqp_client::{
-    Channel, Confirmation, Connection, ConnectionConfig, Consumer, Delivery, Error,
-    ExchangeDeleteOptions, PublishOptions, QueueDeclareOptions, QueueDeleteOptions,
+    Channel, Confirmation, Connection, ConnectionConfig, ConsumeOptions, Consumer, Delivery, Error,
+    ExchangeDeleteOptions, PublishOptions, QosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use amqp_test_support::{broker_url, unique_name};
 
@@ -305,6 +305,23 @@ pub(crate) async fn next(consumer: &mut Consumer) -> Delivery {
         Ok(None) => panic!("consumer ended"),
         Err(_) => panic!("no delivery within 10 s"),
     }
+}
+
+/// A channel of its own with basic.qos `prefetch`, consuming `queue` with manual acks.
+pub(crate) async fn consume_with_prefetch(
+    conn: &Connection,
+    queue: &str,
+    prefetch: u16,
+) -> (Channel, Consumer) {
+    let ch = conn.open_channel().await.expect("consumer channel");
+    ch.basic_qos(prefetch, QosOptions::default())
+        .await
+        .expect("basic.qos");
+    let consumer = ch
+        .basic_consume(queue, ConsumeOptions::default(), no_args())
+        .await
+        .expect("basic.consume");
+    (ch, consumer)
 }
 
 /// True if nothing arrives on `consumer` within `wait`.
