@@ -26,12 +26,6 @@ pub enum FieldError {
         /// The type octet found.
         letter: u8,
     },
-    /// Field tables or arrays nested deeper than [`crate::table::MAX_TABLE_DEPTH`].
-    #[error("field tables nested more than {max} deep")]
-    TableTooDeep {
-        /// The depth limit.
-        max: usize,
-    },
     /// A content header set a property flag that basic does not define.
     #[error("unknown property flags {flags:#06x}")]
     UnknownProperties {

@@ -13,15 +13,12 @@
 //! turned into a [`FieldError`] only at the edge, on the error path.
 
 use crate::error::FieldError;
-use crate::table::MAX_TABLE_DEPTH;
 
 /// Why a scan failed: a [`FieldError`] in two bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fail {
     /// The payload ended inside a field of this kind.
     Truncated(What),
-    /// Nesting deeper than [`MAX_TABLE_DEPTH`].
-    TooDeep,
     /// An unknown type letter.
     UnknownType(u8),
     /// Content-header property flags that basic does not define.
@@ -73,9 +70,6 @@ impl From<Fail> for FieldError {
     fn from(fail: Fail) -> Self {
         match fail {
             Fail::Truncated(what) => FieldError::Truncated { what: what.name() },
-            Fail::TooDeep => FieldError::TableTooDeep {
-                max: MAX_TABLE_DEPTH,
-            },
             Fail::UnknownType(letter) => FieldError::UnknownFieldType { letter },
             Fail::UnknownProperties(flags) => FieldError::UnknownProperties { flags },
         }
@@ -123,54 +117,150 @@ static FIXED_LEN: [u8; 256] = {
 };
 
 /// Checks a table's entries (the bytes after its length prefix): keys within bounds, known type
-/// letters, no overrun, nesting at most [`MAX_TABLE_DEPTH`].
-pub(crate) fn check_table(entries: &[u8], depth: usize) -> Result<(), FieldError> {
-    scan_table(entries, depth).map_err(FieldError::from)
+/// letters, no overrun, at any depth of nesting.
+pub(crate) fn check_table(entries: &[u8]) -> Result<(), FieldError> {
+    scan_table(entries).map_err(FieldError::from)
 }
 
 /// Checks an array's values (the bytes after its length prefix), like [`check_table`].
-pub(crate) fn check_array(values: &[u8], depth: usize) -> Result<(), FieldError> {
-    scan_array(values, depth).map_err(FieldError::from)
+pub(crate) fn check_array(values: &[u8]) -> Result<(), FieldError> {
+    scan_container(values, Kind::Array).map_err(FieldError::from)
 }
 
-pub(crate) fn scan_table(mut rest: &[u8], depth: usize) -> Result<(), Fail> {
-    if depth > MAX_TABLE_DEPTH {
-        return Err(Fail::TooDeep);
+/// Steps over a table's entries; see [`scan_container`].
+#[inline]
+pub(crate) fn scan_table(entries: &[u8]) -> Result<(), Fail> {
+    scan_container(entries, Kind::Table)
+}
+
+/// A container's kind: a table's entries are a key and a value, an array's only a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Table,
+    Array,
+}
+
+/// A container set aside while one nested in it is scanned: its kind, and its bytes after the
+/// nested one, where its scan resumes.
+#[derive(Debug, Clone, Copy)]
+struct Outer<'a> {
+    kind: Kind,
+    after: &'a [u8],
+}
+
+/// Levels of nesting kept on the scan's own stack; deeper ones go to the heap.
+const INLINE_LEVELS: usize = 8;
+
+/// Steps over a container's contents and everything nested in it.
+///
+/// The spec sets no limit on nesting, RabbitMQ and other clients carry hundreds of levels, and a
+/// message this codec refused would stay at the head of its queue and stop every consumer of
+/// it; so any depth that fits in the bytes is accepted, and without recursion, which would let
+/// the peer choose how deep our stack goes. A container with nothing nested in it (the common
+/// case: a message's headers) is stepped over by [`scan_flat`] alone; at its first nested
+/// table or array, [`scan_nested`] takes over.
+#[inline]
+pub(crate) fn scan_container(bytes: &[u8], kind: Kind) -> Result<(), Fail> {
+    match scan_flat(bytes, kind)? {
+        None => Ok(()),
+        Some(nested) => scan_nested(kind, nested),
     }
+}
+
+/// A table or array met inside a container: its kind, its contents, and the bytes of the
+/// container after it.
+struct Nested<'a> {
+    kind: Kind,
+    inner: &'a [u8],
+    after: &'a [u8],
+}
+
+/// Steps over a container's values until its end (`None`) or its next nested table or array.
+#[inline(always)]
+fn scan_flat(mut rest: &[u8], kind: Kind) -> Result<Option<Nested<'_>>, Fail> {
     while !rest.is_empty() {
-        let (_key, after_key) = short_slice(rest)?;
-        let Some((&letter, value)) = after_key.split_first() else {
+        let value = match kind {
+            Kind::Table => short_slice(rest)?.1,
+            Kind::Array => rest,
+        };
+        let Some((&letter, value)) = value.split_first() else {
             return Err(Fail::Truncated(What::Octet));
         };
-        rest = scan_value(value, letter, depth)?;
+        let (kind, what) = match letter {
+            b'F' => (Kind::Table, What::FieldTable),
+            b'A' => (Kind::Array, What::FieldArray),
+            _ => {
+                rest = scan_value(value, letter)?;
+                continue;
+            }
+        };
+        let (inner, after) = long_slice(value, what)?;
+        return Ok(Some(Nested { kind, inner, after }));
     }
-    Ok(())
+    Ok(None)
 }
 
-fn scan_array(mut rest: &[u8], depth: usize) -> Result<(), Fail> {
-    if depth > MAX_TABLE_DEPTH {
-        return Err(Fail::TooDeep);
+/// Steps over the rest of a container of kind `outer` once `nested` was met in it, and
+/// everything below, in one loop: the containers set aside while a nested one is scanned are
+/// kept in a list, the first [`INLINE_LEVELS`] in place and deeper ones in a `Vec`. Each level
+/// costs its sender at least five bytes (a type letter and a length), so the list is bounded by
+/// the bytes received, never by a length the peer claims.
+#[cold]
+fn scan_nested(outer: Kind, first: Nested<'_>) -> Result<(), Fail> {
+    // What is being scanned; only its kind matters until `first` is stepped into.
+    let mut current = Outer {
+        kind: outer,
+        after: &[],
+    };
+    let mut inline = [current; INLINE_LEVELS];
+    let mut spilled: Vec<Outer<'_>> = Vec::new();
+    // Containers set aside: `inline[..depth]`, then `spilled`.
+    let mut depth = 0usize;
+    let mut next = Some(first);
+    loop {
+        match next {
+            // Step into the nested container met, setting aside the rest of this one.
+            Some(Nested { kind, inner, after }) => {
+                let outer = Outer {
+                    kind: current.kind,
+                    after,
+                };
+                match inline.get_mut(depth) {
+                    Some(slot) => *slot = outer,
+                    None => spilled.push(outer),
+                }
+                depth += 1;
+                current = Outer { kind, after: inner };
+            }
+            // This container ended: resume the one around it, or finish.
+            None if depth == 0 => return Ok(()),
+            None => {
+                depth -= 1;
+                // Levels below INLINE_LEVELS were set aside in place, deeper ones spilled.
+                current = match inline.get(depth) {
+                    Some(outer) => *outer,
+                    None => spilled.pop().ok_or(Fail::Truncated(What::FieldTable))?,
+                };
+            }
+        }
+        next = scan_flat(current.after, current.kind)?;
     }
-    while let Some((&letter, value)) = rest.split_first() {
-        rest = scan_value(value, letter, depth)?;
-    }
-    Ok(())
 }
 
-/// Steps over one value of type `letter`; returns what follows it. The common kinds (fixed
-/// sizes, long strings) inline, the rest in [`check_value`].
+/// Steps over one value of type `letter`, other than a table or an array; returns what follows
+/// it. The common kinds (fixed sizes, long strings) inline, the rest in [`check_value`].
 #[inline(always)]
-fn scan_value(rest: &[u8], letter: u8, depth: usize) -> Result<&[u8], Fail> {
+fn scan_value(rest: &[u8], letter: u8) -> Result<&[u8], Fail> {
     match FIXED_LEN[usize::from(letter)] {
         0 if letter == b'S' => long_slice(rest, What::LongString).map(|(_, rest)| rest),
-        0 => check_value(rest, letter, depth),
+        0 => check_value(rest, letter),
         len => skip(rest, len),
     }
 }
 
-/// Steps over one value of the less common kinds (RabbitMQ's letters, see [`crate::table`]),
-/// validating nested tables and arrays; returns what follows it.
-fn check_value(rest: &[u8], letter: u8, depth: usize) -> Result<&[u8], Fail> {
+/// Steps over one value of the less common kinds (RabbitMQ's letters, see [`crate::table`]);
+/// returns what follows it. Tables and arrays are [`scan_container`]'s.
+fn check_value(rest: &[u8], letter: u8) -> Result<&[u8], Fail> {
     match letter {
         // Any octet: the spec reads non-zero as true. Refusing others would let one sloppy
         // publisher's header close every consumer's connection, again on each redelivery.
@@ -179,17 +269,8 @@ fn check_value(rest: &[u8], letter: u8, depth: usize) -> Result<&[u8], Fail> {
         b'D' => skip(skip(rest, 1)?, 4),
         b'V' => Ok(rest),
         b'x' => long_slice(rest, What::ByteArray).map(|(_, rest)| rest),
-        b'A' => {
-            let (inner, rest) = long_slice(rest, What::FieldArray)?;
-            scan_array(inner, depth + 1)?;
-            Ok(rest)
-        }
-        b'F' => {
-            let (inner, rest) = long_slice(rest, What::FieldTable)?;
-            scan_table(inner, depth + 1)?;
-            Ok(rest)
-        }
-        // Fixed sizes and `S` never get here (see `scan_value`); anything else is unknown.
+        // Fixed sizes and `S` never get here (see `scan_value`), nor `F` and `A` (see
+        // `scan_container`); anything else is unknown.
         other => Err(Fail::UnknownType(other)),
     }
 }
@@ -214,29 +295,63 @@ mod tests {
         ];
         for (raw, what) in cases {
             assert_eq!(
-                check_table(raw, 0),
+                check_table(raw),
                 Err(FieldError::Truncated { what }),
                 "{raw:?}"
             );
         }
     }
 
-    #[test]
-    fn nesting_is_bounded() {
-        // 40 nested arrays, each holding the next.
-        let mut raw: Vec<u8> = Vec::new();
-        for _ in 0..40 {
-            let mut outer = vec![b'A'];
-            outer.extend_from_slice(&(raw.len() as u32).to_be_bytes());
-            outer.extend_from_slice(&raw);
-            raw = outer;
+    /// `levels` arrays nested in one another, the innermost holding `innermost`; built front
+    /// to back (5 bytes a level), so 100 000 levels cost 100 000 steps.
+    fn nested_arrays(levels: usize, innermost: &[u8]) -> Vec<u8> {
+        let mut raw = Vec::with_capacity(5 * levels + innermost.len());
+        for level in 1..=levels {
+            raw.push(b'A');
+            let inner_len = 5 * (levels - level) + innermost.len();
+            raw.extend_from_slice(&(inner_len as u32).to_be_bytes());
         }
+        raw.extend_from_slice(innermost);
+        raw
+    }
+
+    #[test]
+    fn any_depth_is_scanned_without_recursion() {
+        // Deeper than the inline levels, and far deeper than any stack would take recursively
+        // in a test thread.
+        for levels in [0, 1, INLINE_LEVELS, INLINE_LEVELS + 1, 200, 100_000] {
+            let raw = nested_arrays(levels, &[b'B', 7]);
+            assert_eq!(check_array(&raw), Ok(()), "{levels} levels");
+        }
+        // An error at the bottom is found, whatever the depth.
+        let raw = nested_arrays(100_000, b"?");
         assert_eq!(
-            check_array(&raw, 0),
-            Err(FieldError::TableTooDeep {
-                max: MAX_TABLE_DEPTH
-            })
+            check_array(&raw),
+            Err(FieldError::UnknownFieldType { letter: b'?' })
         );
+    }
+
+    #[test]
+    fn a_container_resumes_after_a_nested_one() {
+        // {a: [1, {b: 2}, 3], c: 4}: after each nested container ends, the one around it goes
+        // on from the right place, for tables and arrays alike.
+        let inner_table = [1, b'b', b'B', 2];
+        let mut array = vec![b'B', 1, b'F', 0, 0, 0, inner_table.len() as u8];
+        array.extend_from_slice(&inner_table);
+        array.extend_from_slice(&[b'B', 3]);
+        let mut table = vec![1, b'a', b'A', 0, 0, 0, array.len() as u8];
+        table.extend_from_slice(&array);
+        table.extend_from_slice(&[1, b'c', b'B', 4]);
+        assert_eq!(check_table(&table), Ok(()));
+        // A byte missing from the last entry of the outer table is still found.
+        assert_eq!(
+            check_table(&table[..table.len() - 1]),
+            Err(FieldError::Truncated { what: "octet" })
+        );
+        // A nested length running past its container's end is refused.
+        let mut bad = table.clone();
+        bad[6] += 1;
+        assert!(check_table(&bad).is_err());
     }
 
     #[test]

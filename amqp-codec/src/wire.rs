@@ -126,7 +126,7 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn table(&mut self) -> Result<FieldTable, FieldError> {
         let raw = self.long_slice("field table")?;
-        crate::scan::check_table(raw, 0)?;
+        crate::scan::check_table(raw)?;
         Ok(FieldTable::from_validated(self.share(raw)))
     }
 

@@ -354,7 +354,7 @@ fn check_properties(rest: &[u8]) -> Result<(u16, &[u8]), Fail> {
         let encoding = ENCODINGS[position];
         let (value, after) = split_property(rest, encoding)?;
         if let Encoding::Table = encoding {
-            scan_table(value, 0)?;
+            scan_table(value)?;
         }
         rest = after;
     }

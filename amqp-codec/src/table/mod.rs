@@ -1,9 +1,9 @@
 //! Field tables and arrays with RabbitMQ's type letters.
 //!
 //! A decoded [`FieldTable`] is the validated wire encoding of its entries, a [`Bytes`] slice of
-//! the read buffer: decoding checks every entry once (bounded nesting, known type letters, no
-//! overrun) and allocates nothing; [`FieldTable::iter`] and [`FieldTable::get`] then read entries
-//! on demand. Entry order and duplicate keys are kept, so a table round-trips byte for byte.
+//! the read buffer: decoding checks every entry once (known type letters, no overrun, nesting
+//! at any depth, walked in a loop rather than by recursion) and allocates nothing below eight
+//! levels of nesting; [`FieldTable::iter`] and [`FieldTable::get`] then read entries on demand. Entry order and duplicate keys are kept, so a table round-trips byte for byte.
 //!
 //! A bool's octet reads as the spec says: 0 is false, anything else true. The table itself keeps
 //! the octet (it is the wire bytes), so it re-encodes byte for byte; only a table rebuilt from
@@ -35,17 +35,16 @@
 //! assert_eq!(args.iter().count(), 2);
 //! ```
 
-use std::fmt;
+mod cursor;
+mod debug;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use cursor::Cursor;
 
 use crate::error::{DecodeError, EncodeError, FieldError};
 use crate::scan::{check_array, check_table};
 use crate::strings::{LongStr, ShortStr};
-
-/// How deeply tables and arrays may nest before decoding refuses them (bounds recursion, so a
-/// hostile peer cannot exhaust the stack).
-pub const MAX_TABLE_DEPTH: usize = 32;
 
 /// An AMQP decimal: `value / 10^scale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -57,7 +56,10 @@ pub struct Decimal {
 }
 
 /// One value in a field table or array.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its `Debug` output walks nested tables and arrays in a loop, not by recursion, so a value
+/// nested 100 000 levels deep prints without exhausting the stack (see `debug.rs`).
+#[derive(Clone, PartialEq)]
 pub enum FieldValue {
     /// `t`
     Bool(bool),
@@ -231,90 +233,6 @@ impl From<String> for FieldValue {
     }
 }
 
-/// Reads entries and values from a validated encoding, sharing it for strings and nested
-/// containers.
-///
-/// Hand-written over the slice, like the validator (`scan.rs`): iterating a table read every
-/// field through a nom parser before, which was most of the 20-entry table benchmark. A read that
-/// fails (it cannot, on validated bytes) ends the iteration instead of panicking.
-struct Cursor<'a> {
-    /// The whole encoding, so that pieces can be handed out as shared `Bytes`.
-    raw: &'a Bytes,
-    /// Where the next read starts.
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn is_empty(&self) -> bool {
-        self.pos >= self.raw.len()
-    }
-
-    /// The next `N` bytes.
-    #[inline]
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let bytes = *self.raw.get(self.pos..)?.first_chunk::<N>()?;
-        self.pos += N;
-        Some(bytes)
-    }
-
-    fn octet(&mut self) -> Option<u8> {
-        self.array::<1>().map(|[b]| b)
-    }
-
-    /// The next `len` bytes, shared.
-    fn share(&mut self, len: usize) -> Option<Bytes> {
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&end| end <= self.raw.len())?;
-        let bytes = self.raw.slice(self.pos..end);
-        self.pos = end;
-        Some(bytes)
-    }
-
-    fn short_str(&mut self) -> Option<ShortStr> {
-        let len = self.octet()?;
-        self.share(usize::from(len)).map(ShortStr::from_wire)
-    }
-
-    fn long_bytes(&mut self) -> Option<Bytes> {
-        let len = u32::from_be_bytes(self.array()?);
-        self.share(len as usize)
-    }
-
-    /// One value of type `letter`. Only for bytes already checked by [`check_table`]: nested
-    /// tables and arrays are wrapped as they are, not checked again.
-    fn value(&mut self, letter: u8) -> Option<FieldValue> {
-        Some(match letter {
-            b't' => FieldValue::Bool(self.octet()? != 0),
-            b'b' => FieldValue::I8(i8::from_be_bytes(self.array()?)),
-            b'B' => FieldValue::U8(self.octet()?),
-            b's' => FieldValue::I16(i16::from_be_bytes(self.array()?)),
-            b'u' => FieldValue::U16(u16::from_be_bytes(self.array()?)),
-            b'I' => FieldValue::I32(i32::from_be_bytes(self.array()?)),
-            b'i' => FieldValue::U32(u32::from_be_bytes(self.array()?)),
-            b'l' => FieldValue::I64(i64::from_be_bytes(self.array()?)),
-            b'f' => FieldValue::F32(f32::from_be_bytes(self.array()?)),
-            b'd' => FieldValue::F64(f64::from_be_bytes(self.array()?)),
-            b'D' => FieldValue::Decimal(Decimal {
-                scale: self.octet()?,
-                value: u32::from_be_bytes(self.array()?),
-            }),
-            b'S' => FieldValue::LongStr(LongStr::from_wire(self.long_bytes()?)),
-            b'A' => FieldValue::Array(FieldArray {
-                raw: self.long_bytes()?,
-            }),
-            b'T' => FieldValue::Timestamp(u64::from_be_bytes(self.array()?)),
-            b'F' => FieldValue::Table(FieldTable {
-                raw: self.long_bytes()?,
-            }),
-            b'V' => FieldValue::Void,
-            b'x' => FieldValue::ByteArray(self.long_bytes()?),
-            _ => return None,
-        })
-    }
-}
-
 /// A field table: ordered `(key, value)` entries, kept in their wire encoding.
 ///
 /// Equality compares the encodings, so two tables are equal when they have the same entries in
@@ -347,7 +265,7 @@ impl FieldTable {
     }
 
     fn from_validated_slice(raw: Bytes) -> Result<Self, FieldError> {
-        check_table(&raw, 0)?;
+        check_table(&raw)?;
         Ok(Self { raw })
     }
 
@@ -381,12 +299,6 @@ impl FieldTable {
         self.iter()
             .find(|(k, _)| k.as_bytes() == key.as_bytes())
             .map(|(_, v)| v)
-    }
-}
-
-impl fmt::Debug for FieldTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
     }
 }
 
@@ -498,7 +410,7 @@ impl FieldArray {
 
     /// Validates `raw` (an array's values, without the length prefix) and wraps it.
     pub fn from_raw(raw: Bytes) -> Result<Self, DecodeError> {
-        check_array(&raw, 0).map_err(|source| DecodeError::BadFieldTable { source })?;
+        check_array(&raw).map_err(|source| DecodeError::BadFieldTable { source })?;
         Ok(Self { raw })
     }
 
@@ -520,12 +432,6 @@ impl FieldArray {
                 pos: 0,
             },
         }
-    }
-}
-
-impl fmt::Debug for FieldArray {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
     }
 }
 
