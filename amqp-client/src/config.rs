@@ -201,8 +201,9 @@ pub struct ConnectionConfig {
     /// Heartbeat interval in seconds the client asks for; the smaller non-zero of this and
     /// the server's value wins, 0 on both sides disables heartbeats. Default 60.
     pub heartbeat: u16,
-    /// Largest frame the client asks for (0 means no limit); negotiated down with the server's.
-    /// Default 131 072.
+    /// Largest frame the client asks for (0 means no limit); negotiated down with the server's,
+    /// but never below the spec's minimum of 4 096 (a smaller value here or from the server
+    /// is raised to it). Default 131 072.
     pub frame_max: u32,
     /// Highest channel number the client asks for (0 means no limit); negotiated down with
     /// the server's. Default 2047.
@@ -325,7 +326,7 @@ impl ConnectionConfigBuilder {
         self
     }
 
-    /// Requested frame-max.
+    /// Requested frame-max (0: no limit; below 4 096, the spec's minimum, it is raised to it).
     pub fn frame_max(mut self, frame_max: u32) -> Self {
         self.0.frame_max = frame_max;
         self

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use amqp_codec::ReplyCode;
 use amqp_codec::table::FieldTable;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tracing::Instrument;
 
@@ -66,27 +65,27 @@ impl Connection {
     }
 
     /// Connects with explicit settings. TCP connect, TLS and the AMQP handshake together are
-    /// bounded by `connection_timeout`.
+    /// bounded by `connection_timeout`; a timeout names the step it was waiting for.
     pub async fn connect_with(config: ConnectionConfig) -> Result<Self, Error> {
-        let timeout = config.connection_timeout;
-        let address = config.address();
-        let span = tracing::debug_span!("connect", %address);
-        match tokio::time::timeout(timeout, Self::establish(config).instrument(span)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::ConnectTimeout { address, timeout }),
-        }
+        let span = tracing::debug_span!("connect", address = %config.address());
+        Self::establish(config).instrument(span).await
     }
 
     async fn establish(config: ConnectionConfig) -> Result<Self, Error> {
+        // One deadline for every step: TCP and TLS here, the handshake in the core (which
+        // starts its clock now), so whichever step runs out names itself.
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + config.connection_timeout);
         let address = config.address();
-        let tcp = TcpStream::connect((config.host.as_str(), config.port)).await?;
+        let tcp = driver::connect_tcp(&config, &config.host, config.port, deadline).await?;
         let gate = Arc::new(Notify::new());
         let (open_tx, open_rx) = oneshot::channel();
-        let mut core = Core::new(config.clone(), Instant::now(), gate.clone());
+        let mut core = Core::new(config.clone(), started, gate.clone());
         core.open_waiter = Some(open_tx);
         let blocked = core.blocked_tx.subscribe();
         let shared = Arc::new(Shared::new(core, gate));
-        let driver = driver::spawn(shared.clone(), tcp, config.tls.as_ref(), &config.host).await?;
+        let tls = config.tls.as_ref();
+        let driver = driver::spawn(shared.clone(), tcp, tls, &config.host, deadline).await?;
         if config.recovery.is_some() {
             tokio::spawn(recovery::supervise(shared.clone(), driver));
         }
@@ -229,5 +228,11 @@ impl Connection {
     /// bytes: divided by a message count, the cost of I/O per message.
     pub fn io_stats(&self) -> crate::IoStats {
         self.inner.shared.io.snapshot()
+    }
+
+    /// Deliveries that could not simply be handed to a consumer: unreadable ones (handed over
+    /// as [`Error::UnreadableDelivery`]) and ones for a consumer no channel knew.
+    pub fn delivery_stats(&self) -> crate::DeliveryStats {
+        self.inner.shared.lock().delivery_stats()
     }
 }

@@ -84,7 +84,7 @@ impl Stream for Consumer {
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err))),
             // The acker (a reference count on the connection) only for a delivery in hand.
             Poll::Ready(Some(Ok(raw))) => {
-                Poll::Ready(Some(Ok(Delivery::from_raw(raw, this.channel.acker()))))
+                Poll::Ready(Some(Delivery::from_raw(raw, this.channel.acker())))
             }
         }
     }

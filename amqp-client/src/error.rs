@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use amqp_codec::{ClassId, EncodeError, ReplyCode};
 
+use crate::message::UnreadableDelivery;
 use crate::tls::TlsError;
 use crate::uri::UriError;
 
@@ -61,6 +62,39 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// A step of connecting, as named by [`Error::ConnectTimeout`]: what was still awaited when
+/// the time ran out tells a firewall (TCP) from a TLS mismatch, a peer that is not a broker
+/// (start), an authentication that never answers (tune) or a vhost that hangs (open-ok).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectStep {
+    /// The TCP connection.
+    Tcp,
+    /// The TLS handshake.
+    Tls,
+    /// connection.start, the broker's first word after the protocol header.
+    Start,
+    /// connection.tune (or connection.secure), the answer to the credentials.
+    Tune,
+    /// connection.open-ok, the answer to opening the virtual host.
+    OpenOk,
+    /// A reply while recovery re-declared the topology on a new connection.
+    TopologyReplay,
+}
+
+impl fmt::Display for ConnectStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "the TCP connection",
+            Self::Tls => "the TLS handshake",
+            Self::Start => "connection.start",
+            Self::Tune => "connection.tune (after sending the credentials)",
+            Self::OpenOk => "connection.open-ok (after opening the virtual host)",
+            Self::TopologyReplay => "a reply while re-declaring the topology",
+        })
+    }
+}
+
 /// Everything that can go wrong in the client.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -75,12 +109,14 @@ pub enum Error {
     #[error("TLS error: {0}")]
     Tls(#[from] TlsError),
     /// TCP connect, TLS or the AMQP handshake did not finish within `connection_timeout`.
-    #[error("connecting to {address} timed out after {timeout:?}")]
+    #[error("connecting to {address} timed out after {timeout:?} waiting for {step}")]
     ConnectTimeout {
         /// `host:port` (never credentials).
         address: String,
         /// The configured bound.
         timeout: Duration,
+        /// What was still awaited when the time ran out.
+        step: ConnectStep,
     },
     /// The peer does not speak AMQP 0-9-1 (wrong greeting, or it answered with its own
     /// protocol header).
@@ -139,6 +175,12 @@ pub enum Error {
     /// Every channel id up to channel-max is in use.
     #[error("no free channel: all {0} channel ids are in use")]
     ChannelsExhausted(u16),
+    /// A delivery whose content the client dropped (over `Limits::max_message_size`, or
+    /// properties that do not parse). Not the end of anything: the consumer's stream goes on,
+    /// and the delivery must be settled (usually [`UnreadableDelivery::reject`], which
+    /// dead-letters it) so that it does not come back.
+    #[error("{0}")]
+    UnreadableDelivery(Box<UnreadableDelivery>),
     /// An ack, nack or reject for a delivery whose channel is gone: the broker requeues the
     /// message itself; sending the tag on another channel could ack the wrong message.
     #[error(

@@ -35,7 +35,7 @@
 //!   bytes in, bytes out and time passed in.
 //! * `driver/`: the task that owns the socket, and read batching (`read_pacer.rs` decides,
 //!   `low_water.rs` sets the socket's low-water mark). `shared.rs`: the core under its
-//!   mutex. `io_stats.rs`: counts of reads and writes.
+//!   mutex. `stats.rs`: counts of reads and writes, and of deliveries not simply handed over.
 //! * `connection.rs`, `channel.rs`, `consumer.rs`, `message.rs`: the public handles.
 //! * `config.rs`, `uri.rs`, `auth.rs`, `tls.rs`: settings, URI parsing, SASL, rustls.
 //! * `recovery/`: automatic recovery, opt-in with one line
@@ -55,7 +55,6 @@ mod driver;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-mod io_stats;
 mod message;
 mod names;
 mod options;
@@ -64,10 +63,12 @@ pub mod profiling;
 mod proto;
 mod recovery;
 mod shared;
+mod stats;
 mod tls;
 mod uri;
 
 pub use amqp_codec;
+pub use amqp_codec::DiscardReason;
 pub use channel::{Channel, IntoShortStr, QueueInfo};
 pub use config::{
     AuthMechanism, ConnectionConfig, ConnectionConfigBuilder, Limits, ReadBatching, Secret,
@@ -75,13 +76,13 @@ pub use config::{
 };
 pub use connection::Connection;
 pub use consumer::{Consumer, PublishConfirm};
-pub use error::{CloseReason, Error, Result};
-pub use io_stats::IoStats;
-pub use message::{Confirmation, Delivery, GetMessage, ReturnedMessage};
+pub use error::{CloseReason, ConnectStep, Error, Result};
+pub use message::{Confirmation, Delivery, GetMessage, ReturnedMessage, UnreadableDelivery};
 pub use options::{
     ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, PublishOptions,
     QosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 pub use recovery::{ConnectionState, RecoveryEvent, RecoveryPolicy};
+pub use stats::{DeliveryStats, IoStats};
 pub use tls::TlsError;
 pub use uri::{UriError, redact_uri};

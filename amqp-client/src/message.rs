@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use amqp_codec::methods::{BasicAck, BasicNack, BasicReject};
-use amqp_codec::{BasicProperties, Method, ReplyCode, ShortStr};
+use amqp_codec::{BasicProperties, DiscardReason, Method, ReplyCode, ShortStr};
 use bytes::Bytes;
 
 use crate::error::Error;
@@ -146,10 +146,23 @@ pub(crate) fn settle(
 }
 
 impl Delivery {
-    /// A delivery as the connection received it, with what settles it.
-    pub(crate) fn from_raw(raw: RawDelivery, mut acker: Acker) -> Self {
+    /// A delivery as the connection received it, with what settles it; an
+    /// [`Error::UnreadableDelivery`] if the client dropped its content.
+    pub(crate) fn from_raw(raw: RawDelivery, mut acker: Acker) -> Result<Self, Error> {
         acker.generation = raw.generation;
-        Self {
+        if let Some(dropped) = raw.dropped {
+            return Err(Error::UnreadableDelivery(Box::new(UnreadableDelivery {
+                delivery_tag: raw.delivery_tag,
+                redelivered: raw.redelivered,
+                exchange: raw.exchange,
+                routing_key: raw.routing_key,
+                consumer_tag: raw.consumer_tag,
+                body_size: dropped.body_size,
+                reason: dropped.reason,
+                acker,
+            })));
+        }
+        Ok(Self {
             delivery_tag: raw.delivery_tag,
             redelivered: raw.redelivered,
             exchange: raw.exchange,
@@ -158,7 +171,111 @@ impl Delivery {
             properties: raw.properties,
             body: raw.body,
             acker,
-        }
+        })
+    }
+}
+
+/// A delivery whose content the client dropped: its body exceeded
+/// [`Limits::max_message_size`](crate::Limits), or its properties do not parse. It arrives as
+/// [`Error::UnreadableDelivery`] in its consumer's stream (or from `basic_get`), which goes on
+/// afterwards: the connection and every channel stay up.
+///
+/// Settle it, or it stays unacknowledged (holding a prefetch slot) until its channel closes,
+/// and then comes back: [`reject`](Self::reject) dead-letters it (to the queue's dead-letter
+/// exchange, byte for byte as it was published, or drops it if the queue has none);
+/// [`requeue`](Self::requeue) puts it back (for a limit you will raise); [`ack`](Self::ack)
+/// drops it.
+///
+/// ```no_run
+/// # async fn demo(mut consumer: amqp_client::Consumer) -> Result<(), amqp_client::Error> {
+/// use amqp_client::Error;
+/// while let Some(item) = consumer.recv().await {
+///     match item {
+///         Ok(delivery) => delivery.ack()?,
+///         Err(Error::UnreadableDelivery(unreadable)) => unreadable.reject()?,
+///         Err(other) => return Err(other),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct UnreadableDelivery {
+    /// The channel-scoped tag that settles it.
+    pub delivery_tag: u64,
+    /// True if the broker delivered this message before.
+    pub redelivered: bool,
+    /// The exchange it was published to.
+    pub exchange: ShortStr,
+    /// The routing key it was published with.
+    pub routing_key: ShortStr,
+    /// The consumer it was delivered to (empty for basic.get).
+    pub consumer_tag: ShortStr,
+    /// The body size its content header declared.
+    pub body_size: u64,
+    /// Why its content was dropped.
+    pub reason: DiscardReason,
+    /// How to settle it.
+    acker: Acker,
+}
+
+impl UnreadableDelivery {
+    /// Rejects it without requeue: the broker dead-letters it (or drops it if its queue has
+    /// no dead-letter exchange).
+    pub fn reject(&self) -> Result<(), Error> {
+        self.settle(false)
+    }
+
+    /// Rejects it with requeue: the broker puts it back and delivers it again, to this
+    /// consumer or another.
+    pub fn requeue(&self) -> Result<(), Error> {
+        self.settle(true)
+    }
+
+    /// Acknowledges it: the broker forgets it.
+    pub fn ack(&self) -> Result<(), Error> {
+        let ack = Method::BasicAck(BasicAck {
+            delivery_tag: self.delivery_tag,
+            multiple: false,
+        });
+        self.acker.send(self.delivery_tag, &ack)
+    }
+
+    /// The channel number it arrived on.
+    pub fn channel_id(&self) -> u16 {
+        self.acker.channel
+    }
+
+    fn settle(&self, requeue: bool) -> Result<(), Error> {
+        let reject = Method::BasicReject(BasicReject {
+            delivery_tag: self.delivery_tag,
+            requeue,
+        });
+        self.acker.send(self.delivery_tag, &reject)
+    }
+}
+
+impl fmt::Debug for UnreadableDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnreadableDelivery")
+            .field("delivery_tag", &self.delivery_tag)
+            .field("redelivered", &self.redelivered)
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("consumer_tag", &self.consumer_tag)
+            .field("body_size", &self.body_size)
+            .field("reason", &self.reason)
+            .field("channel", &self.acker.channel)
+            .finish()
+    }
+}
+
+impl fmt::Display for UnreadableDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "delivery {} on channel {} (exchange {:?}, routing key {:?}) cannot be read: {}",
+            self.delivery_tag, self.acker.channel, self.exchange, self.routing_key, self.reason
+        )
     }
 }
 
@@ -182,10 +299,14 @@ pub struct ReturnedMessage {
     pub exchange: ShortStr,
     /// The routing key it was published with.
     pub routing_key: ShortStr,
-    /// Its properties.
+    /// Its properties (empty if `content_dropped`).
     pub properties: BasicProperties,
-    /// Its body.
+    /// Its body (empty if `content_dropped`).
     pub body: Bytes,
+    /// Set when the client could not keep the returned content (over
+    /// `Limits::max_message_size`, or properties that do not parse): the return itself still
+    /// counts, with empty properties and body.
+    pub content_dropped: Option<DiscardReason>,
 }
 
 /// The broker's answer to one publish.

@@ -11,9 +11,9 @@ use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::io_stats::IoCounters;
 use crate::proto::Core;
 use crate::recovery::{ConnectionState, RecoveryEvent};
+use crate::stats::IoCounters;
 
 /// Recovery events kept for a slow subscriber before it starts missing some.
 const EVENT_BACKLOG: usize = 64;

@@ -1,7 +1,7 @@
 //! Sizes and counts against the real broker at `AMQP_URL`: 200 channels in use at once on one
 //! connection, a 16 MiB message split over frames, bodies at frame boundaries, every message
-//! property and every field-value type RabbitMQ accepts, and the client's own message size
-//! limit.
+//! property and every field-value type RabbitMQ accepts. (The client's own message size limit
+//! is in `broker_poison.rs`.)
 
 mod common;
 
@@ -12,7 +12,7 @@ use amqp_client::amqp_codec::{
     BasicProperties, Decimal, FieldArray, FieldValue, LongStr, PropertiesBuilder, ReplyCode,
     ShortStr,
 };
-use amqp_client::{Channel, Connection, Limits, PublishOptions, QueueDeclareOptions};
+use amqp_client::{Channel, Connection, PublishOptions, QueueDeclareOptions};
 use bytes::Bytes;
 use common::{Cleanup, LIMIT, config, connect, no_args, plain, within};
 
@@ -351,120 +351,6 @@ async fn a_user_id_other_than_the_connections_is_refused_with_406() {
         let ch = conn.open_channel().await.unwrap();
         ch.queue_delete(&q, Default::default()).await.unwrap();
         conn.close().await.unwrap();
-    })
-    .await;
-}
-
-/// A message over `Limits::max_message_size` closes only its channel, with a channel error.
-#[tokio::test]
-async fn a_message_over_the_size_limit_closes_only_its_channel() {
-    let mut names = Cleanup::new();
-    within(LIMIT, async {
-        let q = names.queue("q-too-large");
-        let publisher = connect().await;
-        let pch = publisher.open_channel().await.unwrap();
-        pch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        pch.confirm_select().await.unwrap();
-        publish_acked(&pch, &q, &BasicProperties::default(), patterned(2 << 20)).await;
-
-        let mut cfg = config();
-        cfg.limits = Limits {
-            max_message_size: 1 << 20,
-            ..Limits::default()
-        };
-        let limited = Connection::connect_with(cfg).await.unwrap();
-        let ch = limited.open_channel().await.unwrap();
-        let err = ch.basic_get(&q, false).await.unwrap_err();
-        assert_eq!(
-            err.reply_code(),
-            Some(ReplyCode::CONTENT_TOO_LARGE),
-            "{err:?}"
-        );
-        assert!(
-            err.is_channel_error(),
-            "only the channel is affected: {err:?}"
-        );
-        assert!(
-            !err.is_connection_error(),
-            "the connection is not affected: {err:?}"
-        );
-        assert!(limited.is_open());
-        // The refused message went back to the queue; a new channel of the same connection
-        // sees it there.
-        let ch = limited.open_channel().await.unwrap();
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let mut ready = 0;
-        for _ in 0..50 {
-            ready = ch
-                .queue_declare(&q, passive, no_args())
-                .await
-                .unwrap()
-                .message_count;
-            if ready == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(ready, 1);
-        limited.close().await.unwrap();
-        pch.queue_delete(&q, Default::default()).await.unwrap();
-        publisher.close().await.unwrap();
-    })
-    .await;
-}
-
-/// The same limit hit by a consumer's delivery: the stream ends with a channel error and the
-/// connection carries on.
-#[tokio::test]
-async fn a_delivery_over_the_size_limit_closes_only_the_consumers_channel() {
-    let mut names = Cleanup::new();
-    within(LIMIT, async {
-        let q = names.queue("q-too-large-consume");
-        let publisher = connect().await;
-        let pch = publisher.open_channel().await.unwrap();
-        pch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        pch.confirm_select().await.unwrap();
-        publish_acked(&pch, &q, &BasicProperties::default(), patterned(2 << 20)).await;
-
-        let mut cfg = config();
-        cfg.limits = Limits {
-            max_message_size: 1 << 20,
-            ..Limits::default()
-        };
-        let limited = Connection::connect_with(cfg).await.unwrap();
-        let ch = limited.open_channel().await.unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
-        let err = match consumer.recv().await {
-            Some(Err(err)) => err,
-            other => panic!("expected the consumer to fail, got {other:?}"),
-        };
-        assert_eq!(
-            err.reply_code(),
-            Some(ReplyCode::CONTENT_TOO_LARGE),
-            "{err:?}"
-        );
-        assert!(
-            err.is_channel_error(),
-            "only the channel is affected: {err:?}"
-        );
-        assert!(
-            !err.is_connection_error(),
-            "the connection is not affected: {err:?}"
-        );
-        assert!(consumer.recv().await.is_none());
-        // The connection is fine: a new channel works.
-        let ch2 = limited.open_channel().await.unwrap();
-        ch2.basic_qos(1, Default::default()).await.unwrap();
-        assert!(limited.is_open(), "{:?}", limited.close_reason());
-        limited.close().await.unwrap();
-        assert_eq!(pch.queue_delete(&q, Default::default()).await.unwrap(), 1);
-        publisher.close().await.unwrap();
     })
     .await;
 }

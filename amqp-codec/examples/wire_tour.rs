@@ -246,6 +246,7 @@ fn main() -> Result<()> {
         match assembler.push(wire.recv()?)? {
             Some(Assembled::Content(msg)) if msg.body == body => received += 1,
             Some(Assembled::Content(_)) => return Err("a body came back different".into()),
+            Some(Assembled::Discarded(d)) => return Err(format!("dropped: {}", d.reason).into()),
             Some(Assembled::Method(_)) | None => {}
         }
     }

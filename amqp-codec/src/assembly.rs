@@ -9,10 +9,15 @@
 //! ```
 //!
 //! Spec: "a peer MUST handle ... content frames out of order" by raising 505 UNEXPECTED_FRAME;
-//! a body longer than the header declared is a frame error (501). The declared size is checked
-//! against a configurable limit before anything is kept, and nothing is allocated up front: a
-//! body is the chain of its frames' slices ([`Body`]), never copied; only a body of two or more
-//! frames allocates, once, the list of its chunks.
+//! a body longer than the header declared is a frame error (501). Nothing is allocated up
+//! front: a body is the chain of its frames' slices ([`Body`]), never copied; only a body of two
+//! or more frames allocates, once, the list of its chunks.
+//!
+//! A message this side will not or cannot keep (a declared size over the configured limit, or
+//! properties that do not parse) is not an error of the connection: its body frames are
+//! counted and dropped as they come, and the message is handed over as [`Discarded`], method
+//! and all, so that a client can give the application its delivery tag to reject (a message
+//! refused with an error would stay at the head of its queue and stop every consumer of it).
 //!
 //! The state lives in two `Option` fields rather than an enum of states: moving a whole state
 //! (method, header and body, some 250 bytes) in and out at every frame cost more than the
@@ -22,7 +27,7 @@ use bytes::Bytes;
 
 use crate::body::Body;
 use crate::constants::FrameType;
-use crate::error::DecodeError;
+use crate::error::{DecodeError, FieldError};
 use crate::frame::Frame;
 use crate::methods::Method;
 use crate::properties::ContentHeader;
@@ -47,6 +52,46 @@ pub enum Assembled {
     Method(Method),
     /// A complete message.
     Content(Content),
+    /// A message whose content was dropped as it arrived; the method says which (its delivery
+    /// tag, for a delivery).
+    Discarded(Discarded),
+}
+
+/// A message whose content the assembler dropped rather than kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discarded {
+    /// basic.deliver, basic.get-ok, basic.return, or basic.publish (server side).
+    pub method: Method,
+    /// The body size its header declared (all of it was received and dropped).
+    pub body_size: u64,
+    /// Why it was not kept.
+    pub reason: DiscardReason,
+}
+
+/// Why a message's content was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscardReason {
+    /// The header declared a body larger than the assembler's limit.
+    #[error("its body of {declared} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// The declared body size.
+        declared: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Its content header's properties do not parse.
+    #[error("its properties do not parse: {0}")]
+    BadProperties(FieldError),
+}
+
+/// A message whose body is being dropped as it arrives.
+#[derive(Debug)]
+struct Discarding {
+    /// The body size its header declared.
+    declared: u64,
+    /// Why it is dropped.
+    reason: DiscardReason,
 }
 
 /// Most chunks a body's list reserves room for up front; a longer chain grows as it goes, so a
@@ -83,6 +128,9 @@ pub struct ContentAssembler {
     received: u64,
     /// Largest body accepted, checked against the header's declared size.
     max_body_size: u64,
+    /// Set while the body of a message not kept is counted and dropped (then `header` is
+    /// `None` and `method` is `Some`); boxed, so that the common state stays small.
+    discarding: Option<Box<Discarding>>,
 }
 
 impl ContentAssembler {
@@ -94,6 +142,7 @@ impl ContentAssembler {
             body: Body::new(),
             received: 0,
             max_body_size,
+            discarding: None,
         }
     }
 
@@ -108,6 +157,72 @@ impl ContentAssembler {
         self.header = None;
         self.body = Body::new();
         self.received = 0;
+        self.discarding = None;
+    }
+
+    /// Feeds a content header that did not decode ([`DecodeError::BadContentHeader`], which
+    /// names the channel and the declared body size): the message's body is then dropped as
+    /// it comes and the message handed over as [`Assembled::Discarded`]. Out of order (no
+    /// content method before it) it is the same error as any misplaced header.
+    pub fn push_bad_header(
+        &mut self,
+        channel: u16,
+        body_size: u64,
+        source: FieldError,
+    ) -> Result<Option<Assembled>, DecodeError> {
+        if self.method.is_none() || self.header.is_some() || self.discarding.is_some() {
+            return Err(self.unexpected(channel, FrameType::HEADER));
+        }
+        self.discard(body_size, DiscardReason::BadProperties(source))
+    }
+
+    /// Starts dropping the body of the message in progress; completes at once if it is empty.
+    #[cold]
+    fn discard(
+        &mut self,
+        declared: u64,
+        reason: DiscardReason,
+    ) -> Result<Option<Assembled>, DecodeError> {
+        self.discarding = Some(Box::new(Discarding { declared, reason }));
+        self.received = 0;
+        if declared == 0 {
+            return Ok(self.finish_discarding());
+        }
+        Ok(None)
+    }
+
+    /// A body frame of a message being dropped.
+    #[cold]
+    fn discard_body(&mut self, channel: u16, len: usize) -> Result<Option<Assembled>, DecodeError> {
+        let Some(discarding) = &self.discarding else {
+            return Err(self.unexpected(channel, FrameType::BODY));
+        };
+        let declared = discarding.declared;
+        let total = self.received.saturating_add(len as u64);
+        if total > declared {
+            self.reset();
+            return Err(DecodeError::BodyTooLong {
+                declared,
+                received: total,
+            });
+        }
+        self.received = total;
+        if total < declared {
+            return Ok(None);
+        }
+        Ok(self.finish_discarding())
+    }
+
+    /// The message being dropped, handed over; back to idle.
+    fn finish_discarding(&mut self) -> Option<Assembled> {
+        let discarding = self.discarding.take()?;
+        let method = self.method.take()?;
+        self.received = 0;
+        Some(Assembled::Discarded(Discarded {
+            method,
+            body_size: discarding.declared,
+            reason: discarding.reason,
+        }))
     }
 
     /// Feeds one frame of this channel. Returns a method or a complete message when one is
@@ -145,7 +260,7 @@ impl ContentAssembler {
         header: ContentHeader,
     ) -> Result<Option<Assembled>, DecodeError> {
         let class_id = match &self.method {
-            Some(method) if self.header.is_none() => method.class_id(),
+            Some(method) if self.header.is_none() && self.discarding.is_none() => method.class_id(),
             _ => return Err(self.unexpected(channel, FrameType::HEADER)),
         };
         if header.class_id != class_id {
@@ -156,11 +271,11 @@ impl ContentAssembler {
             });
         }
         if header.body_size > self.max_body_size {
-            self.reset();
-            return Err(DecodeError::MessageTooLarge {
+            let reason = DiscardReason::TooLarge {
                 declared: header.body_size,
                 limit: self.max_body_size,
-            });
+            };
+            return self.discard(header.body_size, reason);
         }
         if header.body_size == 0 {
             return self.complete(header, Body::new());
@@ -173,7 +288,7 @@ impl ContentAssembler {
     #[inline]
     fn push_body(&mut self, channel: u16, chunk: Bytes) -> Result<Option<Assembled>, DecodeError> {
         let Some(header) = &self.header else {
-            return Err(self.unexpected(channel, FrameType::BODY));
+            return self.discard_body(channel, chunk.len());
         };
         let declared = header.body_size;
         let total = self.received + chunk.len() as u64;
@@ -226,10 +341,10 @@ impl ContentAssembler {
 
     /// The error for a frame this state does not expect; the partial message is dropped.
     fn unexpected(&mut self, channel: u16, got: FrameType) -> DecodeError {
-        let expected = match (&self.method, &self.header) {
-            (None, _) => "between messages",
-            (Some(_), None) => "awaiting a content header",
-            (Some(_), Some(_)) => "awaiting a content body",
+        let expected = match (&self.method, &self.header, &self.discarding) {
+            (None, _, _) => "between messages",
+            (Some(_), None, None) => "awaiting a content header",
+            (Some(_), _, _) => "awaiting a content body",
         };
         self.reset();
         DecodeError::UnexpectedFrame {
@@ -331,11 +446,92 @@ mod tests {
         );
     }
 
+    fn deliver_tagged(tag: u64) -> Frame {
+        Frame::Method {
+            channel: 1,
+            method: Method::BasicDeliver(BasicDeliver {
+                delivery_tag: tag,
+                ..Default::default()
+            }),
+        }
+    }
+
     #[test]
-    fn declared_size_over_the_limit_is_refused_before_any_body() {
+    fn a_body_over_the_limit_is_dropped_as_it_comes_and_handed_over() {
+        let mut asm = ContentAssembler::new(4);
+        asm.push(deliver_tagged(7)).expect("method");
+        assert_eq!(asm.push(header(7)), Ok(None));
+        assert_eq!(asm.push(body(b"abc")), Ok(None));
+        assert_eq!(asm.body.len(), 0, "nothing kept");
+        let Ok(Some(Assembled::Discarded(d))) = asm.push(body(b"defg")) else {
+            panic!("expected the discarded message");
+        };
+        assert_eq!(d.body_size, 7);
+        assert_eq!(
+            d.reason,
+            DiscardReason::TooLarge {
+                declared: 7,
+                limit: 4
+            }
+        );
+        assert!(matches!(d.method, Method::BasicDeliver(m) if m.delivery_tag == 7));
+        // The channel goes on: the next message is assembled as usual.
+        assert!(asm.is_idle());
+        asm.push(deliver()).expect("method");
+        asm.push(header(2)).expect("header");
+        assert!(matches!(
+            asm.push(body(b"hi")),
+            Ok(Some(Assembled::Content(_)))
+        ));
+    }
+
+    #[test]
+    fn a_huge_declared_size_reserves_nothing_and_overruns_are_still_refused() {
         let mut asm = ContentAssembler::new(10);
         asm.push(deliver()).expect("method");
-        let err = asm.push(header(u64::MAX)).unwrap_err();
-        assert_eq!(err.reply_code(), ReplyCode::CONTENT_TOO_LARGE);
+        assert_eq!(asm.push(header(u64::MAX)), Ok(None));
+        assert_eq!(asm.push(body(b"abc")), Ok(None));
+        let mut asm = ContentAssembler::new(1);
+        asm.push(deliver()).expect("method");
+        asm.push(header(2)).expect("discarding");
+        assert_eq!(
+            asm.push(body(b"abc")),
+            Err(DecodeError::BodyTooLong {
+                declared: 2,
+                received: 3
+            })
+        );
+    }
+
+    #[test]
+    fn a_bad_header_drops_its_body_and_hands_the_method_over() {
+        let source = FieldError::UnknownFieldType { letter: b'?' };
+        let mut asm = ContentAssembler::new(1024);
+        // Without a method before it, it is a misplaced header.
+        assert_eq!(
+            asm.push_bad_header(1, 3, source.clone())
+                .unwrap_err()
+                .reply_code(),
+            ReplyCode::UNEXPECTED_FRAME
+        );
+        asm.push(deliver_tagged(9)).expect("method");
+        assert_eq!(asm.push_bad_header(1, 3, source.clone()), Ok(None));
+        // A second header is out of order.
+        let mut twice = ContentAssembler::new(1024);
+        twice.push(deliver()).expect("method");
+        twice.push_bad_header(1, 3, source.clone()).expect("first");
+        assert!(twice.push(header(3)).is_err());
+        let Ok(Some(Assembled::Discarded(d))) = asm.push(body(b"xyz")) else {
+            panic!("expected the discarded message");
+        };
+        assert_eq!(d.reason, DiscardReason::BadProperties(source.clone()));
+        // An empty body completes at the header.
+        let mut asm = ContentAssembler::new(1024);
+        asm.push(deliver()).expect("method");
+        assert!(matches!(
+            asm.push_bad_header(1, 0, source),
+            Ok(Some(Assembled::Discarded(_)))
+        ));
+        assert!(asm.is_idle());
     }
 }

@@ -110,9 +110,16 @@ pub enum DecodeError {
         /// The class id found.
         class_id: ClassId,
     },
-    /// A content header whose property list does not parse.
-    #[error("malformed content header: {source}")]
+    /// A content header whose property list does not parse. Its fixed part was read, so the
+    /// frame boundary and the body's size are known: a client can skip the body and hand the
+    /// message over as unreadable ([`crate::ContentAssembler::push_bad_header`]) rather than
+    /// close the connection over one message.
+    #[error("malformed content header on channel {channel}: {source}")]
     BadContentHeader {
+        /// The channel the header arrived on (0 when decoded outside a frame).
+        channel: u16,
+        /// The body size the header declared.
+        body_size: u64,
         /// What failed.
         source: FieldError,
     },
@@ -149,20 +156,10 @@ pub enum DecodeError {
         /// Bytes received so far, including the frame that overflowed.
         received: u64,
     },
-    /// The content header declared a body larger than this side accepts. Nothing was allocated
-    /// for it; the channel should be closed.
-    #[error("message of {declared} bytes exceeds the limit of {limit}")]
-    MessageTooLarge {
-        /// The body size declared by the content header.
-        declared: u64,
-        /// The configured limit.
-        limit: u64,
-    },
 }
 
 impl DecodeError {
-    /// The reply code a peer should close the connection (or, for
-    /// [`DecodeError::MessageTooLarge`], the channel) with.
+    /// The reply code a peer should close the connection with.
     pub fn reply_code(&self) -> ReplyCode {
         match self {
             Self::FrameTooLarge { .. }
@@ -181,7 +178,6 @@ impl DecodeError {
             Self::UnexpectedFrame { .. } | Self::ContentClassMismatch { .. } => {
                 ReplyCode::UNEXPECTED_FRAME
             }
-            Self::MessageTooLarge { .. } => ReplyCode::CONTENT_TOO_LARGE,
         }
     }
 

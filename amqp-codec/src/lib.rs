@@ -74,7 +74,7 @@ pub mod table;
 pub mod tokio_codec;
 mod wire;
 
-pub use assembly::{Assembled, Content, ContentAssembler};
+pub use assembly::{Assembled, Content, ContentAssembler, DiscardReason, Discarded};
 pub use body::Body;
 pub use constants::{
     ClassId, FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FRAME_OVERHEAD, FrameType, ReplyCode,

@@ -72,7 +72,11 @@ fn header_payload(props: &[u8]) -> Bytes {
 }
 
 fn bad(source: FieldError) -> Result<ContentHeader, DecodeError> {
-    Err(DecodeError::BadContentHeader { source })
+    Err(DecodeError::BadContentHeader {
+        channel: 0,
+        body_size: 7,
+        source,
+    })
 }
 
 proptest! {
@@ -121,7 +125,7 @@ proptest! {
             let expected_kind = if cut < 12 {
                 matches!(got, Err(DecodeError::FrameTooShort { .. }))
             } else {
-                matches!(got, Err(DecodeError::BadContentHeader { source: FieldError::Truncated { .. } }))
+                matches!(got, Err(DecodeError::BadContentHeader { source: FieldError::Truncated { .. }, .. }))
             };
             prop_assert!(expected_kind, "cut at {}: {:?}", cut, got);
         }

@@ -9,7 +9,7 @@ use crate::consumer::PublishConfirm;
 use crate::error::Error;
 use crate::message::{Acker, Delivery, GetMessage};
 use crate::options::PublishOptions;
-use crate::proto::{Publish, RawDelivery, Reply};
+use crate::proto::{Dropped, Publish, RawDelivery, Reply};
 
 impl Channel {
     /// Fetches one message, or `None` if the queue is empty.
@@ -34,12 +34,34 @@ impl Channel {
                     properties: content.header.properties,
                     body: Bytes::from(content.body),
                     generation,
+                    dropped: None,
                 };
-                let delivery = Delivery::from_raw(raw, self.acker());
+                let delivery = Delivery::from_raw(raw, self.acker())?;
                 Ok(Some(GetMessage {
                     delivery,
                     message_count: ok.message_count,
                 }))
+            }
+            // Content the client dropped: an error carrying the tag, to reject it by.
+            Reply::Discarded(discarded, generation) => {
+                let Method::BasicGetOk(ok) = discarded.method else {
+                    return Err(Error::InvalidUse("unexpected reply to basic.get"));
+                };
+                let raw = RawDelivery {
+                    delivery_tag: ok.delivery_tag,
+                    redelivered: ok.redelivered,
+                    exchange: ok.exchange,
+                    routing_key: ok.routing_key,
+                    consumer_tag: ShortStr::default(),
+                    properties: BasicProperties::default(),
+                    body: Bytes::new(),
+                    generation,
+                    dropped: Some(Box::new(Dropped {
+                        body_size: discarded.body_size,
+                        reason: discarded.reason,
+                    })),
+                };
+                Delivery::from_raw(raw, self.acker()).map(|_| None)
             }
             Reply::Method(_) => Err(Error::InvalidUse("unexpected reply to basic.get")),
         }

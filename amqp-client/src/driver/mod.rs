@@ -24,8 +24,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::config::{ReadBatching, TlsOptions};
-use crate::error::Error;
+use crate::config::{ConnectionConfig, ReadBatching, TlsOptions};
+use crate::error::{ConnectStep, Error};
 use crate::shared::Shared;
 use crate::tls;
 use batcher::Batcher;
@@ -38,13 +38,31 @@ const MAX_IOVECS: usize = 64;
 /// Bound on the final flush and shutdown after the core finished.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Starts a driver task on `tcp` (after a TLS handshake if `tls` is set); its handle ends
-/// when the connection does.
+/// Opens the TCP connection to `host:port` by `deadline`; a timeout names the step.
+pub(crate) async fn connect_tcp(
+    config: &ConnectionConfig,
+    host: &str,
+    port: u16,
+    deadline: tokio::time::Instant,
+) -> Result<TcpStream, Error> {
+    match tokio::time::timeout_at(deadline, TcpStream::connect((host, port))).await {
+        Ok(tcp) => Ok(tcp?),
+        Err(_) => Err(Error::ConnectTimeout {
+            address: crate::config::format_address(host, port),
+            timeout: config.connection_timeout,
+            step: ConnectStep::Tcp,
+        }),
+    }
+}
+
+/// Starts a driver task on `tcp` (after a TLS handshake if `tls` is set, bounded by
+/// `deadline`); its handle ends when the connection does.
 pub(crate) async fn spawn(
     shared: Arc<Shared>,
     tcp: TcpStream,
     tls: Option<&TlsOptions>,
     host: &str,
+    deadline: tokio::time::Instant,
 ) -> Result<JoinHandle<()>, Error> {
     // Frames are batched already; Nagle would only add latency.
     tcp.set_nodelay(true)?;
@@ -52,7 +70,18 @@ pub(crate) async fn spawn(
     Ok(match tls {
         Some(opts) => {
             // TLS records sit between the socket and the frames: reads stay eager.
-            let stream = tls::handshake(tcp, opts, host).await?;
+            let handshake = tls::handshake(tcp, opts, host);
+            let stream = match tokio::time::timeout_at(deadline, handshake).await {
+                Ok(stream) => stream?,
+                Err(_) => {
+                    let core = shared.lock();
+                    return Err(Error::ConnectTimeout {
+                        address: core.config.address(),
+                        timeout: core.config.connection_timeout,
+                        step: ConnectStep::Tls,
+                    });
+                }
+            };
             tokio::spawn(run(shared, stream, None))
         }
         None => {

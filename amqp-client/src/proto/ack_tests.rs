@@ -209,16 +209,34 @@ fn frames_on_other_channels_do_not_split_a_run_but_frames_on_its_own_do() {
 }
 
 #[test]
-fn a_delivery_for_an_unknown_consumer_stops_coalescing() {
+fn a_delivery_for_an_unknown_consumer_on_a_channel_with_no_ack_consumers_stops_coalescing() {
     let (mut h, id, epoch) = consuming(false);
+    start_consumer(&mut h, (id, epoch), "auto", true);
     deliver(&mut h, id, 1..=2);
-    // Tag 3 goes to a consumer the client does not know: perhaps unacked at the broker, and
-    // the application never sees it, so no multiple ack may ever cover it.
+    // Tag 3 goes to a consumer the client does not know, on a channel with a no-ack consumer:
+    // perhaps unacked at the broker, and the application never sees it, so no multiple ack may
+    // ever cover it (and it is not rejected: a no-ack delivery's tag would close the channel).
     h.deliver(id, "stranger", 3);
     deliver(&mut h, id, 4..=5);
     let acks = [1, 2, 4, 5].map(|t| ack(t, false));
     settle(&mut h, id, epoch, &acks);
     assert_eq!(h.methods(), acks);
+}
+
+#[test]
+fn a_delivery_for_an_unknown_consumer_is_requeued_and_the_run_goes_on_around_it() {
+    let (mut h, id, epoch) = consuming(false);
+    deliver(&mut h, id, 1..=2);
+    h.deliver(id, "stranger", 3);
+    deliver(&mut h, id, 4..=5);
+    let acks = [1, 2, 4, 5].map(|t| ack(t, false));
+    settle(&mut h, id, epoch, &acks);
+    let requeue = Method::BasicReject(BasicReject {
+        delivery_tag: 3,
+        requeue: true,
+    });
+    // 3 is settled by its reject, before the acks: one multiple ack covers the rest.
+    assert_eq!(h.methods(), [requeue, ack(5, true)]);
 }
 
 #[test]

@@ -90,7 +90,8 @@ impl Confirms {
         self.pending
     }
 
-    /// Attaches a basic.return to the oldest pending mandatory publish of the same message.
+    /// Attaches a basic.return to the oldest pending mandatory publish of the same message (of
+    /// the same route, if the client could not keep the returned content).
     /// Gives it back if none matches (a return from before confirm mode).
     pub(crate) fn attach_return(
         &mut self,
@@ -100,9 +101,10 @@ impl Confirms {
             Slot::Pending(p)
                 if p.returned.is_none()
                     && p.key.as_ref().is_some_and(|k| {
+                        // A return whose content was dropped is matched by its route alone.
                         k.exchange == ret.exchange
                             && k.routing_key == ret.routing_key
-                            && k.body == ret.body
+                            && (ret.content_dropped.is_some() || k.body == ret.body)
                     }) =>
             {
                 Some(p)

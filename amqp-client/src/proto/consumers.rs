@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
-use amqp_codec::{BasicProperties, ShortStr};
+use amqp_codec::{BasicProperties, DiscardReason, ShortStr};
 use bytes::Bytes;
 
 use crate::error::Error;
@@ -21,6 +21,19 @@ pub(crate) struct RawDelivery {
     pub(crate) body: Bytes,
     /// The channel's generation it arrived in: its tag is only valid in that one.
     pub(crate) generation: u64,
+    /// Set when the client dropped the content (over the size limit, or properties that do
+    /// not parse): `properties` and `body` are then empty, and the application gets an
+    /// [`Error::UnreadableDelivery`] carrying the tag instead of a delivery. Boxed: rare.
+    pub(crate) dropped: Option<Box<Dropped>>,
+}
+
+/// Why a delivery's content was dropped, and how large it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dropped {
+    /// The body size its header declared.
+    pub(crate) body_size: u64,
+    /// Why it was not kept.
+    pub(crate) reason: DiscardReason,
 }
 
 /// A consumer's buffer.

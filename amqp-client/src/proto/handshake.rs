@@ -7,7 +7,7 @@ use amqp_codec::methods::{
     ConnectionOpen, ConnectionSecureOk, ConnectionStartOk, ConnectionTuneOk,
 };
 use amqp_codec::table::FieldTable;
-use amqp_codec::{LongStr, Method, ReplyCode, ShortStr};
+use amqp_codec::{FRAME_MIN_SIZE, LongStr, Method, ReplyCode, ShortStr};
 
 use super::{Core, Phase};
 use crate::auth;
@@ -40,6 +40,21 @@ pub(crate) fn client_properties(connection_name: Option<&str>) -> FieldTable {
     // Only a name longer than 255 bytes can fail here; fall back to no properties rather than
     // fail the connection over a label.
     props.build().unwrap_or_default()
+}
+
+/// connection.secure rounds answered before the handshake is given up: PLAIN, AMQPLAIN and
+/// EXTERNAL have a single round (the response goes in start-ok); a broker asking again after
+/// the one courtesy answer will not be satisfied by a third.
+const MAX_SECURE_ROUNDS: u8 = 1;
+
+/// The negotiated frame-max, never below the spec's frame-min-size: "the minimum negotiated
+/// value for frame-max is also frame-min-size" (connection.tune, rule "minimum"). A smaller
+/// value would not even fit tune-ok's answer to it. 0 (no limit) stays 0.
+pub(crate) fn negotiate_frame_max(client: u32, server: u32) -> u32 {
+    match negotiate(client, server) {
+        0 => 0,
+        n => n.max(FRAME_MIN_SIZE),
+    }
 }
 
 /// Tune negotiation: the smaller non-zero value, 0 meaning "no limit" on that side.
@@ -80,13 +95,27 @@ impl Core {
                     response: LongStr::from_bytes(response).unwrap_or_default(),
                     locale: ShortStr::from_static("en_US"),
                 });
-                self.send_connection_method(&start_ok);
-                self.phase = Phase::AwaitTune;
+                if self.send_connection_method(&start_ok) {
+                    self.phase = Phase::AwaitTune;
+                }
             }
             (Phase::AwaitTune, Method::ConnectionSecure(_)) => {
-                // PLAIN, AMQPLAIN and EXTERNAL have no second round; answer with the same
-                // response, as RabbitMQ's own clients do, and let the broker decide.
+                // PLAIN, AMQPLAIN and EXTERNAL have no second round; answer once with the same
+                // response, as RabbitMQ's own clients do, and let the broker decide. A broker
+                // that asks again would be answered forever.
                 let mech = self.config.auth_mechanism;
+                self.secure_rounds += 1;
+                if self.secure_rounds > MAX_SECURE_ROUNDS {
+                    return self.fail(Error::AuthenticationFailed {
+                        mechanism: mech.name(),
+                        reason: format!(
+                            "the broker sent connection.secure {} times; {} has a single round, \
+                             so it will not accept these credentials",
+                            self.secure_rounds,
+                            mech.name()
+                        ),
+                    });
+                }
                 let response =
                     auth::start_ok_response(mech, &self.config.username, &self.config.password);
                 let secure_ok = Method::ConnectionSecureOk(ConnectionSecureOk {
@@ -96,7 +125,14 @@ impl Core {
             }
             (Phase::AwaitTune, Method::ConnectionTune(tune)) => {
                 let channel_max = negotiate(self.config.channel_max, tune.channel_max);
-                let frame_max = negotiate(self.config.frame_max, tune.frame_max);
+                let frame_max = negotiate_frame_max(self.config.frame_max, tune.frame_max);
+                if frame_max != negotiate(self.config.frame_max, tune.frame_max) {
+                    tracing::warn!(
+                        proposed = tune.frame_max,
+                        configured = self.config.frame_max,
+                        "frame-max below the spec's minimum of 4096; using 4096"
+                    );
+                }
                 let heartbeat = negotiate(self.config.heartbeat, tune.heartbeat);
                 self.channel_max = if channel_max == 0 {
                     u16::MAX
@@ -114,16 +150,16 @@ impl Core {
                     frame_max,
                     heartbeat,
                 });
-                self.send_connection_method(&tune_ok);
                 let vhost = ShortStr::try_from(self.config.vhost.as_str()).unwrap_or_default();
                 let open = Method::ConnectionOpen(ConnectionOpen {
                     virtual_host: vhost,
                     capabilities: ShortStr::default(),
                     insist: false,
                 });
-                self.send_connection_method(&open);
-                self.phase = Phase::AwaitOpenOk;
-                self.last_recv = now;
+                if self.send_connection_method(&tune_ok) && self.send_connection_method(&open) {
+                    self.phase = Phase::AwaitOpenOk;
+                    self.last_recv = now;
+                }
             }
             (Phase::AwaitOpenOk, Method::ConnectionOpenOk(_)) => {
                 self.phase = Phase::Open;
@@ -186,6 +222,15 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_max_is_never_negotiated_below_4096() {
+        assert_eq!(negotiate_frame_max(131_072, 1024), 4096);
+        assert_eq!(negotiate_frame_max(512, 0), 4096);
+        assert_eq!(negotiate_frame_max(0, 4095), 4096);
+        assert_eq!(negotiate_frame_max(0, 0), 0);
+        assert_eq!(negotiate_frame_max(131_072, 8192), 8192);
+    }
 
     #[test]
     fn negotiate_prefers_smaller_nonzero() {

@@ -22,20 +22,21 @@ use std::time::{Duration, Instant};
 use amqp_codec::methods::{ConnectionClose, ConnectionCloseOk};
 use amqp_codec::table::FieldTable;
 use amqp_codec::{
-    ClassId, DecodeError, Frame, FrameDecoder, Method, Outbound, ReplyCode, ShortStr,
+    Assembled, ClassId, DecodeError, FieldError, Frame, FrameDecoder, Method, Outbound, ReplyCode,
+    ShortStr,
 };
 use bytes::BytesMut;
 use tokio::sync::{Notify, oneshot, watch};
 
-pub(crate) use channel::{ChannelState, Reply, ReplyTx, Rpc, Status};
-pub(crate) use consumers::RawDelivery;
+pub(crate) use channel::{ChannelState, DeliveryTally, Reply, ReplyTx, Rpc, Status};
+pub(crate) use consumers::{Dropped, RawDelivery};
 pub(crate) use ops::Publish;
 pub(crate) use topology::Topology;
 
 use crate::config::ConnectionConfig;
-use crate::error::{CloseReason, Error};
+use crate::error::{CloseReason, ConnectStep, Error};
 use crate::recovery::ConnectionState;
-use channel::Effect;
+use channel::{Effect, Violation};
 
 /// Where the connection stands.
 #[derive(Debug)]
@@ -86,11 +87,16 @@ pub(crate) struct Core {
     /// Where the search for a free id starts (ids are handed out round-robin, so a closed
     /// channel's id is not reused at once).
     next_id: u16,
+    /// connection.secure rounds answered in this handshake (bounded: see `handshake.rs`).
+    secure_rounds: u8,
     /// Consumers whose buffer is full; reading pauses while non-zero.
     full_consumers: usize,
     /// basic.deliver frames received since the connection was made (read batching's bytes
     /// per delivery).
     deliveries_received: u64,
+    /// What channels no longer in the table did with deliveries they could not hand over
+    /// (see [`Core::delivery_stats`]).
+    retired_tally: DeliveryTally,
     /// connection.blocked reason, while blocked.
     blocked: Option<String>,
     /// Publishes the blocked state to the application.
@@ -132,7 +138,9 @@ impl Core {
             next_epoch: 1,
             next_id: 1,
             full_consumers: 0,
+            secure_rounds: 0,
             deliveries_received: 0,
+            retired_tally: DeliveryTally::default(),
             blocked: None,
             blocked_tx: watch::channel(None).0,
             server_properties: FieldTable::default(),
@@ -168,6 +176,7 @@ impl Core {
         self.last_send = now;
         self.deadline = Some(now + self.config.connection_timeout);
         self.full_consumers = 0;
+        self.secure_rounds = 0;
         self.phase = Phase::AwaitStart;
     }
 
@@ -188,6 +197,11 @@ impl Core {
                     self.handle_frame(frame, now);
                 }
                 Ok(None) => return,
+                Err(DecodeError::BadContentHeader {
+                    channel,
+                    body_size,
+                    source,
+                }) if channel != 0 => self.handle_bad_header(channel, body_size, source, now),
                 Err(err) => return self.decode_error(&err, now),
             }
         }
@@ -217,12 +231,16 @@ impl Core {
         if let Some(deadline) = self.deadline
             && now >= deadline
         {
-            let err = match &self.phase {
-                Phase::Closing(err) => err.clone(),
-                _ => Error::ConnectTimeout {
-                    address: self.config.address(),
-                    timeout: self.config.connection_timeout,
-                },
+            let step = match &self.phase {
+                Phase::Closing(err) => return self.fail(err.clone()),
+                Phase::AwaitStart => ConnectStep::Start,
+                Phase::AwaitTune => ConnectStep::Tune,
+                _ => ConnectStep::OpenOk,
+            };
+            let err = Error::ConnectTimeout {
+                address: self.config.address(),
+                timeout: self.config.connection_timeout,
+                step,
             };
             return self.fail(err);
         }
@@ -269,6 +287,19 @@ impl Core {
             self.publish_gate.notify_waiters();
         }
         !into.is_empty()
+    }
+
+    /// Deliveries not simply handed over, over every channel this connection had.
+    pub(crate) fn delivery_stats(&self) -> crate::DeliveryStats {
+        let mut tally = self.retired_tally;
+        for chan in self.channels.iter().flatten() {
+            tally.add(&chan.tally);
+        }
+        crate::DeliveryStats {
+            unreadable: tally.unreadable,
+            orphans_requeued: tally.orphans_requeued,
+            orphans_ignored: tally.orphans_ignored,
+        }
     }
 
     /// True while a full consumer buffer holds up reading.
@@ -352,29 +383,52 @@ impl Core {
             let msg = format!("frame on channel {id}, which is not open");
             return self.violation(ReplyCode::CHANNEL_ERROR, msg, None, now);
         };
-        let reply = if let Status::Closing(_) = chan.status {
+        let effect = if let Status::Closing(_) = chan.status {
             // Spec: after sending channel.close, discard everything but close and close-ok.
             match frame {
-                Frame::Method { method, .. } => Reply::Method(method),
+                Frame::Method { method, .. } => chan.handle(Reply::Method(method), out, frame_max),
                 _ => return,
             }
         } else {
-            match chan.assembler.push(frame) {
-                Ok(None) => return,
-                Ok(Some(amqp_codec::Assembled::Method(m))) => Reply::Method(m),
-                Ok(Some(amqp_codec::Assembled::Content(c))) => Reply::Content(c, chan.generation),
-                Err(err @ DecodeError::MessageTooLarge { .. }) => {
-                    // A channel-level limit: close this channel, keep the connection.
-                    tracing::warn!(channel = id, error = %err, "closing channel");
-                    chan.assembler.reset();
-                    chan.abort(err.reply_code(), &err.to_string(), out, frame_max);
-                    self.publish_gate.notify_waiters();
-                    return;
-                }
-                Err(err) => return self.decode_error(&err, now),
+            let assembled = chan.assembler.push(frame);
+            hand_over(chan, assembled, out, frame_max)
+        };
+        self.apply(effect, now);
+    }
+
+    /// A content header whose properties do not parse, on channel `id`: the message's body is
+    /// dropped as it comes, and the message handed over as unreadable (a delivery's tag goes
+    /// to its consumer, to reject it by), so that one malformed message neither takes the
+    /// connection down nor stays at the head of its queue.
+    #[cold]
+    fn handle_bad_header(&mut self, id: u16, body_size: u64, source: FieldError, now: Instant) {
+        let (out, frame_max) = (&mut self.out, self.frame_max);
+        let chan = self
+            .channels
+            .get_mut(usize::from(id))
+            .and_then(Option::as_mut)
+            .filter(|c| matches!(c.status, Status::Open | Status::Opening));
+        let effect = match (&self.phase, chan) {
+            (Phase::Open, Some(chan)) => {
+                let assembled = chan.assembler.push_bad_header(id, body_size, source);
+                hand_over(chan, assembled, out, frame_max)
+            }
+            // A closing channel or connection discards it; anything else is as wrong as any
+            // frame there.
+            (Phase::Closing(_), _) => return,
+            (_, Some(chan)) if matches!(chan.status, Status::Closing(_)) => return,
+            _ => {
+                let msg = format!("content header on channel {id}, which is not open");
+                return self.violation(ReplyCode::CHANNEL_ERROR, msg, None, now);
             }
         };
-        match chan.handle(reply, out, frame_max) {
+        self.apply(effect, now);
+    }
+
+    /// What the connection does once a channel handled a frame.
+    #[inline(always)]
+    fn apply(&mut self, effect: Result<Effect, Violation>, now: Instant) {
+        match effect {
             Ok(Effect::None) => {}
             Ok(Effect::ConsumerFull) => self.full_consumers += 1,
             Ok(Effect::Closed) => {
@@ -539,11 +593,46 @@ impl Core {
             .count();
     }
 
-    pub(crate) fn send_connection_method(&mut self, method: &Method) {
-        if let Err(err) = self.out.push_method(0, method, self.frame_max) {
-            tracing::error!(error = %err, method = method.name(), "cannot encode a connection method");
+    /// Queues a connection method; one that cannot be encoded (it does not fit the frame-max)
+    /// ends the connection with the reason, rather than leave the peer waiting for it. True if
+    /// it was queued.
+    pub(crate) fn send_connection_method(&mut self, method: &Method) -> bool {
+        match self.out.push_method(0, method, self.frame_max) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(error = %err, method = method.name(), "cannot encode a connection method");
+                self.fail(Error::Encode(err));
+                false
+            }
         }
     }
+}
+
+/// Gives a channel what its assembler made of a frame: a method, a message, or a message whose
+/// content was dropped. An assembly error (frames out of order, a body longer than declared)
+/// is the peer's violation.
+#[inline(always)]
+fn hand_over(
+    chan: &mut ChannelState,
+    assembled: Result<Option<Assembled>, DecodeError>,
+    out: &mut Outbound,
+    frame_max: u32,
+) -> Result<Effect, Violation> {
+    let reply = match assembled {
+        Ok(None) => return Ok(Effect::None),
+        Ok(Some(Assembled::Method(m))) => Reply::Method(m),
+        Ok(Some(Assembled::Content(c))) => Reply::Content(c, chan.generation),
+        Ok(Some(Assembled::Discarded(d))) => Reply::Discarded(d, chan.generation),
+        Err(err) => {
+            let (class, method) = err.offending_method();
+            return Err(Violation {
+                code: err.reply_code(),
+                message: err.to_string(),
+                method: (class.0 != 0).then_some((class, method)),
+            });
+        }
+    };
+    chan.handle(reply, out, frame_max)
 }
 
 /// A reply text cut to a short string's 255 bytes (on a char boundary).
@@ -557,6 +646,8 @@ pub(crate) fn truncate_short(text: &str) -> ShortStr {
 
 #[cfg(test)]
 mod ack_tests;
+#[cfg(test)]
+mod poison_tests;
 #[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]

@@ -83,6 +83,10 @@ impl Core {
         if self.channels.len() <= usize::from(id) {
             self.channels.resize_with(usize::from(id) + 1, || None);
         }
+        if let Some(Some(old)) = self.channels.get(usize::from(id)) {
+            // The id's last opening leaves the table: keep its counts.
+            self.retired_tally.add(&old.tally);
+        }
         let mut chan = ChannelState::new(id, epoch, &self.config.limits);
         let open = Method::ChannelOpen(ChannelOpen::default());
         chan.enqueue(
@@ -264,7 +268,8 @@ impl Core {
     }
 
     /// Polls the confirm of publish `seq`, made in the channel's `generation`. One from before
-    /// a recovery fails: the connection it was published on is gone, unconfirmed.
+    /// a recovery fails with what ended that connection (a broker's close with its code and
+    /// text, a reset, ...): it is gone, unconfirmed.
     pub(crate) fn poll_confirm(
         &mut self,
         id: u16,
@@ -274,7 +279,9 @@ impl Core {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Confirmation, Error>> {
         match self.channel_at(id, epoch) {
-            Some(c) if c.generation != generation => Poll::Ready(Err(Error::ConnectionLost)),
+            Some(c) if c.generation != generation => {
+                Poll::Ready(Err(c.lost.clone().unwrap_or(Error::ConnectionLost)))
+            }
             Some(c) if c.confirms.is_some() => match c.confirms.as_mut() {
                 Some(confirms) => confirms.poll(seq, cx),
                 None => Poll::Ready(Err(Error::ConnectionLost)),

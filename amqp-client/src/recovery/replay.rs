@@ -14,7 +14,7 @@ use amqp_codec::{Method, ReplyCode};
 use tokio::sync::oneshot;
 
 use super::RecoveryEvent;
-use crate::error::Error;
+use crate::error::{ConnectStep, Error};
 use crate::proto::{Core, Reply, ReplyTx};
 use crate::shared::Shared;
 
@@ -192,8 +192,9 @@ impl Declarer<'_> {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(Error::ConnectionLost),
             Err(_) => Err(Error::ConnectTimeout {
-                address: "the recovered connection".into(),
+                address: self.shared.lock().config.address(),
                 timeout: self.timeout,
+                step: ConnectStep::TopologyReplay,
             }),
         };
         Ok((queued, reply))

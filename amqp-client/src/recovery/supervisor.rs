@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -156,15 +155,9 @@ impl Round<'_> {
 
 /// Connects to `host:port`, restarts the core on the new transport and waits for open-ok.
 async fn connect(shared: &Arc<Shared>, host: &str, port: u16) -> Result<JoinHandle<()>, Error> {
-    let (timeout, tls) = {
-        let core = shared.lock();
-        (core.config.connection_timeout, core.config.tls.clone())
-    };
-    let address = format_address(host, port);
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
-        Ok(tcp) => tcp?,
-        Err(_) => return Err(Error::ConnectTimeout { address, timeout }),
-    };
+    let config = shared.lock().config.clone();
+    let deadline = tokio::time::Instant::now() + config.connection_timeout;
+    let tcp = driver::connect_tcp(&config, host, port, deadline).await?;
     let (opened_tx, opened) = oneshot::channel();
     if !shared
         .lock()
@@ -172,7 +165,8 @@ async fn connect(shared: &Arc<Shared>, host: &str, port: u16) -> Result<JoinHand
     {
         return Err(Error::ConnectionClosedByApp);
     }
-    let handle = match driver::spawn(shared.clone(), tcp, tls.as_ref(), host).await {
+    let handle = match driver::spawn(shared.clone(), tcp, config.tls.as_ref(), host, deadline).await
+    {
         Ok(handle) => handle,
         Err(err) => {
             // No driver runs: put the core back between connections.

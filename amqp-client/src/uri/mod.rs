@@ -431,7 +431,14 @@ fn apply_query(cfg: &mut ConnectionConfig, query: &str, echo: &Echo) -> Result<(
                     .parse()
                     .map_err(|_| invalid("seconds from 0 to 65535"))?
             }
-            "frame_max" => cfg.frame_max = value.parse().map_err(|_| invalid("0 to 4294967295"))?,
+            // The spec's frame-min-size is the least a frame-max may be (0: no limit).
+            "frame_max" => {
+                cfg.frame_max = value
+                    .parse()
+                    .ok()
+                    .filter(|&n: &u32| n == 0 || n >= amqp_codec::FRAME_MIN_SIZE)
+                    .ok_or_else(|| invalid("0 (no limit) or 4096 to 4294967295"))?;
+            }
             "channel_max" => cfg.channel_max = value.parse().map_err(|_| invalid("0 to 65535"))?,
             "connection_timeout" => {
                 // Milliseconds, as the Erlang client reads it. 0 is refused rather than taken

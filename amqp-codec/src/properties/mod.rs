@@ -438,7 +438,12 @@ impl ContentHeader {
         if class_id != ClassId::BASIC {
             return Err(DecodeError::UnknownContentClass { class_id });
         }
-        let bad = |source| DecodeError::BadContentHeader { source };
+        let body_size = u64::from_be_bytes(size);
+        let bad = |source| DecodeError::BadContentHeader {
+            channel: 0,
+            body_size,
+            source,
+        };
         let (flags, after) = check_properties(rest).map_err(|fail| bad(fail.into()))?;
         if !after.is_empty() {
             return Err(bad(FieldError::TrailingBytes { count: after.len() }));
@@ -447,7 +452,7 @@ impl ContentHeader {
         Ok(Self {
             class_id,
             weight: u16::from_be_bytes([w0, w1]),
-            body_size: u64::from_be_bytes(size),
+            body_size,
             properties: BasicProperties {
                 flags,
                 raw: payload,
@@ -489,7 +494,8 @@ mod tests {
         assert!(matches!(
             ContentHeader::decode(&payload),
             Err(DecodeError::BadContentHeader {
-                source: FieldError::UnknownProperties { flags: 0x8000 }
+                source: FieldError::UnknownProperties { flags: 0x8000 },
+                ..
             })
         ));
     }

@@ -257,6 +257,7 @@ fn publishes_and_gets_a_message_with_every_property() {
                 );
             }
             Some(Assembled::Method(m)) => panic!("unexpected {m:?}"),
+            Some(Assembled::Discarded(d)) => panic!("the message was dropped: {}", d.reason),
             None => {}
         }
     };

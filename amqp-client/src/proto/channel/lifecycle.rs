@@ -1,11 +1,10 @@
 //! How a channel ends or pauses: a consumer dropped by the application, a close from either
-//! side, an abort because of what the broker sent, and suspension while the connection is
-//! recovered.
+//! side, and suspension while the connection is recovered.
 
 use amqp_codec::methods::{BasicReject, ChannelClose};
 use amqp_codec::{Method, Outbound, ReplyCode, ShortStr};
 
-use super::{ChannelState, ReplyTx, Rpc, Status, close_reason};
+use super::{ChannelState, ReplyTx, Rpc, Status};
 use crate::error::Error;
 use crate::message::ReturnedMessage;
 use crate::proto::truncate_short;
@@ -45,35 +44,6 @@ impl ChannelState {
             out,
             frame_max,
         );
-    }
-
-    /// Closes the channel at once because of what the broker sent (a limit it broke): every
-    /// waiter, the in-flight request included, fails with the reason, and frames until
-    /// close-ok are discarded.
-    pub(crate) fn abort(
-        &mut self,
-        code: ReplyCode,
-        text: &str,
-        out: &mut Outbound,
-        frame_max: u32,
-    ) {
-        let close = ChannelClose {
-            reply_code: code.0,
-            reply_text: truncate_short(text),
-            class_id: 0,
-            method_id: 0,
-        };
-        let err = Error::ChannelAborted(close_reason(&close));
-        self.status = Status::Closing(err.clone());
-        self.fail_requests(&err);
-        self.fail_streams(&err);
-        let close = Method::ChannelClose(close);
-        let _ = out.push_method(self.id, &close, frame_max);
-        self.rpcs.push_back(Rpc {
-            method: close,
-            reply: None,
-        });
-        self.in_flight = true;
     }
 
     /// Returned messages held for the application (outside confirm mode).
@@ -130,6 +100,7 @@ impl ChannelState {
             !slot.is_ended()
         });
         self.generation += 1;
+        self.lost = Some(err.clone());
         self.unsettled.reset();
         self.status = Status::Recovering;
     }

@@ -6,18 +6,19 @@
 
 use std::collections::VecDeque;
 
-use amqp_codec::methods::{
-    BasicCancelOk, BasicReject, ChannelClose, ChannelCloseOk, ChannelFlowOk,
-};
-use amqp_codec::{Content, ContentAssembler, Method, Outbound, ReplyCode};
+use amqp_codec::methods::{BasicCancelOk, ChannelClose, ChannelCloseOk, ChannelFlowOk};
+use amqp_codec::{Content, ContentAssembler, Discarded, Method, Outbound, ReplyCode};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
+mod content;
 mod lifecycle;
 
+pub(crate) use content::DeliveryTally;
+
 use super::confirms::Confirms;
-use super::consumers::{ConsumerSlot, RawDelivery};
+use super::consumers::ConsumerSlot;
 use super::unsettled::Unsettled;
 use crate::config::Limits;
 use crate::error::{CloseReason, Error};
@@ -31,6 +32,9 @@ pub(crate) enum Reply {
     /// basic.get-ok with its message, and the channel's generation it arrived in (what its
     /// acker must match).
     Content(Content, u64),
+    /// basic.get-ok whose content the client dropped (over the size limit, or properties
+    /// that do not parse), and the generation it arrived in.
+    Discarded(Discarded, u64),
 }
 
 impl Reply {
@@ -39,6 +43,7 @@ impl Reply {
         match self {
             Self::Method(m) => m,
             Self::Content(c, _) => &c.method,
+            Self::Discarded(d, _) => &d.method,
         }
     }
 }
@@ -123,6 +128,13 @@ pub(crate) struct ChannelState {
     /// Consumers the application dropped: their deliveries are handed back (rejected with
     /// requeue) until the cancel completes. Maps tag to `no_ack`.
     detached: FxHashMap<Bytes, bool>,
+    /// True once a no-ack consumer was started on this opening: a delivery for a consumer tag
+    /// the channel does not know may then be one the broker considers settled, which must not
+    /// be rejected (the broker would close the channel for an unknown tag).
+    any_no_ack: bool,
+    /// Deliveries this channel could not hand to a consumer as they came, for
+    /// `Connection::delivery_stats`.
+    pub(crate) tally: DeliveryTally,
     /// Publisher confirms, once confirm.select was sent.
     pub(crate) confirms: Option<Confirms>,
     /// Returned messages waiting for their confirm (confirm mode) or for the application.
@@ -137,6 +149,9 @@ pub(crate) struct ChannelState {
     /// limit): how many deliveries the broker sends before it waits for acks, which read
     /// batching must never wait beyond.
     pub(crate) prefetch: [u16; 2],
+    /// What ended the channel's last generation (the connection loss recovery followed): a
+    /// confirm or call from that generation, met later, fails with it.
+    pub(crate) lost: Option<Error>,
 }
 
 impl ChannelState {
@@ -152,12 +167,15 @@ impl ChannelState {
             consumers: FxHashMap::default(),
             unsettled: Unsettled::default(),
             detached: FxHashMap::default(),
+            any_no_ack: false,
+            tally: DeliveryTally::default(),
             confirms: None,
             returns: VecDeque::new(),
             max_returns: limits.max_pending_returns,
             flow_active: true,
             consumer_capacity: limits.consumer_buffer,
             prefetch: [0; 2],
+            lost: None,
         }
     }
 
@@ -220,12 +238,15 @@ impl ChannelState {
                     Error::ChannelAborted(close_reason(m))
                 });
             }
-            Method::BasicConsume(m) if m.nowait => {
-                let tag = m.consumer_tag.clone().into_bytes();
-                let (capacity, no_ack) = (self.consumer_capacity, m.no_ack);
-                self.consumers
-                    .entry(tag)
-                    .or_insert_with(|| ConsumerSlot::new(capacity, no_ack));
+            Method::BasicConsume(m) => {
+                self.any_no_ack |= m.no_ack;
+                if m.nowait {
+                    let tag = m.consumer_tag.clone().into_bytes();
+                    let (capacity, no_ack) = (self.consumer_capacity, m.no_ack);
+                    self.consumers
+                        .entry(tag)
+                        .or_insert_with(|| ConsumerSlot::new(capacity, no_ack));
+                }
             }
             _ => {}
         }
@@ -261,6 +282,7 @@ impl ChannelState {
         }
         match reply {
             Reply::Content(content, _) => self.handle_content(content, out, frame_max),
+            Reply::Discarded(discarded, _) => self.handle_discarded(discarded, out, frame_max),
             Reply::Method(method) => self.handle_method(method, out, frame_max),
         }
     }
@@ -325,86 +347,6 @@ impl ChannelState {
                 Ok(Effect::None)
             }
             other => self.complete(Reply::Method(other), out, frame_max),
-        }
-    }
-
-    fn handle_content(
-        &mut self,
-        content: Content,
-        out: &mut Outbound,
-        frame_max: u32,
-    ) -> Result<Effect, Violation> {
-        match content.method {
-            Method::BasicDeliver(d) => {
-                let tag = d.consumer_tag.as_bytes();
-                if let Some(slot) = self.consumers.get_mut(tag)
-                    && !slot.is_ended()
-                {
-                    self.unsettled.delivered(d.delivery_tag, !slot.no_ack());
-                    let full = slot.push(RawDelivery {
-                        delivery_tag: d.delivery_tag,
-                        redelivered: d.redelivered,
-                        exchange: d.exchange,
-                        routing_key: d.routing_key,
-                        consumer_tag: d.consumer_tag,
-                        properties: content.header.properties,
-                        body: Bytes::from(content.body),
-                        generation: self.generation,
-                    });
-                    return Ok(if full {
-                        Effect::ConsumerFull
-                    } else {
-                        Effect::None
-                    });
-                }
-                // Settled here and now (or no-ack), so it holds up no coalescing.
-                self.unsettled.delivered(d.delivery_tag, false);
-                if let Some(&no_ack) = self.detached.get(tag) {
-                    if !no_ack {
-                        let reject = Method::BasicReject(BasicReject {
-                            delivery_tag: d.delivery_tag,
-                            requeue: true,
-                        });
-                        let _ = out.push_method(self.id, &reject, frame_max);
-                    }
-                    return Ok(Effect::None);
-                }
-                // Perhaps unacknowledged at the broker, and never seen by the application: no
-                // multiple ack may cover it.
-                self.unsettled.give_up();
-                tracing::warn!(channel = self.id, consumer_tag = %d.consumer_tag, "delivery for an unknown consumer dropped");
-                Ok(Effect::None)
-            }
-            Method::BasicReturn(r) => {
-                let ret = ReturnedMessage {
-                    reply_code: ReplyCode(r.reply_code),
-                    reply_text: r.reply_text,
-                    exchange: r.exchange,
-                    routing_key: r.routing_key,
-                    properties: content.header.properties,
-                    body: Bytes::from(content.body),
-                };
-                // In confirm mode the return travels with its publish's confirm.
-                let unclaimed = match &mut self.confirms {
-                    Some(confirms) => confirms.attach_return(Box::new(ret)).err().map(|b| *b),
-                    None => Some(ret),
-                };
-                if let Some(ret) = unclaimed {
-                    if self.returns.len() >= self.max_returns {
-                        tracing::warn!(
-                            channel = self.id,
-                            "too many returned messages held; dropping the oldest"
-                        );
-                        self.returns.pop_front();
-                    }
-                    self.returns.push_back(ret);
-                }
-                Ok(Effect::None)
-            }
-            _ => {
-                let generation = self.generation;
-                self.complete(Reply::Content(content, generation), out, frame_max)
-            }
         }
     }
 

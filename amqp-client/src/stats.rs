@@ -1,5 +1,5 @@
-//! Counts of what the driver did with the socket, for anyone asking how many system calls a
-//! message costs.
+//! Counts for anyone watching a connection: what the driver did with the socket (how many
+//! system calls a message costs), and deliveries that could not simply be handed over.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -70,4 +70,32 @@ impl IoCounters {
             batching_engaged: self.batching_engaged.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Deliveries a connection could not simply hand to a consumer, since it was made (across
+/// recoveries). Each is accounted for: none is silently dropped.
+///
+/// ```no_run
+/// # async fn demo(conn: amqp_client::Connection) {
+/// let stats = conn.delivery_stats();
+/// if stats.unreadable > 0 {
+///     eprintln!("{} deliveries could not be read", stats.unreadable);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryStats {
+    /// Deliveries (and basic.get replies) whose content was dropped, over
+    /// `Limits::max_message_size` or with properties that do not parse, and handed to the
+    /// application as [`Error::UnreadableDelivery`](crate::Error::UnreadableDelivery).
+    pub unreadable: u64,
+    /// Deliveries no consumer took (its consumer had ended or been dropped, or the broker
+    /// named one never started), rejected with requeue so that they go to another consumer
+    /// rather than wait unacknowledged until the channel closes.
+    pub orphans_requeued: u64,
+    /// Deliveries for a consumer tag the channel never knew, on a channel that has had a
+    /// no-ack consumer: they may be no-ack deliveries, which the broker considers settled and
+    /// does not let a client reject, so they were logged and left.
+    pub orphans_ignored: u64,
 }
