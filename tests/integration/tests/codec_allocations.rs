@@ -184,3 +184,19 @@ fn encoding_a_publish_allocates_nothing() {
         "no allocation encoding 10 000 publishes: {counts:?}"
     );
 }
+
+#[test]
+fn a_frame_claiming_4_gib_is_refused_from_its_header_reserving_nothing() {
+    let mut decoder = FrameDecoder::with_frame_max(FRAME_MAX);
+    // A method frame header claiming 0xFFFFFFFF payload bytes; nothing else arrives.
+    let mut buf = BytesMut::with_capacity(64);
+    buf.extend_from_slice(&[1, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    let capacity = buf.capacity();
+    let (result, counts) = count(|| decoder.decode(&mut buf));
+    assert!(
+        matches!(result, Err(amqp_codec::DecodeError::FrameTooLarge { .. })),
+        "{result:?}"
+    );
+    assert_eq!(counts.allocations, 0, "{counts:?}");
+    assert_eq!(buf.capacity(), capacity, "no room made for the claimed payload");
+}
