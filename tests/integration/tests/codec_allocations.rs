@@ -198,5 +198,9 @@ fn a_frame_claiming_4_gib_is_refused_from_its_header_reserving_nothing() {
         "{result:?}"
     );
     assert_eq!(counts.allocations, 0, "{counts:?}");
-    assert_eq!(buf.capacity(), capacity, "no room made for the claimed payload");
+    assert_eq!(
+        buf.capacity(),
+        capacity,
+        "no room made for the claimed payload"
+    );
 }
