@@ -410,7 +410,9 @@ mod tests {
             let path = format!("{dir}/{seed}");
             match std::fs::read(&path) {
                 Ok(data) => drive_core(&data),
-                Err(err) => eprintln!("SKIPPED {path}: {err} (the fuzz corpus is not beside)"),
+                Err(err) => amqp_test_support::skip_or_fail(&format!(
+                    "{path}: {err} (the fuzz corpus is not beside this crate)"
+                )),
             }
         }
     }

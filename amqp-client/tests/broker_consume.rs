@@ -428,15 +428,23 @@ async fn two_consumers_on_one_channel_get_their_own_messages() {
 /// With prefetch 0 a consumer's buffer is bounded by `Limits::consumer_buffer`; when it is
 /// full the connection stops reading, and it must resume, frames already read included, as
 /// soon as the application takes deliveries again.
+///
+/// The bound itself is what is checked: the broker pushes 2.4 MiB while the application takes
+/// nothing, and the client may read only what fills the buffer of 4 plus one read's worth
+/// (at most [`PAUSED_READ_BOUND`] bytes). With an unbounded buffer it reads all of it.
 #[tokio::test]
 async fn a_full_consumer_buffer_pauses_reading_and_resumes() {
+    const MESSAGES: usize = 300;
+    const PAD: usize = 8 * 1024;
     let mut names = Cleanup::new();
     within(LIMIT, async {
         let q = names.queue("q-small-buffer");
         let publisher = connect().await;
         let pch = publisher.open_channel().await.unwrap();
         pch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        fill(&publisher, &q, &bodies("b", 50)).await;
+        let padding = "x".repeat(PAD);
+        let bodies: Vec<String> = (0..MESSAGES).map(|i| format!("b{i}/{padding}")).collect();
+        fill(&publisher, &q, &bodies).await;
 
         let mut cfg = config();
         cfg.limits = Limits {
@@ -445,21 +453,34 @@ async fn a_full_consumer_buffer_pauses_reading_and_resumes() {
         };
         let conn = amqp_client::Connection::connect_with(cfg).await.unwrap();
         let ch = conn.open_channel().await.unwrap();
+        let before = conn.io_stats().bytes_read;
         let mut consumer = ch
             .basic_consume(&q, Default::default(), no_args())
             .await
             .unwrap();
-        // Let the broker push all 50 (a few KiB: one socket read) while nobody takes them.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        for i in 0..50 {
+        // The broker pushes all 300 (prefetch 0) while nobody takes them: reading must stop
+        // once the buffer holds 4.
+        let paused = settled_bytes_read(&conn).await - before;
+        assert!(
+            paused <= PAUSED_READ_BOUND,
+            "{paused} bytes read while the consumer's buffer of 4 was full (at most \
+             {PAUSED_READ_BOUND}; {} were on offer): the buffer is not bounded",
+            MESSAGES * PAD
+        );
+        for (i, body) in bodies.iter().enumerate() {
             let d = match tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
                 Ok(Some(Ok(d))) => d,
                 Ok(other) => panic!("delivery {i}: {other:?}"),
                 Err(_) => panic!("delivery {i} did not arrive within 5 s: reading did not resume"),
             };
-            assert_eq!(d.body, format!("b{i}").as_bytes());
+            assert_eq!(d.body, body.as_bytes(), "delivery {i}");
             d.ack().unwrap();
         }
+        let total = conn.io_stats().bytes_read - before;
+        assert!(
+            total >= (MESSAGES * PAD) as u64,
+            "{total} bytes read in all"
+        );
         consumer.cancel().await.unwrap();
         // Other channels work again too.
         let other = conn.open_channel().await.unwrap();
@@ -469,6 +490,27 @@ async fn a_full_consumer_buffer_pauses_reading_and_resumes() {
         publisher.close().await.unwrap();
     })
     .await;
+}
+
+/// Bytes a connection may read while a consumer's buffer is full: the deliveries that filled
+/// it (4 of 8 KiB, or 2 small ones) and the rest of the read that brought them (the driver
+/// reads at most 64 KiB at a time), with room to spare.
+const PAUSED_READ_BOUND: u64 = 256 * 1024;
+
+/// `Connection::io_stats().bytes_read` once it has stopped moving for 500 ms (or after 5 s).
+async fn settled_bytes_read(conn: &amqp_client::Connection) -> u64 {
+    let mut last = conn.io_stats().bytes_read;
+    let mut still = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = conn.io_stats().bytes_read;
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        if still == 5 {
+            break;
+        }
+    }
+    last
 }
 
 /// Reading paused by a full consumer buffer is the client's own choice: the broker is alive
@@ -496,8 +538,19 @@ async fn a_paused_reader_is_not_a_heartbeat_timeout() {
             .basic_consume(&q, Default::default(), no_args())
             .await
             .unwrap();
-        // The application is busy elsewhere for four heartbeat intervals.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        // The application is busy elsewhere for four heartbeat intervals. Reading pauses
+        // once the buffer holds 2: from then on nothing is read, not even the heartbeats the
+        // broker sends (one a second at least), so the client hears nothing for more than the
+        // two intervals after which a silent broker is declared dead.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let paused_at = conn.io_stats().bytes_read;
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let read = conn.io_stats().bytes_read - paused_at;
+        assert_eq!(
+            read, 0,
+            "{read} bytes read in 3.5 s while the consumer's buffer of 2 was full: reading \
+             did not pause (the broker's heartbeats were read)"
+        );
         assert!(
             conn.is_open(),
             "the connection ended while reading was paused: {:?}",

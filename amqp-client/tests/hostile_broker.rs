@@ -9,11 +9,11 @@
 use std::time::Duration;
 
 use amqp_client::amqp_codec::methods::{
-    BasicAck, BasicDeliver, ChannelFlow, ConfirmSelectOk, ConnectionClose, ConnectionStart,
-    QueuePurge,
+    BasicAck, BasicConsumeOk, BasicDeliver, BasicReject, ChannelFlow, ConfirmSelectOk,
+    ConnectionClose, ConnectionStart, QueueDeclareOk, QueuePurge,
 };
-use amqp_client::amqp_codec::{LongStr, Method, Outbound, ReplyCode};
-use amqp_client::{Connection, ConnectionConfig, Error, QueueDeclareOptions};
+use amqp_client::amqp_codec::{BasicProperties, LongStr, Method, Outbound, ReplyCode};
+use amqp_client::{Connection, ConnectionConfig, Error, PublishOptions, QueueDeclareOptions};
 use amqp_test_support::scripted_broker::{PROTOCOL_HEADER, ScriptedBroker};
 use bytes::Buf;
 
@@ -148,6 +148,11 @@ async fn a_content_header_of_an_unknown_class_is_refused() {
     bytes.extend(raw_frame(2, 1, &header));
     let (close, err) = violation(bytes, false).await;
     assert!(matches!(close.reply_code, 503 | 505), "{close:?}");
+    // A content header has no method id: the class is named in the reply text.
+    assert!(
+        close.reply_text.as_str().is_some_and(|t| t.contains("999")),
+        "{close:?}"
+    );
     assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
 }
 
@@ -178,6 +183,137 @@ async fn an_ack_for_a_tag_never_published_is_command_invalid() {
     let (close, err) = violation(method_frame(1, &ack), true).await;
     assert_eq!(close.reply_code, 503);
     assert_protocol_error(&err, ReplyCode::COMMAND_INVALID);
+}
+
+/// The same while a publish awaits its confirm: the confirm fails with the protocol error
+/// (neither left waiting nor taken as acked).
+#[tokio::test]
+async fn an_ack_for_a_tag_never_published_fails_the_pending_confirm() {
+    let broker = ScriptedBroker::bind().await.unwrap();
+    let cfg = config(broker.port());
+    let server = tokio::spawn(async move {
+        let mut peer = broker.accept(0).await;
+        peer.open_channel(1).await;
+        assert!(matches!(peer.recv().await, Method::ConfirmSelect(_)));
+        peer.send(1, Method::ConfirmSelectOk(ConfirmSelectOk {}))
+            .await;
+        assert!(matches!(peer.recv().await, Method::BasicPublish(_)));
+        let ack = Method::BasicAck(BasicAck {
+            delivery_tag: 5,
+            multiple: false,
+        });
+        peer.send(1, ack).await;
+        peer.expect_connection_close().await
+    });
+    let client = async {
+        let conn = Connection::connect_with(cfg).await.unwrap();
+        let ch = conn.open_channel().await.unwrap();
+        ch.confirm_select().await.unwrap();
+        let confirm = ch
+            .basic_publish(
+                "",
+                "q",
+                PublishOptions::default(),
+                &BasicProperties::default(),
+                "m",
+            )
+            .await
+            .unwrap();
+        let outcome = confirm.await;
+        assert_eq!(ch.pending_confirms(), 0);
+        outcome
+    };
+    let outcome = tokio::time::timeout(LIMIT, client).await.expect("no hang");
+    let err = outcome.expect_err("the pending confirm fails");
+    assert_protocol_error(&err, ReplyCode::COMMAND_INVALID);
+    let close = tokio::time::timeout(LIMIT, server)
+        .await
+        .expect("the client closes")
+        .unwrap();
+    assert_eq!(close.reply_code, 503);
+}
+
+/// A delivery whose content header announces more than `Limits::max_message_size` (here
+/// 4 MiB against 1 MiB) is dropped frame by frame as it arrives and handed to its consumer as
+/// `Error::UnreadableDelivery`, with its tag: no channel.close (which would put it back at the
+/// head of the queue, for the next consumer to choke on), the call pending on the channel is
+/// answered, and the connection lives on.
+#[tokio::test]
+async fn a_message_over_the_size_limit_is_dropped_as_it_comes_and_handed_over() {
+    let broker = ScriptedBroker::bind().await.unwrap();
+    let mut cfg = config(broker.port());
+    cfg.limits.max_message_size = 1 << 20;
+    let server = tokio::spawn(async move {
+        let mut peer = broker.accept(0).await;
+        peer.open_channel(1).await;
+        let Method::BasicConsume(consume) = peer.recv().await else {
+            panic!("basic.consume");
+        };
+        let ok = BasicConsumeOk {
+            consumer_tag: consume.consumer_tag.clone(),
+        };
+        peer.send(1, Method::BasicConsumeOk(ok)).await;
+        assert!(matches!(peer.recv().await, Method::QueueDeclare(_)));
+        let deliver = Method::BasicDeliver(BasicDeliver {
+            delivery_tag: 1,
+            consumer_tag: consume.consumer_tag,
+            ..Default::default()
+        });
+        let mut bytes = method_frame(1, &deliver);
+        // Content header: class 60, weight 0, body size 4 MiB, no properties.
+        let mut header = vec![0, 60, 0, 0];
+        header.extend_from_slice(&(4u64 << 20).to_be_bytes());
+        header.extend_from_slice(&[0, 0]);
+        bytes.extend(raw_frame(2, 1, &header));
+        peer.send_raw(&bytes).await;
+        let chunk = vec![7u8; 128 * 1024 - 8];
+        let mut left = 4usize << 20;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            peer.send_raw(&raw_frame(3, 1, &chunk[..n])).await;
+            left -= n;
+        }
+        let declare_ok = QueueDeclareOk {
+            queue: amqp_client::amqp_codec::ShortStr::from_static("q"),
+            ..Default::default()
+        };
+        peer.send(1, Method::QueueDeclareOk(declare_ok)).await;
+        let settled = peer.recv().await;
+        (settled, peer)
+    });
+    let client = async {
+        let conn = Connection::connect_with(cfg).await.unwrap();
+        let ch = conn.open_channel().await.unwrap();
+        let mut consumer = ch
+            .basic_consume("q", Default::default(), Default::default())
+            .await
+            .unwrap();
+        ch.queue_declare("q", QueueDeclareOptions::default(), Default::default())
+            .await
+            .expect("the pending call is answered");
+        let Some(Err(Error::UnreadableDelivery(unreadable))) = consumer.recv().await else {
+            panic!("expected the oversized delivery, as unreadable");
+        };
+        assert_eq!(
+            (unreadable.delivery_tag, unreadable.body_size),
+            (1, 4 << 20)
+        );
+        unreadable.reject().unwrap();
+        assert!(conn.is_open());
+        conn
+    };
+    let _conn = tokio::time::timeout(LIMIT, client).await.expect("no hang");
+    let (settled, _peer) = tokio::time::timeout(LIMIT, server)
+        .await
+        .expect("the client answers")
+        .unwrap();
+    assert_eq!(
+        settled,
+        Method::BasicReject(BasicReject {
+            delivery_tag: 1,
+            requeue: false
+        })
+    );
 }
 
 #[tokio::test]

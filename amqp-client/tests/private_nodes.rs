@@ -1,8 +1,9 @@
 //! Recovery against brokers this test starts and stops itself (`scripts/rabbit-cluster`): a
 //! single node restarted with `stop_app` / `start_app`, and a three-node cluster whose node the
 //! client is connected to is stopped mid-stream while a quorum queue is published to and
-//! consumed from. The shared broker on 5672 is never touched. Skipped, saying why, where
-//! RabbitMQ's server scripts or Erlang are missing.
+//! consumed from. The shared broker on 5672 is never touched. Where RabbitMQ's server scripts
+//! or Erlang are missing, the tests fail in CI (`CI=true`) and elsewhere skip, saying why
+//! (`amqp_test_support::skip_or_fail`).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // tests: panics and printed figures are the point
 
@@ -34,7 +35,10 @@ fn script() -> String {
 }
 
 impl Nodes {
-    /// Starts `n` clustered nodes, or returns `None` after printing why they cannot run here.
+    /// Starts `n` clustered nodes, or returns `None` after [`skip_or_fail`] said why they
+    /// cannot run here (in CI, that fails the test).
+    ///
+    /// [`skip_or_fail`]: amqp_test_support::skip_or_fail
     fn start(n: usize) -> Option<Self> {
         let dir = std::env::temp_dir().join(amqp_test_support::unique_name("amqp-nodes"));
         let out = Command::new(script())
@@ -44,10 +48,10 @@ impl Nodes {
         match out.status.code() {
             Some(0) => {}
             Some(3) => {
-                println!(
-                    "SKIPPED: private RabbitMQ nodes cannot run here: {}",
+                amqp_test_support::skip_or_fail(&format!(
+                    "private RabbitMQ nodes cannot run here: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
-                );
+                ));
                 return None;
             }
             _ => panic!(

@@ -255,6 +255,24 @@ async fn a_delivery_from_before_recovery_cannot_be_acked_and_comes_again() {
     .await;
 }
 
+/// Waits for the next `Lost` event, which must come within 1 s (half the heartbeat timeout of
+/// a 1 s interval) and not be a heartbeat timeout: the link's end was seen on the socket.
+/// Returns how long it took.
+async fn seen_lost(events: &mut tokio::sync::broadcast::Receiver<RecoveryEvent>) -> Duration {
+    let began = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if let RecoveryEvent::Lost(err) = events.recv().await.unwrap() {
+                return err;
+            }
+        }
+    })
+    .await
+    .expect("the link's end was seen within 1 s");
+    assert!(!matches!(err, Error::HeartbeatTimeout(_)), "{err:?}");
+    began.elapsed()
+}
+
 /// A recovering connection to the broker through `proxies` (first one first).
 async fn through(
     proxies: &[&FaultProxy],
@@ -345,17 +363,21 @@ async fn proxy_cut_reset_and_black_hole_are_each_recovered() {
         let black_hole = next_recovery(&mut events).await;
         let late = round_trip(&ch, &queue, "after black hole").await;
 
+        // A cut (FIN) and a reset (RST) are seen at once, not by the heartbeat's 2 s.
         proxy.cut();
+        let cut_seen = seen_lost(&mut events).await;
         let cut = next_recovery(&mut events).await;
         round_trip(&ch, &queue, "after cut").await;
 
         proxy.reset();
+        let reset_seen = seen_lost(&mut events).await;
         let reset = next_recovery(&mut events).await;
         round_trip(&ch, &queue, "after reset").await;
         println!(
             "black hole detected in {detection:?}, recovered after {black_hole:?} \
              ({late} unconfirmed publish delivered late by the dead link); \
-             cut recovered in {cut:?}; reset recovered in {reset:?}; {} links accepted",
+             cut seen in {cut_seen:?}, recovered in {cut:?}; reset seen in {reset_seen:?}, \
+             recovered in {reset:?}; {} links accepted",
             proxy.accepted()
         );
         assert_eq!(proxy.accepted(), 4);
@@ -376,6 +398,7 @@ async fn gives_up_after_max_attempts_and_every_handle_gets_the_final_error() {
         };
         let conn = through(&[&proxy], 0, policy).await;
         let ch = conn.open_channel().await.unwrap();
+        let mut consumer = exclusive_consumer(&conn).await;
         let mut events = conn.recovery_events();
         proxy.refuse(true);
         proxy.cut();
@@ -392,16 +415,80 @@ async fn gives_up_after_max_attempts_and_every_handle_gets_the_final_error() {
             matches!(&err, Error::RecoveryFailed { attempts: 3, .. }),
             "{err:?}"
         );
-        assert!(matches!(conn.closed().await, Error::RecoveryFailed { .. }));
-        assert!(matches!(*conn.state().borrow(), ConnectionState::Failed(_)));
+        assert_every_handle_failed(&conn, &ch, &mut consumer).await;
         println!("gave up: {err}; {} connections tried", proxy.accepted());
         assert_eq!(
             proxy.accepted(),
             4,
             "the first connection and three attempts"
         );
+
+        // The same by time: no attempt limit, `give_up_after` 1 s.
+        let proxy = FaultProxy::start(broker_addr()).await.unwrap();
+        let policy = RecoveryPolicy {
+            max_attempts: None,
+            give_up_after: Some(Duration::from_secs(1)),
+            wait_while_recovering: Duration::from_secs(20),
+            ..quick_policy()
+        };
+        let conn = through(&[&proxy], 0, policy).await;
+        let ch = conn.open_channel().await.unwrap();
+        let mut consumer = exclusive_consumer(&conn).await;
+        let mut events = conn.recovery_events();
+        proxy.refuse(true);
+        let lost_at = Instant::now();
+        proxy.cut();
+        assert!(matches!(
+            events.recv().await.unwrap(),
+            RecoveryEvent::Lost(_)
+        ));
+        let err = ch
+            .queue_declare("", QueueDeclareOptions::default(), no_args())
+            .await
+            .unwrap_err();
+        let after = lost_at.elapsed();
+        assert!(matches!(&err, Error::RecoveryFailed { .. }), "{err:?}");
+        assert!(
+            after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+            "gave up after {after:?} (give_up_after 1 s)"
+        );
+        assert_every_handle_failed(&conn, &ch, &mut consumer).await;
+        println!("gave up after {after:?}: {err}");
     })
     .await;
+}
+
+/// A consumer of a new server-named exclusive queue on a channel of its own.
+async fn exclusive_consumer(conn: &amqp_client::Connection) -> amqp_client::Consumer {
+    let ch = conn.open_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    let q = ch.queue_declare("", exclusive, no_args()).await.unwrap();
+    ch.basic_consume(&q.name, ConsumeOptions::default(), no_args())
+        .await
+        .unwrap()
+}
+
+/// After recovery gave up: the connection, a channel and a consumer all end with
+/// `RecoveryFailed`, and new calls fail with it at once.
+async fn assert_every_handle_failed(
+    conn: &amqp_client::Connection,
+    ch: &Channel,
+    consumer: &mut amqp_client::Consumer,
+) {
+    assert!(matches!(conn.closed().await, Error::RecoveryFailed { .. }));
+    assert!(matches!(*conn.state().borrow(), ConnectionState::Failed(_)));
+    match consumer.recv().await {
+        Some(Err(Error::RecoveryFailed { .. })) => {}
+        other => panic!("the consumer ends with RecoveryFailed, got {other:?}"),
+    }
+    assert!(consumer.recv().await.is_none(), "then the stream ends");
+    let err = ch.basic_qos(1, QosOptions::default()).await.unwrap_err();
+    assert!(matches!(err, Error::RecoveryFailed { .. }), "{err:?}");
+    let err = conn.open_channel().await.unwrap_err();
+    assert!(matches!(err, Error::RecoveryFailed { .. }), "{err:?}");
 }
 
 #[tokio::test]

@@ -88,16 +88,26 @@ async fn peer_dying_mid_frame_fails_pending_calls() {
     let (listener, config) = listen().await;
     let server = tokio::spawn(async move {
         let mut peer = listener.accept(0).await;
+        // Two calls pending: two channel.open.
+        assert!(matches!(peer.recv().await, Method::ChannelOpen(_)));
         assert!(matches!(peer.recv().await, Method::ChannelOpen(_)));
         // Half a frame, then gone.
         peer.send_raw(&[1, 0, 1, 0, 0, 0, 40, 0, 20]).await;
         peer.hang_up();
     });
     let conn = Connection::connect_with(config).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(5), conn.open_channel())
-        .await
-        .expect("no hang");
-    assert!(matches!(result, Err(Error::ConnectionLost)), "{result:?}");
+    let (first, second) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(conn.open_channel(), conn.open_channel())
+    })
+    .await
+    .expect("no hang");
+    assert!(matches!(first, Err(Error::ConnectionLost)), "{first:?}");
+    assert!(matches!(second, Err(Error::ConnectionLost)), "{second:?}");
+    // And every later call, at once.
+    assert!(matches!(
+        conn.open_channel().await,
+        Err(Error::ConnectionLost)
+    ));
     server.await.unwrap();
 }
 
@@ -136,10 +146,18 @@ async fn non_amqp_peer_is_a_clear_error() {
         let mut peer = listener.accept_raw().await;
         peer.read_exact(8).await;
         peer.send_raw(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
     });
+    let started = Instant::now();
     let err = Connection::connect_with(config).await.unwrap_err();
     assert!(matches!(err, Error::NotAmqp(_)), "{err:?}");
+    // From the bytes themselves: neither the peer's hang-up (3 s) nor the connection timeout
+    // (5 s) is waited for.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
     server.await.unwrap();
 }
 
@@ -330,10 +348,11 @@ async fn a_dribbling_handshake_is_bounded_by_the_connection_timeout() {
     let started = Instant::now();
     let err = Connection::connect_with(config).await.unwrap_err();
     assert!(matches!(err, Error::ConnectTimeout { .. }), "{err:?}");
+    // At the connection timeout (2 s): not before, and not much after.
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(3),
+        "took {took:?}"
     );
     server.abort();
 }

@@ -12,7 +12,10 @@ use std::time::Duration;
 use amqp_client::amqp_codec::BasicProperties;
 use amqp_client::{Connection, PublishOptions};
 use amqp_test_support::broker_url;
-use common::{LIMIT, config, consume_with_prefetch, exclusive, no_args, ready_count, within};
+use common::{
+    Cleanup, LIMIT, config, consume_with_prefetch, exclusive, no_args, plain, rabbitmqctl,
+    ready_count, within,
+};
 
 /// Carries a type to the `is_send` probe.
 struct Probe<T>(PhantomData<T>);
@@ -233,6 +236,114 @@ async fn concurrent_publishers_and_acks_lose_no_wake_up() {
         consumer_ch.close().await.unwrap();
         assert_eq!(ready_count(&setup, &q).await, 0);
         conn.close().await.unwrap();
+    })
+    .await;
+}
+
+/// The same with nothing to read, where a lost wake-up cannot hide. Above, every confirm and
+/// delivery the broker sends wakes the driver too, and it then writes whatever was left
+/// queued; any RPC wakes it as well. Here connection A has no confirms, no heartbeats and
+/// makes no RPC while it is checked: four tasks publish, then, once every delivery has
+/// arrived, four tasks ack, and each time the broker is watched from elsewhere (connection B,
+/// `rabbitmqctl`) until it has every publish, then every ack. A frame left queued with the
+/// driver asleep stays there, and so does every frame queued after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nothing_to_read_no_wake_up_is_lost() {
+    const TASKS: usize = 4;
+    const EACH: usize = 2000;
+    const TOTAL: u32 = (TASKS * EACH) as u32;
+    let mut names = Cleanup::new();
+    within(LIMIT, async {
+        let q = names.queue("q-no-wake-up-lost");
+        let watcher = Connection::connect(&broker_url()).await.unwrap();
+        let watch = watcher.open_channel().await.unwrap();
+        watch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        let mut cfg = config();
+        cfg.heartbeat = 0;
+        let conn = Connection::connect_with(cfg).await.unwrap();
+        let mut publishers = tokio::task::JoinSet::new();
+        for task in 0..TASKS {
+            let (conn, q) = (conn.clone(), q.clone());
+            publishers.spawn(async move {
+                let ch = conn.open_channel().await.unwrap();
+                for i in 0..EACH {
+                    drop(
+                        ch.basic_publish(
+                            "",
+                            q.as_str(),
+                            PublishOptions::default(),
+                            &BasicProperties::default(),
+                            format!("{task}-{i}"),
+                        )
+                        .await
+                        .unwrap(),
+                    );
+                }
+                ch
+            });
+        }
+        let _channels = publishers.join_all().await;
+        let mut ready = 0;
+        for _ in 0..60 {
+            ready = ready_count(&watch, &q).await;
+            if ready == TOTAL {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(ready, TOTAL, "publishes left unwritten after 3 s");
+
+        let (consumer_ch, mut consumer) = consume_with_prefetch(&conn, &q, 0).await;
+        let mut deliveries = Vec::with_capacity(TOTAL as usize);
+        for _ in 0..TOTAL {
+            let d = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                .await
+                .expect("a delivery within 10 s")
+                .expect("consumer open")
+                .expect("no error");
+            deliveries.push(d);
+        }
+        // Dealt round-robin, so the four tasks' acks interleave.
+        let mut hands: Vec<Vec<_>> = (0..TASKS).map(|_| Vec::new()).collect();
+        for (i, d) in deliveries.into_iter().enumerate() {
+            hands[i % TASKS].push(d);
+        }
+        let mut ackers = tokio::task::JoinSet::new();
+        for mine in hands {
+            ackers.spawn(async move {
+                for d in mine {
+                    d.ack().unwrap();
+                }
+            });
+        }
+        ackers.join_all().await;
+        let mut unacked = String::new();
+        for _ in 0..10 {
+            let listing = rabbitmqctl(&[
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "messages_unacknowledged",
+            ])
+            .await;
+            unacked = listing
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{q}\t")))
+                .unwrap_or("not listed")
+                .trim()
+                .to_owned();
+            if unacked == "0" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(unacked, "0", "acks left unwritten");
+        consumer.cancel().await.unwrap();
+        consumer_ch.close().await.unwrap();
+        assert_eq!(ready_count(&watch, &q).await, 0);
+        conn.close().await.unwrap();
+        watcher.close().await.unwrap();
     })
     .await;
 }

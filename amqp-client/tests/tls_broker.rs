@@ -9,7 +9,8 @@
 //! plain port (a handshake error that says so); EXTERNAL with the client certificate, the
 //! identity checked by the broker itself; EXTERNAL without one (a typed refusal, not a hang).
 //!
-//! Without `rabbitmq-server`, `erl` or `openssl` the test prints `SKIPPED: ...` and passes.
+//! Without `rabbitmq-server`, `erl` or `openssl` the test fails in CI (`CI=true`) and elsewhere
+//! skips, saying so (`amqp_test_support::skip_or_fail`).
 //! Nodes of earlier runs that were killed before their guard ran are stopped at the start.
 
 // Test scaffolding: a failed step is a failed test, and the helpers print the figures (ports,
@@ -259,7 +260,7 @@ async fn tls_against_a_private_rabbitmq_node() {
     let (node, _guard) = match start_node().await {
         Ok(started) => started,
         Err(why) => {
-            println!("SKIPPED: {why}");
+            amqp_test_support::skip_or_fail(&format!("no private TLS node: {why}"));
             return;
         }
     };

@@ -1,8 +1,9 @@
 //! Cross-checks the method table (`methods/spec.rs`) against RabbitMQ's JSON spec in
 //! `../shared/spec/amqp-rabbitmq-0.9.1.json`, when that file exists: every class and method id,
 //! field name, field type (domains resolved), which methods carry content and which are
-//! synchronous, in both directions (nothing missing, nothing extra). Skips, saying so, when the
-//! file is absent. `AMQP_SPEC_JSON` points it at another copy.
+//! synchronous, in both directions (nothing missing, nothing extra). When the file is absent it
+//! fails in CI (`CI=true`) and elsewhere skips, saying so (`amqp_test_skip::skip_or_fail`).
+//! `AMQP_SPEC_JSON` points it at another copy.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,12 +30,16 @@ struct SpecMethod {
 
 fn load_spec() -> Option<HashMap<(u16, u16), SpecMethod>> {
     let path = spec_path();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!(
-            "SKIPPED: {} not found; the method table was not cross-checked",
-            path.display()
-        );
-        return None;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) => {
+            amqp_test_skip::skip_or_fail(&format!(
+                "{}: {err}; the method table was not cross-checked against RabbitMQ's JSON \
+                 spec (AMQP_SPEC_JSON names another copy)",
+                path.display()
+            ));
+            return None;
+        }
     };
     let json: Value = serde_json::from_str(&text).expect("the spec file is JSON");
     let domains: HashMap<&str, &str> = json["domains"]

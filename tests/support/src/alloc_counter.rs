@@ -21,7 +21,13 @@ thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
     /// Bytes requested by those allocations.
     static BYTES: Cell<u64> = const { Cell::new(0) };
+    /// Those of them under [`SMALL`] bytes.
+    static SMALL_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
+
+/// Allocations under this many bytes count as small ([`Counts::small`]): the size of a
+/// per-message object, not of a buffer.
+pub const SMALL: usize = 1024;
 
 /// Whether allocations are also counted process-wide (see [`enable_process_counting`]).
 static PROCESS_COUNTING: AtomicBool = AtomicBool::new(false);
@@ -29,6 +35,8 @@ static PROCESS_COUNTING: AtomicBool = AtomicBool::new(false);
 static PROCESS_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 /// Bytes requested by those allocations.
 static PROCESS_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Those of them under [`SMALL`] bytes.
+static PROCESS_SMALL: AtomicU64 = AtomicU64::new(0);
 
 /// Delegates to the system allocator and counts, per thread (and, once
 /// [`enable_process_counting`] was called, for the whole process), what it is asked for.
@@ -37,9 +45,16 @@ pub struct CountingAllocator;
 fn record(size: usize) {
     let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
     let _ = BYTES.try_with(|c| c.set(c.get() + size as u64));
+    let small = size < SMALL;
+    if small {
+        let _ = SMALL_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+    }
     if PROCESS_COUNTING.load(Ordering::Relaxed) {
         PROCESS_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         PROCESS_BYTES.fetch_add(size as u64, Ordering::Relaxed);
+        if small {
+            PROCESS_SMALL.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -55,6 +70,7 @@ pub fn process_snapshot() -> Counts {
     Counts {
         allocations: PROCESS_ALLOCATIONS.load(Ordering::Relaxed),
         bytes: PROCESS_BYTES.load(Ordering::Relaxed),
+        small: PROCESS_SMALL.load(Ordering::Relaxed),
     }
 }
 
@@ -93,6 +109,8 @@ pub struct Counts {
     pub allocations: u64,
     /// Bytes requested.
     pub bytes: u64,
+    /// Allocations (of the above) under [`SMALL`] bytes.
+    pub small: u64,
 }
 
 impl Counts {
@@ -101,6 +119,7 @@ impl Counts {
         Counts {
             allocations: self.allocations.saturating_sub(earlier.allocations),
             bytes: self.bytes.saturating_sub(earlier.bytes),
+            small: self.small.saturating_sub(earlier.small),
         }
     }
 }
@@ -110,6 +129,7 @@ pub fn snapshot() -> Counts {
     Counts {
         allocations: ALLOCATIONS.try_with(Cell::get).unwrap_or(0),
         bytes: BYTES.try_with(Cell::get).unwrap_or(0),
+        small: SMALL_ALLOCATIONS.try_with(Cell::get).unwrap_or(0),
     }
 }
 
@@ -118,12 +138,5 @@ pub fn snapshot() -> Counts {
 pub fn count<T>(f: impl FnOnce() -> T) -> (T, Counts) {
     let before = snapshot();
     let out = f();
-    let after = snapshot();
-    (
-        out,
-        Counts {
-            allocations: after.allocations - before.allocations,
-            bytes: after.bytes - before.bytes,
-        },
-    )
+    (out, snapshot().since(before))
 }

@@ -5,10 +5,13 @@
 //! - [`alloc_counter`]: a counting global allocator, per thread, for "no allocation" tests.
 //! - [`fault_proxy`]: a TCP proxy that cuts, resets or black-holes links on demand.
 //! - [`scripted_broker`]: a fake broker on 127.0.0.1 that sends whatever a test scripts.
+//! - [`skip_or_fail`]: how a test that cannot run here says so (a failure in CI).
 
 pub mod alloc_counter;
 pub mod fault_proxy;
 pub mod scripted_broker;
+
+pub use amqp_test_skip::skip_or_fail;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
