@@ -263,6 +263,10 @@ pub struct WorkerConfig {
     /// Largest reconnect delay.
     #[serde(with = "duration_str")]
     pub reconnect_max_delay: Duration,
+    /// How often the parking queue's depth (and the unroutable delayed messages') is read
+    /// from the broker for the metrics.
+    #[serde(with = "duration_str")]
+    pub queue_depth_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -288,6 +292,7 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(30),
             reconnect_min_delay: Duration::from_millis(100),
             reconnect_max_delay: Duration::from_secs(10),
+            queue_depth_interval: Duration::from_secs(15),
         }
     }
 }
@@ -364,6 +369,11 @@ impl WorkerConfig {
         if self.delivery_limit.is_some() && self.queue_type != QueueType::Quorum {
             return Err(ConfigError::Invalid(
                 "delivery limit needs queue type quorum".into(),
+            ));
+        }
+        if self.queue_depth_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "queue depth interval must be at least 100ms".into(),
             ));
         }
         if self.handler_timeout.is_zero() {

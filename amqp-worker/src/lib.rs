@@ -17,7 +17,9 @@
 //!   travels in the `x-attempt` header, cross-checked with RabbitMQ's `x-death` count. After
 //!   the last attempt the task is parked in `<queue>.parked` with its last error, attempt
 //!   count, first and last failure times and original route in headers, and
-//!   [`Handler::on_dead_letter`] runs. [`topology::requeue_parked`] moves parked tasks back.
+//!   [`Handler::on_dead_letter`] runs. A handler that knows retrying cannot help returns
+//!   [`HandlerError::park_now`]: the task is parked at once, its reason recorded.
+//!   [`topology::requeue_parked`] moves parked tasks back.
 //! * **Failures never take the worker down.** A handler that returns an error, panics or runs
 //!   past `handler_timeout` fails that attempt only.
 //! * **Reconnection.** A lost connection is re-established with exponential backoff and
@@ -64,6 +66,7 @@
 
 pub mod config;
 mod consume;
+mod depth;
 mod error;
 pub mod handler;
 pub mod http;
@@ -78,7 +81,7 @@ mod worker;
 
 pub use config::{ConfigError, QueueType, WorkerConfig};
 pub use error::WorkerError;
-pub use handler::{DeadLetter, Handler, HandlerError, Task, handler_fn};
+pub use handler::{DeadLetter, Handler, HandlerError, ParkReason, Task, handler_fn};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use publisher::{PendingConfirm, PublishError, Publisher, task_properties};
 pub use shutdown::Shutdown;

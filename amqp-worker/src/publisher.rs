@@ -22,6 +22,10 @@ use amqp_client::{
 };
 use bytes::Bytes;
 
+/// The queue that keeps delayed messages whose target was gone when their delay ended (see
+/// the module docs); its depth is the `amqp_worker_delayed_unroutable_messages` gauge.
+pub const UNROUTABLE_QUEUE: &str = "amqp-worker.unroutable";
+
 /// Why a publish did not reach a queue.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]

@@ -28,12 +28,15 @@ pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-original-exchange";
 pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 /// How many times the task was moved back from the parking queue.
 pub const REQUEUED_HEADER: &str = "x-requeued-from-parking";
+/// Why a task was parked: `attempts-exhausted` or `rejected` (see [`ParkReason`](crate::ParkReason)).
+pub const PARK_REASON_HEADER: &str = "x-park-reason";
 /// RabbitMQ's dead-letter history.
 pub const X_DEATH_HEADER: &str = "x-death";
 
 /// Headers the worker owns; rewritten on every retry and stripped on requeue from parking.
-const WORKER_HEADERS: [&str; 7] = [
+const WORKER_HEADERS: [&str; 8] = [
     ATTEMPT_HEADER,
+    PARK_REASON_HEADER,
     LAST_ERROR_HEADER,
     ATTEMPTS_HEADER,
     FIRST_FAILURE_HEADER,
@@ -166,8 +169,9 @@ impl FailureRecord {
             })
             .unwrap_or(now);
         Self {
-            // Headers are long strings, but keep them readable in the management UI.
-            last_error: truncate(error, 1000),
+            // Headers are long strings, but keep them readable in the management UI: room for
+            // a message and the 1 KiB tail of a command's stderr.
+            last_error: truncate(error, LAST_ERROR_MAX),
             attempts: attempt,
             first_failure_at: first,
             last_failure_at: now,
@@ -178,6 +182,9 @@ impl FailureRecord {
         }
     }
 }
+
+/// The most of a handler's error kept in [`LAST_ERROR_HEADER`], in bytes.
+pub const LAST_ERROR_MAX: usize = 2048;
 
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -262,13 +269,21 @@ pub fn retry_properties(
     with_headers(original, headers)
 }
 
-/// Properties of the copy parked after the last attempt: the failure record and the number of
-/// attempts made.
-pub fn parked_properties(original: &BasicProperties, record: &FailureRecord) -> BasicProperties {
+/// Properties of the copy parked: the failure record, the number of attempts made and why
+/// it was parked.
+pub fn parked_properties(
+    original: &BasicProperties,
+    record: &FailureRecord,
+    reason: crate::ParkReason,
+) -> BasicProperties {
     let mut headers = carried_headers(original.headers().as_ref(), false);
     headers.push((
         ShortStr::from_static(ATTEMPTS_HEADER),
         FieldValue::I32(to_i32(record.attempts)),
+    ));
+    headers.push((
+        ShortStr::from_static(PARK_REASON_HEADER),
+        reason.as_str().into(),
     ));
     headers.extend(failure_entries(record));
     with_headers(original, headers)
@@ -353,9 +368,17 @@ mod tests {
     #[test]
     fn requeue_resets_the_attempts() {
         let rec = FailureRecord::new(None, 3, "boom", "ex", "rk");
-        let parked = parked_properties(&BasicProperties::default(), &rec);
+        let parked = parked_properties(
+            &BasicProperties::default(),
+            &rec,
+            crate::ParkReason::Rejected,
+        );
         let h = parked.headers().unwrap();
         assert_eq!(h.get(ATTEMPTS_HEADER), Some(FieldValue::I32(3)));
+        assert_eq!(
+            h.get(PARK_REASON_HEADER).unwrap().as_str(),
+            Some("rejected")
+        );
         assert_eq!(
             h.get(ORIGINAL_EXCHANGE_HEADER).unwrap().as_str(),
             Some("ex")
@@ -363,6 +386,7 @@ mod tests {
         let back = requeued_properties(&parked);
         let h = back.headers().unwrap();
         assert_eq!(h.get(ATTEMPTS_HEADER), None);
+        assert_eq!(h.get(PARK_REASON_HEADER), None);
         assert_eq!(h.get(REQUEUED_HEADER), Some(FieldValue::I64(1)));
         assert!(back.is_persistent());
     }

@@ -208,8 +208,9 @@ async fn sigterm_mid_batch_finishes_running_tasks_and_exits_zero() {
         })
         .await;
         let (_, metrics) = http_get(port, "/metrics").await.unwrap();
-        assert!(metrics.contains("amqp_worker_in_flight 4"), "{metrics}");
-        assert!(metrics.contains("amqp_worker_connected 1"), "{metrics}");
+        let label = format!("{{queue=\"{}\"}}", config.queue);
+        assert!(metrics.contains(&format!("amqp_worker_in_flight{label} 4")), "{metrics}");
+        assert!(metrics.contains(&format!("amqp_worker_connected{label} 1")), "{metrics}");
         signal(&a, "-TERM").await;
         let status = exit_status(&mut a, Duration::from_secs(30)).await;
         let ev = events(&log);
@@ -338,7 +339,10 @@ async fn healthz_is_503_while_there_is_no_broker_connection() {
             out.status
         );
         assert!(status_line.contains("503"), "{status_line}");
-        assert!(metrics.contains("amqp_worker_connected 0"), "{metrics}");
+        assert!(
+            metrics.contains("amqp_worker_connected{queue=\"q\"} 0"),
+            "{metrics}"
+        );
         assert!(!out.status.success());
         // JSON log lines, then the one sentence.
         let mut lines = stderr.lines().collect::<Vec<_>>();
