@@ -223,3 +223,65 @@ async fn demo_runs_and_loses_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn publish_headers_are_strings_unless_typed() {
+    use amqp_client::amqp_codec::FieldValue;
+    let mut cleanup = Cleanup::new();
+    within(Duration::from_secs(30), async {
+        let q = unique_name("amqp-worker-test-headers");
+        cleanup.queue(&q);
+        let conn = connect().await;
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let (status, _, stderr) = run_bin(
+            &[
+                "publish",
+                "--routing-key",
+                &q,
+                "--header",
+                "zip=02134",
+                "--header",
+                "count:int=5",
+                "--header",
+                "urgent:bool=true",
+                "--header",
+                "flag=true",
+                "x",
+            ],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(status.success(), "{stderr}");
+        let got = ch.basic_get(&q, true).await.unwrap().unwrap();
+        let h = got.delivery.properties.headers().unwrap();
+        println!("typed headers: {h:?}");
+        assert_eq!(h.get("zip").unwrap().as_str(), Some("02134"));
+        assert_eq!(h.get("flag").unwrap().as_str(), Some("true"));
+        assert_eq!(h.get("count"), Some(FieldValue::I64(5)));
+        assert_eq!(h.get("urgent"), Some(FieldValue::Bool(true)));
+        // A value that does not read as its type is refused before anything is sent.
+        let (status, _, stderr) = run_bin(
+            &[
+                "publish",
+                "--routing-key",
+                &q,
+                "--header",
+                "count:int=five",
+                "x",
+            ],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(
+            sentence(&stderr).contains("'five' is not a 64-bit integer"),
+            "{stderr}"
+        );
+        assert_eq!(ready(&conn, &q).await, 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}

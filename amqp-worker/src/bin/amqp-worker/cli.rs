@@ -98,8 +98,9 @@ pub(crate) struct TopologyArgs {
         value_delimiter = ','
     )]
     pub(crate) binding_keys: Vec<String>,
-    /// Binding argument NAME=VALUE for --exchange (repeatable), e.g. x-match=all for headers.
-    #[arg(long = "binding-arg")]
+    /// Binding argument NAME=VALUE or NAME:TYPE=VALUE for --exchange (repeatable), e.g.
+    /// x-match=all for headers.
+    #[arg(long = "binding-arg", long_help = format!("Binding argument for --exchange (repeatable), e.g. x-match=all for a headers exchange. {TYPED_VALUE_HELP}"))]
     pub(crate) binding_args: Vec<String>,
     /// Retry delays, comma-separated [default: 1s,10s,60s].
     #[arg(long, env = "AMQP_WORKER_RETRY_DELAYS", value_delimiter = ',', value_parser = duration)]
@@ -161,8 +162,9 @@ pub(crate) struct PublishArgs {
     /// Deliver after this delay (e.g. 30s), through a delay queue.
     #[arg(long, value_parser = duration)]
     pub(crate) delay: Option<Duration>,
-    /// Header NAME=VALUE on every task (repeatable).
-    #[arg(long = "header")]
+    /// Header NAME=VALUE (a string) or NAME:TYPE=VALUE (str, int, bool) on every task
+    /// (repeatable).
+    #[arg(long = "header", long_help = format!("Header on every task (repeatable). {TYPED_VALUE_HELP}"))]
     pub(crate) headers: Vec<String>,
     /// Content type of the tasks.
     #[arg(long)]
@@ -200,19 +202,36 @@ pub(crate) struct DemoArgs {
     pub(crate) timeout: Duration,
 }
 
-/// `NAME=VALUE`, the value as an integer or boolean when it reads as one.
+/// The typed forms of `--header` and `--binding-arg`, for `--help`.
+pub(crate) const TYPED_VALUE_HELP: &str = "NAME=VALUE is a string (zip=02134 stays \"02134\"); \
+    NAME:TYPE=VALUE gives a type: str, int (64-bit signed), bool (true or false), \
+    e.g. count:int=5, urgent:bool=true. A name with a colon needs the type: a:b:str=c";
+
+/// `NAME=VALUE` (a string) or `NAME:TYPE=VALUE` with TYPE `str`, `int` or `bool`: values are
+/// never guessed, so `zip=02134` stays the string `"02134"`.
 pub(crate) fn name_value(s: &str) -> Result<(String, ArgValue), CliError> {
-    let (k, v) = s
+    let (name, v) = s
         .split_once('=')
-        .ok_or_else(|| CliError::Usage(format!("'{s}' is not NAME=VALUE")))?;
-    let value = if let Ok(i) = v.parse::<i64>() {
-        ArgValue::Int(i)
-    } else if let Ok(b) = v.parse::<bool>() {
-        ArgValue::Bool(b)
-    } else {
-        ArgValue::Str(v.to_owned())
+        .ok_or_else(|| CliError::Usage(format!("'{s}' is not NAME=VALUE or NAME:TYPE=VALUE")))?;
+    let (name, kind) = match name.rsplit_once(':') {
+        Some((n, kind)) => (n, Some(kind)),
+        None => (name, None),
     };
-    Ok((k.to_owned(), value))
+    if name.is_empty() {
+        return Err(CliError::Usage(format!("'{s}' has an empty name")));
+    }
+    let bad = |what: &str| CliError::Usage(format!("'{s}': '{v}' is not {what}"));
+    let value = match kind {
+        None | Some("str") => ArgValue::Str(v.to_owned()),
+        Some("int") => ArgValue::Int(v.parse().map_err(|_| bad("a 64-bit integer"))?),
+        Some("bool") => ArgValue::Bool(v.parse().map_err(|_| bad("true or false"))?),
+        Some(other) => {
+            return Err(CliError::Usage(format!(
+                "'{s}': unknown type '{other}' (expected str, int or bool; a name with a colon needs the type, e.g. {name}:{other}:str={v})"
+            )));
+        }
+    };
+    Ok((name.to_owned(), value))
 }
 
 impl TopologyArgs {
@@ -285,4 +304,32 @@ impl TopologyArgs {
 fn toml_without_validation(text: &str) -> Result<WorkerConfig, CliError> {
     // Same parse as from_toml_named, which only failed validation: cannot fail here.
     toml::from_str(text).map_err(|e| CliError::Usage(e.message().to_owned()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_strings_unless_typed() {
+        let v = |s: &str| name_value(s).map_err(|e| e.to_string());
+        assert_eq!(
+            v("zip=02134"),
+            Ok(("zip".into(), ArgValue::Str("02134".into())))
+        );
+        assert_eq!(
+            v("ok=true"),
+            Ok(("ok".into(), ArgValue::Str("true".into())))
+        );
+        assert_eq!(v("n:int=-5"), Ok(("n".into(), ArgValue::Int(-5))));
+        assert_eq!(v("f:bool=true"), Ok(("f".into(), ArgValue::Bool(true))));
+        assert_eq!(
+            v("a:b:str=c=d"),
+            Ok(("a:b".into(), ArgValue::Str("c=d".into())))
+        );
+        assert!(v("n:int=x").unwrap_err().contains("not a 64-bit integer"));
+        assert!(v("a:b=c").unwrap_err().contains("unknown type 'b'"));
+        assert!(v("novalue").is_err());
+    }
 }
