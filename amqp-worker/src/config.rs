@@ -24,6 +24,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use amqp_client::ExchangeKind;
@@ -218,6 +219,67 @@ impl BindingSpec {
     }
 }
 
+impl BindingSpec {
+    /// Checks what can be checked without the broker: a source (the default exchange cannot
+    /// be bound), a destination for exchange-to-exchange bindings, name lengths, and the
+    /// `x-match` value of a headers binding.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let what = || {
+            format!(
+                "binding from '{}' to '{}'",
+                self.source,
+                self.destination.as_deref().unwrap_or("the work queue")
+            )
+        };
+        if self.source.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "{}: the default exchange cannot be bound; name a source exchange",
+                what()
+            )));
+        }
+        check_name("exchange", &self.source)?;
+        match (&self.destination, self.destination_type) {
+            (None, DestinationType::Exchange) => {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: destination_type = \"exchange\" needs a destination",
+                    what()
+                )));
+            }
+            (Some(d), _) => check_name("destination", d)?,
+            (None, DestinationType::Queue) => {}
+        }
+        if self.routing_key.len() > 255 {
+            return Err(ConfigError::Invalid(format!(
+                "{}: the routing key is longer than 255 bytes",
+                what()
+            )));
+        }
+        if let Some(m) = self.arguments.get("x-match") {
+            let ok = matches!(m, ArgValue::Str(s) if ["all", "any", "all-with-x", "any-with-x"].contains(&s.as_str()));
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: x-match must be \"all\", \"any\", \"all-with-x\" or \"any-with-x\"",
+                    what()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A queue or exchange name the broker accepts: 1 to 255 bytes.
+fn check_name(what: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(ConfigError::Invalid(format!(
+            "{what} name '{name}' must be 1 to 255 bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// With jitter, how many shorter delay queues each retry tier gets besides its own.
+pub const JITTER_STEPS: u32 = 4;
+
 /// Everything the worker needs. See the module docs for an example.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -248,6 +310,14 @@ pub struct WorkerConfig {
     pub retry_delays: Vec<Duration>,
     /// Attempts (first delivery included) before a task is parked.
     pub max_attempts: u32,
+    /// Up to this percentage (0 to 90) of each retry delay is taken off at random, so that
+    /// tasks that failed together do not all come back at once; 0 (the default) for none.
+    /// Each tier gets [`JITTER_STEPS`] more delay queues, evenly spaced down to the shortest
+    /// delay ([`jitter_steps`](Self::jitter_steps)), and a retry picks one at random: every
+    /// delay queue holds one TTL, so each copy waits exactly its queue's delay. (A
+    /// per-message `expiration` in one queue would not spread them: RabbitMQ expires
+    /// messages only at the head, so a longer one ahead holds back the shorter ones.)
+    pub retry_jitter_percent: u8,
     /// A handler running longer fails its attempt.
     #[serde(with = "duration_str")]
     pub handler_timeout: Duration,
@@ -267,6 +337,12 @@ pub struct WorkerConfig {
     /// from the broker for the metrics.
     #[serde(with = "duration_str")]
     pub queue_depth_interval: Duration,
+    /// For the `amqp-worker` binary: serve `/metrics` and `/healthz` on this address. The
+    /// library itself serves nothing; bind [`crate::http::MetricsServer`] to it.
+    pub metrics_addr: Option<SocketAddr>,
+    /// For the `amqp-worker` binary: a shell command run when a task is parked. The library
+    /// itself ignores it; implement [`crate::Handler::on_dead_letter`].
+    pub on_dead_letter: Option<String>,
 }
 
 impl Default for WorkerConfig {
@@ -287,12 +363,15 @@ impl Default for WorkerConfig {
                 Duration::from_secs(60),
             ],
             max_attempts: 4,
+            retry_jitter_percent: 0,
             handler_timeout: Duration::from_secs(60),
             give_up_after: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(30),
             reconnect_min_delay: Duration::from_millis(100),
             reconnect_max_delay: Duration::from_secs(10),
             queue_depth_interval: Duration::from_secs(15),
+            metrics_addr: None,
+            on_dead_letter: None,
         }
     }
 }
@@ -343,6 +422,10 @@ impl WorkerConfig {
         }
         for x in &self.exchanges {
             x.exchange_kind()?;
+            check_name("exchange", &x.name)?;
+        }
+        for b in &self.bindings {
+            b.validate()?;
         }
         if self.concurrency == 0 {
             return Err(ConfigError::Invalid(
@@ -365,6 +448,11 @@ impl WorkerConfig {
                     "retry delay {d:?} must be a positive whole number of milliseconds"
                 )));
             }
+        }
+        if self.retry_jitter_percent > 90 {
+            return Err(ConfigError::Invalid(
+                "retry jitter must be 0 to 90 percent".into(),
+            ));
         }
         if self.delivery_limit.is_some() && self.queue_type != QueueType::Quorum {
             return Err(ConfigError::Invalid(
@@ -399,12 +487,33 @@ impl WorkerConfig {
         format!("{}.retry.", self.queue)
     }
 
-    /// The distinct retry delays, in order.
+    /// Every distinct delay that has a delay queue, in order: each tier's
+    /// [`jitter_steps`](Self::jitter_steps).
     pub fn distinct_delays(&self) -> Vec<Duration> {
         let mut out: Vec<Duration> = Vec::new();
-        for d in &self.retry_delays {
-            if !out.contains(d) {
-                out.push(*d);
+        for d in self.retry_delays.iter().flat_map(|d| self.jitter_steps(*d)) {
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// The delays a retry of tier `delay` may wait: `delay` itself and, with
+    /// `retry_jitter_percent` p, [`JITTER_STEPS`] more evenly spaced down to `delay` less p %
+    /// (whole milliseconds, at least 1 ms; equal steps merge).
+    pub fn jitter_steps(&self, delay: Duration) -> Vec<Duration> {
+        let mut out = vec![delay];
+        if self.retry_jitter_percent == 0 {
+            return out;
+        }
+        let ms = delay.as_millis() as f64;
+        let off = ms * f64::from(self.retry_jitter_percent.min(90)) / 100.0;
+        for k in 1..=JITTER_STEPS {
+            let step = ms - off * f64::from(k) / f64::from(JITTER_STEPS);
+            let d = Duration::from_millis((step.round() as u64).max(1));
+            if !out.contains(&d) {
+                out.push(d);
             }
         }
         out
@@ -521,6 +630,34 @@ mod tests {
                 kind: "fanoutt".into()
             })
         );
+    }
+
+    #[test]
+    fn bad_bindings_are_found_before_the_broker() {
+        let mut c = WorkerConfig::new("q");
+        c.bindings.push(BindingSpec::to_work_queue("", "k"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("default exchange")
+        );
+        let mut c = WorkerConfig::new("q");
+        let mut b = BindingSpec::to_work_queue("x", "k");
+        b.destination_type = DestinationType::Exchange;
+        c.bindings.push(b);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("needs a destination")
+        );
+        let mut c = WorkerConfig::new("q");
+        let mut b = BindingSpec::to_work_queue("x", "");
+        b.arguments
+            .insert("x-match".into(), ArgValue::Str("most".into()));
+        c.bindings.push(b);
+        assert!(c.validate().unwrap_err().to_string().contains("x-match"));
     }
 
     #[test]

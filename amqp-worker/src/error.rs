@@ -23,6 +23,17 @@ pub enum WorkerError {
         /// What the broker said.
         source: amqp_client::Error,
     },
+    /// Something the configuration's bindings name, and that it does not declare itself, does
+    /// not exist on the broker. Checked before anything is declared: nothing was.
+    #[error(
+        "{what} does not exist and the configuration does not declare it ({source}); nothing was declared"
+    )]
+    Missing {
+        /// What is missing and which binding names it.
+        what: String,
+        /// What the broker said (404 NOT_FOUND).
+        source: amqp_client::Error,
+    },
     /// An error no reconnect can fix, by the client's one rule
     /// ([`amqp_client::Error::is_recoverable`] is false): bad credentials, an unknown vhost, a
     /// bad URI, a peer that is not an AMQP 0-9-1 broker.

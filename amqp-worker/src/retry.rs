@@ -61,13 +61,22 @@ pub enum Decision {
     Park,
 }
 
-/// What to do after attempt `attempt` (1-based) failed.
+/// What to do after attempt `attempt` (1-based) failed, without jitter.
 pub fn decide(config: &WorkerConfig, attempt: u32) -> Decision {
+    decide_jittered(config, attempt, 0.0)
+}
+
+/// What to do after attempt `attempt` (1-based) failed; with `retry_jitter_percent` set,
+/// `r` in `[0, 1)` picks one of the tier's jitter steps
+/// ([`WorkerConfig::jitter_steps`]), each a delay queue of its own.
+pub fn decide_jittered(config: &WorkerConfig, attempt: u32, r: f64) -> Decision {
     if attempt >= config.max_attempts || config.retry_delays.is_empty() {
         return Decision::Park;
     }
     let index = (attempt as usize - 1).min(config.retry_delays.len() - 1);
-    let delay = config.retry_delays[index];
+    let steps = config.jitter_steps(config.retry_delays[index]);
+    let pick = ((r.clamp(0.0, 1.0) * steps.len() as f64) as usize).min(steps.len() - 1);
+    let delay = steps[pick];
     Decision::Retry {
         delay,
         queue: config.delay_queue(delay),
@@ -340,6 +349,32 @@ mod tests {
             })
             .collect();
         assert_eq!(delays, vec![Some(1), Some(10), Some(10), None]);
+    }
+
+    #[test]
+    fn jitter_picks_a_step_queue_of_the_tier() {
+        let mut c = WorkerConfig::new("q");
+        c.retry_delays = vec![Duration::from_secs(10)];
+        c.retry_jitter_percent = 20;
+        let picked: Vec<String> = [0.0, 0.3, 0.5, 0.7, 0.99]
+            .into_iter()
+            .map(|r| match decide_jittered(&c, 1, r) {
+                Decision::Retry { queue, .. } => queue,
+                Decision::Park => panic!("parked"),
+            })
+            .collect();
+        assert_eq!(
+            picked,
+            [
+                "q.retry.10s",
+                "q.retry.9500ms",
+                "q.retry.9s",
+                "q.retry.8500ms",
+                "q.retry.8s"
+            ]
+        );
+        c.retry_jitter_percent = 0;
+        assert_eq!(decide_jittered(&c, 1, 0.99), decide(&c, 1));
     }
 
     #[test]

@@ -175,7 +175,7 @@ async fn fail<H: Handler>(
         (Decision::Park, ParkReason::Rejected)
     } else {
         (
-            retry::decide(&ctx.config, task.attempt),
+            retry::decide_jittered(&ctx.config, task.attempt, fastrand::f64()),
             ParkReason::AttemptsExhausted,
         )
     };

@@ -285,3 +285,48 @@ async fn publish_headers_are_strings_unless_typed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn publish_takes_its_queue_from_config_or_the_environment() {
+    let mut cleanup = Cleanup::new();
+    within(Duration::from_secs(30), async {
+        let q = unique_name("amqp-worker-test-pubcfg");
+        cleanup.queue(&q);
+        let conn = connect().await;
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let path = std::env::temp_dir().join(format!("{q}.toml"));
+        let url = amqp_test_support::broker_url();
+        std::fs::write(&path, format!("url = \"{url}\"\nqueue = \"{q}\"\n")).unwrap();
+        let (status, stdout, stderr) = run_bin(
+            &["publish", "--config", path.to_str().unwrap(), "from-config"],
+            Duration::from_secs(20),
+        )
+        .await;
+        let _ = std::fs::remove_file(&path);
+        assert!(status.success(), "{stderr}");
+        assert!(stdout.contains(&format!("routing key '{q}'")), "{stdout}");
+        let mut cmd = tokio::process::Command::from(support::bin());
+        cmd.args(["publish", "from-env"])
+            .env("AMQP_WORKER_QUEUE", &q);
+        let out = cmd.output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(ready(&conn, &q).await, 2);
+        // Neither a queue nor a routing key: one sentence, exit 2.
+        let (status, _, stderr) = run_bin(&["publish", "x"], Duration::from_secs(10)).await;
+        println!("publish without a queue: {}", stderr.trim());
+        assert_eq!(status.code(), Some(2));
+        assert!(
+            sentence(&stderr).contains("publish needs a queue"),
+            "{stderr}"
+        );
+        conn.close().await.unwrap();
+    })
+    .await;
+}

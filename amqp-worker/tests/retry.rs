@@ -309,3 +309,92 @@ async fn a_handler_can_park_a_task_at_once_with_the_reason_recorded() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jittered_retries_spread_over_the_step_queues_and_wait_exactly_theirs() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let mut config = test_config("jitter");
+        config.retry_delays = vec![Duration::from_millis(1000)];
+        config.retry_jitter_percent = 50;
+        config.max_attempts = 2;
+        cleanup.config(&config);
+        // id -> (first attempt start, second attempt start, delay queue it came through)
+        let seen = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        let s = seen.clone();
+        let handler = handler_fn(move |task: Task| {
+            let s = s.clone();
+            async move {
+                let id = task.message_id().unwrap();
+                let now = Instant::now();
+                let mut seen = s.lock().unwrap();
+                if task.attempt == 1 {
+                    seen.insert(id, (now, None, String::new()));
+                    return Err(HandlerError::new("first attempt fails"));
+                }
+                let h = task.headers();
+                let queue = match h.get(retry::X_DEATH_HEADER) {
+                    Some(FieldValue::Array(deaths)) => match deaths.iter().next() {
+                        Some(FieldValue::Table(t)) => {
+                            t.get("queue").and_then(|q| q.as_str().map(str::to_owned))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let entry = seen.get_mut(&id).unwrap();
+                entry.1 = Some(now);
+                entry.2 = queue.unwrap_or_default();
+                Ok(())
+            }
+        });
+        let worker = Worker::new(config.clone(), handler).unwrap();
+        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+        let running = tokio::spawn(worker.run());
+        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let conn = connect().await;
+        let all = ids("j", 40);
+        publish_ids(&conn, "", &config.queue, &all).await;
+        wait_until(LIMIT, "all retried once", || {
+            metrics.snapshot().succeeded == 40
+        })
+        .await;
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+        let steps: Vec<(String, Duration)> = config
+            .jitter_steps(Duration::from_millis(1000))
+            .into_iter()
+            .map(|d| (config.delay_queue(d), d))
+            .collect();
+        let seen = seen.lock().unwrap().clone();
+        let mut by_queue = std::collections::BTreeMap::new();
+        let mut gaps = Vec::new();
+        for (id, (first, second, queue)) in &seen {
+            let gap = second.unwrap() - *first;
+            let (_, ttl) = steps.iter().find(|(q, _)| q == queue).unwrap_or_else(|| {
+                panic!("{id} came through '{queue}', not a step queue of the tier")
+            });
+            // Exactly its queue's delay, plus the worker's own latency.
+            assert!(
+                gap >= *ttl && gap < *ttl + Duration::from_millis(600),
+                "{id}: {gap:?} in {queue}"
+            );
+            *by_queue.entry(queue.clone()).or_insert(0) += 1;
+            gaps.push(gap);
+        }
+        gaps.sort();
+        println!(
+            "jitter 50% of 1s: 40 retries by queue {by_queue:?}; gaps {:?}..{:?}",
+            gaps.first().unwrap(),
+            gaps.last().unwrap()
+        );
+        assert_eq!(seen.len(), 40);
+        assert!(by_queue.len() >= 3, "spread over the steps: {by_queue:?}");
+        assert!(
+            *gaps.first().unwrap() < Duration::from_millis(800),
+            "{gaps:?}"
+        );
+        conn.close().await.unwrap();
+    })
+    .await;
+}

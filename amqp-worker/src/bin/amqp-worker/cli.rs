@@ -2,7 +2,7 @@
 //! the `--config` TOML file, then environment variables and flags.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use amqp_worker::config::{ArgValue, BindingSpec, ExchangeSpec, parse_duration};
@@ -100,7 +100,12 @@ pub(crate) struct TopologyArgs {
     pub(crate) binding_keys: Vec<String>,
     /// Binding argument NAME=VALUE or NAME:TYPE=VALUE for --exchange (repeatable), e.g.
     /// x-match=all for headers.
-    #[arg(long = "binding-arg", long_help = format!("Binding argument for --exchange (repeatable), e.g. x-match=all for a headers exchange. {TYPED_VALUE_HELP}"))]
+    #[arg(
+        long = "binding-arg",
+        env = "AMQP_WORKER_BINDING_ARGS",
+        value_delimiter = ',',
+        long_help = format!("Binding argument for --exchange (repeatable, or comma-separated), e.g. x-match=all for a headers exchange. {TYPED_VALUE_HELP}")
+    )]
     pub(crate) binding_args: Vec<String>,
     /// Retry delays, comma-separated [default: 1s,10s,60s].
     #[arg(long, env = "AMQP_WORKER_RETRY_DELAYS", value_delimiter = ',', value_parser = duration)]
@@ -136,10 +141,22 @@ pub(crate) struct RunArgs {
     /// Serve /metrics and /healthz on this address, e.g. 127.0.0.1:9090.
     #[arg(long, env = "AMQP_WORKER_METRICS_ADDR")]
     pub(crate) metrics_addr: Option<SocketAddr>,
-    /// Shell command run (sh -c) when a task is parked after its last attempt; gets the task
-    /// on stdin and AMQP_LAST_ERROR, AMQP_ATTEMPTS, ... in its environment.
+    /// Shell command run (sh -c) when a task is parked; gets the task on stdin and
+    /// AMQP_LAST_ERROR, AMQP_ATTEMPTS, AMQP_PARK_REASON, ... in its environment.
     #[arg(long, env = "AMQP_WORKER_ON_DEAD_LETTER")]
     pub(crate) on_dead_letter: Option<String>,
+    /// Take up to this percentage (0-90) off each retry delay at random [default: 0].
+    #[arg(long, env = "AMQP_WORKER_RETRY_JITTER_PERCENT")]
+    pub(crate) retry_jitter_percent: Option<u8>,
+    /// First reconnect delay; doubles up to --reconnect-max-delay [default: 100ms].
+    #[arg(long, env = "AMQP_WORKER_RECONNECT_MIN_DELAY", value_parser = duration)]
+    pub(crate) reconnect_min_delay: Option<Duration>,
+    /// Largest reconnect delay [default: 10s].
+    #[arg(long, env = "AMQP_WORKER_RECONNECT_MAX_DELAY", value_parser = duration)]
+    pub(crate) reconnect_max_delay: Option<Duration>,
+    /// How often the parking queue's depth is read for /metrics [default: 15s].
+    #[arg(long, env = "AMQP_WORKER_QUEUE_DEPTH_INTERVAL", value_parser = duration)]
+    pub(crate) queue_depth_interval: Option<Duration>,
     /// The command to run per task, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
@@ -148,14 +165,21 @@ pub(crate) struct RunArgs {
 /// `publish` options.
 #[derive(Debug, Args)]
 pub(crate) struct PublishArgs {
+    /// TOML configuration file: its `url` and `queue` are the defaults of --url and --queue.
+    #[arg(long, env = "AMQP_WORKER_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) broker: BrokerArgs,
+    /// Queue to publish to through the default exchange (the same as --routing-key QUEUE);
+    /// used when neither --exchange nor --routing-key is given [default: `queue` of --config].
+    #[arg(long, env = "AMQP_WORKER_QUEUE")]
+    pub(crate) queue: Option<String>,
     /// Exchange to publish to [default: the default exchange ""].
     #[arg(long, default_value = "")]
     pub(crate) exchange: String,
-    /// Routing key (for the default exchange: the queue name; `--queue` says the same).
-    #[arg(long, alias = "queue")]
-    pub(crate) routing_key: String,
+    /// Routing key [default: with the default exchange, --queue; with --exchange, empty].
+    #[arg(long)]
+    pub(crate) routing_key: Option<String>,
     /// Read tasks from this file, one per line (`-` for stdin).
     #[arg(long, conflicts_with = "bodies")]
     pub(crate) file: Option<PathBuf>,
@@ -234,26 +258,66 @@ pub(crate) fn name_value(s: &str) -> Result<(String, ArgValue), CliError> {
     Ok((name.to_owned(), value))
 }
 
+/// The configuration in the TOML file at `path` (the defaults without one), not yet
+/// validated when it lacks only the queue (a flag may give it).
+pub(crate) fn read_config(path: Option<&Path>) -> Result<WorkerConfig, CliError> {
+    let Some(path) = path else {
+        return Ok(WorkerConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Io {
+        what: format!("cannot read configuration file {}", path.display()),
+        source: e,
+    })?;
+    match WorkerConfig::from_toml_named(&text, &path.display().to_string()) {
+        Ok(c) => Ok(c),
+        // The queue may come from a flag: validate after the overrides.
+        Err(ConfigError::NoQueue) => toml_without_validation(&text),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl RunArgs {
+    /// The whole configuration: the file's, then environment variables and flags; not yet
+    /// validated.
+    pub(crate) fn config(&self) -> Result<WorkerConfig, CliError> {
+        let mut c = self.topology.config()?;
+        let set = |to: &mut Duration, from: Option<Duration>| {
+            if let Some(d) = from {
+                *to = d;
+            }
+        };
+        if let Some(n) = self.concurrency {
+            c.concurrency = n;
+        }
+        if let Some(n) = self.prefetch {
+            c.prefetch = n;
+        }
+        if let Some(n) = self.retry_jitter_percent {
+            c.retry_jitter_percent = n;
+        }
+        set(&mut c.handler_timeout, self.handler_timeout);
+        set(&mut c.give_up_after, self.give_up_after);
+        set(&mut c.shutdown_timeout, self.shutdown_timeout);
+        set(&mut c.reconnect_min_delay, self.reconnect_min_delay);
+        set(&mut c.reconnect_max_delay, self.reconnect_max_delay);
+        set(&mut c.queue_depth_interval, self.queue_depth_interval);
+        if self.connection_name.is_some() {
+            c.connection_name.clone_from(&self.connection_name);
+        }
+        if self.metrics_addr.is_some() {
+            c.metrics_addr = self.metrics_addr;
+        }
+        if self.on_dead_letter.is_some() {
+            c.on_dead_letter.clone_from(&self.on_dead_letter);
+        }
+        Ok(c)
+    }
+}
+
 impl TopologyArgs {
     /// The file's configuration (or the defaults) with these flags applied, not yet validated.
     pub(crate) fn config(&self) -> Result<WorkerConfig, CliError> {
-        let mut c = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| CliError::Io {
-                    what: format!("cannot read configuration file {}", path.display()),
-                    source: e,
-                })?;
-                let parsed: Result<WorkerConfig, ConfigError> =
-                    WorkerConfig::from_toml_named(&text, &path.display().to_string());
-                match parsed {
-                    Ok(c) => c,
-                    // The queue may come from a flag: validate after the overrides.
-                    Err(ConfigError::NoQueue) => toml_without_validation(&text)?,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            None => WorkerConfig::default(),
-        };
+        let mut c = read_config(self.config.as_deref())?;
         if let Some(url) = &self.broker.url {
             c.url.clone_from(url);
         }
@@ -310,6 +374,104 @@ fn toml_without_validation(text: &str) -> Result<WorkerConfig, CliError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The README's flag table: flag to (environment variable cell, TOML key cell).
+    fn readme_table() -> std::collections::BTreeMap<String, (String, String)> {
+        include_str!("../../../README.md")
+            .lines()
+            .filter(|l| l.starts_with("| `--"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let flag = cells[1]
+                    .trim_matches('`')
+                    .trim_start_matches("--")
+                    .to_owned();
+                (flag, (cells[2].to_owned(), cells[3].to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_run_flag_has_an_env_var_a_toml_key_and_a_readme_row() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let run = cli.find_subcommand("run").unwrap();
+        let table = readme_table();
+        let mut flags = Vec::new();
+        for arg in run.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            flags.push(long.to_owned());
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{long} has no environment variable"))
+                .to_string_lossy()
+                .into_owned();
+            let expected_env = match long {
+                "url" => "AMQP_URL".to_owned(),
+                "binding-key" => "AMQP_WORKER_BINDING_KEYS".to_owned(),
+                "binding-arg" => "AMQP_WORKER_BINDING_ARGS".to_owned(),
+                _ => format!("AMQP_WORKER_{}", long.replace('-', "_").to_uppercase()),
+            };
+            assert_eq!(env, expected_env, "--{long}");
+            let (env_cell, key_cell) = table
+                .get(long)
+                .unwrap_or_else(|| panic!("--{long} is not in the README's flag table"));
+            assert_eq!(env_cell, &format!("`{env}`"), "--{long}");
+            let key = match long {
+                "config" | "log-format" | "log-level" => {
+                    assert!(key_cell.starts_with('—'), "--{long}: {key_cell}");
+                    continue;
+                }
+                "exchange" | "exchange-type" => "exchanges".to_owned(),
+                "binding-key" | "binding-arg" => "bindings".to_owned(),
+                _ => long.replace('-', "_"),
+            };
+            let shown = if matches!(key.as_str(), "exchanges" | "bindings") {
+                format!("`[[{key}]]`")
+            } else {
+                format!("`{key}`")
+            };
+            assert!(
+                key_cell.starts_with(&shown),
+                "--{long}: {key_cell}, expected {shown}"
+            );
+            // The file accepts the key (a wrong value type, never an unknown field).
+            let err = WorkerConfig::from_toml(&format!("queue = \"q\"\n{key} = {{ bogus = 1 }}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("unknown field"), "--{long}: {err}");
+        }
+        // And the table lists nothing that is not a flag.
+        for flag in table.keys() {
+            assert!(
+                flags.contains(flag),
+                "the README lists --{flag}, which run does not have"
+            );
+        }
+    }
+
+    #[test]
+    fn publish_takes_the_queue_and_the_config_file() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let publish = cli.find_subcommand("publish").unwrap();
+        for (long, env) in [
+            ("queue", "AMQP_WORKER_QUEUE"),
+            ("config", "AMQP_WORKER_CONFIG"),
+        ] {
+            let arg = publish
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("publish has no --{long}"));
+            assert!(!arg.is_hide_set(), "--{long} is hidden");
+            assert_eq!(arg.get_env().unwrap(), env);
+        }
+    }
 
     #[test]
     fn values_are_strings_unless_typed() {

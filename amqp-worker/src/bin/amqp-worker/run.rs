@@ -16,25 +16,9 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// `amqp-worker run`.
 pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
-    let mut config = args.topology.config()?;
-    if let Some(n) = args.concurrency {
-        config.concurrency = n;
-    }
-    if let Some(n) = args.prefetch {
-        config.prefetch = n;
-    }
-    if let Some(d) = args.handler_timeout {
-        config.handler_timeout = d;
-    }
-    if let Some(d) = args.give_up_after {
-        config.give_up_after = d;
-    }
-    if let Some(d) = args.shutdown_timeout {
-        config.shutdown_timeout = d;
-    }
-    if args.connection_name.is_some() {
-        config.connection_name = args.connection_name;
-    }
+    let config = args.config()?;
+    // The whole configuration is checked before anything else happens.
+    config.validate()?;
     let mut command = args.command.into_iter();
     let program = command
         .next()
@@ -46,9 +30,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     let handler = CommandHandler {
         program,
         args: command.collect(),
-        on_dead_letter: args.on_dead_letter,
+        on_dead_letter: config.on_dead_letter.clone(),
         groups: groups.clone(),
     };
+    let metrics_addr = config.metrics_addr;
     let metrics = Arc::new(Metrics::new());
     let worker = Worker::new(config, handler)?.with_metrics(metrics.clone());
     let shutdown = worker.shutdown();
@@ -84,7 +69,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
             }
         }
     });
-    if let Some(addr) = args.metrics_addr {
+    if let Some(addr) = metrics_addr {
         let server = MetricsServer::bind(addr, metrics)
             .await
             .map_err(io_err(&format!("cannot serve metrics on {addr}")))?;
