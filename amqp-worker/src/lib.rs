@@ -31,7 +31,9 @@
 //! * **Graceful shutdown.** [`Shutdown::trigger`] (or SIGINT/SIGTERM via
 //!   [`Shutdown::on_signals`]) cancels the consumer, hands back tasks not yet started, lets
 //!   running handlers finish within `shutdown_timeout`, settles them and closes.
-//! * **Delayed send** ([`Publisher::send_delayed`]), exchange types and exchange-to-exchange
+//! * **Delayed send** ([`Publisher::send_delayed`]): the target is checked before sending, and
+//!   a delayed message whose target vanished during the delay is caught in
+//!   `amqp-worker.unroutable`, not dropped ([`delayed`]). Exchange types and exchange-to-exchange
 //!   bindings from configuration ([`WorkerConfig`]), quorum queues as an option.
 //!
 //! ```no_run
@@ -66,6 +68,7 @@
 
 pub mod config;
 mod consume;
+pub mod delayed;
 mod depth;
 mod error;
 pub mod handler;

@@ -189,6 +189,18 @@ async fn publish_fails_on_unroutable_tasks_and_delays_with_delay() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let arrived = sent.elapsed();
+        // A delayed task to a queue that does not exist: refused before anything is sent.
+        let (status, stdout, stderr) = run_bin(
+            &["publish", "--routing-key", &missing, "--delay", "1s", "never"],
+            Duration::from_secs(20),
+        )
+        .await;
+        println!("publish delayed to nowhere: {status}: {}", stderr.trim());
+        assert_eq!(status.code(), Some(1), "{stdout}");
+        assert!(
+            sentence(&stderr).contains(&format!("nothing was published: the delayed message's target queue '{missing}' does not exist")),
+            "{stderr}"
+        );
         println!("publish delayed: {stdout} arrived after {arrived:?}");
         assert!(arrived >= Duration::from_secs(1));
         conn.close().await.unwrap();

@@ -126,6 +126,16 @@ pub(crate) async fn publish(args: PublishArgs) -> Result<(), CliError> {
     let publisher = Publisher::open(&conn)
         .await
         .map_err(|e| CliError::Publish(e.to_string()))?;
+    if let Some(delay) = args.delay {
+        // A target that does not exist now would drop every task when its delay ends.
+        if let Err(e) = publisher
+            .prepare_delayed(&args.exchange, routing_key, delay)
+            .await
+        {
+            let _ = conn.close().await;
+            return Err(CliError::Publish(format!("nothing was published: {e}")));
+        }
+    }
     let mut pending: VecDeque<(String, PendingConfirm)> = VecDeque::new();
     let mut outcomes = Outcomes::default();
     for (i, body) in bodies.iter().enumerate() {
