@@ -74,6 +74,7 @@ mod error;
 pub mod handler;
 pub mod http;
 pub mod metrics;
+pub mod parked;
 pub mod publisher;
 pub mod retry;
 mod session;

@@ -52,6 +52,9 @@ pub(crate) enum Command {
     Publish(PublishArgs),
     /// Move parked (dead-lettered) tasks back to the work queue as fresh first attempts.
     RequeueParked(RequeueArgs),
+    /// Look at parked tasks without moving them (`list`, `peek <message-id>`).
+    #[command(subcommand)]
+    Parked(ParkedCommand),
     /// Run a self-contained demonstration against the broker at AMQP_URL.
     Demo(DemoArgs),
 }
@@ -208,6 +211,50 @@ pub(crate) struct RequeueArgs {
     /// Move at most this many [default: all parked when it starts].
     #[arg(long)]
     pub(crate) limit: Option<u64>,
+}
+
+/// `parked` subcommands. Both take the messages from the head without ack on a channel of
+/// their own and close it at the end, so the broker puts every one back in its place: nothing
+/// is moved, lost or reordered (they come back marked redelivered).
+#[derive(Debug, Subcommand)]
+pub(crate) enum ParkedCommand {
+    /// One line per parked task: position, message id, attempts, reason, last failure, the
+    /// start of the last error.
+    List(ParkedListArgs),
+    /// Everything about one parked task: properties, headers, body.
+    Peek(ParkedPeekArgs),
+}
+
+/// Which queue `parked` looks at.
+#[derive(Debug, Args)]
+pub(crate) struct ParkedTarget {
+    #[command(flatten)]
+    pub(crate) topology: TopologyArgs,
+    /// Look at `amqp-worker.unroutable` (delayed sends whose target vanished) instead.
+    #[arg(long)]
+    pub(crate) unroutable: bool,
+    /// One JSON object per task instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `parked list` options.
+#[derive(Debug, Args)]
+pub(crate) struct ParkedListArgs {
+    #[command(flatten)]
+    pub(crate) target: ParkedTarget,
+    /// Show at most this many, from the head.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+}
+
+/// `parked peek` options.
+#[derive(Debug, Args)]
+pub(crate) struct ParkedPeekArgs {
+    #[command(flatten)]
+    pub(crate) target: ParkedTarget,
+    /// The message id of the task.
+    pub(crate) message_id: String,
 }
 
 /// `demo` options.

@@ -10,6 +10,7 @@
 mod cli;
 mod command;
 mod demo;
+mod parked;
 mod publish;
 mod run;
 
@@ -54,6 +55,9 @@ pub(crate) enum CliError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// What was asked for is not there.
+    #[error("{0}")]
+    NotFound(String),
     /// The demo lost tasks or did not finish.
     #[error("{0}")]
     Demo(String),
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Publish(args) => publish::publish(args).await,
             Command::RequeueParked(args) => run::requeue_parked(args).await,
+            Command::Parked(command) => parked::parked(command).await,
             Command::Demo(args) => demo::demo(args).await,
         }
     });
