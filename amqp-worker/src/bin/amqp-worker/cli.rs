@@ -41,11 +41,27 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// `run --help`: what the command's exit code means.
+const RUN_LONG_ABOUT: &str = "Consume a queue and run COMMAND per task: the body on stdin, the \
+properties and headers in AMQP_* environment variables, its output logged with the task id.
+
+Exit codes of COMMAND:
+  0          ack the task
+  65         do not retry: park the task now (x-park-reason: rejected); 65 is EX_DATAERR of \
+sysexits(3), \"the input data was incorrect\"
+  any other  (or running past --handler-timeout) the attempt failed: retried after the next \
+delay, parked after --max-attempts (x-park-reason: attempts-exhausted)
+
+A parked task's x-last-error keeps the last 1 KiB of COMMAND's stderr. A command that does not \
+exist or is not executable makes run exit 2 at start.";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Consume a queue and run a command per task (body on stdin, properties and headers in
-    /// AMQP_* environment variables; exit 0 acks, non-zero or timeout retries).
+    /// AMQP_* environment variables; exit 0 acks, 65 parks at once, other non-zero or timeout
+    /// retries).
+    #[command(long_about = RUN_LONG_ABOUT)]
     Run(RunArgs),
     /// Publish tasks (from arguments, --file, or stdin one per line) with confirms; fails if
     /// any was unroutable or nacked.
@@ -499,6 +515,24 @@ mod tests {
                 "the README lists --{flag}, which run does not have"
             );
         }
+    }
+
+    #[test]
+    fn run_help_documents_the_park_now_exit_code() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains(&format!(
+                "  {}         do not retry",
+                crate::command::PARK_NOW_EXIT_CODE
+            )),
+            "{help}"
+        );
     }
 
     #[test]
