@@ -210,6 +210,8 @@ async fn json_logs_are_only_json_lines_with_the_commands_output_and_the_final_er
                 "run",
                 "--queue",
                 &config.queue,
+                "--retry-delays",
+                "100ms,200ms",
                 "--",
                 "sh",
                 "-c",
@@ -318,7 +320,10 @@ async fn a_second_signal_ends_the_running_commands_before_the_worker_exits() {
         // The shell and the sleep it waits for, both in the command's process group.
         let script = format!("echo $$ >> {p}; sleep 30 & echo $! >> {p}; wait", p = pids.display());
         let mut worker = spawn(
-            &["run", "--queue", &config.queue, "--concurrency", "2", "--", "sh", "-c", &script],
+            &[
+                "run", "--queue", &config.queue, "--concurrency", "2", "--retry-delays", "100ms,200ms",
+                "--", "sh", "-c", &script,
+            ],
             &scratch.0,
         );
         wait_until(Duration::from_secs(20), "consuming", || read(&scratch.0, "stderr").contains("consuming")).await;
