@@ -122,6 +122,16 @@ pub enum Error {
     /// protocol header).
     #[error("the peer is not an AMQP 0-9-1 broker: {0}")]
     NotAmqp(String),
+    /// The peer accepted the TCP connection and closed it before sending connection.start,
+    /// without a byte: what a load balancer or port forward does while no broker is behind
+    /// it, and what a node that is starting or stopping may do. Recoverable.
+    #[error(
+        "{address} accepted the connection and closed it before connection.start (no broker behind a proxy, or one starting or stopping)"
+    )]
+    ClosedBeforeStart {
+        /// `host:port` (never credentials).
+        address: String,
+    },
     /// The broker refused the credentials (RabbitMQ closes with 403 ACCESS_REFUSED).
     #[error("authentication failed with {mechanism}: {reason}")]
     AuthenticationFailed {
@@ -253,6 +263,7 @@ impl Error {
                 | Self::ConnectionClosed(_)
                 | Self::HeartbeatTimeout(_)
                 | Self::ConnectionLost
+                | Self::ClosedBeforeStart { .. }
                 | Self::ConnectionClosedByApp
                 | Self::Protocol { .. }
                 | Self::Recovering
@@ -260,15 +271,29 @@ impl Error {
         )
     }
 
-    /// True for the ways a connection ends that automatic recovery reconnects after: IO
-    /// errors, a lost socket, a heartbeat timeout, a connect timeout, and the broker closing
-    /// the connection with 320 CONNECTION_FORCED (shutdown, `rabbitmqctl close_connection`)
-    /// or 541 INTERNAL_ERROR. Not: the application closing it, refused credentials, or a
-    /// protocol violation.
+    /// The one rule for "will trying again (a new connection) help?", used by automatic
+    /// recovery and by `amqp-worker`'s reconnect loop alike.
+    ///
+    /// True for failures of the path or of the broker's availability, which a later attempt
+    /// may find fixed: I/O errors (refused, reset, unreachable), a lost socket, a peer that
+    /// accepted and closed before connection.start ([`Error::ClosedBeforeStart`]: a proxy
+    /// with no broker behind it, a node starting or stopping), a heartbeat timeout, a connect
+    /// timeout, recovery in progress, and the broker closing the connection with 320
+    /// CONNECTION_FORCED (shutdown, `rabbitmqctl close_connection`) or 541 INTERNAL_ERROR.
+    ///
+    /// False for what the same attempt would meet again: a bad URI or TLS setup, refused
+    /// credentials (403), an unknown vhost or a connection limit (530), a missing SASL
+    /// mechanism, a peer that answered with something other than AMQP 0-9-1
+    /// ([`Error::NotAmqp`]), a protocol violation by the peer ([`Error::Protocol`]: a broker
+    /// or proxy bug, to be seen rather than retried), any other connection.close code, the
+    /// application closing the connection, channel-level errors, and recovery having given
+    /// up. A process that retries these forever only hides a configuration mistake; it should
+    /// exit and say why.
     pub fn is_recoverable(&self) -> bool {
         match self {
             Self::Io(_)
             | Self::ConnectionLost
+            | Self::ClosedBeforeStart { .. }
             | Self::HeartbeatTimeout(_)
             | Self::ConnectTimeout { .. }
             | Self::Recovering => true,

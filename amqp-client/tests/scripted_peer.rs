@@ -161,6 +161,42 @@ async fn non_amqp_peer_is_a_clear_error() {
     server.await.unwrap();
 }
 
+#[tokio::test]
+async fn a_peer_that_accepts_and_closes_at_once_is_recoverable_but_a_greeting_is_not() {
+    // What a load balancer or port forward with no broker behind it does.
+    let (listener, config) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut peer = listener.accept_raw().await;
+        // Read the protocol header first, so the close is a clean EOF and not a reset.
+        peer.read_exact(8).await;
+        peer.hang_up();
+    });
+    let err = tokio::time::timeout(Duration::from_secs(5), Connection::connect_with(config))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(matches!(err, Error::ClosedBeforeStart { .. }), "{err:?}");
+    assert!(err.is_recoverable(), "{err:?}");
+    assert!(err.is_connection_error(), "{err:?}");
+    assert!(err.to_string().contains("before connection.start"), "{err}");
+    server.await.unwrap();
+    // A real greeting that is not AMQP, then the hang-up: still NotAmqp, not retried.
+    let (listener, config) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut peer = listener.accept_raw().await;
+        peer.read_exact(8).await;
+        peer.send_raw(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        peer.hang_up();
+    });
+    let err = tokio::time::timeout(Duration::from_secs(5), Connection::connect_with(config))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAmqp(_)), "{err:?}");
+    assert!(!err.is_recoverable(), "{err:?}");
+    server.await.unwrap();
+}
+
 /// Opens channel 1 on the scripted side: answers channel.open.
 async fn open_channel(peer: &mut Peer) {
     use amqp_client::amqp_codec::methods::ChannelOpenOk;

@@ -23,12 +23,14 @@
 //! assert_eq!(config.delay_queue(std::time::Duration::from_secs(10)), "thumbnails.retry.10s");
 //! ```
 
-use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use amqp_client::ExchangeKind;
-use amqp_client::amqp_codec::{FieldTable, FieldValue};
 use serde::{Deserialize, Serialize};
+
+mod spec;
+
+pub use spec::{ArgValue, Arguments, BindingSpec, DestinationType, ExchangeSpec, arguments_table};
 
 /// The broker used when no URL is configured: the local RabbitMQ, user guest, vhost `/`.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -92,131 +94,8 @@ impl std::str::FromStr for QueueType {
     }
 }
 
-/// A value in declare or bind arguments (`x-match = "all"`, `x-max-length = 1000`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ArgValue {
-    /// A boolean.
-    Bool(bool),
-    /// An integer (sent as a signed 64-bit value).
-    Int(i64),
-    /// A string.
-    Str(String),
-}
-
-/// Arguments as a name-to-value map.
-pub type Arguments = BTreeMap<String, ArgValue>;
-
-/// Converts arguments to the field table the broker receives.
-pub fn arguments_table(args: &Arguments) -> FieldTable {
-    args.iter()
-        .filter_map(|(k, v)| {
-            let key = amqp_client::amqp_codec::ShortStr::try_from(k.as_str()).ok()?;
-            let value = match v {
-                ArgValue::Bool(b) => FieldValue::Bool(*b),
-                ArgValue::Int(i) => FieldValue::I64(*i),
-                ArgValue::Str(s) => FieldValue::from(s.as_str()),
-            };
-            Some((key, value))
-        })
-        .collect()
-}
-
-/// An exchange to declare.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExchangeSpec {
-    /// Its name.
-    pub name: String,
-    /// `direct`, `fanout`, `topic`, `headers`, or a plugin's `x-...` type.
-    #[serde(rename = "type", default = "default_kind")]
-    pub kind: String,
-    /// Survives a broker restart (default true).
-    #[serde(default = "yes")]
-    pub durable: bool,
-    /// Deleted when its last binding goes (default false).
-    #[serde(default)]
-    pub auto_delete: bool,
-    /// Reachable only through exchange-to-exchange bindings (default false).
-    #[serde(default)]
-    pub internal: bool,
-    /// Declare arguments (e.g. `alternate-exchange`).
-    #[serde(default)]
-    pub arguments: Arguments,
-}
-
-impl ExchangeSpec {
-    /// A durable exchange of `kind`.
-    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            kind: kind.into(),
-            durable: true,
-            auto_delete: false,
-            internal: false,
-            arguments: Arguments::new(),
-        }
-    }
-
-    /// The exchange type, or the error naming the unknown one.
-    pub fn exchange_kind(&self) -> Result<ExchangeKind, ConfigError> {
-        match self.kind.as_str() {
-            "direct" => Ok(ExchangeKind::Direct),
-            "fanout" => Ok(ExchangeKind::Fanout),
-            "topic" => Ok(ExchangeKind::Topic),
-            "headers" => Ok(ExchangeKind::Headers),
-            k if k.starts_with("x-") && k.len() > 2 => Ok(ExchangeKind::Custom(k.to_owned())),
-            _ => Err(ConfigError::UnknownExchangeType {
-                exchange: self.name.clone(),
-                kind: self.kind.clone(),
-            }),
-        }
-    }
-}
-
-/// Whether a binding's destination is a queue or an exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DestinationType {
-    /// queue.bind.
-    #[default]
-    Queue,
-    /// exchange.bind (RabbitMQ's exchange-to-exchange binding).
-    Exchange,
-}
-
-/// A binding to declare: `source` exchange to a queue or exchange.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BindingSpec {
-    /// The exchange messages come from.
-    pub source: String,
-    /// The queue or exchange they go to; the work queue when absent.
-    #[serde(default)]
-    pub destination: Option<String>,
-    /// Queue (default) or exchange.
-    #[serde(default)]
-    pub destination_type: DestinationType,
-    /// The binding key (ignored by fanout and headers exchanges).
-    #[serde(default)]
-    pub routing_key: String,
-    /// Binding arguments, e.g. `x-match` and the headers to match for a headers exchange.
-    #[serde(default)]
-    pub arguments: Arguments,
-}
-
-impl BindingSpec {
-    /// Binds the work queue to `source` with `routing_key`.
-    pub fn to_work_queue(source: impl Into<String>, routing_key: impl Into<String>) -> Self {
-        Self {
-            source: source.into(),
-            destination: None,
-            destination_type: DestinationType::Queue,
-            routing_key: routing_key.into(),
-            arguments: Arguments::new(),
-        }
-    }
-}
+/// With jitter, how many shorter delay queues each retry tier gets besides its own.
+pub const JITTER_STEPS: u32 = 4;
 
 /// Everything the worker needs. See the module docs for an example.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +127,14 @@ pub struct WorkerConfig {
     pub retry_delays: Vec<Duration>,
     /// Attempts (first delivery included) before a task is parked.
     pub max_attempts: u32,
+    /// Up to this percentage (0 to 90) of each retry delay is taken off at random, so that
+    /// tasks that failed together do not all come back at once; 0 (the default) for none.
+    /// Each tier gets [`JITTER_STEPS`] more delay queues, evenly spaced down to the shortest
+    /// delay ([`jitter_steps`](Self::jitter_steps)), and a retry picks one at random: every
+    /// delay queue holds one TTL, so each copy waits exactly its queue's delay. (A
+    /// per-message `expiration` in one queue would not spread them: RabbitMQ expires
+    /// messages only at the head, so a longer one ahead holds back the shorter ones.)
+    pub retry_jitter_percent: u8,
     /// A handler running longer fails its attempt.
     #[serde(with = "duration_str")]
     pub handler_timeout: Duration,
@@ -263,6 +150,16 @@ pub struct WorkerConfig {
     /// Largest reconnect delay.
     #[serde(with = "duration_str")]
     pub reconnect_max_delay: Duration,
+    /// How often the parking queue's depth (and the unroutable delayed messages') is read
+    /// from the broker for the metrics.
+    #[serde(with = "duration_str")]
+    pub queue_depth_interval: Duration,
+    /// For the `amqp-worker` binary: serve `/metrics` and `/healthz` on this address. The
+    /// library itself serves nothing; bind [`crate::http::MetricsServer`] to it.
+    pub metrics_addr: Option<SocketAddr>,
+    /// For the `amqp-worker` binary: a shell command run when a task is parked. The library
+    /// itself ignores it; implement [`crate::Handler::on_dead_letter`].
+    pub on_dead_letter: Option<String>,
 }
 
 impl Default for WorkerConfig {
@@ -283,11 +180,15 @@ impl Default for WorkerConfig {
                 Duration::from_secs(60),
             ],
             max_attempts: 4,
+            retry_jitter_percent: 0,
             handler_timeout: Duration::from_secs(60),
             give_up_after: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(30),
             reconnect_min_delay: Duration::from_millis(100),
             reconnect_max_delay: Duration::from_secs(10),
+            queue_depth_interval: Duration::from_secs(15),
+            metrics_addr: None,
+            on_dead_letter: None,
         }
     }
 }
@@ -338,6 +239,10 @@ impl WorkerConfig {
         }
         for x in &self.exchanges {
             x.exchange_kind()?;
+            spec::check_name("exchange", &x.name)?;
+        }
+        for b in &self.bindings {
+            b.validate()?;
         }
         if self.concurrency == 0 {
             return Err(ConfigError::Invalid(
@@ -361,9 +266,19 @@ impl WorkerConfig {
                 )));
             }
         }
+        if self.retry_jitter_percent > 90 {
+            return Err(ConfigError::Invalid(
+                "retry jitter must be 0 to 90 percent".into(),
+            ));
+        }
         if self.delivery_limit.is_some() && self.queue_type != QueueType::Quorum {
             return Err(ConfigError::Invalid(
                 "delivery limit needs queue type quorum".into(),
+            ));
+        }
+        if self.queue_depth_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "queue depth interval must be at least 100ms".into(),
             ));
         }
         if self.handler_timeout.is_zero() {
@@ -389,12 +304,33 @@ impl WorkerConfig {
         format!("{}.retry.", self.queue)
     }
 
-    /// The distinct retry delays, in order.
+    /// Every distinct delay that has a delay queue, in order: each tier's
+    /// [`jitter_steps`](Self::jitter_steps).
     pub fn distinct_delays(&self) -> Vec<Duration> {
         let mut out: Vec<Duration> = Vec::new();
-        for d in &self.retry_delays {
-            if !out.contains(d) {
-                out.push(*d);
+        for d in self.retry_delays.iter().flat_map(|d| self.jitter_steps(*d)) {
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// The delays a retry of tier `delay` may wait: `delay` itself and, with
+    /// `retry_jitter_percent` p, [`JITTER_STEPS`] more evenly spaced down to `delay` less p %
+    /// (whole milliseconds, at least 1 ms; equal steps merge).
+    pub fn jitter_steps(&self, delay: Duration) -> Vec<Duration> {
+        let mut out = vec![delay];
+        if self.retry_jitter_percent == 0 {
+            return out;
+        }
+        let ms = delay.as_millis() as f64;
+        let off = ms * f64::from(self.retry_jitter_percent.min(90)) / 100.0;
+        for k in 1..=JITTER_STEPS {
+            let step = ms - off * f64::from(k) / f64::from(JITTER_STEPS);
+            let d = Duration::from_millis((step.round() as u64).max(1));
+            if !out.contains(&d) {
+                out.push(d);
             }
         }
         out
@@ -433,14 +369,6 @@ pub fn format_duration(d: Duration) -> String {
     } else {
         format!("{ms}ms")
     }
-}
-
-fn default_kind() -> String {
-    "direct".into()
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Serde for one duration as a string such as `"30s"`.
@@ -511,6 +439,34 @@ mod tests {
                 kind: "fanoutt".into()
             })
         );
+    }
+
+    #[test]
+    fn bad_bindings_are_found_before_the_broker() {
+        let mut c = WorkerConfig::new("q");
+        c.bindings.push(BindingSpec::to_work_queue("", "k"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("default exchange")
+        );
+        let mut c = WorkerConfig::new("q");
+        let mut b = BindingSpec::to_work_queue("x", "k");
+        b.destination_type = DestinationType::Exchange;
+        c.bindings.push(b);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("needs a destination")
+        );
+        let mut c = WorkerConfig::new("q");
+        let mut b = BindingSpec::to_work_queue("x", "");
+        b.arguments
+            .insert("x-match".into(), ArgValue::Str("most".into()));
+        c.bindings.push(b);
+        assert!(c.validate().unwrap_err().to_string().contains("x-match"));
     }
 
     #[test]

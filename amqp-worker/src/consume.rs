@@ -65,6 +65,16 @@ pub(crate) async fn session<H: Handler>(
         reconnect = is_reconnect,
         "consuming"
     );
+    // The parking and unroutable queue gauges, for as long as this session lasts.
+    let depths = CancellationToken::new();
+    let _stop_depths = depths.clone().drop_guard();
+    tokio::spawn(crate::depth::refresh(
+        conn.clone(),
+        ctx.metrics.clone(),
+        config.parking_queue(),
+        config.queue_depth_interval,
+        depths,
+    ));
     // Runners cancel this when the publishing channel fails: the session must restart.
     let broken = CancellationToken::new();
     let lost = loop {

@@ -23,7 +23,20 @@ pub enum WorkerError {
         /// What the broker said.
         source: amqp_client::Error,
     },
-    /// An error no reconnect can fix: bad credentials, an unknown vhost, a bad URI.
+    /// Something the configuration's bindings name, and that it does not declare itself, does
+    /// not exist on the broker. Checked before anything is declared: nothing was.
+    #[error(
+        "{what} does not exist and the configuration does not declare it ({source}); nothing was declared"
+    )]
+    Missing {
+        /// What is missing and which binding names it.
+        what: String,
+        /// What the broker said (404 NOT_FOUND).
+        source: amqp_client::Error,
+    },
+    /// An error no reconnect can fix, by the client's one rule
+    /// ([`amqp_client::Error::is_recoverable`] is false): bad credentials, an unknown vhost, a
+    /// bad URI, a peer that is not an AMQP 0-9-1 broker.
     #[error("cannot connect to the broker at {address}: {source}")]
     Connect {
         /// `host:port`.
@@ -59,23 +72,5 @@ fn declare_hint(err: &amqp_client::Error) -> &'static str {
         " (it already exists with other arguments or flags: delete it or match its settings)"
     } else {
         ""
-    }
-}
-
-/// True for connection failures that a reconnect may cure (network, broker restart, forced
-/// close), false for those it cannot (credentials, vhost, URI, TLS setup).
-pub(crate) fn is_transient(err: &amqp_client::Error) -> bool {
-    use amqp_client::Error as E;
-    match err {
-        E::Io(_)
-        | E::ConnectTimeout { .. }
-        | E::ConnectionLost
-        | E::HeartbeatTimeout(_)
-        | E::Protocol { .. } => true,
-        E::ConnectionClosed(reason) => !matches!(
-            reason.code,
-            ReplyCode::ACCESS_REFUSED | ReplyCode::NOT_ALLOWED | ReplyCode::INVALID_PATH
-        ),
-        e => e.is_channel_error(),
     }
 }

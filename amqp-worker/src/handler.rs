@@ -87,22 +87,43 @@ pub fn field_text(v: &FieldValue) -> Option<String> {
 }
 
 /// Why a handler failed an attempt. The message is written into the task's headers.
+///
+/// [`HandlerError::new`] fails the attempt: the task is retried until its attempts run out.
+/// [`HandlerError::park_now`] says that retrying cannot help (the input is bad): the task is
+/// parked at once, whatever attempt it is, with [`ParkReason::Rejected`] recorded — what
+/// Spring AMQP's `AmqpRejectAndDontRequeueException` or Celery's `Reject(requeue=False)` do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerError {
     message: String,
+    park_now: bool,
 }
 
 impl HandlerError {
-    /// A failure with this message.
+    /// A failure with this message; the task is retried while it has attempts left.
     pub fn new(message: impl fmt::Display) -> Self {
         Self {
             message: message.to_string(),
+            park_now: false,
+        }
+    }
+
+    /// A failure that must not be retried: the task is parked now, with this message as its
+    /// last error and [`ParkReason::Rejected`] as the reason.
+    pub fn park_now(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            park_now: true,
         }
     }
 
     /// The message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// True if the handler asked for the task to be parked without further attempts.
+    pub fn is_park_now(&self) -> bool {
+        self.park_now
     }
 }
 
@@ -118,9 +139,31 @@ impl<E: std::error::Error> From<E> for HandlerError {
     }
 }
 
-/// The record of a task that ran out of attempts and was parked.
+/// Why a task was parked; recorded in its [`PARK_REASON_HEADER`](crate::retry::PARK_REASON_HEADER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkReason {
+    /// Its last allowed attempt failed (`attempts-exhausted`).
+    AttemptsExhausted,
+    /// The handler said not to retry it ([`HandlerError::park_now`], or exit code 65 from
+    /// the binary's command) (`rejected`).
+    Rejected,
+}
+
+impl ParkReason {
+    /// The header value: `attempts-exhausted` or `rejected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AttemptsExhausted => "attempts-exhausted",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// The record of a task that was parked: out of attempts, or rejected by its handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// Why it was parked.
+    pub reason: ParkReason,
     /// The last attempt's error.
     pub last_error: String,
     /// Attempts made.
@@ -138,7 +181,8 @@ pub struct DeadLetter {
 }
 
 /// Processes tasks. `handle` returning `Ok` acknowledges the task; an error, a panic or
-/// running past the handler timeout fails the attempt (the task is retried or parked).
+/// running past the handler timeout fails the attempt (the task is retried or parked); an
+/// error made with [`HandlerError::park_now`] parks it without further attempts.
 ///
 /// Delivery is at-least-once: a task can run again after a crash or a lost connection (see
 /// [`Task::redelivered`] and [`Task::message_id`]), so make handlers idempotent.
@@ -166,8 +210,8 @@ pub trait Handler: Send + Sync + 'static {
     /// Processes one task.
     fn handle(&self, task: &Task) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
-    /// Runs once a task was parked after its last attempt (after the parked copy was
-    /// confirmed). Bounded by the handler timeout; a panic here is logged and ignored.
+    /// Runs once a task was parked, after its last attempt or at the handler's request (after
+    /// the parked copy was confirmed). Bounded by the handler timeout; a panic here is logged and ignored.
     fn on_dead_letter(
         &self,
         task: &Task,

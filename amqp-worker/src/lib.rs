@@ -17,7 +17,9 @@
 //!   travels in the `x-attempt` header, cross-checked with RabbitMQ's `x-death` count. After
 //!   the last attempt the task is parked in `<queue>.parked` with its last error, attempt
 //!   count, first and last failure times and original route in headers, and
-//!   [`Handler::on_dead_letter`] runs. [`topology::requeue_parked`] moves parked tasks back.
+//!   [`Handler::on_dead_letter`] runs. A handler that knows retrying cannot help returns
+//!   [`HandlerError::park_now`]: the task is parked at once, its reason recorded.
+//!   [`topology::requeue_parked`] moves parked tasks back.
 //! * **Failures never take the worker down.** A handler that returns an error, panics or runs
 //!   past `handler_timeout` fails that attempt only.
 //! * **Reconnection.** A lost connection is re-established with exponential backoff and
@@ -29,7 +31,9 @@
 //! * **Graceful shutdown.** [`Shutdown::trigger`] (or SIGINT/SIGTERM via
 //!   [`Shutdown::on_signals`]) cancels the consumer, hands back tasks not yet started, lets
 //!   running handlers finish within `shutdown_timeout`, settles them and closes.
-//! * **Delayed send** ([`Publisher::send_delayed`]), exchange types and exchange-to-exchange
+//! * **Delayed send** ([`Publisher::send_delayed`]): the target is checked before sending, and
+//!   a delayed message whose target vanished during the delay is caught in
+//!   `amqp-worker.unroutable`, not dropped ([`delayed`]). Exchange types and exchange-to-exchange
 //!   bindings from configuration ([`WorkerConfig`]), quorum queues as an option.
 //!
 //! ```no_run
@@ -64,10 +68,13 @@
 
 pub mod config;
 mod consume;
+pub mod delayed;
+mod depth;
 mod error;
 pub mod handler;
 pub mod http;
 pub mod metrics;
+pub mod parked;
 pub mod publisher;
 pub mod retry;
 mod session;
@@ -78,7 +85,7 @@ mod worker;
 
 pub use config::{ConfigError, QueueType, WorkerConfig};
 pub use error::WorkerError;
-pub use handler::{DeadLetter, Handler, HandlerError, Task, handler_fn};
+pub use handler::{DeadLetter, Handler, HandlerError, ParkReason, Task, handler_fn};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use publisher::{PendingConfirm, PublishError, Publisher, task_properties};
 pub use shutdown::Shutdown;

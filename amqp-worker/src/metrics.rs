@@ -1,31 +1,75 @@
 //! [`Metrics`]: lock-free counters, gauges and a handler-duration histogram, rendered in the
 //! Prometheus text format by [`Metrics::render_prometheus`].
+//!
+//! Every series carries a `queue` label (the work queue). Retries are counted per failed
+//! attempt (`attempt` label), parked tasks per reason (`reason`: `attempts-exhausted` or
+//! `rejected`). Two gauges are refreshed from the broker every `queue_depth_interval` by a
+//! passive declare: the parking queue's depth and the depth of the queue that catches delayed
+//! messages whose target vanished ([`crate::publisher::UNROUTABLE_QUEUE`]); they are absent
+//! until first read.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
+
+use crate::handler::ParkReason;
 
 /// Upper bounds (seconds) of the handler-duration histogram buckets.
 pub const DURATION_BUCKETS: [f64; 13] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// A gauge not read yet.
+const UNKNOWN: i64 = -1;
+
 /// The worker's counters. Shared (`Arc`) between the worker, the HTTP endpoint and the
-/// application.
-#[derive(Debug, Default)]
+/// application; one per worker (its `queue` label is the first worker's queue).
+#[derive(Debug)]
 pub struct Metrics {
+    queue: OnceLock<String>,
     consumed: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
     retried: AtomicU64,
+    /// Retries by the attempt that failed.
+    retried_by_attempt: Mutex<BTreeMap<u32, u64>>,
     dead_lettered: AtomicU64,
+    rejected: AtomicU64,
     in_flight: AtomicI64,
     reconnects: AtomicU64,
     stale_settles: AtomicU64,
     connected: AtomicBool,
+    parked_depth: AtomicI64,
+    unroutable_depth: AtomicI64,
     buckets: [AtomicU64; DURATION_BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_micros: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            queue: OnceLock::new(),
+            consumed: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            retried_by_attempt: Mutex::new(BTreeMap::new()),
+            dead_lettered: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            reconnects: AtomicU64::new(0),
+            stale_settles: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            parked_depth: AtomicI64::new(UNKNOWN),
+            unroutable_depth: AtomicI64::new(UNKNOWN),
+            buckets: Default::default(),
+            duration_count: AtomicU64::new(0),
+            duration_sum_micros: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -39,8 +83,10 @@ pub struct MetricsSnapshot {
     pub failed: u64,
     /// Failed tasks sent to a delay queue (confirmed).
     pub retried: u64,
-    /// Failed tasks parked after their last attempt (confirmed).
+    /// Failed tasks parked (confirmed), for either reason.
     pub dead_lettered: u64,
+    /// Of those, tasks parked because the handler said not to retry.
+    pub rejected: u64,
     /// Handlers running now.
     pub in_flight: i64,
     /// Connections re-established after a loss.
@@ -49,12 +95,46 @@ pub struct MetricsSnapshot {
     pub stale_settles: u64,
     /// True while the worker has a consuming connection.
     pub connected: bool,
+    /// Messages in the parking queue at the last refresh (`None` before the first).
+    pub parked_depth: Option<u64>,
+    /// Messages in the unroutable queue of delayed sends at the last refresh (`None` before
+    /// the first).
+    pub unroutable_depth: Option<u64>,
+}
+
+fn gauge(v: &AtomicI64) -> Option<u64> {
+    u64::try_from(v.load(Ordering::Relaxed)).ok()
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format requires.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
     /// Fresh counters.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Fresh counters labelled with `queue`.
+    pub fn for_queue(queue: &str) -> Self {
+        let m = Self::default();
+        m.bind_queue(queue);
+        m
+    }
+
+    /// Sets the `queue` label if it is not set yet.
+    pub(crate) fn bind_queue(&self, queue: &str) {
+        let _ = self.queue.set(queue.to_owned());
+    }
+
+    /// The `queue` label (empty if no worker was given these metrics).
+    pub fn queue(&self) -> &str {
+        self.queue.get().map_or("", String::as_str)
     }
 
     /// The counters now.
@@ -66,11 +146,22 @@ impl Metrics {
             failed: r(&self.failed),
             retried: r(&self.retried),
             dead_lettered: r(&self.dead_lettered),
+            rejected: r(&self.rejected),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             reconnects: r(&self.reconnects),
             stale_settles: r(&self.stale_settles),
             connected: self.connected.load(Ordering::Relaxed),
+            parked_depth: gauge(&self.parked_depth),
+            unroutable_depth: gauge(&self.unroutable_depth),
         }
+    }
+
+    /// Retries so far by the attempt that failed (1 for the first).
+    pub fn retried_by_attempt(&self) -> BTreeMap<u32, u64> {
+        self.retried_by_attempt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// True while connected and consuming.
@@ -103,12 +194,22 @@ impl Metrics {
             .fetch_add(micros, Ordering::Relaxed);
     }
 
-    pub(crate) fn retried(&self) {
+    /// A retry was stored after attempt `attempt` failed.
+    pub(crate) fn retried(&self, attempt: u32) {
         self.retried.fetch_add(1, Ordering::Relaxed);
+        *self
+            .retried_by_attempt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(attempt)
+            .or_default() += 1;
     }
 
-    pub(crate) fn dead_lettered(&self) {
+    pub(crate) fn dead_lettered(&self, reason: ParkReason) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        if reason == ParkReason::Rejected {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn reconnected(&self) {
@@ -119,10 +220,23 @@ impl Metrics {
         self.stale_settles.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of every metric (`amqp_worker_` prefix).
+    pub(crate) fn set_parked_depth(&self, n: u32) {
+        self.parked_depth.store(i64::from(n), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_unroutable_depth(&self, n: u32) {
+        self.unroutable_depth.store(i64::from(n), Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric (`amqp_worker_` prefix, `queue` label).
     pub fn render_prometheus(&self) -> String {
         let s = self.snapshot();
-        let mut out = String::with_capacity(2048);
+        let q = format!("queue=\"{}\"", escape(self.queue()));
+        let mut out = String::with_capacity(4096);
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP amqp_worker_{name} {help}");
+            let _ = writeln!(out, "# TYPE amqp_worker_{name} {kind}");
+        };
         let counters = [
             ("consumed", "Deliveries handed to a handler.", s.consumed),
             ("succeeded", "Handler runs that succeeded.", s.succeeded),
@@ -130,12 +244,6 @@ impl Metrics {
                 "failed",
                 "Handler runs that failed (error, panic or timeout).",
                 s.failed,
-            ),
-            ("retried", "Failed tasks sent to a delay queue.", s.retried),
-            (
-                "dead_lettered",
-                "Tasks parked after their last attempt.",
-                s.dead_lettered,
             ),
             (
                 "reconnects",
@@ -149,31 +257,85 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP amqp_worker_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE amqp_worker_{name}_total counter");
-            let _ = writeln!(out, "amqp_worker_{name}_total {value}");
+            head(&mut out, &format!("{name}_total"), "counter", help);
+            let _ = writeln!(out, "amqp_worker_{name}_total{{{q}}} {value}");
         }
-        let _ = writeln!(out, "# HELP amqp_worker_in_flight Handlers running now.");
-        let _ = writeln!(out, "# TYPE amqp_worker_in_flight gauge");
-        let _ = writeln!(out, "amqp_worker_in_flight {}", s.in_flight);
+        head(
+            &mut out,
+            "retried_total",
+            "counter",
+            "Failed tasks sent to a delay queue, by the attempt that failed.",
+        );
+        for (attempt, n) in self.retried_by_attempt() {
+            let _ = writeln!(
+                out,
+                "amqp_worker_retried_total{{{q},attempt=\"{attempt}\"}} {n}"
+            );
+        }
+        head(
+            &mut out,
+            "dead_lettered_total",
+            "counter",
+            "Tasks parked, by reason (attempts-exhausted, rejected by the handler).",
+        );
+        let exhausted = s.dead_lettered.saturating_sub(s.rejected);
+        for (reason, n) in [
+            (ParkReason::AttemptsExhausted, exhausted),
+            (ParkReason::Rejected, s.rejected),
+        ] {
+            let _ = writeln!(
+                out,
+                "amqp_worker_dead_lettered_total{{{q},reason=\"{}\"}} {n}",
+                reason.as_str()
+            );
+        }
+        head(&mut out, "in_flight", "gauge", "Handlers running now.");
+        let _ = writeln!(out, "amqp_worker_in_flight{{{q}}} {}", s.in_flight);
+        head(
+            &mut out,
+            "connected",
+            "gauge",
+            "1 while connected to the broker.",
+        );
         let _ = writeln!(
             out,
-            "# HELP amqp_worker_connected 1 while connected to the broker."
+            "amqp_worker_connected{{{q}}} {}",
+            u8::from(s.connected)
         );
-        let _ = writeln!(out, "# TYPE amqp_worker_connected gauge");
-        let _ = writeln!(out, "amqp_worker_connected {}", u8::from(s.connected));
+        head(
+            &mut out,
+            "parked_messages",
+            "gauge",
+            "Messages in the parking queue (refreshed periodically).",
+        );
+        if let Some(n) = s.parked_depth {
+            let _ = writeln!(out, "amqp_worker_parked_messages{{{q}}} {n}");
+        }
+        head(
+            &mut out,
+            "delayed_unroutable_messages",
+            "gauge",
+            "Delayed messages whose target was gone when their delay ended (refreshed periodically).",
+        );
+        if let Some(n) = s.unroutable_depth {
+            let _ = writeln!(out, "amqp_worker_delayed_unroutable_messages{{{q}}} {n}");
+        }
         let name = "amqp_worker_handler_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Handler run time.");
-        let _ = writeln!(out, "# TYPE {name} histogram");
+        head(
+            &mut out,
+            "handler_duration_seconds",
+            "histogram",
+            "Handler run time.",
+        );
         for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.buckets) {
             let n = bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+            let _ = writeln!(out, "{name}_bucket{{{q},le=\"{bound}\"}} {n}");
         }
         let count = self.duration_count.load(Ordering::Relaxed);
         let sum = self.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        let _ = writeln!(out, "{name}_bucket{{{q},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{q}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{q}}} {count}");
         out
     }
 }
@@ -183,17 +345,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_is_cumulative() {
-        let m = Metrics::new();
+    fn histogram_is_cumulative_and_every_series_has_the_queue_label() {
+        let m = Metrics::for_queue("jobs");
         m.started();
         m.finished(true, Duration::from_millis(30));
         m.started();
         m.finished(false, Duration::from_secs(3));
+        m.retried(1);
+        m.retried(1);
+        m.retried(2);
+        m.dead_lettered(ParkReason::Rejected);
+        m.set_parked_depth(7);
         let text = m.render_prometheus();
-        assert!(text.contains("amqp_worker_handler_duration_seconds_bucket{le=\"0.05\"} 1"));
-        assert!(text.contains("amqp_worker_handler_duration_seconds_bucket{le=\"5\"} 2"));
-        assert!(text.contains("amqp_worker_handler_duration_seconds_count 2"));
-        assert!(text.contains("amqp_worker_failed_total 1"));
+        let b = "amqp_worker_handler_duration_seconds";
+        assert!(text.contains(&format!("{b}_bucket{{queue=\"jobs\",le=\"0.05\"}} 1")));
+        assert!(text.contains(&format!("{b}_bucket{{queue=\"jobs\",le=\"5\"}} 2")));
+        assert!(text.contains(&format!("{b}_count{{queue=\"jobs\"}} 2")));
+        assert!(text.contains("amqp_worker_failed_total{queue=\"jobs\"} 1"));
+        assert!(text.contains("amqp_worker_retried_total{queue=\"jobs\",attempt=\"1\"} 2"));
+        assert!(text.contains("amqp_worker_retried_total{queue=\"jobs\",attempt=\"2\"} 1"));
+        assert!(
+            text.contains("amqp_worker_dead_lettered_total{queue=\"jobs\",reason=\"rejected\"} 1")
+        );
+        assert!(text.contains("amqp_worker_parked_messages{queue=\"jobs\"} 7"));
+        assert!(!text.contains("amqp_worker_delayed_unroutable_messages{"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains("{queue=\"jobs\""), "{line}");
+        }
         assert_eq!(m.snapshot().in_flight, 0);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -2,25 +2,19 @@
 //! mandatory and confirmed. An unroutable message is [`PublishError::Unroutable`], a broker
 //! nack is [`PublishError::Nacked`]: nothing is lost silently.
 //!
-//! Delayed send ([`Publisher::send_delayed`]) puts the message in a durable delay queue with a
-//! per-queue TTL whose dead-letter exchange and routing key are the target's. One queue per
-//! (target, delay) pair: with a per-message `expiration` in one shared queue, a message with a
-//! long delay at the head would hold back every shorter one behind it (RabbitMQ only expires
-//! messages at the head of a queue). The delay queues expire themselves (`x-expires`) when
-//! unused for the delay plus ten minutes.
-//!
-//! Caveat: routing to the target happens when the delay ends, by dead-lettering, which is not
-//! mandatory; a target exchange with no matching queue at that moment drops the message.
+//! Delayed send ([`Publisher::send_delayed`]) is in [`crate::delayed`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use amqp_client::amqp_codec::{BasicProperties, FieldTable, FieldValue, ShortStr};
-use amqp_client::{
-    Channel, Confirmation, Connection, PublishConfirm, PublishOptions, QueueDeclareOptions,
-};
+use amqp_client::amqp_codec::{BasicProperties, ShortStr};
+use amqp_client::{Channel, Confirmation, Connection, PublishConfirm, PublishOptions};
 use bytes::Bytes;
+
+pub use crate::delayed::{
+    DELAY_TARGET_HEADER, DELAYED_EXCHANGE, UNROUTABLE_EXCHANGE, UNROUTABLE_QUEUE, delay_queue_name,
+};
 
 /// Why a publish did not reach a queue.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,12 +44,21 @@ pub enum PublishError {
         /// The routing key used.
         routing_key: String,
     },
-    /// Declaring the delay queue of a delayed send failed.
-    #[error("declaring delay queue '{queue}' failed: {source}")]
+    /// Declaring the delay queue of a delayed send, or its route to the target, failed.
+    #[error("declaring {what} for a delayed send failed: {source}")]
     DelayQueue {
-        /// The delay queue.
-        queue: String,
+        /// The delay queue or route (`delay queue '...'`).
+        what: String,
         /// What the client said.
+        source: amqp_client::Error,
+    },
+    /// The target of a delayed send does not exist (checked before sending): the message
+    /// would have nowhere to go when its delay ends.
+    #[error("the delayed message's target {target} does not exist ({source})")]
+    NoTarget {
+        /// `queue 'name'` or `exchange 'name'`.
+        target: String,
+        /// What the broker said (404 NOT_FOUND).
         source: amqp_client::Error,
     },
     /// The channel or connection failed.
@@ -67,15 +70,18 @@ impl PublishError {
     /// True when the connection is gone (worth reconnecting and publishing again).
     pub fn is_connection_error(&self) -> bool {
         match self {
-            Self::Client(e) | Self::DelayQueue { source: e, .. } => e.is_connection_error(),
+            Self::Client(e)
+            | Self::DelayQueue { source: e, .. }
+            | Self::NoTarget { source: e, .. } => e.is_connection_error(),
             _ => false,
         }
     }
 
-    /// True when the publishing channel is closed and a new one is needed.
+    /// True when the publishing channel is closed and a new one is needed. (A delayed send's
+    /// checks run on channels of their own: their refusals leave it open.)
     pub fn is_channel_error(&self) -> bool {
         match self {
-            Self::Client(e) | Self::DelayQueue { source: e, .. } => e.is_channel_error(),
+            Self::Client(e) => e.is_channel_error(),
             _ => false,
         }
     }
@@ -114,9 +120,12 @@ impl PendingConfirm {
 /// A confirm-mode channel that publishes mandatory, persistent messages.
 #[derive(Debug)]
 pub struct Publisher {
-    channel: Channel,
-    /// Delay queues declared, and when (re-declared after a minute to renew `x-expires`).
-    delay_queues: Mutex<HashMap<String, Instant>>,
+    pub(crate) channel: Channel,
+    /// The connection, for the short-lived channels of delayed sends' checks.
+    pub(crate) conn: Connection,
+    /// Delayed routes and queues prepared, and when (prepared again after a minute, which
+    /// re-checks the target and renews the delay queue's `x-expires`).
+    pub(crate) delay_queues: Mutex<HashMap<String, Instant>>,
 }
 
 impl Publisher {
@@ -126,6 +135,7 @@ impl Publisher {
         channel.confirm_select().await?;
         Ok(Self {
             channel,
+            conn: conn.clone(),
             delay_queues: Mutex::new(HashMap::new()),
         })
     }
@@ -183,107 +193,10 @@ impl Publisher {
             .await
     }
 
-    /// Sends a message that reaches `exchange` with `routing_key` after `delay` (see the
-    /// module docs for how, and for the caveat).
-    pub async fn send_delayed(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        delay: Duration,
-        properties: &BasicProperties,
-        body: impl Into<Bytes>,
-    ) -> Result<PendingConfirm, PublishError> {
-        let queue = delay_queue_name(exchange, routing_key, delay);
-        self.declare_delay_queue(&queue, exchange, routing_key, delay)
-            .await?;
-        self.send("", &queue, properties, body).await
-    }
-
-    /// [`send_delayed`](Self::send_delayed) and wait for the confirm.
-    pub async fn publish_delayed(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        delay: Duration,
-        properties: &BasicProperties,
-        body: impl Into<Bytes>,
-    ) -> Result<(), PublishError> {
-        self.send_delayed(exchange, routing_key, delay, properties, body)
-            .await?
-            .wait()
-            .await
-    }
-
-    async fn declare_delay_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        delay: Duration,
-    ) -> Result<(), PublishError> {
-        let fresh = self
-            .delay_queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(queue)
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(60));
-        if fresh {
-            return Ok(());
-        }
-        let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        let args: FieldTable = [
-            ("x-message-ttl", FieldValue::I64(ttl)),
-            ("x-expires", FieldValue::I64(ttl.saturating_add(600_000))),
-            ("x-dead-letter-exchange", exchange.into()),
-            ("x-dead-letter-routing-key", routing_key.into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (ShortStr::from_static(k), v))
-        .collect();
-        let options = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        self.channel
-            .queue_declare(queue, options, args)
-            .await
-            .map_err(|source| PublishError::DelayQueue {
-                queue: queue.to_owned(),
-                source,
-            })?;
-        self.delay_queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(queue.to_owned(), Instant::now());
-        Ok(())
-    }
-
     /// Closes the channel.
     pub async fn close(&self) -> Result<(), PublishError> {
         Ok(self.channel.close().await?)
     }
-}
-
-/// The delay queue of a delayed send: `amqp-worker.delay.<exchange>.<routing key>.<delay>`
-/// (`amq.default` for the default exchange), or a hash of the target when that is too long.
-pub fn delay_queue_name(exchange: &str, routing_key: &str, delay: Duration) -> String {
-    let target = if exchange.is_empty() {
-        "amq.default"
-    } else {
-        exchange
-    };
-    let label = crate::config::format_duration(delay);
-    let name = format!("amqp-worker.delay.{target}.{routing_key}.{label}");
-    if name.len() <= ShortStr::MAX_LEN {
-        return name;
-    }
-    // FNV-1a: stable across builds, unlike the standard library's hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in exchange.bytes().chain([0]).chain(routing_key.bytes()) {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("amqp-worker.delay.{hash:016x}.{label}")
 }
 
 /// Persistent properties with a message id and the current time, the usual start for a task.
@@ -293,21 +206,4 @@ pub fn task_properties(message_id: &str) -> BasicProperties {
         b = b.with_message_id(id);
     }
     b.with_timestamp(crate::retry::unix_now()).build()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delay_queue_names_fit() {
-        assert_eq!(
-            delay_queue_name("", "jobs", Duration::from_secs(5)),
-            "amqp-worker.delay.amq.default.jobs.5s"
-        );
-        let long = "k".repeat(300);
-        let n = delay_queue_name("x", &long, Duration::from_millis(1500));
-        assert!(n.len() <= 255 && n.ends_with(".1500ms"), "{n}");
-        assert_eq!(n, delay_queue_name("x", &long, Duration::from_millis(1500)));
-    }
 }

@@ -28,12 +28,15 @@ pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-original-exchange";
 pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 /// How many times the task was moved back from the parking queue.
 pub const REQUEUED_HEADER: &str = "x-requeued-from-parking";
+/// Why a task was parked: `attempts-exhausted` or `rejected` (see [`ParkReason`](crate::ParkReason)).
+pub const PARK_REASON_HEADER: &str = "x-park-reason";
 /// RabbitMQ's dead-letter history.
 pub const X_DEATH_HEADER: &str = "x-death";
 
 /// Headers the worker owns; rewritten on every retry and stripped on requeue from parking.
-const WORKER_HEADERS: [&str; 7] = [
+const WORKER_HEADERS: [&str; 8] = [
     ATTEMPT_HEADER,
+    PARK_REASON_HEADER,
     LAST_ERROR_HEADER,
     ATTEMPTS_HEADER,
     FIRST_FAILURE_HEADER,
@@ -58,13 +61,22 @@ pub enum Decision {
     Park,
 }
 
-/// What to do after attempt `attempt` (1-based) failed.
+/// What to do after attempt `attempt` (1-based) failed, without jitter.
 pub fn decide(config: &WorkerConfig, attempt: u32) -> Decision {
+    decide_jittered(config, attempt, 0.0)
+}
+
+/// What to do after attempt `attempt` (1-based) failed; with `retry_jitter_percent` set,
+/// `r` in `[0, 1)` picks one of the tier's jitter steps
+/// ([`WorkerConfig::jitter_steps`]), each a delay queue of its own.
+pub fn decide_jittered(config: &WorkerConfig, attempt: u32, r: f64) -> Decision {
     if attempt >= config.max_attempts || config.retry_delays.is_empty() {
         return Decision::Park;
     }
     let index = (attempt as usize - 1).min(config.retry_delays.len() - 1);
-    let delay = config.retry_delays[index];
+    let steps = config.jitter_steps(config.retry_delays[index]);
+    let pick = ((r.clamp(0.0, 1.0) * steps.len() as f64) as usize).min(steps.len() - 1);
+    let delay = steps[pick];
     Decision::Retry {
         delay,
         queue: config.delay_queue(delay),
@@ -166,8 +178,9 @@ impl FailureRecord {
             })
             .unwrap_or(now);
         Self {
-            // Headers are long strings, but keep them readable in the management UI.
-            last_error: truncate(error, 1000),
+            // Headers are long strings, but keep them readable in the management UI: room for
+            // a message and the 1 KiB tail of a command's stderr.
+            last_error: truncate(error, LAST_ERROR_MAX),
             attempts: attempt,
             first_failure_at: first,
             last_failure_at: now,
@@ -178,6 +191,9 @@ impl FailureRecord {
         }
     }
 }
+
+/// The most of a handler's error kept in [`LAST_ERROR_HEADER`], in bytes.
+pub const LAST_ERROR_MAX: usize = 2048;
 
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -262,13 +278,21 @@ pub fn retry_properties(
     with_headers(original, headers)
 }
 
-/// Properties of the copy parked after the last attempt: the failure record and the number of
-/// attempts made.
-pub fn parked_properties(original: &BasicProperties, record: &FailureRecord) -> BasicProperties {
+/// Properties of the copy parked: the failure record, the number of attempts made and why
+/// it was parked.
+pub fn parked_properties(
+    original: &BasicProperties,
+    record: &FailureRecord,
+    reason: crate::ParkReason,
+) -> BasicProperties {
     let mut headers = carried_headers(original.headers().as_ref(), false);
     headers.push((
         ShortStr::from_static(ATTEMPTS_HEADER),
         FieldValue::I32(to_i32(record.attempts)),
+    ));
+    headers.push((
+        ShortStr::from_static(PARK_REASON_HEADER),
+        reason.as_str().into(),
     ));
     headers.extend(failure_entries(record));
     with_headers(original, headers)
@@ -328,6 +352,32 @@ mod tests {
     }
 
     #[test]
+    fn jitter_picks_a_step_queue_of_the_tier() {
+        let mut c = WorkerConfig::new("q");
+        c.retry_delays = vec![Duration::from_secs(10)];
+        c.retry_jitter_percent = 20;
+        let picked: Vec<String> = [0.0, 0.3, 0.5, 0.7, 0.99]
+            .into_iter()
+            .map(|r| match decide_jittered(&c, 1, r) {
+                Decision::Retry { queue, .. } => queue,
+                Decision::Park => panic!("parked"),
+            })
+            .collect();
+        assert_eq!(
+            picked,
+            [
+                "q.retry.10s",
+                "q.retry.9500ms",
+                "q.retry.9s",
+                "q.retry.8500ms",
+                "q.retry.8s"
+            ]
+        );
+        c.retry_jitter_percent = 0;
+        assert_eq!(decide_jittered(&c, 1, 0.99), decide(&c, 1));
+    }
+
+    #[test]
     fn attempt_is_cross_checked_with_x_death() {
         let deaths: FieldArray = [
             death("q.retry.1s", "expired", 2),
@@ -353,9 +403,17 @@ mod tests {
     #[test]
     fn requeue_resets_the_attempts() {
         let rec = FailureRecord::new(None, 3, "boom", "ex", "rk");
-        let parked = parked_properties(&BasicProperties::default(), &rec);
+        let parked = parked_properties(
+            &BasicProperties::default(),
+            &rec,
+            crate::ParkReason::Rejected,
+        );
         let h = parked.headers().unwrap();
         assert_eq!(h.get(ATTEMPTS_HEADER), Some(FieldValue::I32(3)));
+        assert_eq!(
+            h.get(PARK_REASON_HEADER).unwrap().as_str(),
+            Some("rejected")
+        );
         assert_eq!(
             h.get(ORIGINAL_EXCHANGE_HEADER).unwrap().as_str(),
             Some("ex")
@@ -363,6 +421,7 @@ mod tests {
         let back = requeued_properties(&parked);
         let h = back.headers().unwrap();
         assert_eq!(h.get(ATTEMPTS_HEADER), None);
+        assert_eq!(h.get(PARK_REASON_HEADER), None);
         assert_eq!(h.get(REQUEUED_HEADER), Some(FieldValue::I64(1)));
         assert!(back.is_persistent());
     }

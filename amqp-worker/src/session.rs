@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use amqp_client::{Connection, ConnectionConfig, RecoveryPolicy};
 
 use crate::consume;
-use crate::error::{WorkerError, is_transient};
+use crate::error::WorkerError;
 use crate::handler::Handler;
 use crate::worker::Ctx;
 
@@ -97,7 +97,8 @@ pub(crate) async fn run<H: Handler>(ctx: Arc<Ctx<H>>) -> Result<(), WorkerError>
             () = ctx.shutdown.triggered() => return Ok(()),
         };
         let error = match connected {
-            Err(e) if is_transient(&e) => e.to_string(),
+            // One classification, the client's: what a new connection may cure is retried.
+            Err(e) if e.is_recoverable() => e.to_string(),
             Err(source) => return Err(WorkerError::Connect { address, source }),
             Ok(conn) => {
                 let mut consumed = false;

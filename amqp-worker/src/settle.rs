@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::format_duration;
-use crate::handler::{DeadLetter, Handler, Task};
+use crate::handler::{DeadLetter, Handler, ParkReason, Task};
 use crate::publisher::{PublishError, Publisher};
 use crate::retry::{self, Decision, FailureRecord};
 use crate::worker::Ctx;
@@ -57,9 +57,9 @@ pub(crate) async fn process<H: Handler>(
                 tracing::debug!("succeeded");
                 settled(&ctx, delivery.ack());
             }
-            Err(error) => {
-                tracing::info!(%error, "attempt failed");
-                fail(&ctx, &delivery, &task, &error, &publisher, &broken).await;
+            Err(failure) => {
+                tracing::info!(error = %failure.message, park_now = failure.park_now, "attempt failed");
+                fail(&ctx, &delivery, &task, &failure, &publisher, &broken).await;
             }
         }
         drop(permit);
@@ -68,17 +68,37 @@ pub(crate) async fn process<H: Handler>(
     .await;
 }
 
+/// A failed attempt: what went wrong, and whether the handler asked not to retry.
+struct Failure {
+    message: String,
+    park_now: bool,
+}
+
+impl Failure {
+    fn retryable(message: String) -> Self {
+        Self {
+            message,
+            park_now: false,
+        }
+    }
+}
+
 /// Runs the handler, bounded by the handler timeout; a panic or the timeout fails the attempt.
-async fn run_handler<H: Handler>(ctx: &Ctx<H>, task: &Task) -> Result<(), String> {
+async fn run_handler<H: Handler>(ctx: &Ctx<H>, task: &Task) -> Result<(), Failure> {
     let limit = ctx.config.handler_timeout;
     match bounded(limit, ctx.handler.handle(task)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(Stopped::Panicked(message)) => Err(format!("handler panicked: {message}")),
-        Err(Stopped::TimedOut) => Err(format!(
+        Ok(Err(e)) => Err(Failure {
+            park_now: e.is_park_now(),
+            message: e.to_string(),
+        }),
+        Err(Stopped::Panicked(message)) => {
+            Err(Failure::retryable(format!("handler panicked: {message}")))
+        }
+        Err(Stopped::TimedOut) => Err(Failure::retryable(format!(
             "handler timed out after {}",
             format_duration(limit)
-        )),
+        ))),
     }
 }
 
@@ -139,7 +159,7 @@ async fn fail<H: Handler>(
     ctx: &Arc<Ctx<H>>,
     delivery: &Delivery,
     task: &Task,
-    error: &str,
+    failure: &Failure,
     publisher: &Publisher,
     broken: &CancellationToken,
 ) {
@@ -147,11 +167,19 @@ async fn fail<H: Handler>(
     let record = FailureRecord::new(
         headers.as_ref(),
         task.attempt,
-        error,
+        &failure.message,
         &task.exchange,
         &task.routing_key,
     );
-    match retry::decide(&ctx.config, task.attempt) {
+    let (decision, reason) = if failure.park_now {
+        (Decision::Park, ParkReason::Rejected)
+    } else {
+        (
+            retry::decide_jittered(&ctx.config, task.attempt, fastrand::f64()),
+            ParkReason::AttemptsExhausted,
+        )
+    };
+    match decision {
         Decision::Retry {
             delay,
             queue,
@@ -163,7 +191,7 @@ async fn fail<H: Handler>(
                 .await
             {
                 Ok(()) => {
-                    ctx.metrics.retried();
+                    ctx.metrics.retried(task.attempt);
                     tracing::info!(retry_in = %format_duration(delay), next_attempt, "scheduled a retry");
                     settled(ctx, delivery.ack());
                 }
@@ -172,21 +200,23 @@ async fn fail<H: Handler>(
         }
         Decision::Park => {
             let parking = ctx.config.parking_queue();
-            let props = retry::parked_properties(&delivery.properties, &record);
+            let props = retry::parked_properties(&delivery.properties, &record, reason);
             match publisher
                 .publish("", &parking, &props, delivery.body.clone())
                 .await
             {
                 Ok(()) => {
-                    ctx.metrics.dead_lettered();
+                    ctx.metrics.dead_lettered(reason);
                     tracing::warn!(
                         attempts = record.attempts,
                         error = %record.last_error,
                         queue = %parking,
-                        "no attempts left: task parked"
+                        reason = reason.as_str(),
+                        "task parked"
                     );
                     settled(ctx, delivery.ack());
                     let dead = DeadLetter {
+                        reason,
                         last_error: record.last_error,
                         attempts: record.attempts,
                         first_failure_at: record.first_failure_at,

@@ -19,8 +19,8 @@
 
 use amqp_client::amqp_codec::{FieldTable, FieldValue, ShortStr};
 use amqp_client::{
-    Channel, Connection, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    Channel, Connection, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 
 use crate::config::{DestinationType, QueueType, WorkerConfig, arguments_table};
@@ -72,10 +72,71 @@ pub fn work_queue_arguments(config: &WorkerConfig) -> FieldTable {
     table(entries)
 }
 
+/// Checks, before anything is declared, that every exchange or queue a binding names and the
+/// configuration does not declare exists (passive declares). A missing one is
+/// [`WorkerError::Missing`], and the channel is closed by the broker's 404.
+async fn preflight(channel: &Channel, config: &WorkerConfig) -> Result<(), WorkerError> {
+    let declared_exchanges: Vec<&str> = config.exchanges.iter().map(|x| x.name.as_str()).collect();
+    let mut declared_queues = vec![config.queue.clone(), config.parking_queue()];
+    declared_queues.extend(
+        config
+            .distinct_delays()
+            .into_iter()
+            .map(|d| config.delay_queue(d)),
+    );
+    let missing = |what: String| {
+        move |source: amqp_client::Error| {
+            if source.is_connection_error() {
+                WorkerError::Client(source)
+            } else {
+                WorkerError::Missing { what, source }
+            }
+        }
+    };
+    for b in &config.bindings {
+        let binding = format!("binding from '{}' with key '{}'", b.source, b.routing_key);
+        let mut exchanges = vec![b.source.as_str()];
+        if b.destination_type == DestinationType::Exchange {
+            exchanges.extend(b.destination.as_deref());
+        }
+        for x in exchanges {
+            if declared_exchanges.contains(&x) {
+                continue;
+            }
+            let passive = ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            channel
+                .exchange_declare(x, ExchangeKind::Direct, passive, FieldTable::default())
+                .await
+                .map_err(missing(format!("exchange '{x}' (in the {binding})")))?;
+        }
+        if let (DestinationType::Queue, Some(q)) = (b.destination_type, &b.destination)
+            && !declared_queues.contains(q)
+        {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(q, passive, FieldTable::default())
+                .await
+                .map_err(missing(format!("queue '{q}' (in the {binding})")))?;
+        }
+    }
+    Ok(())
+}
+
 /// Declares the exchanges, the work, delay and parking queues, and the bindings. Idempotent:
-/// run on every (re)connect.
+/// run on every (re)connect. The whole configuration is checked first, locally
+/// ([`WorkerConfig::validate`]) and for what the bindings name but the configuration does not
+/// declare (it must exist), so that a bad binding leaves nothing half-declared behind. A
+/// broker refusal of the declarations themselves (406 for a queue that exists with other
+/// arguments) can still come after some were made.
 pub async fn declare(channel: &Channel, config: &WorkerConfig) -> Result<(), WorkerError> {
     config.validate()?;
+    preflight(channel, config).await?;
     for x in &config.exchanges {
         let options = ExchangeDeclareOptions {
             durable: x.durable,

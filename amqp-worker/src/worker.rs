@@ -41,13 +41,14 @@ impl<H: Handler> Worker<H> {
     /// A worker for `config` running `handler`; fails if the configuration is invalid.
     pub fn new(config: WorkerConfig, handler: H) -> Result<Self, ConfigError> {
         config.validate()?;
+        let metrics = Arc::new(Metrics::for_queue(&config.queue));
         Ok(Self {
             ctx: Ctx {
                 permits: Arc::new(Semaphore::new(config.concurrency)),
                 delay_prefix: config.delay_queue_prefix(),
                 config,
                 handler: Arc::new(handler),
-                metrics: Arc::new(Metrics::new()),
+                metrics,
                 shutdown: Shutdown::new(),
                 tracker: TaskTracker::new(),
             },
@@ -62,6 +63,7 @@ impl<H: Handler> Worker<H> {
 
     /// Reports into `metrics` (e.g. shared with an HTTP endpoint created earlier).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.bind_queue(&self.ctx.config.queue);
         self.ctx.metrics = metrics;
         self
     }

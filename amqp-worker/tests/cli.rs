@@ -189,6 +189,18 @@ async fn publish_fails_on_unroutable_tasks_and_delays_with_delay() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let arrived = sent.elapsed();
+        // A delayed task to a queue that does not exist: refused before anything is sent.
+        let (status, stdout, stderr) = run_bin(
+            &["publish", "--routing-key", &missing, "--delay", "1s", "never"],
+            Duration::from_secs(20),
+        )
+        .await;
+        println!("publish delayed to nowhere: {status}: {}", stderr.trim());
+        assert_eq!(status.code(), Some(1), "{stdout}");
+        assert!(
+            sentence(&stderr).contains(&format!("nothing was published: the delayed message's target queue '{missing}' does not exist")),
+            "{stderr}"
+        );
         println!("publish delayed: {stdout} arrived after {arrived:?}");
         assert!(arrived >= Duration::from_secs(1));
         conn.close().await.unwrap();
@@ -220,6 +232,113 @@ async fn demo_runs_and_loses_nothing() {
         assert_eq!(figure("dead-lettered"), 6);
         assert_eq!(figure("retried"), 60 + 12);
         assert_eq!(figure("lost"), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publish_headers_are_strings_unless_typed() {
+    use amqp_client::amqp_codec::FieldValue;
+    let mut cleanup = Cleanup::new();
+    within(Duration::from_secs(30), async {
+        let q = unique_name("amqp-worker-test-headers");
+        cleanup.queue(&q);
+        let conn = connect().await;
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let (status, _, stderr) = run_bin(
+            &[
+                "publish",
+                "--routing-key",
+                &q,
+                "--header",
+                "zip=02134",
+                "--header",
+                "count:int=5",
+                "--header",
+                "urgent:bool=true",
+                "--header",
+                "flag=true",
+                "x",
+            ],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(status.success(), "{stderr}");
+        let got = ch.basic_get(&q, true).await.unwrap().unwrap();
+        let h = got.delivery.properties.headers().unwrap();
+        println!("typed headers: {h:?}");
+        assert_eq!(h.get("zip").unwrap().as_str(), Some("02134"));
+        assert_eq!(h.get("flag").unwrap().as_str(), Some("true"));
+        assert_eq!(h.get("count"), Some(FieldValue::I64(5)));
+        assert_eq!(h.get("urgent"), Some(FieldValue::Bool(true)));
+        // A value that does not read as its type is refused before anything is sent.
+        let (status, _, stderr) = run_bin(
+            &[
+                "publish",
+                "--routing-key",
+                &q,
+                "--header",
+                "count:int=five",
+                "x",
+            ],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(
+            sentence(&stderr).contains("'five' is not a 64-bit integer"),
+            "{stderr}"
+        );
+        assert_eq!(ready(&conn, &q).await, 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publish_takes_its_queue_from_config_or_the_environment() {
+    let mut cleanup = Cleanup::new();
+    within(Duration::from_secs(30), async {
+        let q = unique_name("amqp-worker-test-pubcfg");
+        cleanup.queue(&q);
+        let conn = connect().await;
+        let ch = conn.open_channel().await.unwrap();
+        ch.queue_declare(&q, QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let path = std::env::temp_dir().join(format!("{q}.toml"));
+        let url = amqp_test_support::broker_url();
+        std::fs::write(&path, format!("url = \"{url}\"\nqueue = \"{q}\"\n")).unwrap();
+        let (status, stdout, stderr) = run_bin(
+            &["publish", "--config", path.to_str().unwrap(), "from-config"],
+            Duration::from_secs(20),
+        )
+        .await;
+        let _ = std::fs::remove_file(&path);
+        assert!(status.success(), "{stderr}");
+        assert!(stdout.contains(&format!("routing key '{q}'")), "{stdout}");
+        let mut cmd = tokio::process::Command::from(support::bin());
+        cmd.args(["publish", "from-env"])
+            .env("AMQP_WORKER_QUEUE", &q);
+        let out = cmd.output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(ready(&conn, &q).await, 2);
+        // Neither a queue nor a routing key: one sentence, exit 2.
+        let (status, _, stderr) = run_bin(&["publish", "x"], Duration::from_secs(10)).await;
+        println!("publish without a queue: {}", stderr.trim());
+        assert_eq!(status.code(), Some(2));
+        assert!(
+            sentence(&stderr).contains("publish needs a queue"),
+            "{stderr}"
+        );
+        conn.close().await.unwrap();
     })
     .await;
 }

@@ -208,8 +208,9 @@ async fn sigterm_mid_batch_finishes_running_tasks_and_exits_zero() {
         })
         .await;
         let (_, metrics) = http_get(port, "/metrics").await.unwrap();
-        assert!(metrics.contains("amqp_worker_in_flight 4"), "{metrics}");
-        assert!(metrics.contains("amqp_worker_connected 1"), "{metrics}");
+        let label = format!("{{queue=\"{}\"}}", config.queue);
+        assert!(metrics.contains(&format!("amqp_worker_in_flight{label} 4")), "{metrics}");
+        assert!(metrics.contains(&format!("amqp_worker_connected{label} 1")), "{metrics}");
         signal(&a, "-TERM").await;
         let status = exit_status(&mut a, Duration::from_secs(30)).await;
         let ev = events(&log);
@@ -338,14 +339,19 @@ async fn healthz_is_503_while_there_is_no_broker_connection() {
             out.status
         );
         assert!(status_line.contains("503"), "{status_line}");
-        assert!(metrics.contains("amqp_worker_connected 0"), "{metrics}");
-        assert!(!out.status.success());
-        // JSON log lines, then the one sentence.
-        let mut lines = stderr.lines().collect::<Vec<_>>();
-        let last = lines.pop().unwrap();
-        assert!(last.starts_with("amqp-worker: gave up after"), "{stderr}");
         assert!(
-            !lines.is_empty() && lines.iter().all(|l| l.starts_with('{')),
+            metrics.contains("amqp_worker_connected{queue=\"q\"} 0"),
+            "{metrics}"
+        );
+        assert!(!out.status.success());
+        // JSON log lines, the final error too.
+        let lines = stderr.lines().collect::<Vec<_>>();
+        assert!(
+            lines.len() > 1 && lines.iter().all(|l| l.starts_with('{')),
+            "{stderr}"
+        );
+        assert!(
+            lines.last().unwrap().contains("amqp-worker: gave up after"),
             "{stderr}"
         );
     })

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use amqp_client::amqp_codec::FieldTable;
 use amqp_client::{ExchangeKind, QueueDeclareOptions};
 use amqp_test_support::unique_name;
-use amqp_worker::publisher::delay_queue_name;
+use amqp_worker::publisher::{DELAY_TARGET_HEADER, UNROUTABLE_QUEUE, delay_queue_name};
 use amqp_worker::{PublishError, Publisher, task_properties};
 use support::{Cleanup, connect, within};
 
@@ -142,6 +142,153 @@ async fn a_delayed_send_arrives_no_earlier_than_its_delay() {
         assert!(arrivals[0].1 >= short, "{:?} < {short:?}", arrivals[0].1);
         assert!(arrivals[1].1 >= long, "{:?} < {long:?}", arrivals[1].1);
         assert!(arrivals[1].1 < long + Duration::from_secs(3));
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+/// Takes the message with id `id` from the shared catch-all queue, putting back the others
+/// (requeued in place) untouched.
+async fn take_unroutable(
+    conn: &amqp_client::Connection,
+    id: &str,
+) -> Option<amqp_client::Delivery> {
+    let ch = conn.open_channel().await.unwrap();
+    let mut others = Vec::new();
+    let mut found = None;
+    while let Some(got) = ch.basic_get(UNROUTABLE_QUEUE, false).await.unwrap() {
+        let d = got.delivery;
+        if d.properties
+            .message_id()
+            .and_then(|m| m.as_str().map(str::to_owned))
+            .as_deref()
+            == Some(id)
+        {
+            found = Some(d);
+            break;
+        }
+        others.push(d);
+    }
+    for d in others {
+        d.nack(true).unwrap();
+    }
+    if let Some(d) = &found {
+        d.ack().unwrap();
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_send_checks_its_target_and_catches_what_vanished_during_the_delay() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let conn = connect().await;
+        let publisher = Publisher::open(&conn).await.unwrap();
+        let delay = Duration::from_millis(700);
+        // A target missing at send time: an error, nothing sent.
+        let missing = unique_name("amqp-worker-test-no-target");
+        let err = publisher
+            .publish_delayed("", &missing, delay, &task_properties("m-1"), "x")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PublishError::NoTarget { .. }), "{err:?}");
+        let err = publisher
+            .publish_delayed(&missing, "k", delay, &task_properties("m-2"), "x")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PublishError::NoTarget { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&format!("exchange '{missing}'")),
+            "{err}"
+        );
+        // The publishing channel is still usable afterwards.
+        assert!(publisher.is_open());
+
+        // A queue and an exchange that exist at send time and are deleted during the delay.
+        let q = unique_name("amqp-worker-test-vanishing");
+        let x = format!("{q}-x");
+        let xq = format!("{q}-xq");
+        for name in [&q, &xq] {
+            cleanup.queue(name);
+        }
+        cleanup.exchange(&x);
+        cleanup.queue(&delay_queue_name("", &q, delay));
+        cleanup.queue(&delay_queue_name(&x, "k", delay));
+        let ch = conn.open_channel().await.unwrap();
+        for name in [&q, &xq] {
+            ch.queue_declare(name, QueueDeclareOptions::default(), FieldTable::default())
+                .await
+                .unwrap();
+        }
+        ch.exchange_declare(
+            &x,
+            ExchangeKind::Direct,
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(&xq, &x, "k", FieldTable::default())
+            .await
+            .unwrap();
+        let (qid, xid) = (
+            unique_name("vanished-queue"),
+            unique_name("vanished-exchange"),
+        );
+        publisher
+            .publish_delayed("", &q, delay, &task_properties(&qid), "to a queue")
+            .await
+            .unwrap();
+        publisher
+            .publish_delayed(&x, "k", delay, &task_properties(&xid), "to an exchange")
+            .await
+            .unwrap();
+        ch.queue_delete(&q, Default::default()).await.unwrap();
+        ch.exchange_delete(&x, Default::default()).await.unwrap();
+        tokio::time::sleep(delay + Duration::from_millis(500)).await;
+        // A worker's metrics show the catch-all queue's depth (shared: at least these two).
+        let mut config = support::test_config("unroutable-gauge");
+        config.queue_depth_interval = Duration::from_millis(100);
+        cleanup.config(&config);
+        let worker =
+            amqp_worker::Worker::new(config, amqp_worker::handler_fn(|_| async { Ok(()) }))
+                .unwrap();
+        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+        let running = tokio::spawn(worker.run());
+        support::wait_until(Duration::from_secs(10), "the unroutable gauge", || {
+            metrics.snapshot().unroutable_depth.is_some_and(|n| n >= 2)
+        })
+        .await;
+        let text = metrics.render_prometheus();
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+        assert!(
+            text.contains("amqp_worker_delayed_unroutable_messages{queue="),
+            "{text}"
+        );
+        let mut caught = Vec::new();
+        for id in [&qid, &xid] {
+            let started = Instant::now();
+            loop {
+                if let Some(d) = take_unroutable(&conn, id).await {
+                    let h = d.properties.headers().unwrap();
+                    caught.push((
+                        id.clone(),
+                        h.get(DELAY_TARGET_HEADER)
+                            .and_then(|v| v.as_str().map(str::to_owned)),
+                    ));
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "{id} was dropped, not caught"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        println!("delayed send, target vanished: caught in {UNROUTABLE_QUEUE}: {caught:?}");
+        assert_eq!(caught[0].1, Some(format!("queue:{q}")));
+        assert_eq!(caught[1].1, Some(format!("exchange:{x}")));
         conn.close().await.unwrap();
     })
     .await;

@@ -70,6 +70,9 @@ async fn a_task_failing_twice_succeeds_on_the_third_attempt() {
         assert!(flaky[1].3 - flaky[0].3 >= Duration::from_millis(100));
         assert!(flaky[2].3 - flaky[1].3 >= Duration::from_millis(200));
         assert_eq!(m.retried, 2);
+        // Counted by the attempt that failed: one retry after attempt 1, one after attempt 2.
+        let by_attempt: Vec<(u32, u64)> = metrics.retried_by_attempt().into_iter().collect();
+        assert_eq!(by_attempt, vec![(1, 1), (2, 1)]);
         assert_eq!(m.dead_lettered, 0);
         assert_eq!(lost, 0);
         assert_eq!(support::ready(&conn, &config.parking_queue()).await, 0);
@@ -109,6 +112,7 @@ async fn the_last_failure_parks_the_task_with_its_history_and_runs_the_hook() {
     let mut cleanup = Cleanup::new();
     within(LIMIT, async {
         let mut config = test_config("park");
+        config.queue_depth_interval = Duration::from_millis(200);
         config.exchanges.push(amqp_worker::config::ExchangeSpec::new(format!("{}-x", config.queue), "direct"));
         config.bindings.push(amqp_worker::config::BindingSpec::to_work_queue(format!("{}-x", config.queue), "jobs.pdf"));
         cleanup.config(&config);
@@ -128,6 +132,16 @@ async fn the_last_failure_parks_the_task_with_its_history_and_runs_the_hook() {
         publish_ids(&conn, &format!("{}-x", config.queue), "jobs.pdf", &all).await;
         wait_until(LIMIT, "hook ran for all", || hooked.lock().unwrap().len() == all.len()).await;
         assert_eq!(support::ready(&conn, &config.parking_queue()).await, 3);
+        // The parking queue's depth reaches the metrics by the periodic passive declare.
+        wait_until(Duration::from_secs(5), "parked gauge at 3", || {
+            metrics.snapshot().parked_depth == Some(3)
+        })
+        .await;
+        let text = metrics.render_prometheus();
+        assert!(
+            text.contains(&format!("amqp_worker_parked_messages{{queue=\"{}\"}} 3", config.queue)),
+            "{text}"
+        );
 
         // Inspect one parked copy without taking it.
         let ch = conn.open_channel().await.unwrap();
@@ -221,6 +235,165 @@ async fn panics_and_hangs_are_failed_attempts_not_a_dead_worker() {
         assert_eq!(m.retried, 12);
         assert_eq!(m.succeeded, 4);
         assert_eq!(lost, 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_can_park_a_task_at_once_with_the_reason_recorded() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let config = test_config("park-now");
+        cleanup.config(&config);
+        struct Rejects(Arc<Mutex<Vec<DeadLetter>>>);
+        impl Handler for Rejects {
+            async fn handle(&self, task: &Task) -> Result<(), HandlerError> {
+                Err(HandlerError::park_now(format!(
+                    "unparseable body on attempt {}",
+                    task.attempt
+                )))
+            }
+            async fn on_dead_letter(&self, _task: &Task, dead: &DeadLetter) {
+                self.0.lock().unwrap().push(dead.clone());
+            }
+        }
+        let hooked = Arc::new(Mutex::new(Vec::new()));
+        let worker = Worker::new(config.clone(), Rejects(hooked.clone())).unwrap();
+        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+        let running = tokio::spawn(worker.run());
+        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let conn = connect().await;
+        publish_ids(&conn, "", &config.queue, &ids("n", 2)).await;
+        wait_until(LIMIT, "hook ran for both", || {
+            hooked.lock().unwrap().len() == 2
+        })
+        .await;
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+        let ch = conn.open_channel().await.unwrap();
+        let parked = ch
+            .basic_get(&config.parking_queue(), false)
+            .await
+            .unwrap()
+            .unwrap();
+        let h = parked.delivery.properties.headers().unwrap();
+        let text = |k: &str| h.get(k).and_then(|v| v.as_str().map(str::to_owned));
+        let m = metrics.snapshot();
+        println!(
+            "park now: runs {}, retried {}, parked {} (rejected {}), reason {:?}",
+            m.consumed,
+            m.retried,
+            m.dead_lettered,
+            m.rejected,
+            text(retry::PARK_REASON_HEADER)
+        );
+        assert_eq!(text(retry::PARK_REASON_HEADER).as_deref(), Some("rejected"));
+        assert_eq!(
+            text(retry::LAST_ERROR_HEADER).as_deref(),
+            Some("unparseable body on attempt 1")
+        );
+        assert_eq!(h.get(retry::ATTEMPTS_HEADER), Some(FieldValue::I32(1)));
+        assert_eq!(
+            (m.consumed, m.retried, m.dead_lettered, m.rejected),
+            (2, 0, 2, 2)
+        );
+        let hooked = hooked.lock().unwrap().clone();
+        assert!(
+            hooked
+                .iter()
+                .all(|d| d.reason == amqp_worker::ParkReason::Rejected && d.attempts == 1)
+        );
+        parked.delivery.nack(true).unwrap();
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jittered_retries_spread_over_the_step_queues_and_wait_exactly_theirs() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let mut config = test_config("jitter");
+        config.retry_delays = vec![Duration::from_millis(1000)];
+        config.retry_jitter_percent = 50;
+        config.max_attempts = 2;
+        cleanup.config(&config);
+        // id -> (first attempt start, second attempt start, delay queue it came through)
+        let seen = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        let s = seen.clone();
+        let handler = handler_fn(move |task: Task| {
+            let s = s.clone();
+            async move {
+                let id = task.message_id().unwrap();
+                let now = Instant::now();
+                let mut seen = s.lock().unwrap();
+                if task.attempt == 1 {
+                    seen.insert(id, (now, None, String::new()));
+                    return Err(HandlerError::new("first attempt fails"));
+                }
+                let h = task.headers();
+                let queue = match h.get(retry::X_DEATH_HEADER) {
+                    Some(FieldValue::Array(deaths)) => match deaths.iter().next() {
+                        Some(FieldValue::Table(t)) => {
+                            t.get("queue").and_then(|q| q.as_str().map(str::to_owned))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let entry = seen.get_mut(&id).unwrap();
+                entry.1 = Some(now);
+                entry.2 = queue.unwrap_or_default();
+                Ok(())
+            }
+        });
+        let worker = Worker::new(config.clone(), handler).unwrap();
+        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+        let running = tokio::spawn(worker.run());
+        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let conn = connect().await;
+        let all = ids("j", 40);
+        publish_ids(&conn, "", &config.queue, &all).await;
+        wait_until(LIMIT, "all retried once", || {
+            metrics.snapshot().succeeded == 40
+        })
+        .await;
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+        let steps: Vec<(String, Duration)> = config
+            .jitter_steps(Duration::from_millis(1000))
+            .into_iter()
+            .map(|d| (config.delay_queue(d), d))
+            .collect();
+        let seen = seen.lock().unwrap().clone();
+        let mut by_queue = std::collections::BTreeMap::new();
+        let mut gaps = Vec::new();
+        for (id, (first, second, queue)) in &seen {
+            let gap = second.unwrap() - *first;
+            let (_, ttl) = steps.iter().find(|(q, _)| q == queue).unwrap_or_else(|| {
+                panic!("{id} came through '{queue}', not a step queue of the tier")
+            });
+            // Exactly its queue's delay, plus the worker's own latency.
+            assert!(
+                gap >= *ttl && gap < *ttl + Duration::from_millis(600),
+                "{id}: {gap:?} in {queue}"
+            );
+            *by_queue.entry(queue.clone()).or_insert(0) += 1;
+            gaps.push(gap);
+        }
+        gaps.sort();
+        println!(
+            "jitter 50% of 1s: 40 retries by queue {by_queue:?}; gaps {:?}..{:?}",
+            gaps.first().unwrap(),
+            gaps.last().unwrap()
+        );
+        assert_eq!(seen.len(), 40);
+        assert!(by_queue.len() >= 3, "spread over the steps: {by_queue:?}");
+        assert!(
+            *gaps.first().unwrap() < Duration::from_millis(800),
+            "{gaps:?}"
+        );
         conn.close().await.unwrap();
     })
     .await;

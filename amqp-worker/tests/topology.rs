@@ -289,3 +289,76 @@ async fn quorum_queues_as_an_option_and_a_mismatch_is_a_406_error() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_to_a_missing_exchange_declares_nothing() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let mut config = test_config("bad-binding");
+        let declared = format!("{}-x", config.queue);
+        let missing = format!("{}-no-such-exchange", config.queue);
+        config
+            .exchanges
+            .push(amqp_worker::config::ExchangeSpec::new(&declared, "direct"));
+        config
+            .bindings
+            .push(amqp_worker::config::BindingSpec::to_work_queue(
+                &declared, "a",
+            ));
+        config
+            .bindings
+            .push(amqp_worker::config::BindingSpec::to_work_queue(
+                &missing, "b",
+            ));
+        cleanup.config(&config);
+        let worker = Worker::new(config.clone(), handler_fn(|_| async { Ok(()) })).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), worker.run())
+            .await
+            .expect("fails fast, no retry loop")
+            .unwrap_err();
+        println!("bad binding: {err}");
+        // Nothing was declared: not the exchange, not a queue.
+        let conn = connect().await;
+        let mut exists = Vec::new();
+        for q in [
+            config.queue.clone(),
+            config.parking_queue(),
+            config.delay_queue(config.retry_delays[0]),
+        ] {
+            let ch = conn.open_channel().await.unwrap();
+            let passive = amqp_client::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            if ch
+                .queue_declare(&q, passive, FieldTable::default())
+                .await
+                .is_ok()
+            {
+                exists.push(q);
+            }
+        }
+        let ch = conn.open_channel().await.unwrap();
+        let passive = amqp_client::ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        if ch
+            .exchange_declare(
+                &declared,
+                amqp_client::ExchangeKind::Direct,
+                passive,
+                FieldTable::default(),
+            )
+            .await
+            .is_ok()
+        {
+            exists.push(declared.clone());
+        }
+        assert!(exists.is_empty(), "declared anyway: {exists:?}");
+        assert!(matches!(err, WorkerError::Missing { .. }), "{err:?}");
+        assert!(err.to_string().contains(&missing), "{err}");
+        conn.close().await.unwrap();
+    })
+    .await;
+}

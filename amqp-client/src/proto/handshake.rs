@@ -206,9 +206,10 @@ impl Core {
     /// The socket closed during the handshake: name the likely cause.
     pub(super) fn handshake_eof_error(&self) -> Error {
         match self.phase {
-            Phase::AwaitStart => {
-                Error::NotAmqp("the peer closed the connection before connection.start".into())
-            }
+            // Nothing (or less than a frame) came: no greeting to judge, so not `NotAmqp`.
+            Phase::AwaitStart => Error::ClosedBeforeStart {
+                address: self.config.address(),
+            },
             // Brokers without authentication_failure_close drop the socket on bad credentials.
             Phase::AwaitTune => Error::AuthenticationFailed {
                 mechanism: self.config.auth_mechanism.name(),

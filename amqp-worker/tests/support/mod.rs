@@ -258,3 +258,50 @@ pub async fn run_bin(args: &[&str], limit: Duration) -> (std::process::ExitStatu
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A peer on 127.0.0.1 that accepts every connection, reads the client's protocol header
+/// (so the close is a clean EOF) and closes at once, as a load balancer or port forward does
+/// while the broker behind it is down. Stops when dropped.
+pub struct ClosingPeer {
+    pub port: u16,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClosingPeer {
+    pub async fn start() -> Self {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut header = [0u8; 8];
+                let _ = tokio::time::timeout(Duration::from_secs(1), sock.read_exact(&mut header))
+                    .await;
+                drop(sock);
+            }
+        });
+        Self {
+            port,
+            accepted,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for ClosingPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -106,15 +106,36 @@ pub(crate) async fn publish(args: PublishArgs) -> Result<(), CliError> {
         .id_prefix
         .clone()
         .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
-    let url = args
-        .broker
-        .url
-        .clone()
-        .unwrap_or_else(|| amqp_worker::config::DEFAULT_URL.to_owned());
+    let file = crate::cli::read_config(args.config.as_deref())?;
+    let url = args.broker.url.clone().unwrap_or(file.url);
+    let routing_key = match (&args.routing_key, args.exchange.is_empty()) {
+        (Some(key), _) => key.clone(),
+        (None, false) => String::new(),
+        (None, true) => match args.queue.clone().filter(|q| !q.is_empty()) {
+            Some(q) => q,
+            None if !file.queue.is_empty() => file.queue,
+            None => {
+                return Err(CliError::Usage(
+                    "publish needs a queue: --queue, AMQP_WORKER_QUEUE, `queue` in --config, or --exchange and --routing-key".into(),
+                ));
+            }
+        },
+    };
+    let routing_key = routing_key.as_str();
     let conn = crate::connect(&url, "amqp-worker publish").await?;
     let publisher = Publisher::open(&conn)
         .await
         .map_err(|e| CliError::Publish(e.to_string()))?;
+    if let Some(delay) = args.delay {
+        // A target that does not exist now would drop every task when its delay ends.
+        if let Err(e) = publisher
+            .prepare_delayed(&args.exchange, routing_key, delay)
+            .await
+        {
+            let _ = conn.close().await;
+            return Err(CliError::Publish(format!("nothing was published: {e}")));
+        }
+    }
     let mut pending: VecDeque<(String, PendingConfirm)> = VecDeque::new();
     let mut outcomes = Outcomes::default();
     for (i, body) in bodies.iter().enumerate() {
@@ -128,18 +149,12 @@ pub(crate) async fn publish(args: PublishArgs) -> Result<(), CliError> {
         let sent = match args.delay {
             Some(delay) => {
                 publisher
-                    .send_delayed(
-                        &args.exchange,
-                        &args.routing_key,
-                        delay,
-                        &props,
-                        body.clone(),
-                    )
+                    .send_delayed(&args.exchange, routing_key, delay, &props, body.clone())
                     .await
             }
             None => {
                 publisher
-                    .send(&args.exchange, &args.routing_key, &props, body.clone())
+                    .send(&args.exchange, routing_key, &props, body.clone())
                     .await
             }
         };
@@ -167,7 +182,7 @@ pub(crate) async fn publish(args: PublishArgs) -> Result<(), CliError> {
     let _ = conn.close().await;
     let target = format!(
         "exchange '{}' with routing key '{}'",
-        args.exchange, args.routing_key
+        args.exchange, routing_key
     );
     let delay = args
         .delay
