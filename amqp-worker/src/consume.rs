@@ -95,6 +95,10 @@ pub(crate) async fn session<H: Handler>(
             () = broken.cancelled() => break Some("the publishing channel closed".to_owned()),
             next = consumer.recv() => match next {
                 Some(Ok(d)) => d,
+                Some(Err(amqp_client::Error::UnreadableDelivery(unreadable))) => {
+                    park_unreadable(ctx, &unreadable);
+                    continue;
+                }
                 Some(Err(e)) => break Some(e.to_string()),
                 None => break Some("the broker ended the consumer".to_owned()),
             },
@@ -116,6 +120,17 @@ pub(crate) async fn session<H: Handler>(
     }
     stop(ctx, conn, consumer, &publisher).await;
     Ok(())
+}
+
+/// A delivery the client could not read (over its `max_message_size`, or properties that do
+/// not parse) cannot be handed to a handler, and must not come back forever: rejected without
+/// requeue, the broker dead-letters it, byte for byte, into the parking queue.
+fn park_unreadable<H: Handler>(ctx: &Ctx<H>, unreadable: &amqp_client::UnreadableDelivery) {
+    tracing::warn!(delivery = %unreadable, "unreadable delivery: dead-lettered into the parking queue");
+    ctx.metrics.unreadable();
+    if unreadable.reject().is_err() {
+        ctx.metrics.stale_settle();
+    }
 }
 
 /// The graceful stop: cancel the consumer, requeue what it buffered, wait for in-flight

@@ -40,6 +40,7 @@ pub struct Metrics {
     in_flight: AtomicI64,
     reconnects: AtomicU64,
     stale_settles: AtomicU64,
+    unreadable: AtomicU64,
     connected: AtomicBool,
     parked_depth: AtomicI64,
     unroutable_depth: AtomicI64,
@@ -62,6 +63,7 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             reconnects: AtomicU64::new(0),
             stale_settles: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             parked_depth: AtomicI64::new(UNKNOWN),
             unroutable_depth: AtomicI64::new(UNKNOWN),
@@ -93,6 +95,9 @@ pub struct MetricsSnapshot {
     pub reconnects: u64,
     /// Settlements refused because the delivery's channel was gone (the broker redelivers).
     pub stale_settles: u64,
+    /// Deliveries the client could not read (over its `max_message_size`, or properties that
+    /// do not parse), rejected so that the broker dead-letters them into the parking queue.
+    pub unreadable: u64,
     /// True while the worker has a consuming connection.
     pub connected: bool,
     /// Messages in the parking queue at the last refresh (`None` before the first).
@@ -150,6 +155,7 @@ impl Metrics {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             reconnects: r(&self.reconnects),
             stale_settles: r(&self.stale_settles),
+            unreadable: r(&self.unreadable),
             connected: self.connected.load(Ordering::Relaxed),
             parked_depth: gauge(&self.parked_depth),
             unroutable_depth: gauge(&self.unroutable_depth),
@@ -220,6 +226,10 @@ impl Metrics {
         self.stale_settles.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn unreadable(&self) {
+        self.unreadable.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_parked_depth(&self, n: u32) {
         self.parked_depth.store(i64::from(n), Ordering::Relaxed);
     }
@@ -254,6 +264,11 @@ impl Metrics {
                 "stale_settles",
                 "Settlements refused on a closed channel.",
                 s.stale_settles,
+            ),
+            (
+                "unreadable",
+                "Deliveries the client could not read, dead-lettered into the parking queue.",
+                s.unreadable,
             ),
         ];
         for (name, help, value) in counters {

@@ -398,3 +398,69 @@ async fn jittered_retries_spread_over_the_step_queues_and_wait_exactly_theirs() 
     })
     .await;
 }
+
+/// A delivery the client cannot read (here: over the worker's `max_message_size`, set by URI)
+/// never reaches a handler and never blocks the queue: the worker rejects it, the broker
+/// dead-letters it byte for byte into the parking queue, and the next task runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_delivery_is_parked_by_the_broker_and_the_queue_flows_on() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let mut config = test_config("unreadable");
+        let separator = if config.url.contains('?') { '&' } else { '?' };
+        config.url = format!("{}{separator}max_message_size=4096", config.url);
+        cleanup.config(&config);
+        let done = Tally::default();
+        let d = done.clone();
+        let handler = handler_fn(move |task: Task| {
+            let d = d.clone();
+            async move {
+                d.add(&task.message_id().unwrap());
+                Ok(())
+            }
+        });
+        let worker = Worker::new(config.clone(), handler).unwrap();
+        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+        let running = tokio::spawn(worker.run());
+        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let conn = connect().await;
+        let ch = conn.open_channel().await.unwrap();
+        ch.confirm_select().await.unwrap();
+        let big = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+        let props = amqp_worker::task_properties("too-big");
+        let confirm = ch
+            .basic_publish("", &config.queue, Default::default(), &props, big.clone())
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack());
+        publish_ids(&conn, "", &config.queue, &["after".to_owned()]).await;
+        wait_until(LIMIT, "the next task ran", || done.count("after") == 1).await;
+        wait_until(LIMIT, "parked", || metrics.snapshot().unreadable == 1).await;
+        let mut parked = None;
+        for _ in 0..100 {
+            parked = ch.basic_get(&config.parking_queue(), true).await.unwrap();
+            if parked.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let parked = parked
+            .expect("dead-lettered into the parking queue")
+            .delivery;
+        assert_eq!(parked.body, big, "byte for byte");
+        assert_eq!(
+            parked.properties.message_id().map(|m| m.to_vec()),
+            Some(b"too-big".to_vec())
+        );
+        assert_eq!(done.count("too-big"), 0, "never handed to the handler");
+        assert!(
+            metrics
+                .render_prometheus()
+                .contains("amqp_worker_unreadable_total")
+        );
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+        conn.close().await.unwrap();
+    })
+    .await;
+}

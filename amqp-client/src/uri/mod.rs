@@ -107,7 +107,8 @@ impl ConnectionConfig {
     /// brackets. `amqps` turns TLS on and defaults the port to 5671 (else 5672). Parameters
     /// (<https://www.rabbitmq.com/docs/uri-query-parameters>): `heartbeat` (seconds),
     /// `frame_max`, `channel_max`, `connection_timeout` (milliseconds), `auth_mechanism`
-    /// (`plain`, `amqplain`, `external`, any case), `connection_name`, and on `amqps` only
+    /// (`plain`, `amqplain`, `external`, any case), `connection_name`, this client's own
+    /// `max_message_size` (bytes, [`Limits::max_message_size`](crate::Limits)), and on `amqps` only
     /// `cacertfile`, `certfile`, `keyfile`, `server_name_indication` and `verify`
     /// (`verify_peer` or `verify_none`).
     ///
@@ -440,6 +441,11 @@ fn apply_query(cfg: &mut ConnectionConfig, query: &str, echo: &Echo) -> Result<(
                     .ok_or_else(|| invalid("0 (no limit) or 4096 to 4294967295"))?;
             }
             "channel_max" => cfg.channel_max = value.parse().map_err(|_| invalid("0 to 65535"))?,
+            // This client's own: `Limits::max_message_size`, for configuration by URI alone.
+            "max_message_size" => {
+                cfg.limits.max_message_size =
+                    value.parse().map_err(|_| invalid("bytes, 0 to 2^64 - 1"))?
+            }
             "connection_timeout" => {
                 // Milliseconds, as the Erlang client reads it. 0 is refused rather than taken
                 // to mean "no bound" (as in the Java client): a hung connect must end.
@@ -493,10 +499,11 @@ fn apply_query(cfg: &mut ConnectionConfig, query: &str, echo: &Echo) -> Result<(
 }
 
 /// Every parameter [`apply_query`] understands; TLS ones come after `connection_name`.
-const KNOWN_PARAMETERS: [&str; 11] = [
+const KNOWN_PARAMETERS: [&str; 12] = [
     "heartbeat",
     "frame_max",
     "channel_max",
+    "max_message_size",
     "connection_timeout",
     "auth_mechanism",
     "connection_name",

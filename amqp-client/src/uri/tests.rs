@@ -89,6 +89,12 @@ fn schemes_ports_hosts_and_other_parameters() {
     let c = ok("amqp://h?frame_max=4096&channel_max=16&connection_name=a%20b&heartbeat=0&&");
     assert_eq!((c.frame_max, c.channel_max, c.heartbeat), (4096, 16, 0));
     assert_eq!(c.connection_name.as_deref(), Some("a b"));
+    assert_eq!(
+        ok("amqp://h?max_message_size=1024").limits.max_message_size,
+        1024
+    );
+    assert!(ConnectionConfig::from_uri("amqp://h?max_message_size=big").is_err());
+    assert!(ConnectionConfig::from_uri("amqp://h?frame_max=4095").is_err());
     let mechanisms = [
         "plain",
         "AMQPLAIN",
