@@ -5,15 +5,16 @@ use std::time::Instant;
 
 use amqp_codec::ReplyCode;
 use amqp_codec::table::FieldTable;
-use tokio::sync::{Notify, broadcast, oneshot, watch};
+use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
 use crate::channel::Channel;
 use crate::config::ConnectionConfig;
 use crate::driver;
 use crate::error::Error;
+use crate::proto::ConnectionState;
 use crate::proto::Core;
-use crate::recovery::{self, ConnectionState, RecoveryEvent};
+use crate::recovery::{self, RecoveryEvent};
 use crate::shared::Shared;
 
 /// A connection to a RabbitMQ broker: one socket, one driver task, many channels.
@@ -47,11 +48,9 @@ pub(crate) struct ConnectionInner {
 
 impl Drop for ConnectionInner {
     fn drop(&mut self) {
-        let (tx, _rx) = oneshot::channel();
         self.shared.lock().close(
             ReplyCode::REPLY_SUCCESS,
             "connection dropped",
-            tx,
             Instant::now(),
         );
         self.shared.wake_driver();
@@ -65,10 +64,19 @@ impl Connection {
     }
 
     /// Connects with explicit settings. TCP connect, TLS and the AMQP handshake together are
-    /// bounded by `connection_timeout`; a timeout names the step it was waiting for.
+    /// bounded by `connection_timeout`; a timeout names the step it was waiting for. With a
+    /// recovery policy that asks for it ([`RecoveryPolicy::retry_initial_connect`](crate::RecoveryPolicy)),
+    /// a first connection that fails the way recovery retries is retried by the same schedule.
     pub async fn connect_with(config: ConnectionConfig) -> Result<Self, Error> {
         let span = tracing::debug_span!("connect", address = %config.address());
-        Self::establish(config).instrument(span).await
+        match config.recovery.clone() {
+            Some(policy) if policy.retry_initial_connect => {
+                recovery::connect_retrying(config, &policy, Self::establish)
+                    .instrument(span)
+                    .await
+            }
+            _ => Self::establish(config).instrument(span).await,
+        }
     }
 
     async fn establish(config: ConnectionConfig) -> Result<Self, Error> {
@@ -78,22 +86,20 @@ impl Connection {
         let deadline = tokio::time::Instant::from_std(started + config.connection_timeout);
         let address = config.address();
         let tcp = driver::connect_tcp(&config, &config.host, config.port, deadline).await?;
-        let gate = Arc::new(Notify::new());
-        let (open_tx, open_rx) = oneshot::channel();
-        let mut core = Core::new(config.clone(), started, gate.clone());
-        core.open_waiter = Some(open_tx);
-        let blocked = core.blocked_tx.subscribe();
-        let shared = Arc::new(Shared::new(core, gate));
+        let shared = Arc::new(Shared::new(Core::new(config.clone(), started)));
+        let open_rx = shared.lock().waiters().expect_open();
+        let blocked = shared.blocked();
         let tls = config.tls.as_ref();
         let driver = driver::spawn(shared.clone(), tcp, tls, &config.host, deadline).await?;
-        if config.recovery.is_some() {
-            tokio::spawn(recovery::supervise(shared.clone(), driver));
-        }
         let inner = Arc::new(ConnectionInner {
-            shared,
+            shared: shared.clone(),
             address,
             blocked,
         });
+        if config.recovery.is_some() {
+            let conn = Arc::downgrade(&inner);
+            tokio::spawn(recovery::supervise(shared, conn, driver));
+        }
         match open_rx.await {
             Ok(Ok(())) => Ok(Self { inner }),
             Ok(Err(err)) => Err(err),
@@ -105,37 +111,36 @@ impl Connection {
     /// and opening one while the connection is being recovered waits for it (bounded).
     pub async fn open_channel(&self) -> Result<Channel, Error> {
         let shared = &self.inner.shared;
-        let mut deadline = None;
-        let ((id, epoch), rx) = loop {
-            let opened = {
-                let mut core = shared.lock();
-                (!core.is_recovering()).then(|| {
-                    let (tx, rx) = oneshot::channel();
-                    core.open_channel(tx).map(|ids| (ids, rx))
-                })
-            };
-            match opened {
-                Some(opened) => break opened?,
-                None => shared.wait_out_recovery(&mut deadline).await?,
+        let (id, epoch, rx) = recovery::when_usable(shared, |guard| {
+            if guard.is_recovering() {
+                return None;
             }
-        };
+            Some(
+                guard
+                    .open_channel()
+                    .map(|(id, epoch, request)| (id, epoch, guard.waiters().expect_reply(request))),
+            )
+        })
+        .await??;
         shared.wake_driver();
         let channel = Channel::new(self.inner.clone(), id, epoch);
         rx.await.unwrap_or(Err(Error::ConnectionLost))?;
-        shared.lock().record_channel(id);
+        if let Some(r) = shared.lock().recovery() {
+            r.topology.record_channel(id);
+        }
         Ok(channel)
     }
 
     /// Closes the connection cleanly (connection.close 200, then waits for close-ok). Every
     /// channel's pending calls fail with [`Error::ConnectionClosedByApp`].
     pub async fn close(&self) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        self.inner.shared.lock().close(
-            ReplyCode::REPLY_SUCCESS,
-            "closed by the application",
-            tx,
-            Instant::now(),
-        );
+        let rx = {
+            let mut guard = self.inner.shared.lock();
+            let rx = guard.waiters().expect_close();
+            let text = "closed by the application";
+            guard.close(ReplyCode::REPLY_SUCCESS, text, Instant::now());
+            rx
+        };
         self.inner.shared.wake_driver();
         rx.await.unwrap_or(Ok(()))
     }
@@ -143,11 +148,11 @@ impl Connection {
     /// Replaces the credential of the live connection (connection.update-secret), e.g. a
     /// refreshed OAuth 2 token.
     pub async fn update_secret(&self, new_secret: &str, reason: &str) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .shared
-            .lock()
-            .update_secret(new_secret, reason, tx);
+        let rx = {
+            let mut guard = self.inner.shared.lock();
+            guard.update_secret(new_secret, reason)?;
+            guard.waiters().expect_secret()
+        };
         self.inner.shared.wake_driver();
         rx.await.unwrap_or(Err(Error::ConnectionLost))
     }
@@ -164,22 +169,17 @@ impl Connection {
 
     /// Waits until the connection ends for good (recovery, if on, gave up) and returns why.
     pub async fn closed(&self) -> Error {
-        loop {
-            let notified = self.inner.shared.publish_gate.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.close_reason() {
-                None | Some(Error::Recovering) => {}
-                Some(err) => return err,
-            }
-            notified.await;
-        }
+        let mut state = self.inner.shared.state();
+        let _ = state
+            .wait_for(|s| matches!(s, ConnectionState::Closed | ConnectionState::Failed(_)))
+            .await;
+        self.close_reason().unwrap_or(Error::ConnectionLost)
     }
 
     /// Where the connection stands (connected, recovering, recovered, failed, closed), as a
     /// receiver that sees every change.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
-        self.inner.shared.lock().state_tx.subscribe()
+        self.inner.shared.state()
     }
 
     /// A receiver of what automatic recovery does: the loss, failed attempts, renamed queues,

@@ -1,9 +1,6 @@
-//! The futures and streams handed out by a channel: [`Consumer`] (a stream of deliveries) and
-//! [`PublishConfirm`] (the broker's answer to one publish).
+//! [`Consumer`]: a consumer's deliveries, as a stream.
 
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use amqp_codec::ShortStr;
@@ -11,8 +8,8 @@ use futures_core::Stream;
 
 use crate::channel::Channel;
 use crate::error::Error;
-use crate::message::{Confirmation, Delivery};
-use crate::shared::Shared;
+use crate::message::Delivery;
+use crate::proto::WaiterId;
 
 /// A consumer's deliveries, as a [`Stream`] (or with [`recv`](Self::recv)).
 ///
@@ -29,6 +26,8 @@ pub struct Consumer {
     tag: ShortStr,
     /// True once the stream ended.
     done: bool,
+    /// The id the core wakes this stream's task by, once it waited.
+    waiter: Option<WaiterId>,
 }
 
 impl Consumer {
@@ -37,6 +36,7 @@ impl Consumer {
             channel,
             tag,
             done: false,
+            waiter: None,
         }
     }
 
@@ -71,7 +71,12 @@ impl Stream for Consumer {
         }
         let (id, epoch) = this.channel.ids();
         let shared = this.channel.shared();
-        let (poll, resume) = shared.lock().poll_delivery(id, epoch, &this.tag, cx);
+        let (poll, resume) = {
+            let mut guard = shared.lock();
+            let (core, waiters) = guard.parts();
+            let waiter = waiters.prepare(&mut this.waiter, cx.waker());
+            core.poll_delivery(id, epoch, &this.tag, waiter)
+        };
         if resume {
             shared.wake_driver();
         }
@@ -92,84 +97,15 @@ impl Stream for Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        let (id, epoch) = self.channel.ids();
+        let shared = self.channel.shared();
+        let mut guard = shared.lock();
+        guard.waiters().release(&mut self.waiter);
         if self.done {
             return;
         }
-        let (id, epoch) = self.channel.ids();
-        let shared = self.channel.shared();
-        shared.lock().drop_consumer(id, epoch, &self.tag);
+        guard.drop_consumer(id, epoch, &self.tag);
+        drop(guard);
         shared.wake_driver();
-    }
-}
-
-/// The broker's answer to one publish: resolves with [`Confirmation::Ack`] or
-/// [`Confirmation::Nack`] in confirm mode (with the returned message if it was unroutable and
-/// mandatory), [`Confirmation::NotRequested`] otherwise, or an error if the channel or
-/// connection closed first. Never hangs: closing resolves every pending confirm.
-#[derive(Debug)]
-#[must_use = "a publish confirm does nothing unless awaited; drop it to ignore the outcome"]
-pub struct PublishConfirm {
-    shared: Arc<Shared>,
-    channel: u16,
-    epoch: u64,
-    /// The channel's generation the publish went out in (a recovery fails it).
-    generation: u64,
-    /// The publish's sequence number; `None` outside confirm mode.
-    seq: Option<u64>,
-    /// True once the outcome was collected.
-    done: bool,
-}
-
-impl PublishConfirm {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        (channel, epoch, generation): (u16, u64, u64),
-        seq: Option<u64>,
-    ) -> Self {
-        Self {
-            shared,
-            channel,
-            epoch,
-            generation,
-            seq,
-            done: false,
-        }
-    }
-
-    /// The publish's sequence number (its delivery tag in the broker's confirms).
-    pub fn sequence(&self) -> Option<u64> {
-        self.seq
-    }
-}
-
-impl Future for PublishConfirm {
-    type Output = Result<Confirmation, Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(seq) = self.seq else {
-            self.done = true;
-            return Poll::Ready(Ok(Confirmation::NotRequested));
-        };
-        if self.done {
-            return Poll::Ready(Err(Error::InvalidUse("confirm polled after completion")));
-        }
-        let poll =
-            self.shared
-                .lock()
-                .poll_confirm(self.channel, self.epoch, self.generation, seq, cx);
-        if poll.is_ready() {
-            self.done = true;
-        }
-        poll
-    }
-}
-
-impl Drop for PublishConfirm {
-    fn drop(&mut self) {
-        if let (Some(seq), false) = (self.seq, self.done) {
-            self.shared
-                .lock()
-                .forget_confirm(self.channel, self.epoch, self.generation, seq);
-        }
     }
 }

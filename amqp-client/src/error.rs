@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use amqp_codec::{ClassId, EncodeError, ReplyCode};
 
-use crate::message::UnreadableDelivery;
 use crate::tls::TlsError;
+use crate::unreadable::UnreadableDelivery;
 use crate::uri::UriError;
 
 /// Why a channel or connection was closed, as the closing `close` method said.

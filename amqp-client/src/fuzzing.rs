@@ -7,9 +7,7 @@
 //! the time between them the input also chooses, draining the consumer as an application
 //! would. Any panic is a bug; so is a core that pauses reading with no full consumer.
 
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use amqp_codec::methods::{
     BasicAck, BasicConsume, BasicConsumeOk, BasicNack, BasicPublish, ChannelOpenOk, ConfirmSelect,
@@ -17,49 +15,17 @@ use amqp_codec::methods::{
 };
 use amqp_codec::{BasicProperties, Frame, FrameDecoder, LongStr, Method, Outbound, ShortStr};
 use bytes::{Buf, BytesMut};
-use tokio::sync::{Notify, oneshot};
 
 use crate::config::{ConnectionConfig, Limits};
-use crate::proto::Core;
+use crate::proto::WaiterId;
+use crate::proto::harness::Harness;
 
-/// Feeds one broker method to the core.
-pub(crate) fn feed(core: &mut Core, channel: u16, method: &Method, now: Instant) {
-    let mut out = Outbound::new();
-    if out.push_method(channel, method, 0).is_ok() {
-        let mut buf = BytesMut::from(&out.copy_to_bytes(out.remaining())[..]);
-        core.handle_input(&mut buf, now);
-    }
-}
+/// The one waiter the fuzzed application polls under.
+const APP: WaiterId = WaiterId(0);
 
-/// Opens a channel on a core past the handshake and feeds the broker's open-ok; `None` if the
-/// core refuses to open one.
-pub(crate) fn open_channel(core: &mut Core, now: Instant) -> Option<(u16, u64)> {
-    let (tx, _rx) = oneshot::channel();
-    let (id, epoch) = core.open_channel(tx).ok()?;
-    feed(
-        core,
-        id,
-        &Method::ChannelOpenOk(ChannelOpenOk::default()),
-        now,
-    );
-    Some((id, epoch))
-}
-
-/// Sends `request` on the channel and feeds the broker's `reply` to it.
-pub(crate) fn call(
-    core: &mut Core,
-    (id, epoch): (u16, u64),
-    request: Method,
-    reply: &Method,
-    now: Instant,
-) {
-    let (tx, _rx) = oneshot::channel();
-    let _ = core.request(id, epoch, request, Some(tx));
-    feed(core, id, reply, now);
-}
-
-/// The broker's side of the handshake, up to open-ok.
-pub(crate) fn handshake(core: &mut Core, now: Instant) {
+/// The broker's side of the handshake, up to open-ok: a small channel-max and frame-max, and
+/// heartbeats, so that their limits are live.
+fn handshake(h: &mut Harness) {
     let start = Method::ConnectionStart(ConnectionStart {
         version_major: 0,
         version_minor: 9,
@@ -67,39 +33,27 @@ pub(crate) fn handshake(core: &mut Core, now: Instant) {
         mechanisms: LongStr::from("PLAIN"),
         locales: LongStr::from("en_US"),
     });
-    feed(core, 0, &start, now);
+    h.feed(0, start);
     let tune = Method::ConnectionTune(ConnectionTune {
         channel_max: 8,
         frame_max: 4096,
         heartbeat: 5,
     });
-    feed(core, 0, &tune, now);
-    feed(
-        core,
-        0,
-        &Method::ConnectionOpenOk(ConnectionOpenOk::default()),
-        now,
-    );
+    h.feed(0, tune);
+    h.feed(0, Method::ConnectionOpenOk(ConnectionOpenOk::default()));
 }
 
 /// Recovery after the connection was lost: a new transport, the handshake, the channel
 /// reopened with confirm mode and its consumer, as the supervisor and replay would do.
-fn recover(core: &mut Core, id: u16, epoch: u64, tag: &ShortStr, now: Instant) {
-    let (opened, _rx) = oneshot::channel();
-    if !core.restart("127.0.0.1", 5672, now, opened) {
+fn recover(h: &mut Harness, id: u16, epoch: u64, tag: &ShortStr) {
+    if !h.core.restart("127.0.0.1", 5672, h.now) {
         return;
     }
-    handshake(core, now);
-    let (tx, _rx) = oneshot::channel();
-    if core.reopen_channel(id, epoch, tx).is_err() {
+    handshake(h);
+    if h.core.reopen_channel(id, epoch).is_err() {
         return;
     }
-    feed(
-        core,
-        id,
-        &Method::ChannelOpenOk(ChannelOpenOk::default()),
-        now,
-    );
+    h.feed(id, Method::ChannelOpenOk(ChannelOpenOk::default()));
     let steps = [
         (
             Method::ConfirmSelect(ConfirmSelect { nowait: false }),
@@ -116,13 +70,13 @@ fn recover(core: &mut Core, id: u16, epoch: u64, tag: &ShortStr, now: Instant) {
         ),
     ];
     for (request, reply) in steps {
-        let (tx, _rx) = oneshot::channel();
-        if core.replay_request(id, epoch, request, tx).is_err() {
+        if h.core.replay_request(id, epoch, request).is_err() {
             return;
         }
-        feed(core, id, &reply, now);
+        h.feed(id, reply);
     }
-    core.finish_recovery(1);
+    h.core.finish_recovery(1);
+    h.drain();
 }
 
 /// The application's side of the consumer: it settles each delivery as the input chooses
@@ -152,9 +106,10 @@ impl App {
     }
 
     /// Takes every buffered delivery and settles it as `choice` (an input byte) says.
-    fn consume(&mut self, core: &mut Core, (id, epoch): (u16, u64), tag: &ShortStr, choice: u8) {
-        let mut cx = Context::from_waker(Waker::noop());
-        while let (Poll::Ready(Some(item)), _) = core.poll_delivery(id, epoch, tag, &mut cx) {
+    fn consume(&mut self, h: &mut Harness, (id, epoch): (u16, u64), tag: &ShortStr, choice: u8) {
+        while let (std::task::Poll::Ready(Some(item)), _) =
+            h.core.poll_delivery(id, epoch, tag, APP)
+        {
             let Ok(d) = item else { continue };
             let t = d.delivery_tag;
             // Mixed, so that any run of choices over consecutive tags has some input byte.
@@ -177,15 +132,17 @@ impl App {
                     ack(t, true)
                 }
             };
-            let _ = core.settle(id, epoch, d.generation, t, &method);
+            let _ = h.core.settle(id, epoch, d.generation, t, &method);
         }
+        h.drain();
     }
 
     /// Acks what the application held, newest first.
-    fn release(&mut self, core: &mut Core, (id, epoch): (u16, u64)) {
+    fn release(&mut self, h: &mut Harness, (id, epoch): (u16, u64)) {
         while let Some((t, generation)) = self.held.pop() {
-            let _ = core.settle(id, epoch, generation, t, &ack(t, false));
+            let _ = h.core.settle(id, epoch, generation, t, &ack(t, false));
         }
+        h.drain();
     }
 
     /// Decodes what the core wrote and checks its acks.
@@ -243,7 +200,6 @@ fn ack(delivery_tag: u64, multiple: bool) -> Method {
 /// recovery (up to three), and the rest of the input goes to the recovered connection.
 #[doc(hidden)]
 pub fn drive_core(data: &[u8]) {
-    let mut now = Instant::now();
     let recovery = data
         .first()
         .is_some_and(|b| b % 2 == 1)
@@ -258,17 +214,16 @@ pub fn drive_core(data: &[u8]) {
         },
         ..ConnectionConfig::default()
     };
-    let mut core = Core::new(config, now, Arc::new(Notify::new()));
-    handshake(&mut core, now);
-    let Some((id, epoch)) = open_channel(&mut core, now) else {
+    let mut h = Harness::new(config);
+    handshake(&mut h);
+    let Some((id, epoch)) = h.try_channel() else {
         return;
     };
-    call(
-        &mut core,
+    let confirm = Method::ConfirmSelect(ConfirmSelect { nowait: false });
+    h.call(
         (id, epoch),
-        Method::ConfirmSelect(ConfirmSelect { nowait: false }),
-        &Method::ConfirmSelectOk(ConfirmSelectOk {}),
-        now,
+        confirm,
+        Method::ConfirmSelectOk(ConfirmSelectOk {}),
     );
     let tag = ShortStr::from_static("c");
     let consume = Method::BasicConsume(BasicConsume {
@@ -278,17 +233,18 @@ pub fn drive_core(data: &[u8]) {
     let consume_ok = Method::BasicConsumeOk(BasicConsumeOk {
         consumer_tag: tag.clone(),
     });
-    call(&mut core, (id, epoch), consume, &consume_ok, now);
+    h.call((id, epoch), consume, consume_ok);
     let publish = Method::BasicPublish(BasicPublish {
         mandatory: true,
         ..Default::default()
     });
     for _ in 0..3 {
-        let _ = core.publish(id, epoch, &publish, &BasicProperties::default(), "x".into());
+        let props = BasicProperties::default();
+        let _ = h.core.publish(id, epoch, &publish, &props, "x".into());
     }
+    h.drain();
 
     // The fuzzer's bytes: [chunk length, milliseconds to advance, payload...] repeated.
-    let mut cx = Context::from_waker(Waker::noop());
     let mut app = App::new();
     let mut inbound = BytesMut::new();
     let mut sink = Outbound::new();
@@ -298,36 +254,37 @@ pub fn drive_core(data: &[u8]) {
         let take = usize::from(*len).min(tail.len());
         inbound.extend_from_slice(&tail[..take]);
         rest = &tail[take..];
-        core.handle_input(&mut inbound, now);
+        h.core.handle_input(&mut inbound, h.now);
+        h.drain();
         // The application drains its consumer (settling as the input says: the time byte
         // doubles as the choice) and collects confirms.
-        app.consume(&mut core, (id, epoch), &tag, *millis);
+        app.consume(&mut h, (id, epoch), &tag, *millis);
         if millis % 4 == 0 {
-            app.release(&mut core, (id, epoch));
+            app.release(&mut h, (id, epoch));
         }
         for seq in 1..=3 {
-            let _ = core.poll_confirm(id, epoch, 0, seq, &mut cx);
+            let _ = h.core.poll_confirm(id, epoch, 0, seq, APP);
         }
-        now += Duration::from_millis(u64::from(*millis) * 20);
-        core.handle_timeout(now);
+        h.advance(Duration::from_millis(u64::from(*millis) * 20));
         // The driver writes everything out.
-        while core.take_output(&mut sink, now) {
+        while h.core.take_output(&mut sink, h.now) {
             let written = sink.copy_to_bytes(sink.remaining());
             app.check(&written);
         }
+        h.drain();
         assert!(
-            !core.read_paused() || !core.is_finished(),
+            !h.core.read_paused() || !h.core.is_finished(),
             "a finished core must not hold reading"
         );
-        if core.is_finished() {
-            if !core.is_recovering() || recoveries == 3 {
+        if h.core.is_finished() {
+            if !h.core.is_recovering() || recoveries == 3 {
                 return;
             }
             recoveries += 1;
             // Deliveries of the lost connection are stale: nothing holds them any more.
             app.held.clear();
             app.asked_multiple.clear();
-            recover(&mut core, id, epoch, &tag, now);
+            recover(&mut h, id, epoch, &tag);
         }
     }
 }

@@ -49,6 +49,7 @@
 mod auth;
 mod channel;
 mod config;
+mod confirm;
 mod connection;
 mod consumer;
 mod driver;
@@ -65,6 +66,7 @@ mod recovery;
 mod shared;
 mod stats;
 mod tls;
+mod unreadable;
 mod uri;
 
 pub use amqp_codec;
@@ -74,15 +76,18 @@ pub use config::{
     AuthMechanism, ConnectionConfig, ConnectionConfigBuilder, Limits, ReadBatching, Secret,
     TlsOptions,
 };
+pub use confirm::PublishConfirm;
 pub use connection::Connection;
-pub use consumer::{Consumer, PublishConfirm};
+pub use consumer::Consumer;
 pub use error::{CloseReason, ConnectStep, Error, Result};
-pub use message::{Confirmation, Delivery, GetMessage, ReturnedMessage, UnreadableDelivery};
+pub use message::{Delivery, GetMessage};
 pub use options::{
     ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, PublishOptions,
     QosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-pub use recovery::{ConnectionState, RecoveryEvent, RecoveryPolicy};
+pub use proto::{Confirmation, ConnectionState, ReturnedMessage};
+pub use recovery::{RecoveryEvent, RecoveryHook, RecoveryHooks, RecoveryPolicy};
 pub use stats::{DeliveryStats, IoStats};
 pub use tls::TlsError;
+pub use unreadable::UnreadableDelivery;
 pub use uri::{UriError, redact_uri};

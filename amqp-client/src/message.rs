@@ -8,12 +8,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use amqp_codec::methods::{BasicAck, BasicNack, BasicReject};
-use amqp_codec::{BasicProperties, DiscardReason, Method, ReplyCode, ShortStr};
+use amqp_codec::{BasicProperties, Method, ShortStr};
 use bytes::Bytes;
 
 use crate::error::Error;
 use crate::proto::RawDelivery;
 use crate::shared::Shared;
+use crate::unreadable::{SettleByTag, UnreadableDelivery};
 
 /// A message delivered to a consumer or fetched with basic.get.
 ///
@@ -128,6 +129,25 @@ impl Acker {
     }
 }
 
+impl fmt::Debug for Acker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acker")
+            .field("channel", &self.channel)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl SettleByTag for Acker {
+    fn settle(&self, delivery_tag: u64, method: &Method) -> Result<(), Error> {
+        self.send(delivery_tag, method)
+    }
+
+    fn channel(&self) -> u16 {
+        self.channel
+    }
+}
+
 /// Sends an ack, nack or reject for `delivery_tag` of (channel, opening, generation), and wakes
 /// the driver to write it. Without a generation (a bare tag from the application) the
 /// current one is assumed.
@@ -159,7 +179,7 @@ impl Delivery {
                 consumer_tag: raw.consumer_tag,
                 body_size: dropped.body_size,
                 reason: dropped.reason,
-                acker,
+                settler: Arc::new(acker),
             })));
         }
         Ok(Self {
@@ -175,110 +195,6 @@ impl Delivery {
     }
 }
 
-/// A delivery whose content the client dropped: its body exceeded
-/// [`Limits::max_message_size`](crate::Limits), or its properties do not parse. It arrives as
-/// [`Error::UnreadableDelivery`] in its consumer's stream (or from `basic_get`), which goes on
-/// afterwards: the connection and every channel stay up.
-///
-/// Settle it, or it stays unacknowledged (holding a prefetch slot) until its channel closes,
-/// and then comes back: [`reject`](Self::reject) dead-letters it (to the queue's dead-letter
-/// exchange, byte for byte as it was published, or drops it if the queue has none);
-/// [`requeue`](Self::requeue) puts it back (for a limit you will raise); [`ack`](Self::ack)
-/// drops it.
-///
-/// ```no_run
-/// # async fn demo(mut consumer: amqp_client::Consumer) -> Result<(), amqp_client::Error> {
-/// use amqp_client::Error;
-/// while let Some(item) = consumer.recv().await {
-///     match item {
-///         Ok(delivery) => delivery.ack()?,
-///         Err(Error::UnreadableDelivery(unreadable)) => unreadable.reject()?,
-///         Err(other) => return Err(other),
-///     }
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct UnreadableDelivery {
-    /// The channel-scoped tag that settles it.
-    pub delivery_tag: u64,
-    /// True if the broker delivered this message before.
-    pub redelivered: bool,
-    /// The exchange it was published to.
-    pub exchange: ShortStr,
-    /// The routing key it was published with.
-    pub routing_key: ShortStr,
-    /// The consumer it was delivered to (empty for basic.get).
-    pub consumer_tag: ShortStr,
-    /// The body size its content header declared.
-    pub body_size: u64,
-    /// Why its content was dropped.
-    pub reason: DiscardReason,
-    /// How to settle it.
-    acker: Acker,
-}
-
-impl UnreadableDelivery {
-    /// Rejects it without requeue: the broker dead-letters it (or drops it if its queue has
-    /// no dead-letter exchange).
-    pub fn reject(&self) -> Result<(), Error> {
-        self.settle(false)
-    }
-
-    /// Rejects it with requeue: the broker puts it back and delivers it again, to this
-    /// consumer or another.
-    pub fn requeue(&self) -> Result<(), Error> {
-        self.settle(true)
-    }
-
-    /// Acknowledges it: the broker forgets it.
-    pub fn ack(&self) -> Result<(), Error> {
-        let ack = Method::BasicAck(BasicAck {
-            delivery_tag: self.delivery_tag,
-            multiple: false,
-        });
-        self.acker.send(self.delivery_tag, &ack)
-    }
-
-    /// The channel number it arrived on.
-    pub fn channel_id(&self) -> u16 {
-        self.acker.channel
-    }
-
-    fn settle(&self, requeue: bool) -> Result<(), Error> {
-        let reject = Method::BasicReject(BasicReject {
-            delivery_tag: self.delivery_tag,
-            requeue,
-        });
-        self.acker.send(self.delivery_tag, &reject)
-    }
-}
-
-impl fmt::Debug for UnreadableDelivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnreadableDelivery")
-            .field("delivery_tag", &self.delivery_tag)
-            .field("redelivered", &self.redelivered)
-            .field("exchange", &self.exchange)
-            .field("routing_key", &self.routing_key)
-            .field("consumer_tag", &self.consumer_tag)
-            .field("body_size", &self.body_size)
-            .field("reason", &self.reason)
-            .field("channel", &self.acker.channel)
-            .finish()
-    }
-}
-
-impl fmt::Display for UnreadableDelivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "delivery {} on channel {} (exchange {:?}, routing key {:?}) cannot be read: {}",
-            self.delivery_tag, self.acker.channel, self.exchange, self.routing_key, self.reason
-        )
-    }
-}
-
 /// A message fetched with basic.get, with the broker's count of messages left.
 #[derive(Debug)]
 pub struct GetMessage {
@@ -286,58 +202,4 @@ pub struct GetMessage {
     pub delivery: Delivery,
     /// Messages left in the queue after this one.
     pub message_count: u32,
-}
-
-/// A mandatory message the broker could not route, sent back with basic.return.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReturnedMessage {
-    /// Why: usually 312 NO_ROUTE.
-    pub reply_code: ReplyCode,
-    /// The broker's text.
-    pub reply_text: ShortStr,
-    /// The exchange it was published to.
-    pub exchange: ShortStr,
-    /// The routing key it was published with.
-    pub routing_key: ShortStr,
-    /// Its properties (empty if `content_dropped`).
-    pub properties: BasicProperties,
-    /// Its body (empty if `content_dropped`).
-    pub body: Bytes,
-    /// Set when the client could not keep the returned content (over
-    /// `Limits::max_message_size`, or properties that do not parse): the return itself still
-    /// counts, with empty properties and body.
-    pub content_dropped: Option<DiscardReason>,
-}
-
-/// The broker's answer to one publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Confirmation {
-    /// basic.ack: the broker took responsibility. Carries the message if it was also returned
-    /// as unroutable (mandatory publish with no matching queue).
-    Ack(Option<Box<ReturnedMessage>>),
-    /// basic.nack: the broker could not take the message (e.g. a queue limit with
-    /// `reject-publish`, or an internal error).
-    Nack(Option<Box<ReturnedMessage>>),
-    /// The channel is not in confirm mode: nothing to wait for.
-    NotRequested,
-}
-
-impl Confirmation {
-    /// True for an ack of a message that was routed (not returned).
-    pub fn is_ack(&self) -> bool {
-        matches!(self, Self::Ack(None))
-    }
-
-    /// True for a nack.
-    pub fn is_nack(&self) -> bool {
-        matches!(self, Self::Nack(_))
-    }
-
-    /// The returned message, if the broker could not route it.
-    pub fn returned(&self) -> Option<&ReturnedMessage> {
-        match self {
-            Self::Ack(r) | Self::Nack(r) => r.as_deref(),
-            Self::NotRequested => None,
-        }
-    }
 }

@@ -8,9 +8,7 @@
 //! is counted is the core's own work per message, the same from one run to the next. Locking,
 //! task wake-ups and system calls are not in them.
 
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::task::Poll;
 
 use amqp_codec::methods::{
     BasicAck, BasicConsume, BasicConsumeOk, BasicDeliver, BasicPublish, ConfirmSelect,
@@ -18,34 +16,35 @@ use amqp_codec::methods::{
 };
 use amqp_codec::{BasicProperties, Method, Outbound, ShortStr};
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::sync::Notify;
 
 use crate::config::ConnectionConfig;
-use crate::fuzzing::{call, handshake, open_channel};
-use crate::proto::{Core, Publish};
+use crate::proto::harness::Harness;
+use crate::proto::{Publish, WaiterId};
+
+/// The one task the loops poll under.
+const APP: WaiterId = WaiterId(0);
 
 /// A core after the handshake, with channel 1 open.
 struct OpenCore {
-    core: Core,
+    /// The core, driven without a runtime.
+    h: Harness,
     id: u16,
     epoch: u64,
-    now: Instant,
     /// Where the core's output goes, drained as a driver would.
     sink: Outbound,
 }
 
 impl OpenCore {
     fn new() -> Self {
-        let now = Instant::now();
-        let mut core = Core::new(ConnectionConfig::default(), now, Arc::new(Notify::new()));
-        handshake(&mut core, now);
-        let (id, epoch) = open_channel(&mut core, now)
+        let mut h = Harness::new(ConnectionConfig::default());
+        h.open(0);
+        let (id, epoch) = h
+            .try_channel()
             .unwrap_or_else(|| panic!("a fresh core refused to open a channel"));
         let mut this = Self {
-            core,
+            h,
             id,
             epoch,
-            now,
             sink: Outbound::new(),
         };
         this.drain();
@@ -53,22 +52,19 @@ impl OpenCore {
     }
 
     /// Sends `request` and feeds the broker's `reply`.
-    fn call(&mut self, request: Method, reply: &Method) {
-        call(
-            &mut self.core,
-            (self.id, self.epoch),
-            request,
-            reply,
-            self.now,
-        );
+    fn call(&mut self, request: Method, reply: Method) {
+        self.h.call((self.id, self.epoch), request, reply);
         self.drain();
     }
 
-    /// Takes and discards what the core queued, as the driver would write it.
+    /// Takes and discards what the core queued, as the driver would write it, and acts on its
+    /// events.
     fn drain(&mut self) {
-        while self.core.take_output(&mut self.sink, self.now) {
+        while self.h.core.take_output(&mut self.sink, self.h.now) {
             self.sink.advance(self.sink.remaining());
         }
+        self.h.drain();
+        self.h.woken.clear();
     }
 }
 
@@ -94,7 +90,7 @@ impl ConsumeLoop {
                 consumer_tag: tag.clone(),
                 ..Default::default()
             }),
-            &Method::BasicConsumeOk(BasicConsumeOk {
+            Method::BasicConsumeOk(BasicConsumeOk {
                 consumer_tag: tag.clone(),
             }),
         );
@@ -130,12 +126,13 @@ impl ConsumeLoop {
     /// Returns the deliveries handled.
     pub fn run(&mut self, batch: &mut BytesMut) -> usize {
         let open = &mut self.open;
-        open.core.handle_input(batch, open.now);
-        let mut cx = Context::from_waker(Waker::noop());
+        open.h.core.handle_input(batch, open.h.now);
+        open.h.drain();
         let mut handled = 0;
         while let (Poll::Ready(Some(Ok(delivery))), _) = open
+            .h
             .core
-            .poll_delivery(open.id, open.epoch, &self.tag, &mut cx)
+            .poll_delivery(open.id, open.epoch, &self.tag, APP)
         {
             let tag = delivery.delivery_tag;
             let ack = Method::BasicAck(BasicAck {
@@ -143,6 +140,7 @@ impl ConsumeLoop {
                 multiple: false,
             });
             let settled = open
+                .h
                 .core
                 .settle(open.id, open.epoch, delivery.generation, tag, &ack);
             debug_assert!(settled.is_ok());
@@ -170,7 +168,7 @@ impl PublishLoop {
         let mut open = OpenCore::new();
         open.call(
             Method::ConfirmSelect(ConfirmSelect { nowait: false }),
-            &Method::ConfirmSelectOk(ConfirmSelectOk {}),
+            Method::ConfirmSelectOk(ConfirmSelectOk {}),
         );
         Self {
             open,
@@ -205,18 +203,18 @@ impl PublishLoop {
         for _ in 0..n {
             let body = self.body.clone();
             let queued = open
+                .h
                 .core
                 .publish(open.id, open.epoch, &method, &self.props, body);
             debug_assert!(matches!(queued, Ok(Publish::Queued { .. })));
             self.next_seq += 1;
         }
         open.drain();
-        open.core.handle_input(confirms, open.now);
-        let mut cx = Context::from_waker(Waker::noop());
+        open.h.core.handle_input(confirms, open.h.now);
+        open.h.drain();
         let mut confirmed = 0;
         for seq in first..self.next_seq {
-            if let Poll::Ready(Ok(c)) = open.core.poll_confirm(open.id, open.epoch, 0, seq, &mut cx)
-            {
+            if let Poll::Ready(Ok(c)) = open.h.core.poll_confirm(open.id, open.epoch, 0, seq, APP) {
                 confirmed += usize::from(c.is_ack());
             }
         }

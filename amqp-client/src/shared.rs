@@ -1,104 +1,91 @@
-//! State shared between the application's handles and the driver task: the sans-IO core
-//! under a mutex, and the two wake-up signals around it.
+//! State shared between the application's handles and the driver task: the sans-IO core under
+//! a mutex, beside the wakers and reply channels of the tasks waiting on it, and the layer
+//! that turns the core's events into wake-ups.
 //!
 //! The lock is held only for in-memory work (never across an await or a socket call), so a
 //! `std::sync::Mutex` is the right tool: cheaper than an async mutex and never held long.
+//! Every access goes through a [`Guard`]; when it is dropped, the events the core queued
+//! meanwhile are dispatched, still under the lock, so none is ever missed or reordered: a
+//! reply goes to its caller's channel, a [`WaiterId`]'s task is woken, a lost transport is
+//! handed to the recovery layer, and state changes go to their watchers.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
 
-use tokio::sync::{Notify, broadcast};
-use tokio::time::Instant;
+use rustc_hash::FxHashMap;
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 
 use crate::error::Error;
-use crate::proto::Core;
-use crate::recovery::{ConnectionState, RecoveryEvent};
+use crate::proto::{ConnectionState, Core, Event, Reply, RequestId, WaiterId};
+use crate::recovery::{self, Recovery, RecoveryEvent};
 use crate::stats::IoCounters;
 
 /// Recovery events kept for a slow subscriber before it starts missing some.
 const EVENT_BACKLOG: usize = 64;
 
+/// Where the answer to one request goes.
+pub(crate) type ReplyRx = oneshot::Receiver<Result<Reply, Error>>;
+
 /// What handles and the driver share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// The protocol state.
-    core: Mutex<Core>,
+    /// The core and what waits on it, under one lock.
+    state: Mutex<State>,
     /// Wakes the driver: output was queued, or a consumer drained and reading may resume.
     driver: Notify,
     /// Wakes publishers held by back-pressure (blocked connection, channel flow, a full
-    /// outbound queue) and anyone waiting for the connection to end.
-    pub(crate) publish_gate: Arc<Notify>,
+    /// outbound queue) when the core says they may try again.
+    publish_gate: Notify,
+    /// The broker's blocked state, for `Connection::blocked`.
+    blocked: watch::Sender<Option<String>>,
+    /// Where the connection stands, for `Connection::state` (and calls waiting out recovery).
+    conn_state: watch::Sender<ConnectionState>,
     /// What recovery did, for whoever subscribed.
     pub(crate) events: broadcast::Sender<RecoveryEvent>,
-    /// How long a call made during recovery waits for it (zero: fail at once).
-    recovery_wait: Duration,
     /// Reads and writes the driver made, for [`Connection::io_stats`](crate::Connection::io_stats).
     pub(crate) io: IoCounters,
 }
 
+/// What the lock guards.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// The protocol state.
+    pub(crate) core: Core,
+    /// The tasks and calls waiting on it.
+    pub(crate) waiters: Waiters,
+    /// The recovery layer's state (policy, recorded topology), when recovery is on.
+    pub(crate) recovery: Option<Recovery>,
+}
+
 impl Shared {
-    pub(crate) fn new(core: Core, publish_gate: Arc<Notify>) -> Self {
-        let recovery_wait = core
-            .config
-            .recovery
-            .as_ref()
-            .map_or(Duration::ZERO, |p| p.wait_while_recovering);
+    pub(crate) fn new(core: Core) -> Self {
+        let recovery = core.config.recovery.clone().map(Recovery::new);
         Self {
-            core: Mutex::new(core),
+            state: Mutex::new(State {
+                core,
+                waiters: Waiters::default(),
+                recovery,
+            }),
             driver: Notify::new(),
-            publish_gate,
+            publish_gate: Notify::new(),
+            blocked: watch::channel(None).0,
+            conn_state: watch::channel(ConnectionState::Connected).0,
             events: broadcast::channel(EVENT_BACKLOG).0,
-            recovery_wait,
             io: IoCounters::default(),
-        }
-    }
-
-    /// Publishes a recovery event (nobody listening is fine).
-    pub(crate) fn emit(&self, event: RecoveryEvent) {
-        let _ = self.events.send(event);
-    }
-
-    /// A call met a connection under recovery: waits for it to end, at most the policy's
-    /// `wait_while_recovering` from the call's first wait (kept in `deadline`). `Ok` to retry
-    /// the call; otherwise the error the call gets (`RecoveryFailed`, or `Recovering` if the
-    /// bound passed first).
-    pub(crate) async fn wait_out_recovery(
-        &self,
-        deadline: &mut Option<Instant>,
-    ) -> Result<(), Error> {
-        let until = *deadline.get_or_insert_with(|| Instant::now() + self.recovery_wait);
-        if self.wait_recovered(until).await {
-            return Ok(());
-        }
-        Err(self.lock().closed_error().unwrap_or(Error::Recovering))
-    }
-
-    /// Waits until recovery ends or `deadline`. True if the connection is open again.
-    async fn wait_recovered(&self, deadline: Instant) -> bool {
-        let mut state = self.lock().state_tx.subscribe();
-        let open = |s: &ConnectionState| {
-            matches!(
-                s,
-                ConnectionState::Connected | ConnectionState::Recovered { .. }
-            )
-        };
-        let ended = tokio::time::timeout_at(
-            deadline,
-            state.wait_for(|s| !matches!(s, ConnectionState::Recovering { .. })),
-        )
-        .await;
-        match ended {
-            Ok(Ok(s)) => open(&s),
-            _ => false,
         }
     }
 
     /// Locks the core. A panic while the lock was held cannot leave the core half-updated in
     /// a way that matters more than losing the connection, so a poisoned lock is used as is.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub(crate) fn lock(&self) -> Guard<'_> {
+        Guard {
+            shared: self,
+            state: self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        }
     }
 
     /// Runs `queue` (which queues frames, or not) on the locked core, and wakes the driver if
@@ -108,11 +95,11 @@ impl Shared {
     /// nothing to write only after finding the queue empty). This spares a cross-thread
     /// wake-up per publish or ack on a multi-threaded runtime.
     pub(crate) fn queue<R>(&self, queue: impl FnOnce(&mut Core) -> R) -> R {
-        let mut core = self.lock();
-        let was_empty = !core.has_queued_output();
-        let result = queue(&mut core);
-        let wake = was_empty && core.has_queued_output();
-        drop(core);
+        let mut guard = self.lock();
+        let was_empty = !guard.has_queued_output();
+        let result = queue(&mut guard);
+        let wake = was_empty && guard.has_queued_output();
+        drop(guard);
         if wake {
             self.wake_driver();
         }
@@ -127,5 +114,241 @@ impl Shared {
     /// Waits for [`wake_driver`](Self::wake_driver).
     pub(crate) async fn driver_woken(&self) {
         self.driver.notified().await;
+    }
+
+    /// The gate publishers held by back-pressure wait on; a publisher registers with it, then
+    /// then publishes again: a publish the core holds back marks that a publisher waits, so
+    /// the next change that may let it go is reported.
+    pub(crate) fn publish_gate(&self) -> &Notify {
+        &self.publish_gate
+    }
+
+    /// A receiver of the connection's state.
+    pub(crate) fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.conn_state.subscribe()
+    }
+
+    /// A receiver of the broker's blocked state.
+    pub(crate) fn blocked(&self) -> watch::Receiver<Option<String>> {
+        self.blocked.subscribe()
+    }
+
+    /// Publishes a recovery event (nobody listening is fine).
+    pub(crate) fn emit(&self, event: RecoveryEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Acts on every event the core queued: called with the lock held, as a guard drops.
+    fn dispatch(&self, state: &mut State) {
+        while let Some(event) = state.core.poll_event() {
+            match event {
+                Event::Reply { request, result } => state.waiters.reply(request, result),
+                Event::Wake(waiter) => state.waiters.wake(waiter),
+                Event::Opened(result) => state.waiters.opened(result),
+                Event::Closed => state.waiters.closed(),
+                Event::SecretUpdated(result) => state.waiters.secret_updated(result),
+                Event::PublishersMayProceed => self.publish_gate.notify_waiters(),
+                Event::Blocked(reason) => {
+                    self.blocked.send_replace(reason);
+                }
+                Event::State(new) => {
+                    self.conn_state.send_replace(new);
+                    self.publish_gate.notify_waiters();
+                }
+                Event::Lost(err) => {
+                    recovery::on_lost(&mut state.core, state.recovery.as_mut(), &err);
+                }
+            }
+        }
+    }
+}
+
+/// The core under its lock; dropping it dispatches the core's events.
+pub(crate) struct Guard<'a> {
+    /// Where events go.
+    shared: &'a Shared,
+    /// The locked state.
+    state: MutexGuard<'a, State>,
+}
+
+impl Guard<'_> {
+    /// The tasks and calls waiting on the core.
+    pub(crate) fn waiters(&mut self) -> &mut Waiters {
+        &mut self.state.waiters
+    }
+
+    /// The core and its waiters, borrowed together.
+    pub(crate) fn parts(&mut self) -> (&mut Core, &mut Waiters) {
+        let state = &mut *self.state;
+        (&mut state.core, &mut state.waiters)
+    }
+
+    /// The recovery layer's state, when recovery is on.
+    pub(crate) fn recovery(&mut self) -> Option<&mut Recovery> {
+        self.state.recovery.as_mut()
+    }
+}
+
+impl Deref for Guard<'_> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.state.core
+    }
+}
+
+impl DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.state.core
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if !self.state.core.events.is_empty() {
+            self.shared.dispatch(&mut self.state);
+        }
+    }
+}
+
+impl std::fmt::Debug for Guard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").finish_non_exhaustive()
+    }
+}
+
+/// The tasks and calls waiting on the core: wakers by [`WaiterId`] (a slab whose free slots
+/// are reused, so a steady stream of confirms allocates nothing), and the channels replies go
+/// to.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    /// Wakers by waiter id.
+    wakers: Vec<Option<Waker>>,
+    /// Ids free for reuse.
+    free: Vec<u32>,
+    /// Calls waiting for their reply, by request.
+    replies: FxHashMap<RequestId, oneshot::Sender<Result<Reply, Error>>>,
+    /// The `connect` (or recovery attempt) waiting for the handshake.
+    open: Option<oneshot::Sender<Result<(), Error>>>,
+    /// `close` calls waiting for the close to finish.
+    closing: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// An update-secret waiting for its ok.
+    secret: Option<oneshot::Sender<Result<(), Error>>>,
+}
+
+impl Waiters {
+    /// The id a task polls under, allocated on its first wait and kept in `slot`, with the
+    /// task's current waker recorded.
+    pub(crate) fn prepare(&mut self, slot: &mut Option<WaiterId>, waker: &Waker) -> WaiterId {
+        let id = *slot.get_or_insert_with(|| match self.free.pop() {
+            Some(i) => WaiterId(i),
+            None => {
+                self.wakers.push(None);
+                WaiterId(u32::try_from(self.wakers.len() - 1).unwrap_or(u32::MAX))
+            }
+        });
+        if let Some(entry) = self.wakers.get_mut(id.0 as usize) {
+            match entry {
+                Some(w) if w.will_wake(waker) => {}
+                _ => *entry = Some(waker.clone()),
+            }
+        }
+        id
+    }
+
+    /// The task under `slot` no longer waits: its id is free for another.
+    pub(crate) fn release(&mut self, slot: &mut Option<WaiterId>) {
+        if let Some(id) = slot.take()
+            && let Some(entry) = self.wakers.get_mut(id.0 as usize)
+        {
+            *entry = None;
+            self.free.push(id.0);
+        }
+    }
+
+    /// Wakes the task under `id` (a spurious wake-up if the id changed hands meanwhile).
+    fn wake(&mut self, id: WaiterId) {
+        if let Some(waker) = self.wakers.get_mut(id.0 as usize).and_then(Option::take) {
+            waker.wake();
+        }
+    }
+
+    /// The receiver of the reply to `request`.
+    pub(crate) fn expect_reply(&mut self, request: RequestId) -> ReplyRx {
+        let (tx, rx) = oneshot::channel();
+        self.replies.insert(request, tx);
+        rx
+    }
+
+    fn reply(&mut self, request: RequestId, result: Result<Reply, Error>) {
+        if let Some(tx) = self.replies.remove(&request) {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// The receiver of the end of the current handshake.
+    pub(crate) fn expect_open(&mut self) -> oneshot::Receiver<Result<(), Error>> {
+        let (tx, rx) = oneshot::channel();
+        self.open = Some(tx);
+        rx
+    }
+
+    fn opened(&mut self, result: Result<(), Error>) {
+        if let Some(tx) = self.open.take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// The receiver of the end of a close the application asked for.
+    pub(crate) fn expect_close(&mut self) -> oneshot::Receiver<Result<(), Error>> {
+        let (tx, rx) = oneshot::channel();
+        self.closing.push(tx);
+        rx
+    }
+
+    fn closed(&mut self) {
+        for tx in self.closing.drain(..) {
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    /// The receiver of the answer to an update-secret.
+    pub(crate) fn expect_secret(&mut self) -> oneshot::Receiver<Result<(), Error>> {
+        let (tx, rx) = oneshot::channel();
+        self.secret = Some(tx);
+        rx
+    }
+
+    fn secret_updated(&mut self, result: Result<(), Error>) {
+        if let Some(tx) = self.secret.take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// A waiter id borrowed for one wait (e.g. `wait_for_confirms`), released when dropped.
+#[derive(Debug)]
+pub(crate) struct WaiterSlot<'a> {
+    /// Where the id is released.
+    shared: &'a Shared,
+    /// The id, once the wait needed one.
+    id: Option<WaiterId>,
+}
+
+impl<'a> WaiterSlot<'a> {
+    pub(crate) fn new(shared: &'a Shared) -> Self {
+        Self { shared, id: None }
+    }
+
+    /// The slot to prepare the id in ([`Waiters::prepare`]).
+    pub(crate) fn slot(&mut self) -> &mut Option<WaiterId> {
+        &mut self.id
+    }
+}
+
+impl Drop for WaiterSlot<'_> {
+    fn drop(&mut self) {
+        if self.id.is_some() {
+            self.shared.lock().waiters().release(&mut self.id);
+        }
     }
 }

@@ -1,152 +1,173 @@
-//! The outer session loop: connect, declare, consume; when the connection is lost, reconnect
-//! with exponential backoff and jitter until `give_up_after` passes without a working
-//! connection, then fail (so a supervisor such as systemd restarts the process).
-//!
-//! Deliveries of a lost connection are requeued by the broker and come again on the next
-//! session. Handlers still running for them finish, but their ack is refused by the client
-//! ([`amqp_client::Error::StaleDelivery`]) because the channel they came on is gone: the task
-//! ran twice. That is the at-least-once contract; use the message id to make handlers
-//! idempotent.
+//! One session on one connection: declare the topology, open the confirm-mode publisher and
+//! the consumer, hand each delivery to a runner once a concurrency permit is free, and on
+//! shutdown stop gracefully.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use amqp_client::{Connection, ConnectionConfig, RecoveryPolicy};
+use amqp_client::amqp_codec::FieldTable;
+use amqp_client::{Connection, ConsumeOptions, Consumer, QosOptions};
+use tokio_util::sync::CancellationToken;
 
-use crate::consume;
 use crate::error::WorkerError;
 use crate::handler::Handler;
+use crate::publisher::Publisher;
+use crate::session::SessionError;
+use crate::settle;
+use crate::topology;
 use crate::worker::Ctx;
 
-/// How one session ended, when it was not a graceful shutdown.
-pub(crate) enum SessionError {
-    /// Nothing a reconnect can fix.
-    Fatal(WorkerError),
-    /// The connection (or a channel the session needs) is gone; reconnect.
-    Lost(String),
-}
+/// Bound on each broker call of the graceful stop (cancel, closes).
+const STOP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl From<amqp_client::Error> for SessionError {
-    fn from(err: amqp_client::Error) -> Self {
-        Self::Lost(err.to_string())
-    }
-}
-
-/// Exponential backoff with jitter between reconnections: the client's own schedule
-/// ([`RecoveryPolicy::delay`]), counted from the start of each outage.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    /// Delays (`min_delay`, `max_delay`); the other fields are unused here.
-    policy: RecoveryPolicy,
-    /// Attempts in the current outage.
-    attempt: u32,
-}
-
-impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        let policy = RecoveryPolicy {
-            min_delay: min.max(Duration::from_millis(1)),
-            max_delay: max.max(min),
-            ..RecoveryPolicy::default()
-        };
-        Self { policy, attempt: 0 }
-    }
-
-    /// The next delay, doubling up to the maximum, with up to a quarter taken off at random.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        self.attempt = self.attempt.saturating_add(1);
-        self.policy.delay(self.attempt, fastrand::f64())
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// Runs sessions until shutdown or a fatal error.
-pub(crate) async fn run<H: Handler>(ctx: Arc<Ctx<H>>) -> Result<(), WorkerError> {
+/// Runs one session. `consumed` is set once the consumer is running (the session counts as
+/// established). Returns `Ok` after a graceful shutdown.
+pub(crate) async fn session<H: Handler>(
+    ctx: &Arc<Ctx<H>>,
+    conn: Connection,
+    is_reconnect: bool,
+    consumed: &mut bool,
+) -> Result<(), SessionError> {
     let config = &ctx.config;
-    let base = ConnectionConfig::from_uri(&config.url).map_err(|e| WorkerError::Connect {
-        address: amqp_client::redact_uri(&config.url),
-        source: e.into(),
-    })?;
-    let name = config
-        .connection_name
-        .clone()
-        .unwrap_or_else(|| format!("amqp-worker {} pid {}", config.queue, std::process::id()));
-    let mut backoff = Backoff::new(config.reconnect_min_delay, config.reconnect_max_delay);
-    // When the current outage began; None while a session is consuming.
-    let mut outage: Option<Instant> = None;
-    let mut sessions = 0u64;
-    loop {
-        if ctx.shutdown.is_triggered() {
-            return Ok(());
-        }
-        let since = *outage.get_or_insert_with(Instant::now);
-        let remaining = config.give_up_after.saturating_sub(since.elapsed());
-        let mut cc = base.clone();
-        cc.connection_name = Some(name.clone());
-        // This loop is the recovery: it re-declares, restarts the consumer and counts the
-        // outage against the give-up deadline. The client's own transparent recovery stays off
-        // so that a lost connection reaches it.
-        cc.recovery = None;
-        cc.connection_timeout = remaining.clamp(Duration::from_secs(1), Duration::from_secs(10));
-        let address = cc.address();
-        let connected = tokio::select! {
-            r = Connection::connect_with(cc) => r,
-            () = ctx.shutdown.triggered() => return Ok(()),
+    let declare_channel = conn.open_channel().await?;
+    topology::declare(&declare_channel, config)
+        .await
+        .map_err(|e| match e {
+            WorkerError::Client(c) => SessionError::from(c),
+            other => SessionError::Fatal(other),
+        })?;
+    let _ = declare_channel.close().await;
+    let publisher = Arc::new(
+        Publisher::open(&conn)
+            .await
+            .map_err(|e| SessionError::Lost(e.to_string()))?,
+    );
+    let channel = conn.open_channel().await?;
+    channel
+        .basic_qos(config.prefetch, QosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            &config.queue,
+            ConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    *consumed = true;
+    ctx.metrics.set_connected(true);
+    if is_reconnect {
+        ctx.metrics.reconnected();
+    }
+    tracing::info!(
+        queue = %config.queue,
+        concurrency = config.concurrency,
+        prefetch = config.prefetch,
+        reconnect = is_reconnect,
+        "consuming"
+    );
+    // The parking and unroutable queue gauges, for as long as this session lasts.
+    let depths = CancellationToken::new();
+    let _stop_depths = depths.clone().drop_guard();
+    tokio::spawn(crate::depth::refresh(
+        conn.clone(),
+        ctx.metrics.clone(),
+        config.parking_queue(),
+        config.queue_depth_interval,
+        depths,
+    ));
+    // Runners cancel this when the publishing channel fails: the session must restart.
+    let broken = CancellationToken::new();
+    let lost = loop {
+        let permit = tokio::select! {
+            biased;
+            () = ctx.shutdown.triggered() => break None,
+            err = conn.closed() => break Some(err.to_string()),
+            () = broken.cancelled() => break Some("the publishing channel closed".to_owned()),
+            p = ctx.permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break Some("the worker's semaphore closed".to_owned()),
+            },
         };
-        let error = match connected {
-            // One classification, the client's: what a new connection may cure is retried.
-            Err(e) if e.is_recoverable() => e.to_string(),
-            Err(source) => return Err(WorkerError::Connect { address, source }),
-            Ok(conn) => {
-                let mut consumed = false;
-                match consume::session(&ctx, conn, sessions > 0, &mut consumed).await {
-                    Ok(()) => return Ok(()),
-                    Err(SessionError::Fatal(e)) => return Err(e),
-                    Err(SessionError::Lost(e)) => {
-                        if consumed {
-                            sessions += 1;
-                            outage = Some(Instant::now());
-                            backoff.reset();
-                        }
-                        e
-                    }
+        let delivery = tokio::select! {
+            biased;
+            () = ctx.shutdown.triggered() => break None,
+            err = conn.closed() => break Some(err.to_string()),
+            () = broken.cancelled() => break Some("the publishing channel closed".to_owned()),
+            next = consumer.recv() => match next {
+                Some(Ok(d)) => d,
+                Some(Err(amqp_client::Error::UnreadableDelivery(unreadable))) => {
+                    park_unreadable(ctx, &unreadable);
+                    continue;
                 }
-            }
+                Some(Err(e)) => break Some(e.to_string()),
+                None => break Some("the broker ended the consumer".to_owned()),
+            },
         };
-        ctx.metrics.set_connected(false);
-        let since = outage.unwrap_or_else(Instant::now);
-        let waited = since.elapsed();
-        if waited >= config.give_up_after {
-            return Err(WorkerError::GaveUp {
-                waited,
-                last_error: error,
-            });
-        }
-        let delay = backoff.next_delay().min(config.give_up_after - waited);
-        tracing::warn!(error = %error, retry_in = ?delay, "no broker connection; retrying");
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = ctx.shutdown.triggered() => return Ok(()),
-        }
+        ctx.tracker.spawn(settle::process(
+            ctx.clone(),
+            delivery,
+            publisher.clone(),
+            broken.clone(),
+            permit,
+        ));
+    };
+    if let Some(error) = lost {
+        // Close what may still be open (a channel failure leaves the connection up), so the
+        // broker requeues this session's unacknowledged deliveries now.
+        drop(consumer);
+        let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, conn.close()).await;
+        return Err(SessionError::Lost(error));
+    }
+    stop(ctx, conn, consumer, &publisher).await;
+    Ok(())
+}
+
+/// A delivery the client could not read (over its `max_message_size`, or properties that do
+/// not parse) cannot be handed to a handler, and must not come back forever: rejected without
+/// requeue, the broker dead-letters it, byte for byte, into the parking queue.
+fn park_unreadable<H: Handler>(ctx: &Ctx<H>, unreadable: &amqp_client::UnreadableDelivery) {
+    tracing::warn!(delivery = %unreadable, "unreadable delivery: dead-lettered into the parking queue");
+    ctx.metrics.unreadable();
+    if unreadable.reject().is_err() {
+        ctx.metrics.stale_settle();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let steps = [100u64, 200, 400, 800, 800];
-        for step in steps {
-            let d = b.next_delay().as_millis() as u64;
-            assert!(d >= step * 3 / 4 && d <= step, "{d} for step {step}");
+/// The graceful stop: cancel the consumer, requeue what it buffered, wait for in-flight
+/// handlers (bounded), close.
+async fn stop<H: Handler>(
+    ctx: &Arc<Ctx<H>>,
+    conn: Connection,
+    mut consumer: Consumer,
+    publisher: &Publisher,
+) {
+    let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, consumer.cancel()).await;
+    let mut handed_back = 0u32;
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
+    {
+        if delivery.nack(true).is_ok() {
+            handed_back += 1;
         }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
+    let in_flight = ctx.metrics.snapshot().in_flight;
+    tracing::info!(
+        in_flight,
+        handed_back,
+        "consumer cancelled; waiting for in-flight tasks"
+    );
+    ctx.tracker.close();
+    let waited = tokio::time::timeout(ctx.config.shutdown_timeout, ctx.tracker.wait()).await;
+    if waited.is_err() {
+        tracing::warn!(
+            unfinished = ctx.tracker.len(),
+            timeout = ?ctx.config.shutdown_timeout,
+            "shutdown timeout: unfinished tasks stay unacknowledged and are redelivered"
+        );
+    }
+    drop(consumer);
+    let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, publisher.close()).await;
+    let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, conn.close()).await;
+    ctx.metrics.set_connected(false);
+    tracing::info!("stopped");
 }

@@ -5,7 +5,7 @@ use amqp_codec::{BasicProperties, Method, ShortStr};
 use bytes::Bytes;
 
 use super::{Channel, IntoShortStr, short};
-use crate::consumer::PublishConfirm;
+use crate::confirm::PublishConfirm;
 use crate::error::Error;
 use crate::message::{Acker, Delivery, GetMessage};
 use crate::options::PublishOptions;
@@ -101,7 +101,7 @@ impl Channel {
         let mut recovery_deadline = None;
         // Registering with the gate takes its lock, so it is done only once a publish has to
         // wait; then the check runs again before sleeping, so no wake-up in between is lost.
-        let gate = shared.publish_gate.notified();
+        let gate = shared.publish_gate().notified();
         tokio::pin!(gate);
         let mut armed = false;
         loop {
@@ -114,14 +114,14 @@ impl Channel {
                 }
                 Publish::MustWait(back) => body = back,
                 Publish::Recovering(back) => {
-                    shared.wait_out_recovery(&mut recovery_deadline).await?;
+                    crate::recovery::wait_out(shared, &mut recovery_deadline).await?;
                     body = back;
                     continue;
                 }
             }
             if armed {
                 gate.as_mut().await;
-                gate.set(shared.publish_gate.notified());
+                gate.set(shared.publish_gate().notified());
                 armed = false;
             } else {
                 gate.as_mut().enable();

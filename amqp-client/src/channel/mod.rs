@@ -9,14 +9,12 @@ use amqp_codec::methods::{
     TxSelect,
 };
 use amqp_codec::table::FieldTable;
-use tokio::sync::oneshot;
 
 mod basic;
 
 use crate::connection::ConnectionInner;
 use crate::consumer::Consumer;
 use crate::error::Error;
-use crate::message::ReturnedMessage;
 pub use crate::names::IntoShortStr;
 use crate::names::{exchange_bind, exchange_unbind, queue_bind, short};
 use crate::options::{
@@ -24,7 +22,9 @@ use crate::options::{
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use crate::proto::Reply;
-use crate::shared::Shared;
+use crate::proto::ReturnedMessage;
+use crate::recovery::{self, Topology};
+use crate::shared::{Guard, ReplyRx, Shared};
 
 /// A channel: a lightweight session multiplexed on the connection.
 ///
@@ -47,17 +47,22 @@ pub(crate) struct ChannelInner {
     id: u16,
     /// Which opening of that number this handle belongs to.
     epoch: u64,
+    /// A channel of recovery's own, handed to recovery hooks: its calls pass the gate that
+    /// holds the application's while the connection is being recovered, and are not recorded.
+    for_recovery: bool,
 }
 
 impl Drop for ChannelInner {
     fn drop(&mut self) {
-        let (tx, _rx) = oneshot::channel();
+        let mut guard = self.conn.shared.lock();
         // Already closed (by either side) is fine: nothing to do.
-        let _ = self
-            .conn
-            .shared
-            .lock()
-            .close_channel(self.id, self.epoch, tx);
+        let _ = guard.close_channel(self.id, self.epoch);
+        if !self.for_recovery
+            && let Some(r) = guard.recovery()
+        {
+            r.topology.forget_channel(self.id);
+        }
+        drop(guard);
         self.conn.shared.wake_driver();
     }
 }
@@ -76,7 +81,24 @@ pub struct QueueInfo {
 impl Channel {
     pub(crate) fn new(conn: Arc<ConnectionInner>, id: u16, epoch: u64) -> Self {
         Self {
-            inner: Arc::new(ChannelInner { conn, id, epoch }),
+            inner: Arc::new(ChannelInner {
+                conn,
+                id,
+                epoch,
+                for_recovery: false,
+            }),
+        }
+    }
+
+    /// A channel of recovery's own on the new connection (see `ChannelInner::for_recovery`).
+    pub(crate) fn for_recovery(conn: Arc<ConnectionInner>, id: u16, epoch: u64) -> Self {
+        Self {
+            inner: Arc::new(ChannelInner {
+                conn,
+                id,
+                epoch,
+                for_recovery: true,
+            }),
         }
     }
 
@@ -105,49 +127,60 @@ impl Channel {
     /// topology is recorded once the broker accepted it, and a call made while the connection
     /// is being recovered waits for it (bounded by the policy).
     async fn call(&self, method: Method) -> Result<Reply, Error> {
-        let (id, epoch) = self.ids();
         let shared = self.shared();
-        let mut deadline = None;
         let mut method = Some(method);
-        let (rx, kept) = loop {
-            let queued = {
-                let mut core = shared.lock();
-                match method.take() {
-                    Some(m) if !core.is_recovering() => {
-                        // Only a topology change is copied, to be recorded once accepted.
-                        let kept = core.wants_record(&m).then(|| m.clone());
-                        let (tx, rx) = oneshot::channel();
-                        Some(core.request(id, epoch, m, Some(tx)).map(|()| (rx, kept)))
-                    }
-                    back => {
-                        method = back;
-                        None
-                    }
-                }
-            };
-            match queued {
-                Some(queued) => break queued?,
-                None => shared.wait_out_recovery(&mut deadline).await?,
-            }
-        };
+        let (rx, kept) =
+            recovery::when_usable(shared, |guard| self.queue(guard, &mut method)).await??;
         shared.wake_driver();
         let reply = rx.await.unwrap_or(Err(Error::ConnectionLost))?;
-        if let Some(request) = kept {
-            shared.lock().record(id, &request, Some(reply.method()));
+        if let Some(request) = kept
+            && let Some(r) = shared.lock().recovery()
+        {
+            r.topology
+                .record(self.inner.id, &request, Some(reply.method()));
         }
         Ok(reply)
+    }
+
+    /// Queues `method` (taken from its slot) with a reply expected; `None` while the
+    /// connection is being recovered (recovery's own channel goes through its gate). Also
+    /// hands back a copy of a topology change, to record once the broker accepts it.
+    fn queue(
+        &self,
+        guard: &mut Guard<'_>,
+        method: &mut Option<Method>,
+    ) -> Option<Result<(ReplyRx, Option<Method>), Error>> {
+        let (id, epoch) = self.ids();
+        if guard.is_recovering() && !self.inner.for_recovery {
+            return None;
+        }
+        let method = method.take()?;
+        let kept = self.recorded(guard, &method).then(|| method.clone());
+        let queued = if self.inner.for_recovery {
+            guard.replay_request(id, epoch, method)
+        } else {
+            guard.request(id, epoch, method)
+        };
+        Some(queued.map(|request| (guard.waiters().expect_reply(request), kept)))
+    }
+
+    /// True if `method`, once accepted, is recorded for recovery to re-create.
+    fn recorded(&self, guard: &mut Guard<'_>, method: &Method) -> bool {
+        !self.inner.for_recovery && guard.recovery().is_some() && Topology::records(method)
     }
 
     /// Sends a request with the no-wait bit (no reply comes), in order with the others.
     fn send_nowait(&self, method: Method) -> Result<(), Error> {
         let (id, epoch) = self.ids();
-        let mut core = self.shared().lock();
-        let kept = core.wants_record(&method).then(|| method.clone());
-        core.request(id, epoch, method, None)?;
-        if let Some(request) = kept {
-            core.record(id, &request, None);
+        let mut guard = self.shared().lock();
+        let kept = self.recorded(&mut guard, &method).then(|| method.clone());
+        guard.request_nowait(id, epoch, method)?;
+        if let Some(request) = kept
+            && let Some(r) = guard.recovery()
+        {
+            r.topology.record(id, &request, None);
         }
-        drop(core);
+        drop(guard);
         self.shared().wake_driver();
         Ok(())
     }
@@ -454,7 +487,14 @@ impl Channel {
     /// last call, `Ok(false)` if any was nacked; an error if the channel closed meanwhile.
     pub async fn wait_for_confirms(&self) -> Result<bool, Error> {
         let (id, epoch) = (self.inner.id, self.inner.epoch);
-        std::future::poll_fn(|cx| self.shared().lock().poll_all_confirmed(id, epoch, cx)).await
+        let mut waiter = crate::shared::WaiterSlot::new(self.shared());
+        std::future::poll_fn(|cx| {
+            let mut guard = self.shared().lock();
+            let (core, waiters) = guard.parts();
+            let w = waiters.prepare(waiter.slot(), cx.waker());
+            core.poll_all_confirmed(id, epoch, w)
+        })
+        .await
     }
 
     /// Publishes not yet confirmed.
@@ -490,17 +530,23 @@ impl Channel {
     /// Closes the channel (channel.close 200, waits for close-ok). Pending calls fail with
     /// [`Error::ChannelClosedByApp`].
     pub async fn close(&self) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        let result = self
-            .shared()
-            .lock()
-            .close_channel(self.inner.id, self.inner.epoch, tx);
-        match result {
-            Ok(()) => {}
+        let closing = {
+            let mut guard = self.shared().lock();
+            if !self.inner.for_recovery
+                && let Some(r) = guard.recovery()
+            {
+                r.topology.forget_channel(self.inner.id);
+            }
+            guard
+                .close_channel(self.inner.id, self.inner.epoch)
+                .map(|request| guard.waiters().expect_reply(request))
+        };
+        let rx = match closing {
+            Ok(rx) => rx,
             // Closed already, by either side: closing again is a no-op.
             Err(err) if err.is_channel_error() => return Ok(()),
             Err(err) => return Err(err),
-        }
+        };
         self.shared().wake_driver();
         match rx.await {
             Ok(Ok(_)) | Err(_) => Ok(()),

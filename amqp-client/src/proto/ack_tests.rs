@@ -2,13 +2,13 @@
 //! multiple ack, and never as one that could settle a delivery the application has not settled
 //! (held, out of order, nacked, no-ack, or dropped unseen).
 
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use amqp_codec::methods::*;
 use amqp_codec::{BasicProperties, Method, Outbound, ShortStr};
 use bytes::Buf;
-use tokio::sync::oneshot;
 
+use super::WaiterId;
 use super::tests::Harness;
 use crate::config::ConnectionConfig;
 
@@ -27,8 +27,7 @@ pub(super) fn start_consumer(
         no_ack,
         ..Default::default()
     });
-    let (tx, _rx) = oneshot::channel();
-    h.core.request(id, epoch, consume, Some(tx)).unwrap();
+    h.request((id, epoch), consume);
     h.feed(
         id,
         Method::BasicConsumeOk(BasicConsumeOk {
@@ -262,8 +261,7 @@ fn a_manual_get_waits_for_its_ack_and_a_no_ack_get_does_not() {
             no_ack,
             ..Default::default()
         });
-        let (tx, _rx) = oneshot::channel();
-        h.core.request(id, epoch, get, Some(tx)).unwrap();
+        h.request((id, epoch), get);
         let mut out = Outbound::new();
         let ok = Method::BasicGetOk(BasicGetOk {
             delivery_tag: tag,
@@ -287,10 +285,9 @@ fn a_dropped_consumer_hands_back_its_buffer_and_the_run_goes_on_after_it() {
     let (mut h, id, epoch) = consuming(false);
     deliver(&mut h, id, 1..=4);
     // The application took 1 and 2; 3 and 4 are still buffered when it drops the consumer.
-    let mut cx = Context::from_waker(std::task::Waker::noop());
     for _ in 0..2 {
         let tag = ShortStr::from_static(CONSUMER);
-        let (poll, _) = h.core.poll_delivery(id, epoch, &tag, &mut cx);
+        let (poll, _) = h.core.poll_delivery(id, epoch, &tag, WaiterId(0));
         assert!(matches!(poll, Poll::Ready(Some(Ok(_)))));
     }
     h.core

@@ -6,13 +6,14 @@
 //! and a publish allocates nothing once the ring has grown to the confirm window.
 
 use std::collections::VecDeque;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 
 use amqp_codec::ShortStr;
 use bytes::Bytes;
 
+use super::events::{Events, WaiterId};
 use crate::error::Error;
-use crate::message::{Confirmation, ReturnedMessage};
+use crate::proto::{Confirmation, ReturnedMessage};
 
 /// What identifies a mandatory publish's message when the broker returns it: basic.return
 /// carries no delivery tag, and RabbitMQ may ack earlier publishes after returning a later
@@ -28,8 +29,8 @@ pub(crate) struct ReturnKey {
 /// A publish the broker has not answered yet.
 #[derive(Debug)]
 struct Pending {
-    /// The waker of the future polling for it, if any.
-    waker: Option<Waker>,
+    /// The task polling for it, if any.
+    waiter: Option<WaiterId>,
     /// The future was dropped: resolve straight to `Gone`.
     abandoned: bool,
     /// For mandatory publishes: how to recognise its return.
@@ -61,7 +62,7 @@ pub(crate) struct Confirms {
     /// True once any publish since the last `take_nacked` was nacked or failed.
     nacked: bool,
     /// Tasks waiting for `pending == 0`.
-    idle_waiters: Vec<Waker>,
+    idle_waiters: Vec<WaiterId>,
 }
 
 impl Confirms {
@@ -76,7 +77,7 @@ impl Confirms {
     /// Registers the next publish; returns its sequence number.
     pub(crate) fn register(&mut self, key: Option<ReturnKey>) -> u64 {
         self.slots.push_back(Slot::Pending(Pending {
-            waker: None,
+            waiter: None,
             abandoned: false,
             key,
             returned: None,
@@ -122,7 +123,13 @@ impl Confirms {
 
     /// Resolves `tag` (and everything before it if `multiple`). Tags the broker never had
     /// (already resolved, or beyond the last publish) are ignored and reported as `false`.
-    pub(crate) fn resolve(&mut self, tag: u64, multiple: bool, ack: bool) -> bool {
+    pub(crate) fn resolve(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        ack: bool,
+        events: &mut Events,
+    ) -> bool {
         let end = self.base + self.slots.len() as u64;
         if tag < self.base || tag >= end {
             return false;
@@ -141,7 +148,7 @@ impl Confirms {
                 continue;
             };
             let Slot::Pending(p) = slot else { continue };
-            let (waker, abandoned, returned) = (p.waker.take(), p.abandoned, p.returned.take());
+            let (waiter, abandoned, returned) = (p.waiter.take(), p.abandoned, p.returned.take());
             self.pending -= 1;
             if !ack {
                 self.nacked = true;
@@ -153,28 +160,24 @@ impl Confirms {
             } else {
                 Slot::Done(Ok(Confirmation::Nack(returned)))
             };
-            if let Some(w) = waker {
-                w.wake();
-            }
+            events.wake(waiter);
         }
         self.compact();
-        self.wake_idle_if_done();
+        self.wake_idle_if_done(events);
         true
     }
 
     /// Fails every outstanding publish (the channel or connection closed).
-    pub(crate) fn fail_all(&mut self, err: &Error) {
+    pub(crate) fn fail_all(&mut self, err: &Error, events: &mut Events) {
         for slot in &mut self.slots {
             if let Slot::Pending(p) = slot {
-                let (waker, abandoned) = (p.waker.take(), p.abandoned);
+                let (waiter, abandoned) = (p.waiter.take(), p.abandoned);
                 *slot = if abandoned {
                     Slot::Gone
                 } else {
                     Slot::Done(Err(err.clone()))
                 };
-                if let Some(w) = waker {
-                    w.wake();
-                }
+                events.wake(waiter);
             }
         }
         if self.pending > 0 {
@@ -182,24 +185,17 @@ impl Confirms {
         }
         self.pending = 0;
         self.compact();
-        self.wake_idle_if_done();
+        self.wake_idle_if_done(events);
     }
 
-    /// Polls publish `seq`'s outcome.
-    pub(crate) fn poll(
-        &mut self,
-        seq: u64,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Confirmation, Error>> {
+    /// Polls publish `seq`'s outcome; `waiter` is woken when it comes.
+    pub(crate) fn poll(&mut self, seq: u64, waiter: WaiterId) -> Poll<Result<Confirmation, Error>> {
         let Some(idx) = seq.checked_sub(self.base) else {
             return Poll::Ready(Err(Error::InvalidUse("confirm polled after completion")));
         };
         match self.slots.get_mut(idx as usize) {
-            Some(Slot::Pending(Pending { waker, .. })) => {
-                match waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
-                }
+            Some(Slot::Pending(pending)) => {
+                pending.waiter = Some(waiter);
                 Poll::Pending
             }
             Some(slot @ Slot::Done(_)) => {
@@ -221,7 +217,7 @@ impl Confirms {
         if let Some(slot) = self.slots.get_mut(idx as usize) {
             match slot {
                 Slot::Pending(p) => {
-                    p.waker = None;
+                    p.waiter = None;
                     p.abandoned = true;
                 }
                 Slot::Done(_) => *slot = Slot::Gone,
@@ -233,20 +229,20 @@ impl Confirms {
 
     /// Ready when nothing is outstanding; yields whether everything since the last call was
     /// acked (false if anything was nacked or failed).
-    pub(crate) fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    pub(crate) fn poll_idle(&mut self, waiter: WaiterId) -> Poll<bool> {
         if self.pending == 0 {
             return Poll::Ready(!std::mem::take(&mut self.nacked));
         }
-        if !self.idle_waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            self.idle_waiters.push(cx.waker().clone());
+        if !self.idle_waiters.contains(&waiter) {
+            self.idle_waiters.push(waiter);
         }
         Poll::Pending
     }
 
-    fn wake_idle_if_done(&mut self) {
+    fn wake_idle_if_done(&mut self, events: &mut Events) {
         if self.pending == 0 {
             for w in self.idle_waiters.drain(..) {
-                w.wake();
+                events.wake(Some(w));
             }
         }
     }
@@ -264,37 +260,40 @@ impl Confirms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Waker;
 
-    fn cx() -> Context<'static> {
-        Context::from_waker(Waker::noop())
-    }
+    const W: WaiterId = WaiterId(0);
 
     #[test]
     fn multiple_ack_resolves_only_covered_slots() {
         let mut c = Confirms::new();
         let seqs: Vec<u64> = (0..5).map(|_| c.register(None)).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
-        assert!(c.resolve(3, true, true));
+        assert!(c.resolve(3, true, true, &mut Events::default()));
         assert_eq!(c.pending(), 2);
         for seq in 1..=3 {
             assert!(matches!(
-                c.poll(seq, &mut cx()),
+                c.poll(seq, W),
                 Poll::Ready(Ok(Confirmation::Ack(None)))
             ));
         }
-        assert!(c.poll(4, &mut cx()).is_pending());
-        assert!(c.resolve(5, false, false));
+        assert!(c.poll(4, W).is_pending());
+        assert!(c.resolve(5, false, false, &mut Events::default()));
         assert!(matches!(
-            c.poll(5, &mut cx()),
+            c.poll(5, W),
             Poll::Ready(Ok(Confirmation::Nack(None)))
         ));
-        assert!(!c.resolve(5, false, true), "already resolved");
-        assert!(!c.resolve(99, false, true), "never published");
-        assert_eq!(c.poll_idle(&mut cx()), Poll::Pending);
-        c.resolve(4, false, true);
-        assert_eq!(c.poll_idle(&mut cx()), Poll::Ready(false), "5 was nacked");
-        assert_eq!(c.poll_idle(&mut cx()), Poll::Ready(true), "nack flag reset");
+        assert!(
+            !c.resolve(5, false, true, &mut Events::default()),
+            "already resolved"
+        );
+        assert!(
+            !c.resolve(99, false, true, &mut Events::default()),
+            "never published"
+        );
+        assert_eq!(c.poll_idle(W), Poll::Pending);
+        c.resolve(4, false, true, &mut Events::default());
+        assert_eq!(c.poll_idle(W), Poll::Ready(false), "5 was nacked");
+        assert_eq!(c.poll_idle(W), Poll::Ready(true), "nack flag reset");
     }
 
     #[test]
@@ -302,14 +301,14 @@ mod tests {
         let mut c = Confirms::new();
         let a = c.register(None);
         let b = c.register(None);
-        c.resolve(a, false, true);
-        c.fail_all(&Error::ConnectionLost);
+        c.resolve(a, false, true, &mut Events::default());
+        c.fail_all(&Error::ConnectionLost, &mut Events::default());
         assert!(matches!(
-            c.poll(a, &mut cx()),
+            c.poll(a, W),
             Poll::Ready(Ok(Confirmation::Ack(None)))
         ));
         assert!(matches!(
-            c.poll(b, &mut cx()),
+            c.poll(b, W),
             Poll::Ready(Err(Error::ConnectionLost))
         ));
         assert_eq!(c.pending(), 0);
@@ -320,14 +319,14 @@ mod tests {
         let mut c = Confirms::new();
         for _ in 0..1000 {
             let s = c.register(None);
-            c.resolve(s, false, true);
+            c.resolve(s, false, true, &mut Events::default());
             c.forget(s);
         }
         // Dropped before the broker answered: gone as soon as it does.
         for _ in 0..1000 {
             let s = c.register(None);
             c.forget(s);
-            c.resolve(s, false, true);
+            c.resolve(s, false, true, &mut Events::default());
         }
         assert!(c.slots.is_empty());
         assert_eq!(c.base, 2001);

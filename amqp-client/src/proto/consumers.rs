@@ -2,11 +2,12 @@
 //! frames arrive) and the application's `Consumer` stream (which drains it).
 
 use std::collections::VecDeque;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 
 use amqp_codec::{BasicProperties, DiscardReason, ShortStr};
 use bytes::Bytes;
 
+use super::events::{Events, WaiterId};
 use crate::error::Error;
 
 /// A delivery as the connection received it, before it gets its acker.
@@ -43,8 +44,8 @@ pub(crate) struct ConsumerSlot {
     queue: VecDeque<RawDelivery>,
     /// Bound on `queue`; at it, the connection stops reading the socket.
     capacity: usize,
-    /// The application's task waiting for the next delivery.
-    waker: Option<Waker>,
+    /// The application's task waiting for the next delivery, woken through the events.
+    waiter: Option<WaiterId>,
     /// Set when the consumer ended: the stream yields what is buffered, then this (if an
     /// error), then ends.
     end: Option<Option<Error>>,
@@ -58,7 +59,7 @@ impl ConsumerSlot {
         Self {
             queue: VecDeque::new(),
             capacity: capacity.max(1),
-            waker: None,
+            waiter: None,
             end: None,
             no_ack,
         }
@@ -69,12 +70,12 @@ impl ConsumerSlot {
         self.no_ack
     }
 
-    /// Buffers a delivery. Returns true when the buffer is now full.
-    pub(crate) fn push(&mut self, delivery: RawDelivery) -> bool {
+    /// Buffers a delivery (waking the stream's task). Returns true when the buffer is now
+    /// full.
+    #[inline]
+    pub(crate) fn push(&mut self, delivery: RawDelivery, events: &mut Events) -> bool {
         self.queue.push_back(delivery);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
+        events.wake(self.waiter.take());
         self.is_full()
     }
 
@@ -84,13 +85,11 @@ impl ConsumerSlot {
 
     /// Ends the stream: `None` for a clean end (cancelled by the application), `Some` for a
     /// failure (cancelled by the broker, channel or connection closed).
-    pub(crate) fn end(&mut self, error: Option<Error>) {
+    pub(crate) fn end(&mut self, error: Option<Error>, events: &mut Events) {
         if self.end.is_none() {
             self.end = Some(error);
         }
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
+        events.wake(self.waiter.take());
     }
 
     /// Drops what is buffered (the connection it came on is gone).
@@ -102,11 +101,12 @@ impl ConsumerSlot {
         self.end.is_some()
     }
 
-    /// Next delivery, the end, or pending. `was_full` tells the caller that the buffer just
-    /// dropped below its bound (so the connection may resume reading).
+    /// Next delivery, the end, or pending (then `waiter` is woken when that changes).
+    /// `was_full` tells the caller that the buffer just dropped below its bound (so the
+    /// connection may resume reading).
     pub(crate) fn poll_next(
         &mut self,
-        cx: &mut Context<'_>,
+        waiter: WaiterId,
     ) -> (Poll<Option<Result<RawDelivery, Error>>>, bool) {
         let was_full = self.is_full();
         if let Some(d) = self.queue.pop_front() {
@@ -115,12 +115,14 @@ impl ConsumerSlot {
         match &mut self.end {
             Some(end) => (Poll::Ready(end.take().map(Err)), false),
             None => {
-                match &self.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => self.waker = Some(cx.waker().clone()),
-                }
+                self.waiter = Some(waiter);
                 (Poll::Pending, false)
             }
         }
+    }
+
+    /// Takes what is buffered, without waiting (a dropped consumer hands it back).
+    pub(crate) fn take_buffered(&mut self) -> impl Iterator<Item = RawDelivery> + '_ {
+        self.queue.drain(..)
     }
 }

@@ -77,11 +77,11 @@ impl Core {
                         "server speaks AMQP {}-{}, not 0-9-1",
                         start.version_major, start.version_minor
                     );
-                    return self.fail(Error::NotAmqp(msg));
+                    return self.lose(Error::NotAmqp(msg));
                 }
                 let mech = self.config.auth_mechanism;
                 if !auth::mechanism_offered(&start.mechanisms, mech) {
-                    return self.fail(Error::MechanismNotOffered {
+                    return self.lose(Error::MechanismNotOffered {
                         wanted: mech.name(),
                         offered: String::from_utf8_lossy(&start.mechanisms).into_owned(),
                     });
@@ -106,7 +106,7 @@ impl Core {
                 let mech = self.config.auth_mechanism;
                 self.secure_rounds += 1;
                 if self.secure_rounds > MAX_SECURE_ROUNDS {
-                    return self.fail(Error::AuthenticationFailed {
+                    return self.lose(Error::AuthenticationFailed {
                         mechanism: mech.name(),
                         reason: format!(
                             "the broker sent connection.secure {} times; {} has a single round, \
@@ -165,8 +165,8 @@ impl Core {
                 self.phase = Phase::Open;
                 self.deadline = None;
                 tracing::debug!(address = %self.config.address(), vhost = %self.config.vhost, "connection open");
-                if let Some(tx) = self.open_waiter.take() {
-                    let _ = tx.send(Ok(()));
+                if std::mem::take(&mut self.awaiting_open) {
+                    self.events.push(super::Event::Opened(Ok(())));
                 }
             }
             (_, Method::ConnectionClose(close)) => {
@@ -189,7 +189,7 @@ impl Core {
                 } else {
                     Error::ConnectionClosed(reason)
                 };
-                self.fail(err);
+                self.lose(err);
             }
             (_, other) => {
                 let msg = format!("unexpected {} during the handshake", other.name());

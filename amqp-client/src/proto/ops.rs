@@ -4,19 +4,19 @@
 //! Every operation checks that the connection is open and that the handle's channel is the
 //! same opening (`epoch`) it was given, so a handle never acts on a channel id's next life.
 
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Instant;
 
 use amqp_codec::methods::{ChannelOpen, ConnectionClose, ConnectionUpdateSecret};
-use amqp_codec::{BasicProperties, LongStr, Method, Outbound, ReplyCode, ShortStr};
+use amqp_codec::{BasicProperties, LongStr, Method, ReplyCode, ShortStr};
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
+use super::channel::{Io, Rpc};
 use super::confirms::ReturnKey;
 use super::unsettled::Settled;
-use super::{ChannelState, Core, Phase, RawDelivery, ReplyTx, Rpc};
+use super::{ChannelState, Core, Event, Phase, RawDelivery, RequestId, WaiterId};
 use crate::error::Error;
-use crate::message::{Confirmation, ReturnedMessage};
+use crate::proto::{Confirmation, ReturnedMessage};
 
 impl Core {
     /// The channel `id` at opening `epoch`, if the connection is open and that opening is.
@@ -27,19 +27,24 @@ impl Core {
         usable(&mut self.channels, id, epoch)
     }
 
-    /// Runs `f` on the usable channel `id` at opening `epoch`, with the outbound queue and the
-    /// negotiated frame-max (borrowed beside the channel, not through `self`).
+    /// Runs `f` on the usable channel `id` at opening `epoch`, with where its output goes
+    /// (borrowed beside the channel, not through `self`).
     fn with_channel<R>(
         &mut self,
         id: u16,
         epoch: u64,
-        f: impl FnOnce(&mut ChannelState, &mut Outbound, u32) -> R,
+        f: impl FnOnce(&mut ChannelState, &mut Io<'_>) -> R,
     ) -> Result<R, Error> {
         if let Some(err) = self.closed_error() {
             return Err(err);
         }
         let chan = usable(&mut self.channels, id, epoch)?;
-        Ok(f(chan, &mut self.out, self.frame_max))
+        let mut io = Io {
+            out: &mut self.out,
+            frame_max: self.frame_max,
+            events: &mut self.events,
+        };
+        Ok(f(chan, &mut io))
     }
 
     /// True while the channel `id` at opening `epoch` and its connection are usable.
@@ -57,16 +62,16 @@ impl Core {
         self.closed_error().unwrap_or(Error::ChannelClosedByApp)
     }
 
-    /// Allocates a channel id and sends channel.open; the reply goes to `reply`.
-    pub(crate) fn open_channel(&mut self, reply: ReplyTx) -> Result<(u16, u64), Error> {
+    /// Allocates a channel id and sends channel.open; open-ok answers the request returned.
+    pub(crate) fn open_channel(&mut self) -> Result<(u16, u64, RequestId), Error> {
         if let Some(err) = self.closed_error() {
             return Err(err);
         }
-        self.allocate_channel(reply)
+        self.allocate_channel()
     }
 
     /// [`open_channel`](Self::open_channel) without the check that the connection is open.
-    pub(super) fn allocate_channel(&mut self, reply: ReplyTx) -> Result<(u16, u64), Error> {
+    pub(super) fn allocate_channel(&mut self) -> Result<(u16, u64, RequestId), Error> {
         let max = self.channel_max.max(1);
         let free = |slot: Option<&Option<ChannelState>>| match slot {
             None | Some(None) => true,
@@ -87,30 +92,55 @@ impl Core {
             // The id's last opening leaves the table: keep its counts.
             self.retired_tally.add(&old.tally);
         }
+        let request = self.next_request();
         let mut chan = ChannelState::new(id, epoch, &self.config.limits);
         let open = Method::ChannelOpen(ChannelOpen::default());
-        chan.enqueue(
-            Rpc {
-                method: open,
-                reply: Some(reply),
-            },
-            &mut self.out,
-            self.frame_max,
-        );
+        let mut io = Io {
+            out: &mut self.out,
+            frame_max: self.frame_max,
+            events: &mut self.events,
+        };
+        let rpc = Rpc {
+            method: open,
+            reply: Some(request),
+        };
+        chan.enqueue(rpc, &mut io);
         self.channels[usize::from(id)] = Some(chan);
-        Ok((id, epoch))
+        Ok((id, epoch, request))
     }
 
-    /// Queues a request on a channel; the reply (if `reply` is given) goes there.
+    /// Queues a request on a channel; its reply comes as an event for the request returned.
     pub(crate) fn request(
         &mut self,
         id: u16,
         epoch: u64,
         method: Method,
-        reply: Option<ReplyTx>,
+    ) -> Result<RequestId, Error> {
+        let request = self.next_request();
+        self.enqueue(id, epoch, method, Some(request))?;
+        Ok(request)
+    }
+
+    /// Queues a no-wait request (no reply comes), in order with the others.
+    pub(crate) fn request_nowait(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        method: Method,
+    ) -> Result<(), Error> {
+        self.enqueue(id, epoch, method, None)
+    }
+
+    /// Queues a request, checking first that it fits a frame (so the caller gets the error
+    /// directly).
+    fn enqueue(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        method: Method,
+        reply: Option<RequestId>,
     ) -> Result<(), Error> {
         let frame_max = self.frame_max;
-        // Check the frame fits before queueing, so the caller gets the error directly.
         let len = method.encoded_len() + amqp_codec::FRAME_OVERHEAD;
         if frame_max != 0 && len > frame_max as usize {
             return Err(amqp_codec::EncodeError::MethodTooLarge {
@@ -120,32 +150,24 @@ impl Core {
             }
             .into());
         }
-        self.with_channel(id, epoch, |chan, out, frame_max| {
+        self.with_channel(id, epoch, |chan, io| {
             if let Method::BasicQos(qos) = &method {
                 chan.prefetch[usize::from(qos.global)] = qos.prefetch_count;
             }
-            chan.enqueue(Rpc { method, reply }, out, frame_max);
+            chan.enqueue(Rpc { method, reply }, io);
         })
     }
 
-    /// Closes a channel from the client side (reply code 200).
-    pub(crate) fn close_channel(
-        &mut self,
-        id: u16,
-        epoch: u64,
-        reply: ReplyTx,
-    ) -> Result<(), Error> {
-        if channel_at(&mut self.channels, id, epoch).is_some()
-            && let Some(t) = self.topology.as_mut()
-        {
-            t.forget_channel(id);
-        }
-        let result = self.with_channel(id, epoch, |chan, out, frame_max| {
+    /// Closes a channel from the client side (reply code 200); close-ok answers the request
+    /// returned.
+    pub(crate) fn close_channel(&mut self, id: u16, epoch: u64) -> Result<RequestId, Error> {
+        let request = self.next_request();
+        let result = self.with_channel(id, epoch, |chan, io| {
             let text = "closed by the application";
-            chan.begin_close(ReplyCode::REPLY_SUCCESS, text, Some(reply), out, frame_max);
+            chan.begin_close(ReplyCode::REPLY_SUCCESS, text, Some(request), io);
         });
-        self.publish_gate.notify_waiters();
-        result
+        self.wake_publishers();
+        result.map(|()| request)
     }
 
     /// Queues a publish, unless it must wait: the broker blocked the connection, the
@@ -166,9 +188,9 @@ impl Core {
         }
         let must_wait = self.blocked.is_some()
             || bytes::Buf::remaining(&self.out) >= self.config.limits.outbound_high_water;
-        self.with_channel(id, epoch, |chan, out, frame_max| {
+        let outcome = self.with_channel(id, epoch, |chan, io| {
             if must_wait || !chan.flow_active {
-                return Ok(Publish::MustWait(body));
+                return Ok::<_, Error>(Publish::MustWait(body));
             }
             let key = match (&chan.confirms, method) {
                 (Some(_), Method::BasicPublish(p)) if p.mandatory => Some(ReturnKey {
@@ -178,12 +200,18 @@ impl Core {
                 }),
                 _ => None,
             };
-            out.push_content(id, method, properties, body, frame_max)?;
+            io.out
+                .push_content(id, method, properties, body, io.frame_max)?;
             Ok(Publish::Queued {
                 seq: chan.confirms.as_mut().map(|c| c.register(key)),
                 generation: chan.generation,
             })
-        })?
+        })??;
+        if let Publish::MustWait(_) = outcome {
+            // The publisher waits: the next change that may let it go is reported.
+            self.publishers_waiting = true;
+        }
+        Ok(outcome)
     }
 
     /// Sends an ack, nack or reject for a delivery of opening `epoch` of channel `id`, received
@@ -226,14 +254,15 @@ impl Core {
         Ok(())
     }
 
-    /// Next delivery for consumer `tag`. The bool is true when reading should resume (a full
-    /// buffer drained); the caller then wakes the driver.
+    /// Next delivery for consumer `tag`; when pending, `waiter` is woken once that changes.
+    /// The bool is true when reading should resume (a full buffer drained); the caller then
+    /// wakes the driver.
     pub(crate) fn poll_delivery(
         &mut self,
         id: u16,
         epoch: u64,
         tag: &ShortStr,
-        cx: &mut Context<'_>,
+        waiter: WaiterId,
     ) -> (Poll<Option<Result<RawDelivery, Error>>>, bool) {
         let Some(chan) = channel_at(&mut self.channels, id, epoch) else {
             return (Poll::Ready(None), false);
@@ -241,12 +270,9 @@ impl Core {
         let Some(slot) = chan.consumers.get_mut(tag.as_bytes()) else {
             return (Poll::Ready(None), false);
         };
-        let (poll, drained) = slot.poll_next(cx);
+        let (poll, drained) = slot.poll_next(waiter);
         if let Poll::Ready(None) = poll {
             chan.consumers.remove(tag.as_bytes());
-            if let Some(t) = self.topology.as_mut() {
-                t.forget_consumer(id, tag);
-            }
         }
         if drained && self.full_consumers > 0 {
             self.full_consumers -= 1;
@@ -257,12 +283,13 @@ impl Core {
 
     /// The application dropped a consumer stream.
     pub(crate) fn drop_consumer(&mut self, id: u16, epoch: u64, tag: &ShortStr) {
-        let (out, frame_max) = (&mut self.out, self.frame_max);
+        let mut io = Io {
+            out: &mut self.out,
+            frame_max: self.frame_max,
+            events: &mut self.events,
+        };
         if let Some(chan) = channel_at(&mut self.channels, id, epoch) {
-            chan.detach_consumer(tag, out, frame_max);
-            if let Some(t) = self.topology.as_mut() {
-                t.forget_consumer(id, tag);
-            }
+            chan.detach_consumer(tag, &mut io);
         }
         self.recount_full();
     }
@@ -276,14 +303,14 @@ impl Core {
         epoch: u64,
         generation: u64,
         seq: u64,
-        cx: &mut Context<'_>,
+        waiter: WaiterId,
     ) -> Poll<Result<Confirmation, Error>> {
         match self.channel_at(id, epoch) {
             Some(c) if c.generation != generation => {
                 Poll::Ready(Err(c.lost.clone().unwrap_or(Error::ConnectionLost)))
             }
             Some(c) if c.confirms.is_some() => match c.confirms.as_mut() {
-                Some(confirms) => confirms.poll(seq, cx),
+                Some(confirms) => confirms.poll(seq, waiter),
                 None => Poll::Ready(Err(Error::ConnectionLost)),
             },
             _ => Poll::Ready(Err(self.gone_error())),
@@ -306,7 +333,7 @@ impl Core {
         &mut self,
         id: u16,
         epoch: u64,
-        cx: &mut Context<'_>,
+        waiter: WaiterId,
     ) -> Poll<Result<bool, Error>> {
         let Some(chan) = channel_at(&mut self.channels, id, epoch) else {
             return Poll::Ready(Err(self.gone_error()));
@@ -314,7 +341,7 @@ impl Core {
         let err = chan.unusable();
         match chan.confirms.as_mut() {
             None => Poll::Ready(Err(Error::InvalidUse("the channel is not in confirm mode"))),
-            Some(c) => match c.poll_idle(cx) {
+            Some(c) => match c.poll_idle(waiter) {
                 Poll::Ready(true) => Poll::Ready(Ok(true)),
                 Poll::Ready(false) => Poll::Ready(err.map_or(Ok(false), Err)),
                 Poll::Pending => Poll::Pending,
@@ -336,19 +363,12 @@ impl Core {
             .unwrap_or_default()
     }
 
-    /// Starts a clean close of the connection; `reply` resolves when it is closed.
-    pub(crate) fn close(
-        &mut self,
-        code: ReplyCode,
-        text: &str,
-        reply: oneshot::Sender<Result<(), Error>>,
-        now: Instant,
-    ) {
+    /// Starts a clean close of the connection; its end comes as [`Event::Closed`]. Every
+    /// channel fails with `ConnectionClosedByApp` at once, and recovery is off from now on.
+    pub(crate) fn close(&mut self, code: ReplyCode, text: &str, now: Instant) {
         self.app_closed = true;
-        if self.recovering && matches!(self.phase, Phase::Closed(_)) {
-            // Between two connections: call recovery off.
-            self.give_up(Error::ConnectionClosedByApp);
-        }
+        self.close_requested = true;
+        let err = Error::ConnectionClosedByApp;
         match self.phase {
             Phase::Open => {
                 let close = Method::ConnectionClose(ConnectionClose {
@@ -357,44 +377,46 @@ impl Core {
                     class_id: 0,
                     method_id: 0,
                 });
-                self.send_connection_method(&close);
-                self.close_waiters.push(reply);
-                self.begin_closing(Error::ConnectionClosedByApp, now);
+                if self.send_connection_method(&close) {
+                    self.begin_closing(err.clone(), now);
+                }
+                self.fail_all(&err);
             }
-            Phase::Closing(_) => self.close_waiters.push(reply),
+            Phase::Closing(_) => {}
             Phase::Closed(_) => {
-                let _ = reply.send(Ok(()));
+                // Between two transports, or over: recovery is called off.
+                self.close_requested = false;
+                self.events.push(Event::Closed);
+                if self.recovering {
+                    self.fail_all(&err);
+                }
             }
             Phase::AwaitStart | Phase::AwaitTune | Phase::AwaitOpenOk => {
-                self.fail(Error::ConnectionClosedByApp);
-                let _ = reply.send(Ok(()));
+                self.close_requested = false;
+                self.phase = Phase::Closed(err.clone());
+                self.deadline = None;
+                self.fail_all(&err);
+                self.events.push(Event::Closed);
             }
         }
     }
 
-    /// Sends connection.update-secret; `reply` resolves on update-secret-ok.
-    pub(crate) fn update_secret(
-        &mut self,
-        secret: &str,
-        reason: &str,
-        reply: oneshot::Sender<Result<(), Error>>,
-    ) {
+    /// Sends connection.update-secret; the answer comes as [`Event::SecretUpdated`].
+    pub(crate) fn update_secret(&mut self, secret: &str, reason: &str) -> Result<(), Error> {
         if let Some(err) = self.closed_error() {
-            let _ = reply.send(Err(err));
-            return;
+            return Err(err);
         }
-        if self.secret_waiter.is_some() {
-            let _ = reply.send(Err(Error::InvalidUse(
-                "an update-secret is already in progress",
-            )));
-            return;
+        if self.secret_pending {
+            return Err(Error::InvalidUse("an update-secret is already in progress"));
         }
         let method = Method::ConnectionUpdateSecret(ConnectionUpdateSecret {
             new_secret: LongStr::from(secret),
             reason: super::truncate_short(reason),
         });
-        self.send_connection_method(&method);
-        self.secret_waiter = Some(reply);
+        if self.send_connection_method(&method) {
+            self.secret_pending = true;
+        }
+        Ok(())
     }
 
     /// Negotiated (channel-max, frame-max, heartbeat seconds).

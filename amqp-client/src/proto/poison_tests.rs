@@ -9,7 +9,7 @@
 //! * A frame-max below 4096 is raised to it; endless connection.secure rounds end; a handshake
 //!   timeout names its step; a confirm failed by a broker's close carries its code.
 
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use amqp_codec::methods::*;
@@ -17,11 +17,10 @@ use amqp_codec::{
     BasicProperties, DiscardReason, FieldError, Frame, Method, Outbound, ReplyCode, ShortStr,
 };
 use bytes::{Buf, Bytes};
-use tokio::sync::oneshot;
 
 use super::ack_tests::start_consumer;
 use super::tests::{Harness, close_code, start};
-use super::{Publish, RawDelivery, Reply};
+use super::{Publish, RawDelivery, Reply, WaiterId};
 use crate::config::ConnectionConfig;
 use crate::error::{ConnectStep, Error};
 use crate::recovery::RecoveryPolicy;
@@ -79,9 +78,8 @@ fn plain_props() -> Vec<u8> {
 
 /// The next item of consumer `c1`'s stream.
 fn next(h: &mut Harness, (id, epoch): (u16, u64)) -> Poll<Option<Result<RawDelivery, Error>>> {
-    let mut cx = Context::from_waker(Waker::noop());
     let tag = ShortStr::from_static("c1");
-    h.core.poll_delivery(id, epoch, &tag, &mut cx).0
+    h.core.poll_delivery(id, epoch, &tag, WaiterId(0)).0
 }
 
 fn consuming(config: ConnectionConfig) -> (Harness, (u16, u64)) {
@@ -134,9 +132,8 @@ fn an_oversized_delivery_reaches_its_consumer_as_unreadable_and_the_channel_goes
     });
     h.core.settle(id, epoch, 0, 1, &reject).expect("settles");
     assert_eq!(h.methods(), [reject]);
-    let (tx, _rx) = oneshot::channel();
     let qos = Method::BasicQos(BasicQos::default());
-    h.core.request(id, epoch, qos, Some(tx)).expect("open");
+    h.core.request(id, epoch, qos).expect("open");
     assert_eq!(h.core.delivery_stats().unreadable, 1);
 }
 
@@ -193,9 +190,8 @@ fn an_unreadable_get_ok_and_return_keep_their_tag_and_route() {
     h.open(0);
     let (id, epoch) = h.channel();
     // basic.get: the reply is the dropped message, with its tag.
-    let (tx, mut rx) = oneshot::channel();
     let get = Method::BasicGet(BasicGet::default());
-    h.core.request(id, epoch, get, Some(tx)).expect("queued");
+    let get = h.request((id, epoch), get);
     let mut out = Outbound::new();
     let get_ok = Method::BasicGetOk(BasicGetOk {
         delivery_tag: 5,
@@ -210,16 +206,15 @@ fn an_unreadable_get_ok_and_return_keep_their_tag_and_route() {
     let _ = decoder.decode(&mut rest);
     wire.extend_from_slice(&rest);
     h.feed_bytes(&wire);
-    let Ok(Ok(Reply::Discarded(d, _))) = rx.try_recv() else {
+    let Some(Ok(Reply::Discarded(d, _))) = h.reply(get) else {
         panic!("expected the dropped get-ok");
     };
     assert!(matches!(d.method, Method::BasicGetOk(ok) if ok.delivery_tag == 5));
     assert_eq!(h.core.delivery_stats().unreadable, 1);
 
     // basic.return in confirm mode: the confirm still says "returned".
-    let (tx, _rx) = oneshot::channel();
     let select = Method::ConfirmSelect(ConfirmSelect::default());
-    h.core.request(id, epoch, select, Some(tx)).expect("queued");
+    h.request((id, epoch), select);
     h.feed(id, Method::ConfirmSelectOk(ConfirmSelectOk {}));
     let publish = Method::BasicPublish(BasicPublish {
         exchange: ShortStr::from_static("ex"),
@@ -253,8 +248,7 @@ fn an_unreadable_get_ok_and_return_keep_their_tag_and_route() {
             multiple: false,
         }),
     );
-    let mut cx = Context::from_waker(Waker::noop());
-    let Poll::Ready(Ok(confirmation)) = h.core.poll_confirm(id, epoch, 0, seq, &mut cx) else {
+    let Poll::Ready(Ok(confirmation)) = h.core.poll_confirm(id, epoch, 0, seq, WaiterId(0)) else {
         panic!("expected the confirm");
     };
     let returned = confirmation.returned().expect("the return is attached");
@@ -296,9 +290,7 @@ fn a_delivery_for_an_unknown_consumer_is_requeued_and_counted() {
     );
     assert_eq!(h.core.delivery_stats().orphans_requeued, 2);
     // The channel's counts outlive it.
-    h.core
-        .close_channel(id, epoch, oneshot::channel().0)
-        .expect("closes");
+    h.core.close_channel(id, epoch).expect("closes");
     h.feed(id, Method::ChannelCloseOk(ChannelCloseOk {}));
     h.channel();
     assert_eq!(h.core.delivery_stats().orphans_requeued, 2);
@@ -318,8 +310,6 @@ fn an_unknown_consumer_on_a_channel_with_no_ack_consumers_is_left_and_counted() 
 #[test]
 fn a_frame_max_below_4096_is_raised_to_it() {
     let mut h = Harness::new(ConnectionConfig::default());
-    let (tx, mut rx) = oneshot::channel();
-    h.core.open_waiter = Some(tx);
     h.feed(0, start());
     h.methods();
     h.feed(
@@ -336,7 +326,7 @@ fn a_frame_max_below_4096_is_raised_to_it() {
     };
     assert_eq!(tune.frame_max, 4096);
     h.feed(0, Method::ConnectionOpenOk(ConnectionOpenOk::default()));
-    assert!(matches!(rx.try_recv(), Ok(Ok(()))));
+    assert!(matches!(h.opened, Some(Ok(()))));
 }
 
 #[test]
@@ -395,10 +385,8 @@ fn a_confirm_failed_by_a_broker_close_carries_its_code_and_text() {
     let mut h = Harness::new(config);
     h.open(0);
     let (id, epoch) = h.channel();
-    h.core.record_channel(id);
-    let (tx, _rx) = oneshot::channel();
     let select = Method::ConfirmSelect(ConfirmSelect::default());
-    h.core.request(id, epoch, select, Some(tx)).expect("queued");
+    h.request((id, epoch), select);
     h.feed(id, Method::ConfirmSelectOk(ConfirmSelectOk {}));
     let publish = Method::BasicPublish(BasicPublish::default());
     let props = BasicProperties::default();
@@ -420,8 +408,7 @@ fn a_confirm_failed_by_a_broker_close_carries_its_code_and_text() {
     );
     assert!(h.core.is_recovering());
     // Polled after the channel moved to the next generation.
-    let mut cx = Context::from_waker(Waker::noop());
-    let Poll::Ready(Err(err)) = h.core.poll_confirm(id, epoch, generation, seq, &mut cx) else {
+    let Poll::Ready(Err(err)) = h.core.poll_confirm(id, epoch, generation, seq, WaiterId(0)) else {
         panic!("the confirm must fail");
     };
     assert_eq!(

@@ -2,17 +2,17 @@
 //! streams stay open, pending confirms fail, acks of old deliveries are refused), a restart on
 //! a new transport reopens them through the replay gate, and only then do calls go through.
 
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use amqp_codec::methods::*;
 use amqp_codec::{BasicProperties, Method, ShortStr};
-use tokio::sync::oneshot;
 
-use super::Publish;
 use super::tests::Harness;
+use super::{Publish, WaiterId};
 use crate::config::ConnectionConfig;
 use crate::error::Error;
-use crate::recovery::{ConnectionState, RecoveryPolicy};
+use crate::proto::ConnectionState;
+use crate::recovery::RecoveryPolicy;
 
 fn tag() -> ShortStr {
     ShortStr::from_static("c1")
@@ -30,7 +30,6 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
     let mut h = Harness::new(ConnectionConfig::default().with_recovery(RecoveryPolicy::default()));
     h.open(0);
     let (id, epoch) = h.channel();
-    h.core.record_channel(id);
     for (request, reply) in [
         (
             Method::ConfirmSelect(ConfirmSelect::default()),
@@ -47,12 +46,7 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
             }),
         ),
     ] {
-        let (tx, _rx) = oneshot::channel();
-        h.core
-            .request(id, epoch, request.clone(), Some(tx))
-            .unwrap();
-        h.feed(id, reply.clone());
-        h.core.record(id, &request, Some(&reply));
+        h.call((id, epoch), request, reply);
     }
     h.deliver(id, "c1", 1);
     let publish = Method::BasicPublish(BasicPublish::default());
@@ -67,16 +61,16 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
     h.sent();
 
     h.core.handle_eof();
+    h.drain();
     assert!(h.core.is_recovering());
     assert!(matches!(h.core.closed_error(), Some(Error::Recovering)));
     assert!(matches!(
-        *h.core.state_tx.borrow(),
-        ConnectionState::Recovering { attempt: 0 }
+        h.states.last(),
+        Some(ConnectionState::Recovering { attempt: 0 })
     ));
-    let mut cx = Context::from_waker(std::task::Waker::noop());
     // The confirm of the lost connection failed; its delivery cannot be acked any more.
     assert!(matches!(
-        h.core.poll_confirm(id, epoch, 0, 1, &mut cx),
+        h.core.poll_confirm(id, epoch, 0, 1, WaiterId(0)),
         Poll::Ready(Err(_))
     ));
     let stale = h.core.settle(id, epoch, 0, 1, &ack(1));
@@ -85,24 +79,25 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
         Err(Error::StaleDelivery { delivery_tag: 1 })
     ));
     // The consumer's stream stays open (its buffered delivery is dropped: the broker requeues it).
-    let (poll, _) = h.core.poll_delivery(id, epoch, &tag(), &mut cx);
+    let (poll, _) = h.core.poll_delivery(id, epoch, &tag(), WaiterId(0));
     assert!(poll.is_pending());
     assert!(matches!(
         h.core.publish(id, epoch, &publish, &props, "p".into()),
         Ok(Publish::Recovering(_))
     ));
 
-    let (opened, _opened_rx) = oneshot::channel();
-    assert!(h.core.restart("127.0.0.1", 5672, h.now, opened));
+    assert!(h.core.restart("127.0.0.1", 5672, h.now));
     h.open(0);
     // Still gated for the application until the replay is done.
     assert!(matches!(h.core.closed_error(), Some(Error::Recovering)));
-    assert_eq!(h.core.suspended_channels(), vec![(id, epoch)]);
-    let (tx, _rx) = oneshot::channel();
-    h.core.reopen_channel(id, epoch, tx).unwrap();
+    let suspended = h.core.suspended_channels();
+    assert_eq!(suspended.len(), 1);
+    assert_eq!((suspended[0].0, suspended[0].1), (id, epoch));
+    assert_eq!(suspended[0].2, vec![&b"c1"[..]], "the consumer it keeps");
+    h.core.reopen_channel(id, epoch).unwrap();
     assert!(matches!(h.methods().as_slice(), [Method::ChannelOpen(_)]));
     h.feed(id, Method::ChannelOpenOk(ChannelOpenOk::default()));
-    let topology = h.core.topology_snapshot();
+    let topology = h.recovery.as_ref().unwrap().topology.clone();
     let record = &topology.channels[&id];
     assert!(record.confirm);
     let consume = Method::BasicConsume(record.consumers[0].clone());
@@ -118,20 +113,20 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
             }),
         ),
     ] {
-        let (tx, _rx) = oneshot::channel();
-        h.core.replay_request(id, epoch, request, tx).unwrap();
+        h.core.replay_request(id, epoch, request).unwrap();
         h.feed(id, reply);
     }
     h.core.finish_recovery(1);
+    h.drain();
     assert!(h.core.closed_error().is_none());
     assert!(matches!(
-        *h.core.state_tx.borrow(),
-        ConnectionState::Recovered { count: 1 }
+        h.states.last(),
+        Some(ConnectionState::Recovered { count: 1 })
     ));
 
     // New deliveries reach the same stream, in generation 1, and settle; confirms restart at 1.
     h.deliver(id, "c1", 1);
-    let (poll, _) = h.core.poll_delivery(id, epoch, &tag(), &mut cx);
+    let (poll, _) = h.core.poll_delivery(id, epoch, &tag(), WaiterId(0));
     let Poll::Ready(Some(Ok(raw))) = poll else {
         panic!("a delivery")
     };
@@ -152,23 +147,21 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
 fn an_application_close_or_refused_credentials_are_not_recovered() {
     let mut h = Harness::new(ConnectionConfig::default().with_recovery(RecoveryPolicy::default()));
     h.open(0);
-    let (id, _) = h.channel();
-    h.core.record_channel(id);
-    let (tx, _rx) = oneshot::channel();
+    h.channel();
     h.core
-        .close(amqp_codec::ReplyCode::REPLY_SUCCESS, "bye", tx, h.now);
+        .close(amqp_codec::ReplyCode::REPLY_SUCCESS, "bye", h.now);
     h.core.handle_eof();
+    h.drain();
     assert!(!h.core.is_recovering());
-    assert!(matches!(*h.core.state_tx.borrow(), ConnectionState::Closed));
+    assert!(h.closed, "the close is reported done");
+    assert!(matches!(h.states.last(), Some(ConnectionState::Closed)));
 
     let mut h = Harness::new(ConnectionConfig::default().with_recovery(RecoveryPolicy::default()));
-    h.core.fail(Error::AuthenticationFailed {
+    h.core.lose(Error::AuthenticationFailed {
         mechanism: "PLAIN",
         reason: "no".into(),
     });
+    h.drain();
     assert!(!h.core.is_recovering());
-    assert!(matches!(
-        *h.core.state_tx.borrow(),
-        ConnectionState::Failed(_)
-    ));
+    assert!(matches!(h.states.last(), Some(ConnectionState::Failed(_))));
 }

@@ -2,140 +2,16 @@
 //! time made up. Covers what a real broker never does (violations, silence) and the
 //! handshake, heartbeat and confirm logic precisely.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use amqp_codec::methods::*;
-use amqp_codec::{
-    BasicProperties, Frame, FrameDecoder, LongStr, Method, Outbound, ReplyCode, ShortStr,
-};
-use bytes::{Buf, BytesMut};
-use tokio::sync::{Notify, oneshot};
+use amqp_codec::{BasicProperties, Frame, Method, Outbound, ReplyCode, ShortStr};
+use bytes::Buf;
 
-use super::{Core, Phase, Reply};
+pub(super) use super::harness::{Harness, start};
+use super::{Reply, WaiterId};
 use crate::config::ConnectionConfig;
 use crate::error::Error;
-
-/// A core plus the scripted broker's view of it.
-pub(super) struct Harness {
-    pub(super) core: Core,
-    pub(super) now: Instant,
-    /// What the client wrote, decoded.
-    seen: Vec<Frame>,
-    decoder: FrameDecoder,
-    wire: BytesMut,
-}
-
-impl Harness {
-    pub(super) fn new(config: ConnectionConfig) -> Self {
-        let now = Instant::now();
-        let core = Core::new(config, now, Arc::new(Notify::new()));
-        Self {
-            core,
-            now,
-            seen: Vec::new(),
-            decoder: FrameDecoder::with_frame_max(1 << 20),
-            wire: BytesMut::new(),
-        }
-    }
-
-    /// Feeds raw bytes from the "broker".
-    pub(super) fn feed_bytes(&mut self, bytes: &[u8]) {
-        let mut buf = BytesMut::from(bytes);
-        self.core.handle_input(&mut buf, self.now);
-    }
-
-    /// Feeds one method from the "broker".
-    pub(super) fn feed(&mut self, channel: u16, method: Method) {
-        let mut out = Outbound::new();
-        out.push_method(channel, &method, 0).unwrap();
-        let bytes = out.copy_to_bytes(out.remaining());
-        self.feed_bytes(&bytes);
-    }
-
-    /// The broker delivers `delivery_tag` (body "x") to `consumer` on `channel`.
-    pub(super) fn deliver(&mut self, channel: u16, consumer: &'static str, delivery_tag: u64) {
-        let mut out = Outbound::new();
-        let m = Method::BasicDeliver(BasicDeliver {
-            consumer_tag: ShortStr::from_static(consumer),
-            delivery_tag,
-            ..Default::default()
-        });
-        out.push_content(channel, &m, &BasicProperties::default(), "x".into(), 0)
-            .unwrap();
-        let bytes = out.copy_to_bytes(out.remaining());
-        self.feed_bytes(&bytes);
-    }
-
-    /// Collects and decodes what the client queued since the last call.
-    pub(super) fn sent(&mut self) -> Vec<Frame> {
-        let mut out = Outbound::new();
-        self.core.take_output(&mut out, self.now);
-        self.wire
-            .extend_from_slice(&out.copy_to_bytes(out.remaining()));
-        if self.wire.starts_with(b"AMQP") {
-            self.wire.advance(8);
-        }
-        let mut frames = Vec::new();
-        while let Some(f) = self.decoder.decode(&mut self.wire).unwrap() {
-            frames.push(f);
-        }
-        self.seen.extend(frames.iter().cloned());
-        frames
-    }
-
-    pub(super) fn methods(&mut self) -> Vec<Method> {
-        self.sent()
-            .into_iter()
-            .filter_map(|f| match f {
-                Frame::Method { method, .. } => Some(method),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Runs the handshake to `Open` with a server proposing these tune values.
-    pub(super) fn open(&mut self, heartbeat: u16) {
-        let (tx, _rx) = oneshot::channel();
-        self.core.open_waiter = Some(tx);
-        self.feed(0, start());
-        self.feed(
-            0,
-            Method::ConnectionTune(ConnectionTune {
-                channel_max: 2047,
-                frame_max: 131_072,
-                heartbeat,
-            }),
-        );
-        self.feed(0, Method::ConnectionOpenOk(ConnectionOpenOk::default()));
-        assert!(matches!(self.core.phase, Phase::Open));
-        self.sent();
-    }
-
-    /// Opens a channel and drains the client's output.
-    pub(super) fn channel(&mut self) -> (u16, u64) {
-        let (tx, _rx) = oneshot::channel();
-        let (id, epoch) = self.core.open_channel(tx).unwrap();
-        self.feed(id, Method::ChannelOpenOk(ChannelOpenOk::default()));
-        self.sent();
-        (id, epoch)
-    }
-
-    pub(super) fn advance(&mut self, by: Duration) {
-        self.now += by;
-        self.core.handle_timeout(self.now);
-    }
-}
-
-pub(super) fn start() -> Method {
-    Method::ConnectionStart(ConnectionStart {
-        version_major: 0,
-        version_minor: 9,
-        server_properties: Default::default(),
-        mechanisms: LongStr::from("AMQPLAIN PLAIN"),
-        locales: LongStr::from("en_US"),
-    })
-}
 
 pub(super) fn close_code(m: &Method) -> Option<u16> {
     match m {
@@ -152,8 +28,6 @@ fn handshake_sends_start_ok_tune_ok_and_open() {
             .heartbeat(30)
             .build(),
     );
-    let (tx, mut rx) = oneshot::channel();
-    h.core.open_waiter = Some(tx);
     h.feed(0, start());
     let sent = h.methods();
     let [Method::ConnectionStartOk(ok)] = sent.as_slice() else {
@@ -178,16 +52,14 @@ fn handshake_sends_start_ok_tune_ok_and_open() {
         (2047, 131_072, 30)
     );
     assert_eq!(open.virtual_host, "v1");
-    assert!(rx.try_recv().is_err(), "not open before open-ok");
+    assert!(h.opened.is_none(), "not open before open-ok");
     h.feed(0, Method::ConnectionOpenOk(ConnectionOpenOk::default()));
-    assert!(matches!(rx.try_recv(), Ok(Ok(()))));
+    assert!(matches!(h.opened, Some(Ok(()))));
 }
 
 #[test]
 fn access_refused_during_handshake_is_an_authentication_error() {
     let mut h = Harness::new(ConnectionConfig::default());
-    let (tx, mut rx) = oneshot::channel();
-    h.core.open_waiter = Some(tx);
     h.feed(0, start());
     h.feed(
         0,
@@ -199,8 +71,8 @@ fn access_refused_during_handshake_is_an_authentication_error() {
         }),
     );
     assert!(matches!(
-        rx.try_recv(),
-        Ok(Err(Error::AuthenticationFailed { .. }))
+        h.opened,
+        Some(Err(Error::AuthenticationFailed { .. }))
     ));
     assert!(h.core.is_finished());
     assert!(matches!(
@@ -212,10 +84,8 @@ fn access_refused_during_handshake_is_an_authentication_error() {
 #[test]
 fn non_amqp_greeting_is_not_amqp_error() {
     let mut h = Harness::new(ConnectionConfig::default());
-    let (tx, mut rx) = oneshot::channel();
-    h.core.open_waiter = Some(tx);
     h.feed_bytes(b"HTTP/1.1 400 Bad Request\r\n\r\n");
-    assert!(matches!(rx.try_recv(), Ok(Err(Error::NotAmqp(_)))));
+    assert!(matches!(h.opened, Some(Err(Error::NotAmqp(_)))));
     let mut h = Harness::new(ConnectionConfig::default());
     h.feed_bytes(b"AMQP\x00\x00\x09\x01");
     assert!(
@@ -324,18 +194,14 @@ fn server_channel_close_fails_pending_call_and_later_calls() {
     let mut h = Harness::new(ConnectionConfig::default());
     h.open(0);
     let (id, epoch) = h.channel();
-    let (tx, mut rx) = oneshot::channel();
     let declare = Method::QueueDeclare(QueueDeclare {
         queue: ShortStr::from_static("q"),
         passive: true,
         ..Default::default()
     });
-    h.core
-        .request(id, epoch, declare.clone(), Some(tx))
-        .unwrap();
+    let first = h.request((id, epoch), declare.clone());
     // A second request waits for the first.
-    let (tx2, mut rx2) = oneshot::channel();
-    h.core.request(id, epoch, declare, Some(tx2)).unwrap();
+    let second = h.request((id, epoch), declare);
     assert_eq!(h.methods().len(), 1, "one synchronous request on the wire");
     h.feed(
         id,
@@ -350,16 +216,17 @@ fn server_channel_close_fails_pending_call_and_later_calls() {
         h.methods().as_slice(),
         [Method::ChannelCloseOk(_)]
     ));
-    let Ok(Err(Error::ChannelClosed(reason))) = rx.try_recv() else {
+    let Some(Err(Error::ChannelClosed(reason))) = h.reply(first) else {
         panic!("first call not failed")
     };
     assert_eq!(reason.code, ReplyCode::NOT_FOUND);
     assert!(reason.to_string().contains("queue.declare"), "{reason}");
-    assert!(matches!(rx2.try_recv(), Ok(Err(Error::ChannelClosed(_)))));
-    let (tx3, _rx3) = oneshot::channel();
     assert!(matches!(
-        h.core
-            .request(id, epoch, Method::TxSelect(TxSelect {}), Some(tx3)),
+        h.reply(second),
+        Some(Err(Error::ChannelClosed(_)))
+    ));
+    assert!(matches!(
+        h.core.request(id, epoch, Method::TxSelect(TxSelect {})),
         Err(Error::ChannelClosed(_))
     ));
     // The connection lives on.
@@ -371,15 +238,10 @@ fn confirms_multiple_and_return_attached_to_next_ack() {
     let mut h = Harness::new(ConnectionConfig::default());
     h.open(0);
     let (id, epoch) = h.channel();
-    let (tx, _rx) = oneshot::channel();
-    h.core
-        .request(
-            id,
-            epoch,
-            Method::ConfirmSelect(ConfirmSelect { nowait: false }),
-            Some(tx),
-        )
-        .unwrap();
+    h.request(
+        (id, epoch),
+        Method::ConfirmSelect(ConfirmSelect { nowait: false }),
+    );
     h.feed(id, Method::ConfirmSelectOk(ConfirmSelectOk {}));
     let publish = Method::BasicPublish(BasicPublish {
         mandatory: true,
@@ -427,9 +289,8 @@ fn confirms_multiple_and_return_attached_to_next_ack() {
             multiple: false,
         }),
     );
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let std::task::Poll::Ready(Ok(crate::Confirmation::Ack(Some(returned)))) =
-        h.core.poll_confirm(id, epoch, 0, 3, &mut cx)
+        h.core.poll_confirm(id, epoch, 0, 3, WaiterId(0))
     else {
         panic!("return not attached")
     };
@@ -454,10 +315,7 @@ fn connection_close_from_server_fails_everything() {
     let mut h = Harness::new(ConnectionConfig::default());
     h.open(0);
     let (id, epoch) = h.channel();
-    let (tx, mut rx) = oneshot::channel();
-    h.core
-        .request(id, epoch, Method::TxSelect(TxSelect {}), Some(tx))
-        .unwrap();
+    let tx_select = h.request((id, epoch), Method::TxSelect(TxSelect {}));
     h.feed(
         0,
         Method::ConnectionClose(ConnectionClose {
@@ -471,7 +329,7 @@ fn connection_close_from_server_fails_everything() {
         h.methods().last(),
         Some(Method::ConnectionCloseOk(_))
     ));
-    let Ok(Err(err)) = rx.try_recv() else {
+    let Some(Err(err)) = h.reply(tx_select) else {
         panic!("pending call not failed")
     };
     assert_eq!(err.reply_code(), Some(ReplyCode::CONNECTION_FORCED));

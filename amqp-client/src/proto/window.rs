@@ -53,7 +53,7 @@ mod tests {
             global,
             ..BasicQos::default()
         });
-        h.core.request(id, epoch, qos, None).unwrap();
+        h.request((id, epoch), qos);
         h.feed(id, Method::BasicQosOk(BasicQosOk {}));
         h.sent();
     }

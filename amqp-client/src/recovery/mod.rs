@@ -23,96 +23,73 @@
 //! [`Connection::recovery_events`](crate::Connection::recovery_events), and logged with
 //! `tracing`.
 
+//!
+//! | file | what it does |
+//! |---|---|
+//! | `policy.rs` | [`RecoveryPolicy`] (when to retry, when to give up), the one rule of what is recovered, [`RecoveryHook`] |
+//! | `topology.rs` | what the application declared, recorded from accepted requests |
+//! | `supervisor.rs` | the task that reconnects with backoff, address after address |
+//! | `replay.rs` | re-creating the topology, then the hooks, on a new connection |
+//! | `initial.rs` | retrying the first connection by the same policy, when asked |
+//! | `gate.rs` | the application's calls made during recovery: wait (bounded), then go |
+//!
+//! The core (`proto/suspend.rs`) provides the mechanism (suspending channels, a new
+//! transport, a gate for recovery's own requests); this layer decides and drives it. When the
+//! core reports a lost transport, [`on_lost`] applies the policy: suspend the application's
+//! channels, or fail everything.
+
+mod gate;
+mod initial;
+mod policy;
 mod replay;
 mod supervisor;
+mod topology;
 
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::proto::Core;
 
+pub(crate) use gate::{wait_out, when_usable};
+pub(crate) use initial::connect_retrying;
+pub use policy::{RecoveryHook, RecoveryHooks, RecoveryPolicy};
 pub(crate) use supervisor::supervise;
+pub(crate) use topology::Topology;
 
-/// How recovery retries. `Default` suits a service: 100 ms doubling to 10 s between attempts,
-/// giving up after five minutes.
-///
-/// ```
-/// use std::time::Duration;
-/// use amqp_client::{ConnectionConfig, RecoveryPolicy};
-/// let cfg = ConnectionConfig::from_uri("amqp://127.0.0.1:5672,127.0.0.1:5673/%2f")?
-///     .with_recovery(RecoveryPolicy {
-///         give_up_after: Some(Duration::from_secs(60)),
-///         ..RecoveryPolicy::default()
-///     });
-/// assert_eq!(cfg.addresses().len(), 2);
-/// # Ok::<(), amqp_client::UriError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoveryPolicy {
-    /// Delay before the first attempt; doubles with each failed one.
-    pub min_delay: Duration,
-    /// Longest delay between attempts.
-    pub max_delay: Duration,
-    /// Give up after this many failed attempts (`None`: no limit by count).
-    pub max_attempts: Option<u32>,
-    /// Give up when the connection has been down this long (`None`: no limit by time).
-    pub give_up_after: Option<Duration>,
-    /// How long a call made during recovery waits for it to finish before failing with
-    /// [`Error::Recovering`]; `Duration::ZERO` fails at once.
-    pub wait_while_recovering: Duration,
+/// The recovery layer's state beside one connection's core, under the same lock: the policy,
+/// and what to re-create.
+#[derive(Debug)]
+pub(crate) struct Recovery {
+    /// When to retry and when to give up.
+    pub(crate) policy: RecoveryPolicy,
+    /// What the application declared.
+    pub(crate) topology: Topology,
 }
 
-impl Default for RecoveryPolicy {
-    fn default() -> Self {
+impl Recovery {
+    pub(crate) fn new(policy: RecoveryPolicy) -> Self {
         Self {
-            min_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(10),
-            max_attempts: None,
-            give_up_after: Some(Duration::from_secs(300)),
-            wait_while_recovering: Duration::from_secs(30),
+            policy,
+            topology: Topology::default(),
         }
     }
 }
 
-impl RecoveryPolicy {
-    /// The delay before attempt `attempt` (1-based): `min_delay * 2^(attempt-1)` capped at
-    /// `max_delay`, then a random part of up to a quarter taken off (`jitter` in `0..1`),
-    /// so that many clients cut off together do not reconnect in lockstep.
-    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(31);
-        let base = self
-            .min_delay
-            .saturating_mul(1 << doublings)
-            .min(self.max_delay);
-        base.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
+/// The core lost its transport with `err`: by the policy, its channels are suspended for the
+/// supervisor to reconnect (those the application opened, with what they record), or every
+/// handle fails. The one place the decision is made.
+pub(crate) fn on_lost(core: &mut Core, recovery: Option<&mut Recovery>, err: &Error) {
+    match recovery {
+        Some(r)
+            if r.policy
+                .recovers(err, core.is_recovering(), core.app_closed()) =>
+        {
+            let topology = &mut r.topology;
+            core.suspend(err, |id| topology.channels.contains_key(&id));
+            topology.keep_only(&core.suspended_channels());
+        }
+        _ => core.fail_all(err),
     }
-
-    /// True once `attempts` failed attempts over `down_for` exhaust the policy.
-    pub fn exhausted(&self, attempts: u32, down_for: Duration) -> bool {
-        self.max_attempts.is_some_and(|max| attempts >= max)
-            || self.give_up_after.is_some_and(|limit| down_for >= limit)
-    }
-}
-
-/// Where a connection stands, as [`Connection::state`](crate::Connection::state) reports it.
-#[derive(Debug, Clone)]
-pub enum ConnectionState {
-    /// Open, never lost.
-    Connected,
-    /// Lost; `attempt` reconnections tried so far (0 before the first).
-    Recovering {
-        /// Attempts made so far.
-        attempt: u32,
-    },
-    /// Open again after `count` recoveries in all.
-    Recovered {
-        /// How many times the connection was recovered since it was opened.
-        count: u32,
-    },
-    /// Recovery gave up, or the connection ended without recovery; every call fails with
-    /// this error.
-    Failed(Error),
-    /// Closed by the application.
-    Closed,
 }
 
 /// Something recovery did, as [`Connection::recovery_events`](crate::Connection::recovery_events)
@@ -157,47 +134,4 @@ pub enum RecoveryEvent {
     },
     /// Recovery gave up.
     Failed(Error),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delay_doubles_to_the_cap_and_jitter_only_shortens_it() {
-        let p = RecoveryPolicy {
-            min_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-            ..RecoveryPolicy::default()
-        };
-        assert_eq!(p.delay(1, 0.0), Duration::from_millis(100));
-        assert_eq!(p.delay(2, 0.0), Duration::from_millis(200));
-        assert_eq!(p.delay(4, 0.0), Duration::from_millis(800));
-        assert_eq!(p.delay(5, 0.0), Duration::from_secs(1));
-        assert_eq!(p.delay(u32::MAX, 0.0), Duration::from_secs(1));
-        assert_eq!(p.delay(1, 1.0), Duration::from_millis(75));
-        assert_eq!(
-            p.delay(1, 7.0),
-            Duration::from_millis(75),
-            "jitter is clamped"
-        );
-    }
-
-    #[test]
-    fn exhausted_by_count_or_by_time() {
-        let p = RecoveryPolicy {
-            max_attempts: Some(3),
-            give_up_after: Some(Duration::from_secs(10)),
-            ..RecoveryPolicy::default()
-        };
-        assert!(!p.exhausted(2, Duration::from_secs(9)));
-        assert!(p.exhausted(3, Duration::ZERO));
-        assert!(p.exhausted(0, Duration::from_secs(10)));
-        let forever = RecoveryPolicy {
-            max_attempts: None,
-            give_up_after: None,
-            ..RecoveryPolicy::default()
-        };
-        assert!(!forever.exhausted(u32::MAX, Duration::MAX));
-    }
 }

@@ -6,24 +6,32 @@
 //! queue redeclared elsewhere with other arguments) closes none of the application's; the
 //! refusal is reported as [`RecoveryEvent::TopologyFailed`] and recovery goes on.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use amqp_codec::methods::ChannelClose;
 use amqp_codec::{Method, ReplyCode};
-use tokio::sync::oneshot;
 
-use super::RecoveryEvent;
+use super::{RecoveryEvent, RecoveryPolicy, Topology};
+use crate::channel::Channel;
+use crate::connection::ConnectionInner;
 use crate::error::{ConnectStep, Error};
-use crate::proto::{Core, Reply, ReplyTx};
+use crate::proto::{Core, Reply, RequestId};
 use crate::shared::Shared;
+
+/// What recovery will re-create, as recorded so far.
+fn topology(shared: &Shared) -> Topology {
+    shared
+        .lock()
+        .recovery()
+        .map(|r| r.topology.clone())
+        .unwrap_or_default()
+}
 
 /// Re-creates the recorded topology. An error means the new connection failed too.
 pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
-    let (topology, timeout) = {
-        let core = shared.lock();
-        (core.topology_snapshot(), core.config.connection_timeout)
-    };
+    let topology = topology(shared);
+    let timeout = shared.lock().config.connection_timeout;
     let mut aux = Declarer {
         shared,
         timeout,
@@ -44,7 +52,9 @@ pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
             && ok.queue != queue.name
         {
             tracing::info!(old = %queue.name, new = %ok.queue, "server-named queue renamed by recovery");
-            shared.lock().rename_queue(&queue.name, &ok.queue);
+            if let Some(r) = shared.lock().recovery() {
+                r.topology.rename_queue(&queue.name, &ok.queue);
+            }
             shared.emit(RecoveryEvent::QueueRenamed {
                 old: queue.name.to_string(),
                 new: ok.queue.to_string(),
@@ -52,7 +62,7 @@ pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
         }
     }
     // Bindings and consumers with the queues' new names.
-    let topology = shared.lock().topology_snapshot();
+    let topology = self::topology(shared);
     for binding in &topology.exchange_bindings {
         let what = format!(
             "exchange.bind {} -> {}",
@@ -68,10 +78,15 @@ pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
     }
     aux.close().await?;
 
-    let channels = shared.lock().suspended_channels();
+    let channels: Vec<(u16, u64)> = shared
+        .lock()
+        .suspended_channels()
+        .into_iter()
+        .map(|(id, epoch, _)| (id, epoch))
+        .collect();
     for (id, epoch) in channels {
         let ((), reply) = aux
-            .ask(|core, tx| core.reopen_channel(id, epoch, tx))
+            .ask(|core| core.reopen_channel(id, epoch).map(|r| ((), r)))
             .await?;
         if !aux.settled(reply, format!("channel.open {id}"))? {
             continue;
@@ -93,7 +108,7 @@ pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
         for method in steps {
             let what = format!("{} on channel {id}", method.name());
             let ((), reply) = aux
-                .ask(|core, tx| core.replay_request(id, epoch, method, tx))
+                .ask(|core| core.replay_request(id, epoch, method).map(|r| ((), r)))
                 .await?;
             // A refused step closes the channel: its handles see the error; go on.
             if !aux.settled(reply, what)? {
@@ -121,14 +136,19 @@ impl Declarer<'_> {
         let (id, epoch) = match self.channel {
             Some(ids) => ids,
             None => {
-                let (ids, reply) = self.ask(Core::open_replay_channel).await?;
+                let (ids, reply) = self
+                    .ask(|core| {
+                        core.open_replay_channel()
+                            .map(|(id, epoch, request)| ((id, epoch), request))
+                    })
+                    .await?;
                 reply?;
                 self.channel = Some(ids);
                 ids
             }
         };
         let ((), reply) = self
-            .ask(|core, tx| core.replay_request(id, epoch, method, tx))
+            .ask(|core| core.replay_request(id, epoch, method).map(|r| ((), r)))
             .await?;
         match reply {
             Ok(reply) => Ok(Some(reply)),
@@ -166,7 +186,7 @@ impl Declarer<'_> {
             method_id: 0,
         });
         let ((), reply) = self
-            .ask(|core, tx| core.replay_request(id, epoch, close, tx))
+            .ask(|core| core.replay_request(id, epoch, close).map(|r| ((), r)))
             .await?;
         match reply {
             Ok(_) | Err(Error::ChannelClosedByApp) => Ok(()),
@@ -183,10 +203,13 @@ impl Declarer<'_> {
     /// timeout fails the attempt (recovery is part of connecting).
     async fn ask<T>(
         &self,
-        send: impl FnOnce(&mut Core, ReplyTx) -> Result<T, Error>,
+        send: impl FnOnce(&mut Core) -> Result<(T, RequestId), Error>,
     ) -> Result<(T, Result<Reply, Error>), Error> {
-        let (tx, rx) = oneshot::channel();
-        let queued = send(&mut self.shared.lock(), tx)?;
+        let (queued, rx) = {
+            let mut guard = self.shared.lock();
+            let (queued, request) = send(&mut guard)?;
+            (queued, guard.waiters().expect_reply(request))
+        };
         self.shared.wake_driver();
         let reply = match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(reply)) => reply,
@@ -199,4 +222,32 @@ impl Declarer<'_> {
         };
         Ok((queued, reply))
     }
+}
+
+/// Runs each hook's re-declarations on a channel of recovery's own (its calls pass the gate
+/// and are not recorded), closed afterwards. Skipped if the application dropped the
+/// connection meanwhile.
+pub(crate) async fn run_hooks(
+    shared: &Arc<Shared>,
+    conn: &Weak<ConnectionInner>,
+    policy: &RecoveryPolicy,
+) -> Result<(), Error> {
+    if policy.hooks.each().next().is_none() {
+        return Ok(());
+    }
+    let Some(conn) = conn.upgrade() else {
+        return Ok(());
+    };
+    let (id, epoch, opened) = {
+        let mut guard = shared.lock();
+        let (id, epoch, request) = guard.open_replay_channel()?;
+        (id, epoch, guard.waiters().expect_reply(request))
+    };
+    shared.wake_driver();
+    opened.await.unwrap_or(Err(Error::ConnectionLost))?;
+    let channel = Channel::for_recovery(conn, id, epoch);
+    for hook in policy.hooks.each() {
+        hook.redeclare(&channel).await?;
+    }
+    channel.close().await
 }

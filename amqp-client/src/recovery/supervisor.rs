@@ -1,154 +1,202 @@
 //! The recovery supervisor: one task per connection with recovery on. It waits for the
 //! driver to end; if the core suspended its channels (a recoverable loss), it reconnects with
 //! backoff, address after address, restarts the core on the new transport, replays the
-//! topology, and lets the application's calls through again, or gives up.
+//! topology and the hooks, and lets the application's calls through again, or gives up.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{RecoveryEvent, RecoveryPolicy, replay};
 use crate::config::format_address;
+use crate::connection::ConnectionInner;
 use crate::driver;
 use crate::error::Error;
+use crate::proto::ConnectionState;
 use crate::shared::Shared;
 
-/// Watches the connection driven by `driver` and recovers it each time it is lost.
-pub(crate) async fn supervise(shared: Arc<Shared>, driver: JoinHandle<()>) {
-    let mut driver = Some(driver);
-    let (policy, addresses) = {
-        let core = shared.lock();
-        match core.config.recovery.clone() {
-            Some(policy) => (policy, core.config.addresses()),
-            None => return,
-        }
+/// Watches the connection driven by `driver` and recovers it each time it is lost. `conn`
+/// lets the hooks get a channel without keeping the connection alive.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    conn: Weak<ConnectionInner>,
+    driver: JoinHandle<()>,
+) {
+    let Some(policy) = shared.lock().config.recovery.clone() else {
+        return;
     };
-    let mut jitter = Jitter::seeded();
-    let mut next_address = 0;
-    let mut recoveries = 0;
-    loop {
-        if let Some(handle) = driver.take() {
-            let _ = handle.await;
-        }
-        let lost = {
-            let core = shared.lock();
-            if !core.is_recovering() {
-                return; // closed by the application, or an error recovery does not cover
-            }
-            core.lost_error()
+    let addresses = shared.lock().config.addresses();
+    let mut supervisor = Supervisor {
+        addresses,
+        shared,
+        conn,
+        policy,
+        jitter: Jitter::seeded(),
+        next_address: 0,
+        recoveries: 0,
+    };
+    let mut driver = Some(driver);
+    while let Some(handle) = driver.take() {
+        let _ = handle.await;
+        let Some(lost) = supervisor.lost() else {
+            return; // closed by the application, or an error recovery does not cover
         };
+        driver = supervisor.recover(lost).await;
+    }
+}
+
+/// What the supervisor keeps between outages.
+struct Supervisor {
+    /// The connection.
+    shared: Arc<Shared>,
+    /// The application's connection handle, for the hooks' channel.
+    conn: Weak<ConnectionInner>,
+    /// When to retry and when to give up.
+    policy: RecoveryPolicy,
+    /// Every address to try: the first, then the fallbacks.
+    addresses: Vec<(String, u16)>,
+    /// Randomness for the backoff.
+    jitter: Jitter,
+    /// The address the last attempt used.
+    next_address: usize,
+    /// Recoveries so far.
+    recoveries: u32,
+}
+
+impl Supervisor {
+    /// After the driver ended: the error the connection was lost with, if it is being
+    /// recovered.
+    fn lost(&self) -> Option<Error> {
+        let core = self.shared.lock();
+        core.is_recovering().then(|| core.lost_error())
+    }
+
+    /// One outage: attempts until one succeeds (the new driver's handle) or recovery ends.
+    async fn recover(&mut self, lost: Error) -> Option<JoinHandle<()>> {
         tracing::warn!(error = %lost, "connection lost; recovering");
-        shared.emit(RecoveryEvent::Lost(lost.clone()));
+        self.policy.hooks.each().for_each(|h| h.lost(&lost));
+        self.shared.emit(RecoveryEvent::Lost(lost.clone()));
         let down_since = Instant::now();
-        let mut round = Round {
-            shared: &shared,
-            policy: &policy,
-            attempts: 0,
-            last_error: lost,
-        };
+        let (mut attempts, mut last_error) = (0, lost);
         loop {
-            if round.policy.exhausted(round.attempts, down_since.elapsed()) {
-                return round.give_up();
+            if self.policy.exhausted(attempts, down_since.elapsed()) {
+                self.give_up(attempts, last_error);
+                return None;
             }
-            round.attempts += 1;
-            shared.lock().set_attempt(round.attempts);
-            let delay = policy.delay(round.attempts, jitter.next());
-            if !round.sleep(delay).await {
-                return; // the application closed the connection meanwhile
+            attempts += 1;
+            self.shared.lock().set_attempt(attempts);
+            let delay = self.policy.delay(attempts, self.jitter.next());
+            if !self.sleep(delay).await {
+                return None; // the application closed the connection meanwhile
             }
-            // Each attempt tries the next address: after a node fails, its peers first.
-            next_address = (next_address + usize::from(addresses.len() > 1)) % addresses.len();
-            let (host, port) = &addresses[next_address];
-            let address = format_address(host, *port);
-            tracing::info!(attempt = round.attempts, %address, "reconnecting");
-            let result = match connect(&shared, host, *port).await {
+            let (host, port) = self.next_address();
+            let address = format_address(&host, port);
+            tracing::info!(attempt = attempts, %address, "reconnecting");
+            match self.attempt(&host, port).await {
                 Ok(handle) => {
-                    driver = Some(handle);
-                    replay::replay(&shared).await
-                }
-                Err(err) => Err(err),
-            };
-            match result {
-                Ok(()) => {
-                    recoveries += 1;
-                    shared.lock().finish_recovery(recoveries);
-                    let downtime = down_since.elapsed();
-                    tracing::info!(%address, attempts = round.attempts, ?downtime, "connection recovered");
-                    shared.emit(RecoveryEvent::Recovered {
-                        address,
-                        attempts: round.attempts,
-                        downtime,
-                    });
-                    break;
+                    self.recovered(address, attempts, down_since.elapsed());
+                    return Some(handle);
                 }
                 Err(err) => {
-                    tracing::warn!(attempt = round.attempts, %address, error = %err, "recovery attempt failed");
-                    // A half-recovered connection is dropped; the next attempt starts over.
-                    shared.lock().fail(err.clone());
-                    shared.wake_driver();
-                    if let Some(handle) = driver.take() {
-                        let _ = handle.await;
+                    if !self.attempt_failed(attempts, address, &err).await {
+                        return None;
                     }
-                    shared.emit(RecoveryEvent::AttemptFailed {
-                        attempt: round.attempts,
-                        address,
-                        error: err.clone(),
-                    });
-                    round.last_error = err.clone();
-                    if !shared.lock().is_recovering() {
-                        // Credentials refused, or closed by the application: not retried.
-                        if !matches!(err, Error::ConnectionClosedByApp) {
-                            round.give_up();
-                        }
-                        return;
-                    }
+                    last_error = err;
                 }
             }
         }
     }
-}
 
-/// One recovery, from the loss to success or giving up.
-struct Round<'a> {
-    /// The connection.
-    shared: &'a Arc<Shared>,
-    /// When to give up.
-    policy: &'a RecoveryPolicy,
-    /// Attempts made so far.
-    attempts: u32,
-    /// What the last attempt (or the loss) failed with.
-    last_error: Error,
-}
+    /// Each attempt tries the next address: after a node fails, its peers first.
+    fn next_address(&mut self) -> (String, u16) {
+        let n = self.addresses.len();
+        self.next_address = (self.next_address + usize::from(n > 1)) % n.max(1);
+        self.addresses
+            .get(self.next_address)
+            .cloned()
+            .unwrap_or_default()
+    }
 
-impl Round<'_> {
+    /// Connects, replays the topology and runs the hooks' re-declarations.
+    async fn attempt(&self, host: &str, port: u16) -> Result<JoinHandle<()>, Error> {
+        let handle = connect(&self.shared, host, port).await?;
+        let replayed = async {
+            replay::replay(&self.shared).await?;
+            replay::run_hooks(&self.shared, &self.conn, &self.policy).await
+        };
+        match replayed.await {
+            Ok(()) => Ok(handle),
+            Err(err) => {
+                // A half-recovered connection is dropped; the next attempt starts over.
+                self.shared.lock().lose(err.clone());
+                self.shared.wake_driver();
+                let _ = handle.await;
+                Err(err)
+            }
+        }
+    }
+
+    /// The connection is back: calls go through again.
+    fn recovered(&mut self, address: String, attempts: u32, downtime: Duration) {
+        self.recoveries += 1;
+        self.shared.lock().finish_recovery(self.recoveries);
+        tracing::info!(%address, attempts, ?downtime, "connection recovered");
+        self.policy
+            .hooks
+            .each()
+            .for_each(|h| h.recovered(attempts, downtime));
+        self.shared.emit(RecoveryEvent::Recovered {
+            address,
+            attempts,
+            downtime,
+        });
+    }
+
+    /// An attempt failed: reported; false if recovery is over (the error is not one it
+    /// retries, or the application closed the connection).
+    async fn attempt_failed(&self, attempt: u32, address: String, err: &Error) -> bool {
+        tracing::warn!(attempt, %address, error = %err, "recovery attempt failed");
+        self.policy
+            .hooks
+            .each()
+            .for_each(|h| h.attempt_failed(attempt, err));
+        self.shared.emit(RecoveryEvent::AttemptFailed {
+            attempt,
+            address,
+            error: err.clone(),
+        });
+        if self.shared.lock().is_recovering() {
+            return true;
+        }
+        // Credentials refused, or closed by the application: not retried.
+        if !matches!(err, Error::ConnectionClosedByApp) {
+            self.give_up(attempt, err.clone());
+        }
+        false
+    }
+
     /// Sleeps `delay`, waking early if the application closes the connection. False if it
     /// did (recovery is over).
     async fn sleep(&self, delay: Duration) -> bool {
-        let until = tokio::time::Instant::now() + delay;
-        loop {
-            let notified = self.shared.publish_gate.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.shared.lock().is_recovering() {
-                return false;
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => return true,
-                () = notified => {}
-            }
+        let mut state = self.shared.state();
+        let closed =
+            state.wait_for(|s| matches!(s, ConnectionState::Closed | ConnectionState::Failed(_)));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => self.shared.lock().is_recovering(),
+            _ = closed => false,
         }
     }
 
     /// Ends recovery: every handle fails with [`Error::RecoveryFailed`].
-    fn give_up(&self) {
+    fn give_up(&self, attempts: u32, last_error: Error) {
         let err = Error::RecoveryFailed {
-            attempts: self.attempts,
-            last_error: Box::new(self.last_error.clone()),
+            attempts,
+            last_error: Box::new(last_error),
         };
         tracing::error!(error = %err, "connection recovery gave up");
         self.shared.lock().give_up(err.clone());
+        self.policy.hooks.each().for_each(|h| h.gave_up(&err));
         self.shared.emit(RecoveryEvent::Failed(err));
     }
 }
@@ -158,19 +206,19 @@ async fn connect(shared: &Arc<Shared>, host: &str, port: u16) -> Result<JoinHand
     let config = shared.lock().config.clone();
     let deadline = tokio::time::Instant::now() + config.connection_timeout;
     let tcp = driver::connect_tcp(&config, host, port, deadline).await?;
-    let (opened_tx, opened) = oneshot::channel();
-    if !shared
-        .lock()
-        .restart(host, port, std::time::Instant::now(), opened_tx)
-    {
-        return Err(Error::ConnectionClosedByApp);
-    }
+    let opened = {
+        let mut guard = shared.lock();
+        if !guard.restart(host, port, std::time::Instant::now()) {
+            return Err(Error::ConnectionClosedByApp);
+        }
+        guard.waiters().expect_open()
+    };
     let handle = match driver::spawn(shared.clone(), tcp, config.tls.as_ref(), host, deadline).await
     {
         Ok(handle) => handle,
         Err(err) => {
             // No driver runs: put the core back between connections.
-            shared.lock().fail(err.clone());
+            shared.lock().lose(err.clone());
             return Err(err);
         }
     };
@@ -183,10 +231,10 @@ async fn connect(shared: &Arc<Shared>, host: &str, port: u16) -> Result<JoinHand
 }
 
 /// A small xorshift generator for backoff jitter (no dependency; not for secrets).
-struct Jitter(u64);
+pub(super) struct Jitter(u64);
 
 impl Jitter {
-    fn seeded() -> Self {
+    pub(super) fn seeded() -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -195,7 +243,7 @@ impl Jitter {
     }
 
     /// A number in `0..1`.
-    fn next(&mut self) -> f64 {
+    pub(super) fn next(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

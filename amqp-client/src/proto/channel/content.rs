@@ -8,11 +8,11 @@
 //! channel does not know is handed back to the broker when that is safe, and counted.
 
 use amqp_codec::methods::BasicReject;
-use amqp_codec::{BasicProperties, Content, Discarded, Method, Outbound, ReplyCode};
+use amqp_codec::{BasicProperties, Content, Discarded, Method, ReplyCode};
 use bytes::Bytes;
 
-use super::{ChannelState, Effect, Reply, Violation};
-use crate::message::ReturnedMessage;
+use super::{ChannelState, Effect, Io, Reply, Violation};
+use crate::proto::ReturnedMessage;
 use crate::proto::consumers::{Dropped, RawDelivery};
 
 /// What a channel did with deliveries it could not simply hand to a consumer.
@@ -41,8 +41,7 @@ impl ChannelState {
     pub(super) fn handle_content(
         &mut self,
         content: Content,
-        out: &mut Outbound,
-        frame_max: u32,
+        io: &mut Io<'_>,
     ) -> Result<Effect, Violation> {
         match content.method {
             Method::BasicDeliver(d) => {
@@ -57,7 +56,7 @@ impl ChannelState {
                     generation: self.generation,
                     dropped: None,
                 };
-                Ok(self.deliver(raw, out, frame_max))
+                Ok(self.deliver(raw, io))
             }
             Method::BasicReturn(r) => {
                 self.returned(ReturnedMessage {
@@ -73,7 +72,7 @@ impl ChannelState {
             }
             _ => {
                 let generation = self.generation;
-                self.complete(Reply::Content(content, generation), out, frame_max)
+                self.complete(Reply::Content(content, generation), io)
             }
         }
     }
@@ -83,8 +82,7 @@ impl ChannelState {
     pub(super) fn handle_discarded(
         &mut self,
         discarded: Discarded,
-        out: &mut Outbound,
-        frame_max: u32,
+        io: &mut Io<'_>,
     ) -> Result<Effect, Violation> {
         let dropped = Dropped {
             body_size: discarded.body_size,
@@ -105,7 +103,7 @@ impl ChannelState {
                     generation: self.generation,
                     dropped: Some(Box::new(dropped)),
                 };
-                Ok(self.deliver(raw, out, frame_max))
+                Ok(self.deliver(raw, io))
             }
             Method::BasicReturn(r) => {
                 self.returned(ReturnedMessage {
@@ -128,19 +126,19 @@ impl ChannelState {
                     method,
                     ..discarded
                 };
-                self.complete(Reply::Discarded(discarded, generation), out, frame_max)
+                self.complete(Reply::Discarded(discarded, generation), io)
             }
         }
     }
 
     /// Hands a delivery to its consumer's buffer, or settles it if no consumer takes it.
     #[inline]
-    fn deliver(&mut self, raw: RawDelivery, out: &mut Outbound, frame_max: u32) -> Effect {
+    fn deliver(&mut self, raw: RawDelivery, io: &mut Io<'_>) -> Effect {
         if let Some(slot) = self.consumers.get_mut(raw.consumer_tag.as_bytes())
             && !slot.is_ended()
         {
             self.unsettled.delivered(raw.delivery_tag, !slot.no_ack());
-            return if slot.push(raw) {
+            return if slot.push(raw, io.events) {
                 Effect::ConsumerFull
             } else {
                 Effect::None
@@ -151,7 +149,7 @@ impl ChannelState {
             Some(ended) => Some(ended.no_ack()),
             None => self.detached.get(tag).copied(),
         };
-        self.orphan(&raw, no_ack, out, frame_max);
+        self.orphan(&raw, no_ack, io);
         Effect::None
     }
 
@@ -159,7 +157,7 @@ impl ChannelState {
     /// is unknown. Rejected with requeue (so another consumer gets it and it never waits
     /// unacknowledged until the channel closes), unless it may be a no-ack delivery, which
     /// the broker counts as settled and would not let us reject.
-    fn orphan(&mut self, raw: &RawDelivery, no_ack: Option<bool>, out: &mut Outbound, fm: u32) {
+    fn orphan(&mut self, raw: &RawDelivery, no_ack: Option<bool>, io: &mut Io<'_>) {
         // Settled here and now (or no-ack), so it holds up no coalescing of acks.
         self.unsettled.delivered(raw.delivery_tag, false);
         match no_ack {
@@ -183,7 +181,7 @@ impl ChannelState {
                     delivery_tag: raw.delivery_tag,
                     requeue: true,
                 });
-                let _ = out.push_method(self.id, &reject, fm);
+                io.send(self.id, &reject);
                 self.tally.orphans_requeued += 1;
                 if no_ack.is_none() {
                     tracing::warn!(

@@ -2,16 +2,17 @@
 //! side, and suspension while the connection is recovered.
 
 use amqp_codec::methods::{BasicReject, ChannelClose};
-use amqp_codec::{Method, Outbound, ReplyCode, ShortStr};
+use amqp_codec::{Method, ReplyCode, ShortStr};
 
-use super::{ChannelState, ReplyTx, Rpc, Status};
+use super::{ChannelState, Io, Rpc, Status};
 use crate::error::Error;
-use crate::message::ReturnedMessage;
+use crate::proto::ReturnedMessage;
+use crate::proto::events::{Events, RequestId};
 use crate::proto::truncate_short;
 
 impl ChannelState {
     /// The application dropped a consumer: cancel it and hand back what it had buffered.
-    pub(crate) fn detach_consumer(&mut self, tag: &ShortStr, out: &mut Outbound, frame_max: u32) {
+    pub(crate) fn detach_consumer(&mut self, tag: &ShortStr, io: &mut Io<'_>) {
         let key = tag.as_bytes();
         let Some(mut slot) = self.consumers.remove(key) else {
             return;
@@ -21,14 +22,13 @@ impl ChannelState {
             return;
         }
         if !no_ack {
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            while let (std::task::Poll::Ready(Some(Ok(d))), _) = slot.poll_next(&mut cx) {
+            for d in slot.take_buffered() {
                 self.unsettled.settle(d.delivery_tag, false);
                 let reject = Method::BasicReject(BasicReject {
                     delivery_tag: d.delivery_tag,
                     requeue: true,
                 });
-                let _ = out.push_method(self.id, &reject, frame_max);
+                io.send(self.id, &reject);
             }
         }
         self.detached.insert(tag.clone().into_bytes(), no_ack);
@@ -36,14 +36,11 @@ impl ChannelState {
             consumer_tag: tag.clone(),
             nowait: false,
         });
-        self.enqueue(
-            Rpc {
-                method: cancel,
-                reply: None,
-            },
-            out,
-            frame_max,
-        );
+        let rpc = Rpc {
+            method: cancel,
+            reply: None,
+        };
+        self.enqueue(rpc, io);
     }
 
     /// Returned messages held for the application (outside confirm mode).
@@ -56,9 +53,8 @@ impl ChannelState {
         &mut self,
         code: ReplyCode,
         text: &str,
-        reply: Option<ReplyTx>,
-        out: &mut Outbound,
-        frame_max: u32,
+        reply: Option<RequestId>,
+        io: &mut Io<'_>,
     ) {
         let close = Method::ChannelClose(ChannelClose {
             reply_code: code.0,
@@ -69,28 +65,25 @@ impl ChannelState {
         // A close jumps the queue: requests not yet sent fail now.
         let keep = usize::from(self.in_flight);
         for rpc in self.rpcs.drain(keep..) {
-            if let Some(tx) = rpc.reply {
-                let _ = tx.send(Err(Error::ChannelClosedByApp));
+            if let Some(request) = rpc.reply {
+                io.events.reply(request, Err(Error::ChannelClosedByApp));
             }
         }
-        self.enqueue(
-            Rpc {
-                method: close,
-                reply,
-            },
-            out,
-            frame_max,
-        );
+        let rpc = Rpc {
+            method: close,
+            reply,
+        };
+        self.enqueue(rpc, io);
     }
 
     /// The connection was lost and will be recovered: what waits for a reply and every
     /// pending confirm fail with `err`; deliveries not yet taken are dropped (their tags die
     /// with the connection; the broker requeues them); consumers' streams stay open for the
     /// next connection. The generation moves on, so older acks and confirms are refused.
-    pub(crate) fn suspend(&mut self, err: &Error) {
-        self.fail_requests(err);
+    pub(crate) fn suspend(&mut self, err: &Error, events: &mut Events) {
+        self.fail_requests(err, events);
         if let Some(mut confirms) = self.confirms.take() {
-            confirms.fail_all(err);
+            confirms.fail_all(err, events);
         }
         self.detached.clear();
         self.assembler.reset();
@@ -105,44 +98,42 @@ impl ChannelState {
         self.status = Status::Recovering;
     }
 
-    /// Opens a suspended channel again, on the recovered connection.
-    pub(crate) fn reopen(&mut self, reply: ReplyTx, out: &mut Outbound, frame_max: u32) {
+    /// Opens a suspended channel again, on the recovered connection; the open-ok answers
+    /// `reply`.
+    pub(crate) fn reopen(&mut self, reply: RequestId, io: &mut Io<'_>) {
         self.status = Status::Opening;
         let open = Method::ChannelOpen(amqp_codec::methods::ChannelOpen::default());
-        self.enqueue(
-            Rpc {
-                method: open,
-                reply: Some(reply),
-            },
-            out,
-            frame_max,
-        );
+        let rpc = Rpc {
+            method: open,
+            reply: Some(reply),
+        };
+        self.enqueue(rpc, io);
     }
 
     /// Marks the channel closed and fails everything waiting on it.
-    pub(crate) fn close_with(&mut self, err: Error) {
-        self.fail_requests(&err);
-        self.fail_streams(&err);
+    pub(crate) fn close_with(&mut self, err: Error, events: &mut Events) {
+        self.fail_requests(&err, events);
+        self.fail_streams(&err, events);
         self.status = Status::Closed(err);
     }
 
     /// Fails every queued request, the one on the wire included.
-    pub(super) fn fail_requests(&mut self, err: &Error) {
+    pub(super) fn fail_requests(&mut self, err: &Error, events: &mut Events) {
         for rpc in self.rpcs.drain(..) {
-            if let Some(tx) = rpc.reply {
-                let _ = tx.send(Err(err.clone()));
+            if let Some(request) = rpc.reply {
+                events.reply(request, Err(err.clone()));
             }
         }
         self.in_flight = false;
     }
 
     /// Fails outstanding confirms and ends every consumer with `err`.
-    pub(super) fn fail_streams(&mut self, err: &Error) {
+    pub(super) fn fail_streams(&mut self, err: &Error, events: &mut Events) {
         if let Some(confirms) = &mut self.confirms {
-            confirms.fail_all(err);
+            confirms.fail_all(err, events);
         }
         for slot in self.consumers.values_mut() {
-            slot.end(Some(err.clone()));
+            slot.end(Some(err.clone()), events);
         }
         self.detached.clear();
     }

@@ -10,7 +10,6 @@ use amqp_codec::methods::{BasicCancelOk, ChannelClose, ChannelCloseOk, ChannelFl
 use amqp_codec::{Content, ContentAssembler, Discarded, Method, Outbound, ReplyCode};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use tokio::sync::oneshot;
 
 mod content;
 mod lifecycle;
@@ -19,10 +18,11 @@ pub(crate) use content::DeliveryTally;
 
 use super::confirms::Confirms;
 use super::consumers::ConsumerSlot;
+use super::events::{Events, RequestId};
 use super::unsettled::Unsettled;
 use crate::config::Limits;
 use crate::error::{CloseReason, Error};
-use crate::message::ReturnedMessage;
+use crate::proto::ReturnedMessage;
 
 /// A synchronous method's answer.
 #[derive(Debug)]
@@ -48,16 +48,34 @@ impl Reply {
     }
 }
 
-/// Where a reply goes.
-pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
-
 /// A queued request.
 #[derive(Debug)]
 pub(crate) struct Rpc {
     /// The method to send.
     pub(crate) method: Method,
-    /// Who waits for the reply; `None` for no-wait methods queued only to keep their order.
-    pub(crate) reply: Option<ReplyTx>,
+    /// The request its reply answers (as [`Event::Reply`](super::Event::Reply)); `None` for
+    /// no-wait methods queued only to keep their order.
+    pub(crate) reply: Option<RequestId>,
+}
+
+/// Where a channel's output goes as it handles a frame or a request: the connection's
+/// outbound queue (with the negotiated frame-max) and its events.
+#[derive(Debug)]
+pub(crate) struct Io<'a> {
+    /// Frames for the driver to write.
+    pub(crate) out: &'a mut Outbound,
+    /// The negotiated frame-max for what we send (0: no limit).
+    pub(crate) frame_max: u32,
+    /// What the layer above must act on.
+    pub(crate) events: &'a mut Events,
+}
+
+impl Io<'_> {
+    /// Queues a method the channel sends on its own (an answer such as close-ok, or a
+    /// settlement); these always fit a frame.
+    pub(crate) fn send(&mut self, channel: u16, method: &Method) {
+        let _ = self.out.push_method(channel, method, self.frame_max);
+    }
 }
 
 /// Lifecycle of a channel.
@@ -198,29 +216,29 @@ impl ChannelState {
     }
 
     /// Queues a request and sends it if the wire is free.
-    pub(crate) fn enqueue(&mut self, rpc: Rpc, out: &mut Outbound, frame_max: u32) {
+    pub(crate) fn enqueue(&mut self, rpc: Rpc, io: &mut Io<'_>) {
         self.rpcs.push_back(rpc);
-        self.pump(out, frame_max);
+        self.pump(io);
     }
 
     /// Sends queued requests until one waits for a reply.
-    fn pump(&mut self, out: &mut Outbound, frame_max: u32) {
+    fn pump(&mut self, io: &mut Io<'_>) {
         while !self.in_flight {
             let Some(rpc) = self.rpcs.front() else { return };
-            if let Err(err) = out.push_method(self.id, &rpc.method, frame_max) {
+            if let Err(err) = io.out.push_method(self.id, &rpc.method, io.frame_max) {
                 if let Some(rpc) = self.rpcs.pop_front()
                     && let Some(tx) = rpc.reply
                 {
-                    let _ = tx.send(Err(err.into()));
+                    io.events.reply(tx, Err(err.into()));
                 }
                 continue;
             }
-            self.on_sent();
+            self.on_sent(io.events);
         }
     }
 
     /// Bookkeeping once the front request is on the wire.
-    fn on_sent(&mut self) {
+    fn on_sent(&mut self, events: &mut Events) {
         let Some(front) = self.rpcs.front() else {
             return;
         };
@@ -259,21 +277,16 @@ impl ChannelState {
             // The close stays on the wire; whatever was queued behind it fails.
             self.status = Status::Closing(err.clone());
             for rpc in self.rpcs.drain(1..) {
-                if let Some(tx) = rpc.reply {
-                    let _ = tx.send(Err(err.clone()));
+                if let Some(request) = rpc.reply {
+                    events.reply(request, Err(err.clone()));
                 }
             }
-            self.fail_streams(&err);
+            self.fail_streams(&err, events);
         }
     }
 
     /// Handles a method (or a complete message) for this channel.
-    pub(crate) fn handle(
-        &mut self,
-        reply: Reply,
-        out: &mut Outbound,
-        frame_max: u32,
-    ) -> Result<Effect, Violation> {
+    pub(crate) fn handle(&mut self, reply: Reply, io: &mut Io<'_>) -> Result<Effect, Violation> {
         let method = reply.method();
         if let Status::Closing(_) = self.status
             && !matches!(method, Method::ChannelClose(_) | Method::ChannelCloseOk(_))
@@ -281,30 +294,21 @@ impl ChannelState {
             return Ok(Effect::None); // spec: discard everything until close-ok
         }
         match reply {
-            Reply::Content(content, _) => self.handle_content(content, out, frame_max),
-            Reply::Discarded(discarded, _) => self.handle_discarded(discarded, out, frame_max),
-            Reply::Method(method) => self.handle_method(method, out, frame_max),
+            Reply::Content(content, _) => self.handle_content(content, io),
+            Reply::Discarded(discarded, _) => self.handle_discarded(discarded, io),
+            Reply::Method(method) => self.handle_method(method, io),
         }
     }
 
-    fn handle_method(
-        &mut self,
-        method: Method,
-        out: &mut Outbound,
-        frame_max: u32,
-    ) -> Result<Effect, Violation> {
+    fn handle_method(&mut self, method: Method, io: &mut Io<'_>) -> Result<Effect, Violation> {
         match method {
             Method::ChannelClose(m) => {
-                let _ = out.push_method(
-                    self.id,
-                    &Method::ChannelCloseOk(ChannelCloseOk {}),
-                    frame_max,
-                );
+                io.send(self.id, &Method::ChannelCloseOk(ChannelCloseOk {}));
                 if let Status::Closing(_) = self.status {
                     // Both sides closed at once: answered; ours still awaits its close-ok.
                     return Ok(Effect::None);
                 }
-                self.close_with(Error::ChannelClosed(close_reason(&m)));
+                self.close_with(Error::ChannelClosed(close_reason(&m)), io.events);
                 Ok(Effect::Closed)
             }
             Method::ChannelCloseOk(_) => {
@@ -315,43 +319,50 @@ impl ChannelState {
                 if let Some(rpc) = self.rpcs.pop_front()
                     && let Some(tx) = rpc.reply
                 {
-                    let _ = tx.send(Ok(Reply::Method(method)));
+                    io.events.reply(tx, Ok(Reply::Method(method)));
                 }
-                self.close_with(err);
+                self.close_with(err, io.events);
                 Ok(Effect::Closed)
             }
             Method::ChannelFlow(m) => {
                 self.flow_active = m.active;
                 let ok = Method::ChannelFlowOk(ChannelFlowOk { active: m.active });
-                let _ = out.push_method(self.id, &ok, frame_max);
+                io.send(self.id, &ok);
                 Ok(Effect::WakePublishers)
             }
-            Method::BasicAck(m) => self.confirm(m.delivery_tag, m.multiple, true),
-            Method::BasicNack(m) => self.confirm(m.delivery_tag, m.multiple, false),
+            Method::BasicAck(m) => self.confirm(m.delivery_tag, m.multiple, true, io.events),
+            Method::BasicNack(m) => self.confirm(m.delivery_tag, m.multiple, false, io.events),
             Method::BasicCancel(m) => {
                 // The broker cancelled a consumer (queue deleted, node down).
                 let tag = m.consumer_tag.as_bytes();
                 // The slot stays so the stream can drain what it buffered.
                 if let Some(slot) = self.consumers.get_mut(tag) {
-                    slot.end(Some(Error::ConsumerCancelled {
+                    let err = Error::ConsumerCancelled {
                         consumer_tag: String::from_utf8_lossy(tag).into_owned(),
-                    }));
+                    };
+                    slot.end(Some(err), io.events);
                 }
                 self.detached.remove(tag);
                 if !m.nowait {
                     let ok = Method::BasicCancelOk(BasicCancelOk {
                         consumer_tag: m.consumer_tag,
                     });
-                    let _ = out.push_method(self.id, &ok, frame_max);
+                    io.send(self.id, &ok);
                 }
                 Ok(Effect::None)
             }
-            other => self.complete(Reply::Method(other), out, frame_max),
+            other => self.complete(Reply::Method(other), io),
         }
     }
 
     /// A broker ack or nack for our publishes.
-    fn confirm(&mut self, tag: u64, multiple: bool, ack: bool) -> Result<Effect, Violation> {
+    fn confirm(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        ack: bool,
+        events: &mut Events,
+    ) -> Result<Effect, Violation> {
         let Some(confirms) = &mut self.confirms else {
             return Err(Violation {
                 code: ReplyCode::COMMAND_INVALID,
@@ -362,7 +373,7 @@ impl ChannelState {
                 method: None,
             });
         };
-        if !confirms.resolve(tag, multiple, ack) {
+        if !confirms.resolve(tag, multiple, ack, events) {
             return Err(Violation {
                 code: ReplyCode::COMMAND_INVALID,
                 message: format!(
@@ -376,12 +387,7 @@ impl ChannelState {
     }
 
     /// Matches a reply with the request on the wire.
-    fn complete(
-        &mut self,
-        reply: Reply,
-        out: &mut Outbound,
-        frame_max: u32,
-    ) -> Result<Effect, Violation> {
+    fn complete(&mut self, reply: Reply, io: &mut Io<'_>) -> Result<Effect, Violation> {
         let method = reply.method();
         let expected = match self.rpcs.front() {
             Some(rpc) if self.in_flight && rpc.method.is_answered_by(method) => rpc,
@@ -393,7 +399,7 @@ impl ChannelState {
         match (&expected.method, method) {
             (Method::ChannelOpen(_), _) => self.status = Status::Open,
             (Method::BasicConsume(m), Method::BasicConsumeOk(ok)) => {
-                // A recovered consumer keeps its slot (and the stream's waker).
+                // A recovered consumer keeps its slot (and the stream's waiter).
                 let tag = ok.consumer_tag.clone().into_bytes();
                 let (capacity, no_ack) = (self.consumer_capacity, m.no_ack);
                 self.consumers
@@ -406,7 +412,7 @@ impl ChannelState {
             (Method::BasicCancel(_), Method::BasicCancelOk(ok)) => {
                 let tag = ok.consumer_tag.as_bytes();
                 if let Some(slot) = self.consumers.get_mut(tag) {
-                    slot.end(None);
+                    slot.end(None, io.events);
                 }
                 self.detached.remove(tag);
             }
@@ -416,9 +422,9 @@ impl ChannelState {
         if let Some(rpc) = self.rpcs.pop_front()
             && let Some(tx) = rpc.reply
         {
-            let _ = tx.send(Ok(reply));
+            io.events.reply(tx, Ok(reply));
         }
-        self.pump(out, frame_max);
+        self.pump(io);
         Ok(Effect::None)
     }
 }

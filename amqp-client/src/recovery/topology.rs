@@ -3,7 +3,8 @@
 //!
 //! Recorded from requests the broker accepted (the request with its reply, so a server-named
 //! queue is known by the name the broker gave it), forgotten when the application deletes,
-//! unbinds, cancels or closes. Pure data: no IO, tested without a broker.
+//! unbinds or cancels; at a loss, only what the core still has (suspended channels, live
+//! consumers) is kept. Pure data: no IO, tested without a broker.
 
 use std::collections::BTreeMap;
 
@@ -147,8 +148,8 @@ impl Topology {
         }
     }
 
-    /// A consumer ended (cancelled by the application or the broker).
-    pub(crate) fn forget_consumer(&mut self, channel: u16, tag: &ShortStr) {
+    /// A consumer ended (cancelled by the application).
+    fn forget_consumer(&mut self, channel: u16, tag: &ShortStr) {
         if let Some(record) = self.channels.get_mut(&channel) {
             record.consumers.retain(|c| &c.consumer_tag != tag);
         }
@@ -157,6 +158,29 @@ impl Topology {
     /// A channel closed, or a new opening of its id started: nothing of it is recovered.
     pub(crate) fn forget_channel(&mut self, channel: u16) {
         self.channels.remove(&channel);
+    }
+
+    /// The application opened channel `id`: it is recovered from now on, with nothing of an
+    /// earlier opening of the same id.
+    pub(crate) fn record_channel(&mut self, id: u16) {
+        self.channels.insert(id, ChannelRecord::default());
+    }
+
+    /// The connection was lost: only the channels the core suspended come back, each with
+    /// the consumers it still has (closed channels, ended consumers and channels that were
+    /// not the application's are forgotten).
+    pub(crate) fn keep_only(&mut self, suspended: &[(u16, u64, Vec<&[u8]>)]) {
+        self.channels.retain(
+            |id, record| match suspended.iter().find(|(s, _, _)| s == id) {
+                Some((_, _, tags)) => {
+                    record
+                        .consumers
+                        .retain(|c| tags.contains(&c.consumer_tag.as_bytes()));
+                    true
+                }
+                None => false,
+            },
+        );
     }
 
     /// The exchange was deleted, and with it the bindings it was part of.
