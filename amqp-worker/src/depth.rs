@@ -36,7 +36,8 @@ pub(crate) async fn depth(
     }
 }
 
-/// Refreshes the gauges until `stop` is cancelled or the connection fails.
+/// Refreshes the gauges until `stop` is cancelled or the connection ends for good (while the
+/// client recovers it, a round fails or waits, and the next one tries again).
 pub(crate) async fn refresh(
     conn: Connection,
     metrics: Arc<Metrics>,
@@ -60,7 +61,7 @@ pub(crate) async fn refresh(
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "reading queue depths failed");
-            if e.is_connection_error() {
+            if e.is_connection_error() && !e.is_recoverable() {
                 return;
             }
         }

@@ -22,9 +22,12 @@
 //!   [`topology::requeue_parked`] moves parked tasks back.
 //! * **Failures never take the worker down.** A handler that returns an error, panics or runs
 //!   past `handler_timeout` fails that attempt only.
-//! * **Reconnection.** A lost connection is re-established with exponential backoff and
-//!   jitter, and the topology re-declared, until `give_up_after` passes without one; then
-//!   [`Worker::run`] fails so a supervisor restarts the process.
+//! * **Reconnection.** The client's own automatic recovery, configured from the worker's
+//!   settings: a lost connection is re-established with exponential backoff and jitter, the
+//!   topology the worker declared (work, delay and parking queues, bindings) and its consumer
+//!   re-declared, until `give_up_after` passes without one; then [`Worker::run`] fails so a
+//!   supervisor restarts the process. The first connection is retried the same way. The
+//!   worker has no reconnect loop of its own; a recovery hook keeps its metrics.
 //! * **At-least-once.** A handler that finishes after its connection was lost cannot ack (the
 //!   client refuses stale delivery tags); the broker has redelivered the task, which therefore
 //!   runs twice. Make handlers idempotent with [`Task::message_id`].
@@ -66,8 +69,15 @@
 
 #![forbid(unsafe_code)]
 
+// Where things are: `worker.rs` runs sessions on one connection (`connect.rs` makes it, with
+// the client's recovery and the worker's hook); `session.rs` is one consuming session;
+// `settle.rs` takes one delivery from handler to ack; `retry.rs` decides retry or park;
+// `publisher.rs` publishes with confirms (and `delayed.rs` delayed sends); `topology.rs`
+// declares; `parked.rs` inspects the parking queue; `metrics.rs`, `http.rs`, `depth.rs`
+// observe; `config/` and `shutdown.rs` configure and stop.
+
 pub mod config;
-mod consume;
+mod connect;
 pub mod delayed;
 mod depth;
 mod error;

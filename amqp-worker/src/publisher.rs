@@ -133,11 +133,16 @@ impl Publisher {
     pub async fn open(conn: &Connection) -> Result<Self, PublishError> {
         let channel = conn.open_channel().await?;
         channel.confirm_select().await?;
-        Ok(Self {
+        Ok(Self::from_channel(conn, channel))
+    }
+
+    /// A publisher on `channel` of `conn`, already in confirm mode.
+    pub(crate) fn from_channel(conn: &Connection, channel: Channel) -> Self {
+        Self {
             channel,
             conn: conn.clone(),
             delay_queues: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// True while the channel is open.

@@ -1,6 +1,8 @@
-//! One session on one connection: declare the topology, open the confirm-mode publisher and
-//! the consumer, hand each delivery to a runner once a concurrency permit is free, and on
-//! shutdown stop gracefully.
+//! One consuming session on the worker's connection: declare the topology, open the
+//! confirm-mode publisher and the consumer, hand each delivery to a runner once a concurrency
+//! permit is free, and on shutdown stop gracefully. A lost connection does not end it: the
+//! client recovers the connection and its channels underneath (the consumer keeps its
+//! stream); only recovery giving up, or a channel the broker closed, does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +11,10 @@ use amqp_client::amqp_codec::FieldTable;
 use amqp_client::{Connection, ConsumeOptions, Consumer, QosOptions};
 use tokio_util::sync::CancellationToken;
 
+use crate::connect::Outages;
 use crate::error::WorkerError;
 use crate::handler::Handler;
 use crate::publisher::Publisher;
-use crate::session::SessionError;
 use crate::settle;
 use crate::topology;
 use crate::worker::Ctx;
@@ -20,49 +22,53 @@ use crate::worker::Ctx;
 /// Bound on each broker call of the graceful stop (cancel, closes).
 const STOP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs one session. `consumed` is set once the consumer is running (the session counts as
-/// established). Returns `Ok` after a graceful shutdown.
-pub(crate) async fn session<H: Handler>(
+/// How a session ended, when it did not fail.
+pub(crate) enum SessionEnd {
+    /// A graceful shutdown: the worker stops.
+    Shutdown,
+    /// A channel the session needs was closed by the broker (the consumer cancelled because
+    /// its queue was deleted, the publishing channel closed): a new session on the same
+    /// connection re-declares the topology and starts over.
+    Restart(String),
+}
+
+/// Runs one session on `conn`: declare, open the publisher and the consumer, hand out
+/// deliveries until shutdown (then stop gracefully), a broken channel, or the connection's
+/// end (recovery gave up, or an error it does not recover).
+pub(crate) async fn run<H: Handler>(
     ctx: &Arc<Ctx<H>>,
-    conn: Connection,
-    is_reconnect: bool,
-    consumed: &mut bool,
-) -> Result<(), SessionError> {
+    conn: &Connection,
+    outages: &Outages,
+) -> Result<SessionEnd, WorkerError> {
     let config = &ctx.config;
-    let declare_channel = conn.open_channel().await?;
+    let fatal = |err: amqp_client::Error| outages.worker_error(conn.address().to_owned(), err);
+    let declare_channel = conn.open_channel().await.map_err(fatal)?;
     topology::declare(&declare_channel, config)
         .await
         .map_err(|e| match e {
-            WorkerError::Client(c) => SessionError::from(c),
-            other => SessionError::Fatal(other),
+            WorkerError::Client(c) => fatal(c),
+            other => other,
         })?;
     let _ = declare_channel.close().await;
-    let publisher = Arc::new(
-        Publisher::open(&conn)
-            .await
-            .map_err(|e| SessionError::Lost(e.to_string()))?,
-    );
-    let channel = conn.open_channel().await?;
+    let publisher = Arc::new(open_publisher(conn).await.map_err(fatal)?);
+    let channel = conn.open_channel().await.map_err(fatal)?;
     channel
         .basic_qos(config.prefetch, QosOptions::default())
-        .await?;
+        .await
+        .map_err(fatal)?;
     let mut consumer = channel
         .basic_consume(
             &config.queue,
             ConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await?;
-    *consumed = true;
+        .await
+        .map_err(fatal)?;
     ctx.metrics.set_connected(true);
-    if is_reconnect {
-        ctx.metrics.reconnected();
-    }
     tracing::info!(
         queue = %config.queue,
         concurrency = config.concurrency,
         prefetch = config.prefetch,
-        reconnect = is_reconnect,
         "consuming"
     );
     // The parking and unroutable queue gauges, for as long as this session lasts.
@@ -77,11 +83,11 @@ pub(crate) async fn session<H: Handler>(
     ));
     // Runners cancel this when the publishing channel fails: the session must restart.
     let broken = CancellationToken::new();
-    let lost = loop {
+    let restart = loop {
         let permit = tokio::select! {
             biased;
             () = ctx.shutdown.triggered() => break None,
-            err = conn.closed() => break Some(err.to_string()),
+            err = conn.closed() => return Err(fatal(err)),
             () = broken.cancelled() => break Some("the publishing channel closed".to_owned()),
             p = ctx.permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
@@ -91,7 +97,7 @@ pub(crate) async fn session<H: Handler>(
         let delivery = tokio::select! {
             biased;
             () = ctx.shutdown.triggered() => break None,
-            err = conn.closed() => break Some(err.to_string()),
+            err = conn.closed() => return Err(fatal(err)),
             () = broken.cancelled() => break Some("the publishing channel closed".to_owned()),
             next = consumer.recv() => match next {
                 Some(Ok(d)) => d,
@@ -99,7 +105,8 @@ pub(crate) async fn session<H: Handler>(
                     park_unreadable(ctx, &unreadable);
                     continue;
                 }
-                Some(Err(e)) => break Some(e.to_string()),
+                Some(Err(e)) if e.is_channel_error() => break Some(e.to_string()),
+                Some(Err(e)) => return Err(fatal(e)),
                 None => break Some("the broker ended the consumer".to_owned()),
             },
         };
@@ -111,15 +118,27 @@ pub(crate) async fn session<H: Handler>(
             permit,
         ));
     };
-    if let Some(error) = lost {
-        // Close what may still be open (a channel failure leaves the connection up), so the
-        // broker requeues this session's unacknowledged deliveries now.
-        drop(consumer);
-        let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, conn.close()).await;
-        return Err(SessionError::Lost(error));
+    match restart {
+        Some(reason) => {
+            // Close this session's channels (the connection stays), so the broker requeues
+            // what they hold unacknowledged now.
+            drop(consumer);
+            let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, channel.close()).await;
+            let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, publisher.close()).await;
+            Ok(SessionEnd::Restart(reason))
+        }
+        None => {
+            stop(ctx, conn, consumer, &publisher).await;
+            Ok(SessionEnd::Shutdown)
+        }
     }
-    stop(ctx, conn, consumer, &publisher).await;
-    Ok(())
+}
+
+/// The session's confirm-mode publisher (retries, parking).
+async fn open_publisher(conn: &Connection) -> Result<Publisher, amqp_client::Error> {
+    let channel = conn.open_channel().await?;
+    channel.confirm_select().await?;
+    Ok(Publisher::from_channel(conn, channel))
 }
 
 /// A delivery the client could not read (over its `max_message_size`, or properties that do
@@ -137,7 +156,7 @@ fn park_unreadable<H: Handler>(ctx: &Ctx<H>, unreadable: &amqp_client::Unreadabl
 /// handlers (bounded), close.
 async fn stop<H: Handler>(
     ctx: &Arc<Ctx<H>>,
-    conn: Connection,
+    conn: &Connection,
     mut consumer: Consumer,
     publisher: &Publisher,
 ) {

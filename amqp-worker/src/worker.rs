@@ -7,10 +7,11 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, WorkerConfig};
+use crate::connect;
 use crate::error::WorkerError;
 use crate::handler::Handler;
 use crate::metrics::Metrics;
-use crate::session;
+use crate::session::{self, SessionEnd};
 use crate::shutdown::Shutdown;
 
 /// What every part of a running worker shares.
@@ -30,9 +31,10 @@ pub(crate) struct Ctx<H> {
 /// A task worker. Build it with [`Worker::new`], keep its [`metrics`](Self::metrics) and
 /// [`shutdown`](Self::shutdown) handles, then [`run`](Self::run) it.
 ///
-/// `run` connects, declares the topology, consumes, and on a lost connection reconnects with
-/// backoff and jitter (re-declaring everything) until `give_up_after` passes without a working
-/// connection. It returns `Ok` after a graceful shutdown.
+/// `run` connects, declares the topology and consumes. A lost connection is the client's to
+/// recover (backoff and jitter, the topology and the consumer re-declared), until
+/// `give_up_after` passes without one; the first connection is retried the same way. It
+/// returns `Ok` after a graceful shutdown.
 pub struct Worker<H> {
     ctx: Ctx<H>,
 }
@@ -85,6 +87,27 @@ impl<H: Handler> Worker<H> {
 
     /// Runs until a graceful shutdown (`Ok`) or an error no reconnect can fix.
     pub async fn run(self) -> Result<(), WorkerError> {
-        session::run(Arc::new(self.ctx)).await
+        let ctx = Arc::new(self.ctx);
+        let connected = connect::connect(&ctx.config, &ctx.metrics, &ctx.shutdown).await?;
+        let Some((conn, outages)) = connected else {
+            return Ok(()); // shut down before the first connection
+        };
+        let ended = loop {
+            match session::run(&ctx, &conn, &outages).await {
+                Ok(SessionEnd::Shutdown) => break Ok(()),
+                Ok(SessionEnd::Restart(reason)) => {
+                    tracing::warn!(%reason, "restarting the session on the same connection");
+                    ctx.metrics.set_connected(false);
+                    tokio::select! {
+                        () = tokio::time::sleep(ctx.config.reconnect_min_delay) => {}
+                        () = ctx.shutdown.triggered() => break Ok(()),
+                    }
+                }
+                Err(err) => break Err(err),
+            }
+        };
+        ctx.metrics.set_connected(false);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.close()).await;
+        ended
     }
 }

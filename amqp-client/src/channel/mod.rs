@@ -56,7 +56,11 @@ impl Drop for ChannelInner {
     fn drop(&mut self) {
         let mut guard = self.conn.shared.lock();
         // Already closed (by either side) is fine: nothing to do.
-        let _ = guard.close_channel(self.id, self.epoch);
+        let _ = if self.for_recovery {
+            guard.close_replay_channel(self.id, self.epoch)
+        } else {
+            guard.close_channel(self.id, self.epoch)
+        };
         if !self.for_recovery
             && let Some(r) = guard.recovery()
         {
@@ -537,9 +541,13 @@ impl Channel {
             {
                 r.topology.forget_channel(self.inner.id);
             }
-            guard
-                .close_channel(self.inner.id, self.inner.epoch)
-                .map(|request| guard.waiters().expect_reply(request))
+            let (id, epoch) = self.ids();
+            let request = if self.inner.for_recovery {
+                guard.close_replay_channel(id, epoch)
+            } else {
+                guard.close_channel(id, epoch)
+            };
+            request.map(|request| guard.waiters().expect_reply(request))
         };
         let rx = match closing {
             Ok(rx) => rx,

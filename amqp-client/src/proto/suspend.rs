@@ -152,6 +152,18 @@ impl Core {
         Ok(request)
     }
 
+    /// Closes a channel of recovery's own (channel.close 200), past the gate; close-ok answers
+    /// the request returned.
+    pub(crate) fn close_replay_channel(&mut self, id: u16, epoch: u64) -> Result<RequestId, Error> {
+        let close = Method::ChannelClose(amqp_codec::methods::ChannelClose {
+            reply_code: amqp_codec::ReplyCode::REPLY_SUCCESS.0,
+            reply_text: amqp_codec::ShortStr::from_static("recovery done"),
+            class_id: 0,
+            method_id: 0,
+        });
+        self.replay_request(id, epoch, close)
+    }
+
     /// Recovery's requests need the new connection open.
     fn replay_gate(&self) -> Result<(), Error> {
         match (&self.phase, self.recovering) {

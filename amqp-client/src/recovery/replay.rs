@@ -9,8 +9,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use amqp_codec::methods::ChannelClose;
-use amqp_codec::{Method, ReplyCode};
+use amqp_codec::Method;
 
 use super::{RecoveryEvent, RecoveryPolicy, Topology};
 use crate::channel::Channel;
@@ -179,14 +178,8 @@ impl Declarer<'_> {
         let Some((id, epoch)) = self.channel.take() else {
             return Ok(());
         };
-        let close = Method::ChannelClose(ChannelClose {
-            reply_code: ReplyCode::REPLY_SUCCESS.0,
-            reply_text: amqp_codec::ShortStr::from_static("recovery done"),
-            class_id: 0,
-            method_id: 0,
-        });
         let ((), reply) = self
-            .ask(|core| core.replay_request(id, epoch, close).map(|r| ((), r)))
+            .ask(|core| core.close_replay_channel(id, epoch).map(|r| ((), r)))
             .await?;
         match reply {
             Ok(_) | Err(Error::ChannelClosedByApp) => Ok(()),
