@@ -31,17 +31,17 @@
 //! ```
 //!
 //! ## Layout
-//! * `proto/`: the sans-IO core (handshake, channels, confirms, consumer buffers), driven by
-//!   bytes in, bytes out and time passed in.
-//! * `driver/`: the task that owns the socket, and read batching (`read_pacer.rs` decides,
-//!   `low_water.rs` sets the socket's low-water mark). `shared.rs`: the core under its
-//!   mutex. `stats.rs`: counts of reads and writes, and of deliveries not simply handed over.
-//! * `connection.rs`, `channel.rs`, `consumer.rs`, `message.rs`: the public handles.
-//! * `config.rs`, `uri.rs`, `auth.rs`, `tls.rs`: settings, URI parsing, SASL, rustls.
-//! * `recovery/`: automatic recovery, opt-in with one line
-//!   ([`ConnectionConfig::with_recovery`]): the supervisor task (backoff, failover) and the
-//!   topology replay; the core's side (suspending channels, recording topology) is in
-//!   `proto/recovery.rs` and `proto/topology.rs`.
+//! Three layers, each depending only on the ones below it (see `ARCHITECTURE.md`):
+//!
+//! | layer | files | what it does |
+//! |---|---|---|
+//! | core | `proto/` | the sans-IO protocol state: bytes in, frames out, time passed in, events (`proto/events.rs`) handed up; no runtime. `proto/mod.rs` maps its files |
+//! | async glue | `shared.rs`, `driver/` | `shared.rs`: the core under its mutex, beside the wakers and reply channels of the tasks waiting on it, dispatching the core's events; `driver/`: the task that owns the socket (`read_pacer.rs` decides read batching, `low_water.rs` sets `SO_RCVLOWAT`, `batcher.rs` applies it) |
+//! | recovery | `recovery/` | the policy layer around a connection: the one rule of what is recovered (`policy.rs`), the recorded topology (`topology.rs`), the supervisor (`supervisor.rs`), replay and hooks (`replay.rs`), the first connection retried (`initial.rs`), calls waiting out recovery (`gate.rs`) |
+//! | handles | `connection.rs`, `channel/` (`basic.rs` publish, get, settle; `bind.rs` bindings), `consumer.rs`, `confirm.rs`, `message.rs`, `unreadable.rs` | the public API |
+//! | settings | `config.rs`, `uri/`, `auth.rs`, `tls/`, `options.rs`, `names.rs` | configuration, URI parsing, SASL, rustls, call options, names |
+//! | reports | `error.rs`, `stats.rs` | errors; counts of reads, writes and deliveries not simply handed over |
+//! | internal | `fuzzing.rs`, `profiling.rs` | the fuzz target's and the profiling loops' entry points, over `proto/harness.rs` |
 
 // No unsafe code, except the one audited module `driver/low_water.rs` (SO_RCVLOWAT).
 #![deny(unsafe_code)]

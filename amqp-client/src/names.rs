@@ -1,66 +1,13 @@
-//! Names and request builders shared by the channel's calls: short-string conversion
-//! ([`IntoShortStr`]) and the bind methods with and without no-wait.
+//! Names as short strings: [`IntoShortStr`], what the channel's calls take for an exchange,
+//! a queue or a routing key.
 
-use amqp_codec::methods::{ExchangeBind, ExchangeUnbind, QueueBind};
-use amqp_codec::table::FieldTable;
-use amqp_codec::{Method, ShortStr};
+use amqp_codec::ShortStr;
 
 use crate::error::Error;
 
 /// A name as a short string (at most 255 bytes).
 pub(crate) fn short(s: &str) -> Result<ShortStr, Error> {
     Ok(ShortStr::try_from(s)?)
-}
-
-pub(crate) fn exchange_bind(
-    destination: &str,
-    source: &str,
-    routing_key: &str,
-    arguments: FieldTable,
-    nowait: bool,
-) -> Result<Method, Error> {
-    Ok(Method::ExchangeBind(ExchangeBind {
-        ticket: 0,
-        destination: short(destination)?,
-        source: short(source)?,
-        routing_key: short(routing_key)?,
-        nowait,
-        arguments,
-    }))
-}
-
-pub(crate) fn exchange_unbind(
-    destination: &str,
-    source: &str,
-    routing_key: &str,
-    arguments: FieldTable,
-    nowait: bool,
-) -> Result<Method, Error> {
-    Ok(Method::ExchangeUnbind(ExchangeUnbind {
-        ticket: 0,
-        destination: short(destination)?,
-        source: short(source)?,
-        routing_key: short(routing_key)?,
-        nowait,
-        arguments,
-    }))
-}
-
-pub(crate) fn queue_bind(
-    queue: &str,
-    exchange: &str,
-    routing_key: &str,
-    arguments: FieldTable,
-    nowait: bool,
-) -> Result<Method, Error> {
-    Ok(Method::QueueBind(QueueBind {
-        ticket: 0,
-        queue: short(queue)?,
-        exchange: short(exchange)?,
-        routing_key: short(routing_key)?,
-        nowait,
-        arguments,
-    }))
 }
 
 /// A name (exchange, routing key) for [`crate::Channel::basic_publish`]: `&str` and `String` are

@@ -5,18 +5,18 @@ use std::sync::Arc;
 use amqp_codec::Method;
 use amqp_codec::methods::{
     BasicCancel, BasicConsume, BasicQos, BasicRecover, ConfirmSelect, ExchangeDeclare,
-    ExchangeDelete, QueueDeclare, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback,
-    TxSelect,
+    ExchangeDelete, QueueDeclare, QueueDelete, QueuePurge, TxCommit, TxRollback, TxSelect,
 };
 use amqp_codec::table::FieldTable;
 
 mod basic;
+mod bind;
 
 use crate::connection::ConnectionInner;
 use crate::consumer::Consumer;
 use crate::error::Error;
 pub use crate::names::IntoShortStr;
-use crate::names::{exchange_bind, exchange_unbind, queue_bind, short};
+use crate::names::short;
 use crate::options::{
     ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, QosOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -234,66 +234,6 @@ impl Channel {
         self.call_or_send(method, options.nowait).await
     }
 
-    /// Binds exchange `destination` to exchange `source` (RabbitMQ's exchange-to-exchange
-    /// bindings).
-    pub async fn exchange_bind(
-        &self,
-        destination: &str,
-        source: &str,
-        routing_key: &str,
-        arguments: FieldTable,
-    ) -> Result<(), Error> {
-        let method = exchange_bind(destination, source, routing_key, arguments, false)?;
-        self.call(method).await.map(drop)
-    }
-
-    /// [`exchange_bind`](Self::exchange_bind) without waiting for bind-ok: sent in order
-    /// with the channel's other requests; a failure closes the channel later.
-    pub fn exchange_bind_nowait(
-        &self,
-        destination: &str,
-        source: &str,
-        routing_key: &str,
-        arguments: FieldTable,
-    ) -> Result<(), Error> {
-        self.send_nowait(exchange_bind(
-            destination,
-            source,
-            routing_key,
-            arguments,
-            true,
-        )?)
-    }
-
-    /// Removes an exchange-to-exchange binding.
-    pub async fn exchange_unbind(
-        &self,
-        destination: &str,
-        source: &str,
-        routing_key: &str,
-        arguments: FieldTable,
-    ) -> Result<(), Error> {
-        let method = exchange_unbind(destination, source, routing_key, arguments, false)?;
-        self.call(method).await.map(drop)
-    }
-
-    /// [`exchange_unbind`](Self::exchange_unbind) without waiting for unbind-ok.
-    pub fn exchange_unbind_nowait(
-        &self,
-        destination: &str,
-        source: &str,
-        routing_key: &str,
-        arguments: FieldTable,
-    ) -> Result<(), Error> {
-        self.send_nowait(exchange_unbind(
-            destination,
-            source,
-            routing_key,
-            arguments,
-            true,
-        )?)
-    }
-
     /// Declares a queue; an empty name asks the broker to generate one (returned in
     /// [`QueueInfo::name`]). Arguments carry `x-queue-type`, `x-message-ttl`,
     /// `x-dead-letter-exchange`, `x-max-length` and the like. With `nowait` the returned
@@ -330,48 +270,6 @@ impl Channel {
             }),
             _ => Err(Error::InvalidUse("unexpected reply to queue.declare")),
         }
-    }
-
-    /// Binds a queue to an exchange.
-    pub async fn queue_bind(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: FieldTable,
-    ) -> Result<(), Error> {
-        let method = queue_bind(queue, exchange, routing_key, arguments, false)?;
-        self.call(method).await.map(drop)
-    }
-
-    /// [`queue_bind`](Self::queue_bind) without waiting for bind-ok: sent in order with the
-    /// channel's other requests; a failure closes the channel later.
-    pub fn queue_bind_nowait(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: FieldTable,
-    ) -> Result<(), Error> {
-        self.send_nowait(queue_bind(queue, exchange, routing_key, arguments, true)?)
-    }
-
-    /// Removes a queue binding.
-    pub async fn queue_unbind(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: FieldTable,
-    ) -> Result<(), Error> {
-        let method = Method::QueueUnbind(QueueUnbind {
-            ticket: 0,
-            queue: short(queue)?,
-            exchange: short(exchange)?,
-            routing_key: short(routing_key)?,
-            arguments,
-        });
-        self.call(method).await.map(drop)
     }
 
     /// Drops every ready message of a queue; returns how many.

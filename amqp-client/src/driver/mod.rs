@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use amqp_codec::Outbound;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -102,54 +102,123 @@ fn start_batching(tcp: &TcpStream, config: ReadBatching) -> Option<Batcher> {
     }
 }
 
-/// Runs the connection until it ends.
-pub(crate) async fn run<T>(shared: Arc<Shared>, io: T, mut batcher: Option<Batcher>)
+/// Runs the connection until it ends: each turn does the core's work under the lock, then
+/// waits for the socket, a handle or the clock.
+pub(crate) async fn run<T>(shared: Arc<Shared>, io: T, batcher: Option<Batcher>)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(io);
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut writing = Outbound::new();
-    let mut read_open = true;
+    let (reader, writer) = tokio::io::split(io);
+    let mut driver = Driver {
+        shared,
+        reader,
+        writer,
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        writing: Outbound::new(),
+        read_open: true,
+        batcher,
+    };
     loop {
-        let (has_output, read_paused, deadline, finished) = {
-            let mut core = shared.lock();
-            let now = Instant::now();
-            if core.poll_timeout().is_some_and(|t| t <= now) {
-                core.handle_timeout(now);
-            }
-            // Frames left in the buffer while a full consumer paused reading.
-            if !rbuf.is_empty() && !core.read_paused() {
-                core.handle_input(&mut rbuf, now);
-            }
-            let has_output = core.take_output(&mut writing, now);
-            (
-                has_output,
-                core.read_paused(),
-                core.poll_timeout(),
-                core.is_finished(),
-            )
-        };
-        if finished {
+        let turn = driver.turn();
+        if turn.finished {
             break;
         }
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-            rbuf.reserve(READ_CHUNK);
+        driver.make_read_room();
+        if !driver.timed_read(&turn) {
+            driver.wait(&turn).await;
         }
-        let can_read = read_open && !read_paused;
-        // While batching, the bytes under the low-water mark are read by the clock.
-        let read_deadline = batcher
+    }
+    driver.finish().await;
+    tracing::debug!("connection driver finished");
+}
+
+/// What one turn found under the lock.
+struct Turn {
+    /// Frames wait to be written.
+    has_output: bool,
+    /// A full consumer buffer holds up reading.
+    read_paused: bool,
+    /// When the core's next timer is due.
+    deadline: Option<Instant>,
+    /// The connection is over.
+    finished: bool,
+}
+
+/// The driver's own state: the socket halves and its buffers.
+struct Driver<T> {
+    /// The connection's shared state.
+    shared: Arc<Shared>,
+    /// Where bytes come from.
+    reader: ReadHalf<T>,
+    /// Where frames go.
+    writer: WriteHalf<T>,
+    /// Bytes read and not yet decoded.
+    rbuf: BytesMut,
+    /// Frames taken from the core, being written (one vectored write per wake-up).
+    writing: Outbound,
+    /// False once the peer closed its side.
+    read_open: bool,
+    /// Read batching on a plain TCP socket, when on.
+    batcher: Option<Batcher>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
+    /// The core's work for this turn, under the lock: due timers, frames left in the buffer
+    /// while a full consumer paused reading, and everything queued to write.
+    fn turn(&mut self) -> Turn {
+        let mut core = self.shared.lock();
+        let now = Instant::now();
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now);
+        }
+        if !self.rbuf.is_empty() && !core.read_paused() {
+            core.handle_input(&mut self.rbuf, now);
+        }
+        Turn {
+            has_output: core.take_output(&mut self.writing, now),
+            read_paused: core.read_paused(),
+            deadline: core.poll_timeout(),
+            finished: core.is_finished(),
+        }
+    }
+
+    /// Keeps room for a whole read in the buffer.
+    fn make_read_room(&mut self) {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+    }
+
+    /// True if reading is allowed now.
+    fn can_read(&self, turn: &Turn) -> bool {
+        self.read_open && !turn.read_paused
+    }
+
+    /// While batching, the bytes under the low-water mark are read by the clock: if that read
+    /// is due, does it and returns true (the turn is over).
+    fn timed_read(&mut self, turn: &Turn) -> bool {
+        let due = self
+            .read_deadline(turn)
+            .is_some_and(|t| t <= Instant::now());
+        if due && let Some(b) = self.batcher.as_mut() {
+            let read = b.read_due(&mut self.rbuf, &self.shared);
+            read_done(&self.shared, &mut self.rbuf, read, &mut self.read_open);
+        }
+        due
+    }
+
+    /// When the batcher's timed read is due, if it reads by the clock now.
+    fn read_deadline(&self, turn: &Turn) -> Option<Instant> {
+        self.batcher
             .as_ref()
-            .filter(|_| can_read)
-            .and_then(Batcher::deadline);
-        if read_deadline.is_some_and(|t| t <= Instant::now()) {
-            if let Some(b) = batcher.as_mut() {
-                let read = b.read_due(&mut rbuf, &shared);
-                read_done(&shared, &mut rbuf, read, &mut read_open);
-            }
-            continue;
-        }
-        let deadline = match (deadline, read_deadline) {
+            .filter(|_| self.can_read(turn))
+            .and_then(Batcher::deadline)
+    }
+
+    /// Waits for whichever comes first: bytes to read, room to write, a handle's wake-up, or
+    /// the next timer; and hands what happened to the core.
+    async fn wait(&mut self, turn: &Turn) {
+        let deadline = match (turn.deadline, self.read_deadline(turn)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -159,45 +228,54 @@ where
                 None => std::future::pending().await,
             }
         };
+        let can_read = self.can_read(turn);
         tokio::select! {
-            read = reader.read_buf(&mut rbuf), if can_read => {
-                let read = match (batcher.as_mut(), read) {
-                    (Some(b), Ok(n @ 1..)) => b.after_read(n, ReadCause::Ready, &shared).map(|()| n),
+            read = self.reader.read_buf(&mut self.rbuf), if can_read => {
+                let read = match (self.batcher.as_mut(), read) {
+                    (Some(b), Ok(n @ 1..)) => {
+                        b.after_read(n, ReadCause::Ready, &self.shared).map(|()| n)
+                    }
                     (_, read) => read,
                 };
-                read_done(&shared, &mut rbuf, read, &mut read_open);
+                read_done(&self.shared, &mut self.rbuf, read, &mut self.read_open);
             }
-            written = write_some(&mut writer, &writing), if has_output => match written {
-                Ok(n) => {
-                    shared.io.wrote(n);
-                    writing.advance(n);
+            written = write_some(&mut self.writer, &self.writing), if turn.has_output => {
+                match written {
+                    Ok(n) => {
+                        self.shared.io.wrote(n);
+                        self.writing.advance(n);
+                    }
+                    Err(err) => {
+                        self.shared.lock().handle_io_error(err);
+                        self.writing = Outbound::new();
+                    }
                 }
-                Err(err) => {
-                    shared.lock().handle_io_error(err);
-                    writing = Outbound::new();
-                }
-            },
-            () = shared.driver_woken() => {}
+            }
+            () = self.shared.driver_woken() => {}
             () = timer => {}
         }
     }
-    // Write what the core queued last (close or close-ok), then close the socket; bounded,
-    // since the peer may be gone.
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        loop {
-            shared.lock().take_output(&mut writing, Instant::now());
-            if writing.is_empty() {
-                break;
+
+    /// Writes what the core queued last (a close or close-ok), then closes the socket;
+    /// bounded, since the peer may be gone.
+    async fn finish(&mut self) {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            loop {
+                self.shared
+                    .lock()
+                    .take_output(&mut self.writing, Instant::now());
+                if self.writing.is_empty() {
+                    break;
+                }
+                match write_some(&mut self.writer, &self.writing).await {
+                    Ok(n) => self.writing.advance(n),
+                    Err(_) => break,
+                }
             }
-            match write_some(&mut writer, &writing).await {
-                Ok(n) => writing.advance(n),
-                Err(_) => break,
-            }
-        }
-        let _ = writer.shutdown().await;
-    })
-    .await;
-    tracing::debug!("connection driver finished");
+            let _ = self.writer.shutdown().await;
+        })
+        .await;
+    }
 }
 
 /// Hands the outcome of a read to the core: bytes, the end of the stream or an error. A

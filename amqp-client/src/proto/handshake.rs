@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use amqp_codec::methods::{
-    ConnectionOpen, ConnectionSecureOk, ConnectionStartOk, ConnectionTuneOk,
+    ConnectionClose, ConnectionOpen, ConnectionSecureOk, ConnectionStart, ConnectionStartOk,
+    ConnectionTune, ConnectionTuneOk,
 };
 use amqp_codec::table::FieldTable;
 use amqp_codec::{FRAME_MIN_SIZE, LongStr, Method, ReplyCode, ShortStr};
@@ -68,139 +69,157 @@ pub(crate) fn negotiate<T: Copy + Ord + Default>(client: T, server: T) -> T {
 }
 
 impl Core {
-    /// A connection-class method while the handshake is in progress.
+    /// A connection-class method while the handshake is in progress: each step answers the
+    /// broker's method and moves the phase on.
     pub(super) fn handle_handshake(&mut self, method: Method, now: Instant) {
         match (&self.phase, method) {
-            (Phase::AwaitStart, Method::ConnectionStart(start)) => {
-                if (start.version_major, start.version_minor) != (0, 9) {
-                    let msg = format!(
-                        "server speaks AMQP {}-{}, not 0-9-1",
-                        start.version_major, start.version_minor
-                    );
-                    return self.lose(Error::NotAmqp(msg));
-                }
-                let mech = self.config.auth_mechanism;
-                if !auth::mechanism_offered(&start.mechanisms, mech) {
-                    return self.lose(Error::MechanismNotOffered {
-                        wanted: mech.name(),
-                        offered: String::from_utf8_lossy(&start.mechanisms).into_owned(),
-                    });
-                }
-                self.server_properties = start.server_properties;
-                let response =
-                    auth::start_ok_response(mech, &self.config.username, &self.config.password);
-                let start_ok = Method::ConnectionStartOk(ConnectionStartOk {
-                    client_properties: client_properties(self.config.connection_name.as_deref()),
-                    mechanism: ShortStr::from_static(mech.name()),
-                    response: LongStr::from_bytes(response).unwrap_or_default(),
-                    locale: ShortStr::from_static("en_US"),
-                });
-                if self.send_connection_method(&start_ok) {
-                    self.phase = Phase::AwaitTune;
-                }
-            }
-            (Phase::AwaitTune, Method::ConnectionSecure(_)) => {
-                // PLAIN, AMQPLAIN and EXTERNAL have no second round; answer once with the same
-                // response, as RabbitMQ's own clients do, and let the broker decide. A broker
-                // that asks again would be answered forever.
-                let mech = self.config.auth_mechanism;
-                self.secure_rounds += 1;
-                if self.secure_rounds > MAX_SECURE_ROUNDS {
-                    return self.lose(Error::AuthenticationFailed {
-                        mechanism: mech.name(),
-                        reason: format!(
-                            "the broker sent connection.secure {} times; {} has a single round, \
-                             so it will not accept these credentials",
-                            self.secure_rounds,
-                            mech.name()
-                        ),
-                    });
-                }
-                let response =
-                    auth::start_ok_response(mech, &self.config.username, &self.config.password);
-                let secure_ok = Method::ConnectionSecureOk(ConnectionSecureOk {
-                    response: LongStr::from_bytes(response).unwrap_or_default(),
-                });
-                self.send_connection_method(&secure_ok);
-            }
-            (Phase::AwaitTune, Method::ConnectionTune(tune)) => {
-                let channel_max = negotiate(self.config.channel_max, tune.channel_max);
-                let frame_max = negotiate_frame_max(self.config.frame_max, tune.frame_max);
-                if frame_max != negotiate(self.config.frame_max, tune.frame_max) {
-                    tracing::warn!(
-                        proposed = tune.frame_max,
-                        configured = self.config.frame_max,
-                        "frame-max below the spec's minimum of 4096; using 4096"
-                    );
-                }
-                let heartbeat = negotiate(self.config.heartbeat, tune.heartbeat);
-                self.channel_max = if channel_max == 0 {
-                    u16::MAX
-                } else {
-                    channel_max
-                };
-                // Frame-max 0 means "no limit"; keep the decoder bounded anyway by the
-                // largest frame we would ever accept (the message size limit plus overhead).
-                self.frame_max = frame_max;
-                let decode_max = if frame_max == 0 { u32::MAX } else { frame_max };
-                self.decoder.set_frame_max(decode_max);
-                self.heartbeat = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
-                let tune_ok = Method::ConnectionTuneOk(ConnectionTuneOk {
-                    channel_max,
-                    frame_max,
-                    heartbeat,
-                });
-                let vhost = ShortStr::try_from(self.config.vhost.as_str()).unwrap_or_default();
-                let open = Method::ConnectionOpen(ConnectionOpen {
-                    virtual_host: vhost,
-                    capabilities: ShortStr::default(),
-                    insist: false,
-                });
-                if self.send_connection_method(&tune_ok) && self.send_connection_method(&open) {
-                    self.phase = Phase::AwaitOpenOk;
-                    self.last_recv = now;
-                }
-            }
-            (Phase::AwaitOpenOk, Method::ConnectionOpenOk(_)) => {
-                self.phase = Phase::Open;
-                self.deadline = None;
-                tracing::debug!(address = %self.config.address(), vhost = %self.config.vhost, "connection open");
-                if std::mem::take(&mut self.awaiting_open) {
-                    self.events.push(super::Event::Opened(Ok(())));
-                }
-            }
-            (_, Method::ConnectionClose(close)) => {
-                // Refused during the handshake: bad credentials (403), unknown or forbidden
-                // vhost (530), or anything else the broker objects to.
-                self.send_connection_method(&Method::ConnectionCloseOk(Default::default()));
-                let reason = CloseReason::from_wire(
-                    close.reply_code,
-                    &close.reply_text,
-                    close.class_id,
-                    close.method_id,
-                );
-                let err = if reason.code == ReplyCode::ACCESS_REFUSED
-                    && matches!(self.phase, Phase::AwaitTune)
-                {
-                    Error::AuthenticationFailed {
-                        mechanism: self.config.auth_mechanism.name(),
-                        reason: reason.text,
-                    }
-                } else {
-                    Error::ConnectionClosed(reason)
-                };
-                self.lose(err);
-            }
+            (Phase::AwaitStart, Method::ConnectionStart(start)) => self.on_start(start),
+            (Phase::AwaitTune, Method::ConnectionSecure(_)) => self.on_secure(),
+            (Phase::AwaitTune, Method::ConnectionTune(tune)) => self.on_tune(&tune, now),
+            (Phase::AwaitOpenOk, Method::ConnectionOpenOk(_)) => self.on_open_ok(),
+            (_, Method::ConnectionClose(close)) => self.on_refused(&close),
             (_, other) => {
                 let msg = format!("unexpected {} during the handshake", other.name());
-                self.violation(
-                    ReplyCode::COMMAND_INVALID,
-                    msg,
-                    Some((other.class_id(), other.method_id())),
-                    now,
-                );
+                let offending = Some((other.class_id(), other.method_id()));
+                self.violation(ReplyCode::COMMAND_INVALID, msg, offending, now);
             }
         }
+    }
+
+    /// connection.start: check the version and that our mechanism is offered, then answer
+    /// with start-ok (client properties and the credentials).
+    fn on_start(&mut self, start: ConnectionStart) {
+        if (start.version_major, start.version_minor) != (0, 9) {
+            let msg = format!(
+                "server speaks AMQP {}-{}, not 0-9-1",
+                start.version_major, start.version_minor
+            );
+            return self.lose(Error::NotAmqp(msg));
+        }
+        let mech = self.config.auth_mechanism;
+        if !auth::mechanism_offered(&start.mechanisms, mech) {
+            return self.lose(Error::MechanismNotOffered {
+                wanted: mech.name(),
+                offered: String::from_utf8_lossy(&start.mechanisms).into_owned(),
+            });
+        }
+        self.server_properties = start.server_properties;
+        let start_ok = Method::ConnectionStartOk(ConnectionStartOk {
+            client_properties: client_properties(self.config.connection_name.as_deref()),
+            mechanism: ShortStr::from_static(mech.name()),
+            response: self.sasl_response(),
+            locale: ShortStr::from_static("en_US"),
+        });
+        if self.send_connection_method(&start_ok) {
+            self.phase = Phase::AwaitTune;
+        }
+    }
+
+    /// connection.secure: PLAIN, AMQPLAIN and EXTERNAL have no second round; answer once with
+    /// the same response, as RabbitMQ's own clients do, and let the broker decide. A broker
+    /// that asks again would be answered forever: that ends the handshake.
+    fn on_secure(&mut self) {
+        let mech = self.config.auth_mechanism;
+        self.secure_rounds += 1;
+        if self.secure_rounds > MAX_SECURE_ROUNDS {
+            return self.lose(Error::AuthenticationFailed {
+                mechanism: mech.name(),
+                reason: format!(
+                    "the broker sent connection.secure {} times; {} has a single round, \
+                     so it will not accept these credentials",
+                    self.secure_rounds,
+                    mech.name()
+                ),
+            });
+        }
+        let secure_ok = Method::ConnectionSecureOk(ConnectionSecureOk {
+            response: self.sasl_response(),
+        });
+        self.send_connection_method(&secure_ok);
+    }
+
+    /// The SASL response for the configured mechanism and credentials.
+    fn sasl_response(&self) -> LongStr {
+        let mech = self.config.auth_mechanism;
+        let response = auth::start_ok_response(mech, &self.config.username, &self.config.password);
+        LongStr::from_bytes(response).unwrap_or_default()
+    }
+
+    /// connection.tune: apply the negotiated limits, answer tune-ok and open the vhost.
+    fn on_tune(&mut self, tune: &ConnectionTune, now: Instant) {
+        let tune_ok = self.apply_tune(tune);
+        let vhost = ShortStr::try_from(self.config.vhost.as_str()).unwrap_or_default();
+        let open = Method::ConnectionOpen(ConnectionOpen {
+            virtual_host: vhost,
+            capabilities: ShortStr::default(),
+            insist: false,
+        });
+        if self.send_connection_method(&tune_ok) && self.send_connection_method(&open) {
+            self.phase = Phase::AwaitOpenOk;
+            self.last_recv = now;
+        }
+    }
+
+    /// Negotiates channel-max, frame-max (never below the spec's minimum) and heartbeat with
+    /// the broker's proposal, applies them, and returns the tune-ok that says so.
+    fn apply_tune(&mut self, tune: &ConnectionTune) -> Method {
+        let channel_max = negotiate(self.config.channel_max, tune.channel_max);
+        let frame_max = negotiate_frame_max(self.config.frame_max, tune.frame_max);
+        if frame_max != negotiate(self.config.frame_max, tune.frame_max) {
+            tracing::warn!(
+                proposed = tune.frame_max,
+                configured = self.config.frame_max,
+                "frame-max below the spec's minimum of 4096; using 4096"
+            );
+        }
+        let heartbeat = negotiate(self.config.heartbeat, tune.heartbeat);
+        self.channel_max = if channel_max == 0 {
+            u16::MAX
+        } else {
+            channel_max
+        };
+        // Frame-max 0 means "no limit"; the decoder then takes what the 32-bit size allows.
+        self.frame_max = frame_max;
+        let decode_max = if frame_max == 0 { u32::MAX } else { frame_max };
+        self.decoder.set_frame_max(decode_max);
+        self.heartbeat = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
+        Method::ConnectionTuneOk(ConnectionTuneOk {
+            channel_max,
+            frame_max,
+            heartbeat,
+        })
+    }
+
+    /// connection.open-ok: the connection is open.
+    fn on_open_ok(&mut self) {
+        self.phase = Phase::Open;
+        self.deadline = None;
+        tracing::debug!(address = %self.config.address(), vhost = %self.config.vhost, "connection open");
+        if std::mem::take(&mut self.awaiting_open) {
+            self.events.push(super::Event::Opened(Ok(())));
+        }
+    }
+
+    /// connection.close during the handshake: refused credentials (403 after start-ok), an
+    /// unknown or forbidden vhost (530), or anything else the broker objects to.
+    fn on_refused(&mut self, close: &ConnectionClose) {
+        self.send_connection_method(&Method::ConnectionCloseOk(Default::default()));
+        let reason = CloseReason::from_wire(
+            close.reply_code,
+            &close.reply_text,
+            close.class_id,
+            close.method_id,
+        );
+        let err =
+            if reason.code == ReplyCode::ACCESS_REFUSED && matches!(self.phase, Phase::AwaitTune) {
+                Error::AuthenticationFailed {
+                    mechanism: self.config.auth_mechanism.name(),
+                    reason: reason.text,
+                }
+            } else {
+                Error::ConnectionClosed(reason)
+            };
+        self.lose(err);
     }
 
     /// The socket closed during the handshake: name the likely cause.
