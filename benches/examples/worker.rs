@@ -20,6 +20,7 @@
 //! # one child by hand, e.g. under perf (fill first):
 //! target/release/examples/worker --fill q1 --tasks 50000
 //! perf record -g target/release/examples/worker --child worker --queue q1 --tasks 50000
+//! target/release/examples/worker --teardown q1
 //! ```
 
 // Printing the table is this tool's job.
@@ -131,6 +132,9 @@ struct Args {
     /// Declares the worker topology for this queue, fills it with `--tasks` tasks and exits.
     #[arg(long, value_name = "QUEUE")]
     fill: Option<String>,
+    /// Deletes the worker topology of this queue (after runs by hand) and exits.
+    #[arg(long, value_name = "QUEUE")]
+    teardown: Option<String>,
 }
 
 /// One measured run.
@@ -536,6 +540,13 @@ fn main() -> ExitCode {
             .build()
             .map_err(BoxError::from)
             .and_then(|rt| rt.block_on(fill(&args, &url, queue, args.tasks)))
+    } else if let Some(queue) = &args.teardown {
+        let url = amqp_test_support::broker_url();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BoxError::from)
+            .and_then(|rt| rt.block_on(teardown(&args, &url, queue)))
     } else {
         parent(&args)
     };
