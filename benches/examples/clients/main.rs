@@ -394,6 +394,12 @@ fn parent(args: &Args) -> Result<(), BoxError> {
         None => amqp_test_support::broker_url(),
     };
     let rt = runtime(RuntimeKind::Current)?;
+    // RabbitMQ on this machine: its CPU per run says whether it set the pace.
+    let beam = if builtin.is_none() {
+        measure::broker_pid()
+    } else {
+        None
+    };
     let mut runs = Vec::new();
     let mut failures = 0;
     for &size in &args.body_sizes {
@@ -424,8 +430,17 @@ fn parent(args: &Args) -> Result<(), BoxError> {
                             rt.block_on(ours::fill(&url, &queue, &params))?;
                         }
                         let before = builtin.as_ref().map(|(broker, _, _)| broker.stats());
+                        let beam_before = beam.and_then(measure::process_cpu);
                         match spawn_child(args, spec, &queue, &url) {
                             Ok(mut run) => {
+                                if let (Some(t0), Some(t1)) =
+                                    (beam_before, beam.and_then(measure::process_cpu))
+                                {
+                                    let cpu = t1.saturating_sub(t0).as_secs_f64();
+                                    run.broker_cpu_us_per_msg =
+                                        Some(cpu * 1e6 / run.messages.max(1) as f64);
+                                    run.broker_cores = Some(cpu / run.wall_s.max(1e-9));
+                                }
                                 if let (Some((broker, _, _)), Some(before)) = (&builtin, before) {
                                     let d = broker.stats().since(before);
                                     let per = |x: u64| x as f64 / run.messages.max(1) as f64;
@@ -518,7 +533,7 @@ fn params_for_header(args: &Args) -> Params {
 /// One run's line on stderr, as it finishes.
 fn progress_line(args: &Args, run: &RunResult) -> String {
     format!(
-        "round {}/{} {:>8} B {} {:<8} {:<15} {:>9.0} msg/s {:>8.1} MB/s {:>7.2} µs CPU/msg {:>6.3} wake-ups/msg {:>6.1} allocs/msg {}{:>6.1} MiB{}{}",
+        "round {}/{} {:>8} B {} {:<8} {:<15} {:>9.0} msg/s {:>8.1} MB/s {:>7.2} µs CPU/msg {:>6.3} wake-ups/msg {:>6.1} allocs/msg {}{:>6.1} MiB{}{}{}",
         run.round + 1,
         args.rounds,
         run.size,
@@ -540,6 +555,10 @@ fn progress_line(args: &Args, run: &RunResult) -> String {
         run.server.map_or(String::new(), |s| format!(
             " | server: {:.3} ack frames/msg, {:.3} confirm frames/msg",
             s.ack_frames, s.confirm_frames
+        )),
+        run.broker_cpu_us_per_msg.map_or(String::new(), |b| format!(
+            " | broker {b:.1} µs CPU/msg, {:.2} cores",
+            run.broker_cores.unwrap_or(0.0)
         )),
     )
 }

@@ -91,6 +91,40 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The broker's process on this machine, if one runs here: the oldest `beam.smp` (RabbitMQ's
+/// Erlang VM; a `rabbitmqctl` started meanwhile is a younger one) in `/proc`.
+pub(crate) fn broker_pid() -> Option<u32> {
+    let started = |pid: u32| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(19)?
+            .parse()
+            .ok()
+    };
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "beam.smp").then_some((started(pid)?, pid))
+        })
+        .min()
+        .map(|(_, pid)| pid)
+}
+
+/// User plus system CPU time of process `pid` so far (`/proc/PID/stat`, clock ticks of
+/// 10 ms), or `None` if unreadable.
+pub(crate) fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
 /// Peak resident set size of this process so far (VmHWM), KiB.
 pub(crate) fn peak_rss_kib() -> u64 {
     status_kib("VmHWM")
@@ -267,6 +301,14 @@ pub(crate) struct RunResult {
     /// Against the built-in server only: what the server received and sent per message.
     #[serde(default)]
     pub(crate) server: Option<ServerPerMsg>,
+    /// Against a local RabbitMQ: the broker's CPU (its `beam.smp`, from `/proc`) per message
+    /// over the whole child run (setup included), µs: what the broker spent on this client.
+    #[serde(default)]
+    pub(crate) broker_cpu_us_per_msg: Option<f64>,
+    /// The broker's CPU over the child run ÷ the measured phase's wall time: near 1.0 (one
+    /// core) the broker, not the client, sets the pace.
+    #[serde(default)]
+    pub(crate) broker_cores: Option<f64>,
 }
 
 /// Socket calls per message, from our client's `Connection::io_stats()`.
@@ -323,6 +365,8 @@ impl RunResult {
             body_copies: None,
             io: None,
             server: None,
+            broker_cpu_us_per_msg: None,
+            broker_cores: None,
         }
     }
 

@@ -90,7 +90,7 @@ async fn confirmed(confirm: PublishConfirm) -> Result<(), BoxError> {
 
 /// Publishes `n` messages with at most `params.window` unconfirmed, and waits for every confirm.
 /// With a `pacer`, publishes at its rate and stamps each body with the publish time.
-async fn publish(
+pub(crate) async fn publish(
     ch: &Channel,
     queue: &str,
     params: &Params,
@@ -136,15 +136,15 @@ async fn publish(
 
 /// What the consuming side gathers besides the deliveries themselves.
 #[derive(Default)]
-struct Gathered {
+pub(crate) struct Gathered {
     /// Publish-to-consume latency of each delivery, ns (latency workload only).
-    latencies: Vec<u64>,
+    pub(crate) latencies: Vec<u64>,
     /// (messages consumed, RSS KiB), every `rss_every` messages (flat-memory mode only).
-    rss: Vec<(u64, u64)>,
+    pub(crate) rss: Vec<(u64, u64)>,
 }
 
 /// Receives `n` deliveries and settles them as `params.ack_batch` says.
-async fn consume(
+pub(crate) async fn consume(
     consumer: &mut Consumer,
     params: &Params,
     n: u64,
@@ -175,7 +175,11 @@ async fn consume(
 }
 
 /// Starts a consumer on `queue` with the configured prefetch.
-async fn start_consumer(ch: &Channel, queue: &str, params: &Params) -> Result<Consumer, BoxError> {
+pub(crate) async fn start_consumer(
+    ch: &Channel,
+    queue: &str,
+    params: &Params,
+) -> Result<Consumer, BoxError> {
     ch.basic_qos(params.prefetch, QosOptions::default()).await?;
     Ok(ch
         .basic_consume(queue, ConsumeOptions::default(), FieldTable::default())

@@ -98,6 +98,10 @@ pub(crate) struct Summary {
     pub(crate) confirm_frames_per_msg: Option<Spread>,
     /// Built-in server: frames received per message.
     pub(crate) frames_in_per_msg: Option<Spread>,
+    /// Local RabbitMQ: broker CPU µs per message.
+    pub(crate) broker_cpu_us_per_msg: Option<Spread>,
+    /// Local RabbitMQ: broker CPU ÷ wall time (cores busy).
+    pub(crate) broker_cores: Option<Spread>,
 }
 
 /// What the tables and charts are laid out by.
@@ -175,6 +179,8 @@ pub(crate) fn summarise(runs: &[RunResult], workloads: &[&str], clients: &[&str]
                     ack_frames_per_msg: spread(&|r| r.server.map(|s| s.ack_frames)),
                     confirm_frames_per_msg: spread(&|r| r.server.map(|s| s.confirm_frames)),
                     frames_in_per_msg: spread(&|r| r.server.map(|s| s.frames_in)),
+                    broker_cpu_us_per_msg: spread(&|r| r.broker_cpu_us_per_msg),
+                    broker_cores: spread(&|r| r.broker_cores),
                 });
             }
         }
@@ -278,18 +284,23 @@ fn render_block(out: &mut String, block: &[&Summary], size: usize, runtime: &str
         out.push('\n');
         let wire: Vec<&&Summary> = throughput
             .iter()
-            .filter(|s| s.reads_per_msg.is_some() || s.ack_frames_per_msg.is_some())
+            .filter(|s| {
+                s.reads_per_msg.is_some()
+                    || s.ack_frames_per_msg.is_some()
+                    || s.broker_cores.is_some()
+            })
             .collect();
         if !wire.is_empty() {
             out.push_str(
-                "Wire: socket calls (our client's `io_stats`) and frames (counted by the built-in server)\n\n\
-                 | workload | client | reads/msg | writes/msg | bytes/read | bytes/write | ack frames/msg | confirm frames/msg | frames in/msg |\n\
-                 |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+                "Wire and broker: socket calls (our client's `io_stats`), frames (counted by the built-in \
+                 server), the local RabbitMQ's CPU (its `beam.smp`, whole child run)\n\n\
+                 | workload | client | reads/msg | writes/msg | bytes/read | bytes/write | ack frames/msg | confirm frames/msg | frames in/msg | broker CPU µs/msg | broker cores |\n\
+                 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             );
             for s in wire {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     s.workload,
                     s.client,
                     cell(s.reads_per_msg, 3),
@@ -299,6 +310,8 @@ fn render_block(out: &mut String, block: &[&Summary], size: usize, runtime: &str
                     cell(s.ack_frames_per_msg, 3),
                     cell(s.confirm_frames_per_msg, 3),
                     cell(s.frames_in_per_msg, 2),
+                    cell(s.broker_cpu_us_per_msg, 1),
+                    cell(s.broker_cores, 2),
                 );
             }
             out.push('\n');
