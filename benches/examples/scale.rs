@@ -246,6 +246,7 @@ fn lane_params(args: &Args, per_lane: u64) -> Params {
         latency_ms: 0,
         eager_reads: false,
         coalesce_acks: true,
+        outbound_high_water: None,
     }
 }
 

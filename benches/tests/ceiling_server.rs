@@ -51,6 +51,7 @@ fn params(size: usize, messages: u64) -> Params {
         latency_ms: 100,
         eager_reads: false,
         coalesce_acks: true,
+        outbound_high_water: None,
     }
 }
 

@@ -214,6 +214,10 @@ struct Args {
     /// Our client with read batching off (`ConnectionConfig::read_batching(None)`).
     #[arg(long)]
     eager_reads: bool,
+    /// Our client with this `Limits::outbound_high_water` (bytes queued for the socket before
+    /// publishers wait; the client's default is 4 MiB).
+    #[arg(long)]
+    outbound_high_water: Option<usize>,
     /// Do not count allocations (the count costs one atomic add per allocation).
     #[arg(long)]
     no_alloc_count: bool,
@@ -252,6 +256,7 @@ impl Args {
             latency_ms: self.latency_ms,
             eager_reads: self.eager_reads,
             coalesce_acks: true,
+            outbound_high_water: self.outbound_high_water,
         }
     }
 
@@ -350,6 +355,9 @@ fn spawn_child(args: &Args, spec: RunSpec, queue: &str, url: &str) -> Result<Run
     }
     if args.eager_reads {
         cmd.arg("--eager-reads");
+    }
+    if let Some(bytes) = args.outbound_high_water {
+        cmd.args(["--outbound-high-water", &bytes.to_string()]);
     }
     let output = cmd.stderr(std::process::Stdio::inherit()).output()?;
     if !output.status.success() {

@@ -32,6 +32,10 @@ pub(crate) struct Params {
     /// (the client's default); `false` for the `ours-nocoalesce` row.
     #[serde(default = "yes")]
     pub(crate) coalesce_acks: bool,
+    /// Ours only: `Limits::outbound_high_water` if set (bytes queued for the socket before
+    /// publishers wait), to try other values than the client's default.
+    #[serde(default)]
+    pub(crate) outbound_high_water: Option<usize>,
 }
 
 /// `true`, the serde default of flags that default to on.
@@ -423,6 +427,7 @@ mod tests {
             latency_ms: 1000,
             eager_reads: false,
             coalesce_acks: true,
+            outbound_high_water: None,
         }
     }
 

@@ -68,6 +68,9 @@ async fn open(url: &str, queue: &str, params: &Params) -> Result<(Connection, Ch
     if params.eager_reads {
         config.read_batching = None;
     }
+    if let Some(bytes) = params.outbound_high_water {
+        config.limits.outbound_high_water = bytes;
+    }
     let conn = Connection::connect_with(config).await?;
     let ch = conn.open_channel().await?;
     let options = QueueDeclareOptions {
