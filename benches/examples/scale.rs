@@ -920,6 +920,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
                     sweep,
                     "CPU µs per message",
                     true,
+                    svg::axis_number,
                     &line(|r| Some(r.cpu_us_per_msg)),
                 ),
             )?;
@@ -931,6 +932,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
                     sweep,
                     "msg/s",
                     true,
+                    svg::axis_number,
                     &line(|r| Some(r.msgs_per_s)),
                 ),
             )?;

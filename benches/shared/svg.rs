@@ -78,11 +78,17 @@ fn short(v: f64) -> String {
     let a = v.abs();
     if a >= 1e6 {
         format!("{}M", trim(v / 1e6))
-    } else if a >= 1e4 {
+    } else if a >= 1e3 {
         format!("{}k", trim(v / 1e3))
     } else {
         trim(v)
     }
+}
+
+/// An axis number as the charts print it: 950, 1.5k, 12k, 2.5M.
+#[allow(dead_code)]
+pub(crate) fn axis_number(v: f64) -> String {
+    short(v)
 }
 
 /// `v` with at most 2 decimals and no trailing zeros.
@@ -215,12 +221,14 @@ pub(crate) fn bar_chart(
     s
 }
 
-/// A line chart of y against x (log-10 x axis if `log_x`), one polyline with dots per series.
+/// A line chart of y against x (log-10 x axis if `log_x`), one polyline with dots per series;
+/// the x ticks are the data's x values, labelled by `x_format` (e.g. [`axis_number`]).
 pub(crate) fn line_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
     log_x: bool,
+    x_format: fn(f64) -> String,
     series: &[Series],
 ) -> String {
     let pts = || series.iter().flat_map(|s| s.points.iter().copied());
@@ -252,7 +260,7 @@ pub(crate) fn line_chart(
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             px(x),
             H - b + 18.0,
-            short(x)
+            esc(&x_format(x))
         );
     }
     for (i, se) in series.iter().enumerate() {
@@ -313,6 +321,7 @@ mod tests {
         assert_eq!(nice_step(100.0, 5.0), 20.0);
         assert_eq!(nice_step(7.0, 5.0), 2.0);
         assert_eq!(short(125_000.0), "125k");
+        assert_eq!(short(6414.52), "6.41k");
         assert_eq!(short(2_500_000.0), "2.5M");
         assert_eq!(short(0.25), "0.25");
         assert_eq!(short(3.0), "3");
@@ -341,6 +350,7 @@ mod tests {
             "channels",
             "µs",
             true,
+            axis_number,
             &[Series::line(
                 "ours",
                 vec![(1.0, 1.0), (10.0, 1.1), (100.0, 1.3)],

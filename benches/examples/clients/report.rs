@@ -559,9 +559,10 @@ pub(crate) fn charts(
                     &format!("clients-mbps-{w}-{rt}.svg"),
                     &svg::line_chart(
                         &format!("{w}: body MB/s by body size, {rt} runtime"),
-                        "body size, bytes",
+                        "body size",
                         "MB/s",
                         true,
+                        |x| size_name(x as usize),
                         &series,
                     ),
                 )?;
