@@ -1,11 +1,26 @@
-//! The worker's hot path against the broker at `AMQP_URL`: a queue pre-filled with persistent
-//! tasks, then an `amqp_worker::Worker` whose handler does nothing, measured from its start
-//! until every task succeeded (consumed, handled, acked). What it costs per task beyond the
-//! client: the concurrency permit, a task per delivery, the `Task` handed to the handler, the
-//! handler timeout, metrics, the ack.
+//! The worker's cost per task against the broker at `AMQP_URL`, side by side with the raw
+//! client consuming the same queue at the same prefetch, in one run.
+//!
+//! Both rows start from the same input: the worker's topology declared
+//! (`amqp_worker::topology::declare`: work queue, delay queues, parking queue), the work queue
+//! pre-filled with `--tasks` persistent tasks (`task_properties`, a 7-byte body), unmeasured.
+//! Then, each in a fresh child process (so that CPU from getrusage, allocations from the
+//! counting allocator and peak RSS are that row's alone):
+//!
+//! * `worker`: an `amqp_worker::Worker` with a handler that does nothing but count, retries
+//!   and confirms as configured by default (its confirm-mode publisher open, retry tiers
+//!   declared), `--concurrency` handlers at once, `--prefetch`; measured from `run()` until
+//!   every task succeeded (handled and acked);
+//! * `raw`: the client alone: basic.qos `--prefetch`, basic.consume, every delivery acked
+//!   singly as it arrives: the ceiling the worker is held to (target: at least 80% of its
+//!   tasks/s, at most 2 µs CPU per task).
 //!
 //! ```sh
-//! cargo run --release -p amqp-benches --example worker -- --tasks 50000 --rounds 3
+//! cargo run --release -p amqp-benches --example worker -- --tasks 50000 --rounds 3 --json target/worker-bench.json --svg target/charts
+//! # one child by hand, e.g. under perf (fill first):
+//! target/release/examples/worker --fill q1 --tasks 50000
+//! perf record -g target/release/examples/worker --child worker --queue q1 --tasks 50000
+//! target/release/examples/worker --teardown q1
 //! ```
 
 // Printing the table is this tool's job.
@@ -16,53 +31,187 @@
 #[allow(dead_code)]
 #[path = "clients/measure.rs"]
 mod measure;
+#[allow(dead_code)]
+#[path = "../shared/svg.rs"]
+mod svg;
 
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use amqp_client::{Connection, PublishOptions};
+use amqp_client::amqp_codec::table::FieldTable;
+use amqp_client::{Connection, ConsumeOptions, PublishOptions, QosOptions};
 use amqp_test_support::alloc_counter::{self, CountingAllocator};
 use amqp_worker::{Handler, HandlerError, Metrics, Task, Worker, WorkerConfig, task_properties};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::measure::{BoxError, Meter, Phase};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
+/// The two rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Row {
+    /// The worker library, no-op handler.
+    Worker,
+    /// The raw client, consume and ack.
+    Raw,
+}
+
+impl Row {
+    /// The name in the table.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Worker => "worker",
+            Self::Raw => "raw client",
+        }
+    }
+
+    /// The name on the command line.
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Worker => "worker",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// Runtime of the measured process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeKind {
+    /// Multi-threaded, `--threads` workers (the worker binary's own kind).
+    #[value(name = "mt")]
+    Multi,
+    /// Current thread.
+    #[value(name = "ct")]
+    Current,
+}
+
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(about = "The worker's cost per task against a live broker")]
+#[command(about = "The worker's cost per task, side by side with the raw client")]
 struct Args {
-    /// Tasks per round.
+    /// Tasks per run.
     #[arg(long, default_value_t = 50_000)]
     tasks: u64,
     /// Handlers at once (`WorkerConfig::concurrency`).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// basic.qos prefetch (`WorkerConfig::prefetch`).
+    /// basic.qos prefetch, the same for both rows (`WorkerConfig::prefetch`).
     #[arg(long, default_value_t = 64)]
     prefetch: u16,
-    /// Rounds.
+    /// Rounds; both rows run once per round, alternating which goes first.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// Worker threads of the multi-threaded runtime (the binary's own runtime kind).
+    /// Runtime of the measured process.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Multi)]
+    runtime: RuntimeKind,
+    /// Worker threads of the multi-threaded runtime.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/worker-bench.json")]
+    json: PathBuf,
+    /// Where to draw the SVG charts (none if absent).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Pause between runs, ms.
+    #[arg(long, default_value_t = 500)]
+    pause_ms: u64,
+    /// Internal (or by hand, under a profiler): run one row on `--queue` and print JSON.
+    #[arg(long, value_enum)]
+    child: Option<Row>,
+    /// The (pre-filled) work queue of a child run.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Declares the worker topology for this queue, fills it with `--tasks` tasks and exits.
+    #[arg(long, value_name = "QUEUE")]
+    fill: Option<String>,
+    /// Deletes the worker topology of this queue (after runs by hand) and exits.
+    #[arg(long, value_name = "QUEUE")]
+    teardown: Option<String>,
 }
 
-/// A handler that does nothing: what is measured is the worker around it.
-struct Nothing;
+/// One measured run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunResult {
+    /// `worker` or `raw client`.
+    row: String,
+    /// Round, 0-based.
+    round: u32,
+    /// Tasks.
+    tasks: u64,
+    /// Tasks per second.
+    tasks_per_s: f64,
+    /// CPU µs per task (user + system, all threads).
+    cpu_us_per_task: f64,
+    /// Voluntary context switches per task.
+    wakeups_per_task: f64,
+    /// Heap allocations per task.
+    allocs_per_task: f64,
+    /// Heap bytes per task.
+    alloc_bytes_per_task: f64,
+    /// Peak RSS, MiB.
+    peak_rss_mib: f64,
+}
+
+impl RunResult {
+    /// From a measured phase.
+    fn new(row: Row, tasks: u64, phase: Phase) -> Self {
+        let n = tasks.max(1) as f64;
+        Self {
+            row: row.name().to_owned(),
+            round: 0,
+            tasks,
+            tasks_per_s: n / phase.wall.as_secs_f64().max(1e-9),
+            cpu_us_per_task: phase.cpu.as_secs_f64() * 1e6 / n,
+            wakeups_per_task: phase.wakeups as f64 / n,
+            allocs_per_task: phase.allocations as f64 / n,
+            alloc_bytes_per_task: phase.alloc_bytes as f64 / n,
+            peak_rss_mib: measure::peak_rss_kib() as f64 / 1024.0,
+        }
+    }
+}
+
+/// A handler that does nothing but count, and says when the last task arrived.
+struct Nothing {
+    /// Tasks handled.
+    count: AtomicU64,
+    /// Tasks expected.
+    total: u64,
+    /// Woken at the last.
+    done: Arc<Notify>,
+}
 
 impl Handler for Nothing {
     async fn handle(&self, _task: &Task) -> Result<(), HandlerError> {
+        if self.count.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
+            self.done.notify_one();
+        }
         Ok(())
     }
 }
 
-/// Publishes `n` persistent tasks to `queue` with confirms, at most 1 000 unconfirmed.
-async fn fill(conn: &Connection, queue: &str, n: u64) -> Result<(), BoxError> {
+/// The worker's settings for `queue`, the same for every row.
+fn config(args: &Args, url: &str, queue: &str) -> WorkerConfig {
+    let mut config = WorkerConfig::new(queue);
+    config.url = url.to_owned();
+    config.concurrency = args.concurrency;
+    config.prefetch = args.prefetch;
+    config
+}
+
+/// Declares the worker's topology for `queue` and publishes `n` persistent tasks to it with
+/// confirms, at most 1 000 unconfirmed.
+async fn fill(args: &Args, url: &str, queue: &str, n: u64) -> Result<(), BoxError> {
+    let conn = Connection::connect(url).await?;
     let ch = conn.open_channel().await?;
+    amqp_worker::topology::declare(&ch, &config(args, url, queue)).await?;
     ch.confirm_select().await?;
     let mut pending = std::collections::VecDeque::new();
     for i in 0..n {
@@ -80,88 +229,332 @@ async fn fill(conn: &Connection, queue: &str, n: u64) -> Result<(), BoxError> {
     for confirm in pending {
         confirm.await?;
     }
-    ch.close().await?;
+    conn.close().await?;
     Ok(())
 }
 
-/// One round: declare, fill, run the worker until every task succeeded, tear down.
-async fn round(args: &Args, url: &str, n: u32) -> Result<Phase, BoxError> {
-    let queue = format!("bench-worker-{}-{n}", std::process::id());
-    let mut config = WorkerConfig::new(&queue);
-    config.url = url.to_owned();
-    config.concurrency = args.concurrency;
-    config.prefetch = args.prefetch;
+/// Deletes the worker's topology for `queue`.
+async fn teardown(args: &Args, url: &str, queue: &str) -> Result<(), BoxError> {
     let conn = Connection::connect(url).await?;
-    let ch = conn.open_channel().await?;
-    amqp_worker::topology::declare(&ch, &config).await?;
-    fill(&conn, &queue, args.tasks).await?;
+    amqp_worker::topology::delete(&conn, &config(args, url, queue)).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// The worker row: from `run()` until every task was handled and acked.
+async fn run_worker(args: &Args, url: &str, queue: &str) -> Result<Phase, BoxError> {
+    let done = Arc::new(Notify::new());
+    let handler = Nothing {
+        count: AtomicU64::new(0),
+        total: args.tasks,
+        done: done.clone(),
+    };
     let metrics = Arc::new(Metrics::new());
-    let worker = Worker::new(config.clone(), Nothing)?.with_metrics(metrics.clone());
+    let worker = Worker::new(config(args, url, queue), handler)?.with_metrics(metrics.clone());
     let shutdown = worker.shutdown();
     let meter = Meter::start();
     let running = tokio::spawn(worker.run());
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let limit = tokio::time::Instant::now() + Duration::from_secs(120);
+    tokio::time::timeout(Duration::from_secs(300), done.notified())
+        .await
+        .map_err(|_| format!("stalled at {:?}", metrics.snapshot()))?;
+    // The last handler returned; its ack follows at once.
+    let limit = tokio::time::Instant::now() + Duration::from_secs(10);
     while metrics.snapshot().succeeded < args.tasks {
-        if tokio::time::Instant::now() > limit || running.is_finished() {
-            return Err(format!("stalled at {:?}", metrics.snapshot()).into());
+        if tokio::time::Instant::now() > limit {
+            return Err(format!("not all acked: {:?}", metrics.snapshot()).into());
         }
-        tick.tick().await;
+        tokio::task::yield_now().await;
     }
     let phase = meter.stop();
     shutdown.trigger();
     running.await??;
-    amqp_worker::topology::delete(&conn, &config).await?;
+    Ok(phase)
+}
+
+/// The raw row: consume with the same prefetch, ack each delivery singly.
+async fn run_raw(args: &Args, url: &str, queue: &str) -> Result<Phase, BoxError> {
+    let conn = Connection::connect(url).await?;
+    let ch = conn.open_channel().await?;
+    let meter = Meter::start();
+    ch.basic_qos(args.prefetch, QosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(queue, ConsumeOptions::default(), FieldTable::default())
+        .await?;
+    for _ in 0..args.tasks {
+        let delivery = consumer.recv().await.ok_or("consumer ended early")??;
+        delivery.ack()?;
+    }
+    let phase = meter.stop();
+    drop(consumer);
     conn.close().await?;
     Ok(phase)
 }
 
-fn main() -> Result<(), BoxError> {
-    let args = Args::parse();
-    let url = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
-    alloc_counter::enable_process_counting(true);
-    let n = args.tasks.max(1) as f64;
-    let mut rows = Vec::new();
-    for r in 0..args.rounds {
-        let phase = rt.block_on(round(&args, &url, r))?;
-        let row = [
-            n / phase.wall.as_secs_f64(),
-            phase.cpu.as_secs_f64() * 1e6 / n,
-            phase.wakeups as f64 / n,
-            phase.allocations as f64 / n,
-        ];
-        eprintln!(
-            "round {}/{}: {:.0} tasks/s, {:.2} µs CPU/task, {:.3} wake-ups/task, {:.1} allocs/task",
-            r + 1,
-            args.rounds,
-            row[0],
-            row[1],
-            row[2],
-            row[3]
-        );
-        rows.push(row);
+/// The runtime of a measured process.
+fn runtime(args: &Args) -> std::io::Result<tokio::runtime::Runtime> {
+    match args.runtime {
+        RuntimeKind::Multi => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads.max(1))
+            .enable_all()
+            .build(),
+        RuntimeKind::Current => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
     }
-    let median = |i: usize| {
-        let mut v: Vec<f64> = rows.iter().map(|row| row[i]).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
+}
+
+/// Child mode: one row on a pre-filled queue, the result as one JSON line.
+fn child(args: &Args, row: Row) -> Result<(), BoxError> {
+    let queue = args.queue.clone().ok_or("--child needs --queue")?;
+    let url = amqp_test_support::broker_url();
+    alloc_counter::enable_process_counting(true);
+    let rt = runtime(args)?;
+    let phase = rt.block_on(async {
+        match row {
+            Row::Worker => run_worker(args, &url, &queue).await,
+            Row::Raw => run_raw(args, &url, &queue).await,
+        }
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(1));
     println!(
-        "{} tasks, concurrency {}, prefetch {}, {} worker threads; median of {} rounds\n",
-        args.tasks, args.concurrency, args.prefetch, args.threads, args.rounds
-    );
-    println!("| tasks/s | CPU µs/task | wake-ups/task | allocs/task |\n|---:|---:|---:|---:|");
-    println!(
-        "| {:.0} | {:.2} | {:.3} | {:.1} |",
-        median(0),
-        median(1),
-        median(2),
-        median(3)
+        "{}",
+        serde_json::to_string(&RunResult::new(row, args.tasks, phase))?
     );
     Ok(())
+}
+
+/// Runs one child and parses its line.
+fn spawn_child(args: &Args, row: Row, queue: &str) -> Result<RunResult, BoxError> {
+    let exe = std::env::current_exe()?;
+    let output = Command::new(exe)
+        .args(["--child", row.arg(), "--queue", queue])
+        .args(["--tasks", &args.tasks.to_string()])
+        .args(["--concurrency", &args.concurrency.to_string()])
+        .args(["--prefetch", &args.prefetch.to_string()])
+        .args(["--threads", &args.threads.to_string()])
+        .args([
+            "--runtime",
+            match args.runtime {
+                RuntimeKind::Multi => "mt",
+                RuntimeKind::Current => "ct",
+            },
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        return Err(format!("child exited with {}", output.status).into());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or("child printed no result")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// One figure of a run.
+type Field = fn(&RunResult) -> f64;
+
+/// Median, min and max.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+/// The median of `field` over a row's runs.
+fn median_of(runs: &[RunResult], row: Row, field: Field) -> f64 {
+    spread(
+        runs.iter()
+            .filter(|r| r.row == row.name())
+            .map(field)
+            .collect(),
+    )
+    .0
+}
+
+/// Parent mode: every round, both rows (alternating first), each on a freshly filled queue.
+fn parent(args: &Args) -> Result<(), BoxError> {
+    let url = amqp_test_support::broker_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut runs = Vec::new();
+    for round in 0..args.rounds {
+        let rows = if round % 2 == 0 {
+            [Row::Worker, Row::Raw]
+        } else {
+            [Row::Raw, Row::Worker]
+        };
+        for row in rows {
+            let queue = amqp_test_support::unique_name(&format!("worker-bench-{}", row.arg()));
+            rt.block_on(fill(args, &url, &queue, args.tasks))?;
+            let outcome = spawn_child(args, row, &queue);
+            if let Err(err) = rt.block_on(teardown(args, &url, &queue)) {
+                eprintln!("cleanup of {queue} failed: {err}");
+            }
+            let mut run = outcome?;
+            run.round = round;
+            eprintln!(
+                "round {}/{} {:<10} {:>8.0} tasks/s {:>6.2} µs CPU/task {:>6.3} wake-ups/task {:>5.1} allocs/task {:>6.0} B/task {:>5.1} MiB",
+                round + 1,
+                args.rounds,
+                run.row,
+                run.tasks_per_s,
+                run.cpu_us_per_task,
+                run.wakeups_per_task,
+                run.allocs_per_task,
+                run.alloc_bytes_per_task,
+                run.peak_rss_mib
+            );
+            runs.push(run);
+            std::thread::sleep(Duration::from_millis(args.pause_ms));
+        }
+    }
+    println!(
+        "{} persistent tasks of 7 B, prefetch {} for both rows, worker concurrency {}, {} runtime{}; \
+         median (min–max) of {} round(s)\n",
+        args.tasks,
+        args.prefetch,
+        args.concurrency,
+        match args.runtime {
+            RuntimeKind::Multi => "multi-thread",
+            RuntimeKind::Current => "current-thread",
+        },
+        if args.runtime == RuntimeKind::Multi {
+            format!(" ({} threads)", args.threads)
+        } else {
+            String::new()
+        },
+        args.rounds
+    );
+    println!(
+        "| row | tasks/s | CPU µs/task | wake-ups/task | allocs/task | heap B/task | peak RSS MiB |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
+    );
+    let fields: [(Field, usize); 6] = [
+        (|r| r.tasks_per_s, 0),
+        (|r| r.cpu_us_per_task, 2),
+        (|r| r.wakeups_per_task, 3),
+        (|r| r.allocs_per_task, 1),
+        (|r| r.alloc_bytes_per_task, 0),
+        (|r| r.peak_rss_mib, 1),
+    ];
+    for row in [Row::Worker, Row::Raw] {
+        let mut line = format!("| {} |", row.name());
+        for (field, d) in fields {
+            let (m, lo, hi) = spread(
+                runs.iter()
+                    .filter(|r| r.row == row.name())
+                    .map(field)
+                    .collect(),
+            );
+            line.push_str(&format!(" {m:.d$} ({lo:.d$}–{hi:.d$}) |"));
+        }
+        println!("{line}");
+    }
+    let w_rate = median_of(&runs, Row::Worker, |r| r.tasks_per_s);
+    let r_rate = median_of(&runs, Row::Raw, |r| r.tasks_per_s);
+    let w_cpu = median_of(&runs, Row::Worker, |r| r.cpu_us_per_task);
+    let r_cpu = median_of(&runs, Row::Raw, |r| r.cpu_us_per_task);
+    let throughput_ratio = w_rate / r_rate.max(1e-9);
+    println!(
+        "\n- worker ÷ raw client: {:.2}× the tasks/s (target ≥ 0.80: {}), {:.2}× the CPU per task; \
+         worker CPU {:.2} µs/task (target ≤ 2: {}); the worker's own cost {:.2} µs/task above the client's",
+        throughput_ratio,
+        if throughput_ratio >= 0.8 {
+            "met"
+        } else {
+            "not met"
+        },
+        w_cpu / r_cpu.max(1e-9),
+        w_cpu,
+        if w_cpu <= 2.0 { "met" } else { "not met" },
+        w_cpu - r_cpu,
+    );
+    if let Some(dir) = &args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let report = serde_json::json!({
+        "tasks": args.tasks,
+        "prefetch": args.prefetch,
+        "concurrency": args.concurrency,
+        "runtime": match args.runtime { RuntimeKind::Multi => "mt", RuntimeKind::Current => "ct" },
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "runs": runs,
+        "ratio_tasks_per_s": throughput_ratio,
+        "ratio_cpu_per_task": w_cpu / r_cpu.max(1e-9),
+    });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("JSON written to {}", args.json.display());
+    if let Some(dir) = &args.svg {
+        let cats = vec!["worker".to_owned(), "raw client".to_owned()];
+        svg::write(
+            dir,
+            "worker-tasks.svg",
+            &svg::bar_chart(
+                "Tasks per second: worker (no-op handler) and raw client, same prefetch",
+                "tasks per second",
+                &cats,
+                &[svg::Series::bars(
+                    "tasks/s",
+                    vec![Some(w_rate), Some(r_rate)],
+                )],
+            ),
+        )?;
+        svg::write(
+            dir,
+            "worker-cpu.svg",
+            &svg::bar_chart(
+                "CPU per task: worker (no-op handler) and raw client",
+                "CPU µs per task",
+                &cats,
+                &[svg::Series::bars(
+                    "CPU µs/task",
+                    vec![Some(w_cpu), Some(r_cpu)],
+                )],
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let outcome = if let Some(row) = args.child {
+        child(&args, row)
+    } else if let Some(queue) = &args.fill {
+        let url = amqp_test_support::broker_url();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BoxError::from)
+            .and_then(|rt| rt.block_on(fill(&args, &url, queue, args.tasks)))
+    } else if let Some(queue) = &args.teardown {
+        let url = amqp_test_support::broker_url();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BoxError::from)
+            .and_then(|rt| rt.block_on(teardown(&args, &url, queue)))
+    } else {
+        parent(&args)
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }

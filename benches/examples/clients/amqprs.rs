@@ -31,6 +31,15 @@ const NAME: &str = "amqprs";
 /// with our client's parser (amqprs's own needs its `urispec` feature and does not
 /// percent-decode the vhost).
 async fn open(url: &str, queue: &str) -> Result<(Connection, Channel), BoxError> {
+    let conn = connect(url).await?;
+    let ch = conn.open_channel(None).await?;
+    ch.queue_declare(QueueDeclareArguments::durable_client_named(queue))
+        .await?;
+    Ok((conn, ch))
+}
+
+/// Connects to `url` (parsed with our client's parser).
+pub(crate) async fn connect(url: &str) -> Result<Connection, BoxError> {
     let config = ConnectionConfig::from_uri(url)?;
     let args = OpenConnectionArguments::new(
         &config.host,
@@ -40,16 +49,12 @@ async fn open(url: &str, queue: &str) -> Result<(Connection, Channel), BoxError>
     )
     .virtual_host(&config.vhost)
     .finish();
-    let conn = Connection::open(&args).await?;
-    let ch = conn.open_channel(None).await?;
-    ch.queue_declare(QueueDeclareArguments::durable_client_named(queue))
-        .await?;
-    Ok((conn, ch))
+    Ok(Connection::open(&args).await?)
 }
 
 /// Publisher confirms settled so far, as the callback publishes them.
 #[derive(Debug, Clone, Copy, Default)]
-struct Settled {
+pub(crate) struct Settled {
     /// Publishes acked or nacked.
     count: u64,
     /// Of those, nacked.
@@ -119,7 +124,7 @@ impl ChannelCallback for ConfirmCallback {
 }
 
 /// Puts `ch` in confirm mode; returns the receiving end of its confirm count.
-async fn confirm_mode(ch: &Channel) -> Result<watch::Receiver<Settled>, BoxError> {
+pub(crate) async fn confirm_mode(ch: &Channel) -> Result<watch::Receiver<Settled>, BoxError> {
     let (tx, rx) = watch::channel(Settled::default());
     let callback = ConfirmCallback {
         floor: 0,
@@ -134,7 +139,7 @@ async fn confirm_mode(ch: &Channel) -> Result<watch::Receiver<Settled>, BoxError
 
 /// Publishes `n` messages with at most `params.window` unconfirmed, and waits for every confirm.
 /// With a `pacer`, publishes at its rate and stamps each body with the publish time.
-async fn publish(
+pub(crate) async fn publish(
     ch: &Channel,
     confirms: &mut watch::Receiver<Settled>,
     queue: &str,
@@ -219,7 +224,7 @@ impl AsyncConsumer for BenchConsumer {
 
 /// Starts a consumer of `n` messages on `queue` with the configured prefetch; returns its tag
 /// and where it reports completion.
-async fn start_consumer(
+pub(crate) async fn start_consumer(
     ch: &Channel,
     queue: &str,
     params: &Params,
@@ -249,7 +254,9 @@ async fn start_consumer(
 }
 
 /// Waits for the consumer's report.
-async fn consumed(rx: oneshot::Receiver<Result<Vec<u64>, String>>) -> Result<Vec<u64>, BoxError> {
+pub(crate) async fn consumed(
+    rx: oneshot::Receiver<Result<Vec<u64>, String>>,
+) -> Result<Vec<u64>, BoxError> {
     Ok(rx.await.map_err(|_| "consumer ended early")??)
 }
 

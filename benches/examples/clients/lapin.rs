@@ -24,9 +24,14 @@ use crate::measure::{
 /// The client's name in the table.
 const NAME: &str = "lapin";
 
+/// Connects, with the default properties.
+pub(crate) async fn connect(url: &str) -> Result<Connection, BoxError> {
+    Ok(Connection::connect(url, ConnectionProperties::default()).await?)
+}
+
 /// Opens a connection and a channel and declares the durable queue `queue`.
 async fn open(url: &str, queue: &str) -> Result<(Connection, Channel), BoxError> {
-    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let conn = connect(url).await?;
     let ch = conn.create_channel().await?;
     let options = QueueDeclareOptions {
         durable: true,
@@ -48,7 +53,7 @@ async fn confirmed(confirm: PublisherConfirm) -> Result<(), BoxError> {
 
 /// Publishes `n` messages with at most `params.window` unconfirmed, and waits for every confirm.
 /// With a `pacer`, publishes at its rate and stamps each body with the publish time.
-async fn publish(
+pub(crate) async fn publish(
     ch: &Channel,
     queue: &str,
     params: &Params,
@@ -94,7 +99,7 @@ async fn publish(
 
 /// Receives `n` deliveries and settles them as `params.ack_batch` says; returns the latency of
 /// each (empty unless `record_latency`).
-async fn consume(
+pub(crate) async fn consume(
     consumer: &mut Consumer,
     params: &Params,
     n: u64,
@@ -117,7 +122,11 @@ async fn consume(
 }
 
 /// Starts a consumer on `queue` with the configured prefetch.
-async fn start_consumer(ch: &Channel, queue: &str, params: &Params) -> Result<Consumer, BoxError> {
+pub(crate) async fn start_consumer(
+    ch: &Channel,
+    queue: &str,
+    params: &Params,
+) -> Result<Consumer, BoxError> {
     ch.basic_qos(params.prefetch, BasicQosOptions::default())
         .await?;
     let consumer = ch

@@ -1,7 +1,14 @@
-//! Our client side by side with lapin and amqprs, against the broker at `AMQP_URL`.
+//! Our client side by side with lapin and amqprs, against the broker at `AMQP_URL` or against
+//! the built-in in-memory server (`--broker builtin`: the ceiling without RabbitMQ).
 //!
 //! ```sh
+//! # the issue's workloads, both runtimes, three rounds:
 //! cargo run --release -p amqp-benches --example clients -- --messages 100000 --rounds 3
+//! # body sizes from 64 B to 16 MiB, one table per size, MB/s and body copies per message:
+//! cargo run --release -p amqp-benches --example clients -- --body-sizes 64,4096,65536,1048576,16777216 \
+//!     --workloads publish,consume,both --messages 20000 --rounds 1 --json target/sizes.json --svg target/charts
+//! # the ceiling: the same clients against the in-memory server of benches/shared/server.rs:
+//! cargo run --release -p amqp-benches --example clients -- --broker builtin --workloads publish,consume,both
 //! cargo run --release -p amqp-benches --example clients -- --flat-memory 1000000
 //! # one measured run by hand, e.g. under a profiler (`consume` needs the queue filled first):
 //! target/release/examples/clients --fill q1 --messages 20000
@@ -19,10 +26,18 @@
 //!
 //! Every measured run is a fresh child process (this binary with `--child CLIENT WORKLOAD`), so
 //! its peak RSS, CPU (getrusage, all threads, measured phase only) and heap allocations (a
-//! process-wide counting allocator) belong to that client and workload alone. The parent
-//! alternates the clients within each round (rotating who goes first), then prints the median
-//! and min–max spread per client and workload as a markdown table with the ratios against the
-//! best peer, and writes everything as JSON (`--json`).
+//! process-wide counting allocator) belong to that client and workload alone; with
+//! `--broker builtin` the server runs in this (the parent) process, so its CPU is never the
+//! client's. The parent alternates the clients within each round (rotating who goes first),
+//! runs every workload on each `--runtime` (`mt`: tokio's multi-threaded runtime, what
+//! `#[tokio::main]` gives; `ct`: current thread) and each `--body-sizes` size, then prints the
+//! median and min–max spread per size, runtime, workload and client as markdown tables with
+//! the ratios against the best peer, writes everything as JSON (`--json`) and draws the SVG
+//! charts (`--svg DIR`).
+//!
+//! Rows: `ours`, `lapin`, `amqprs`, and `ours-nocoalesce`: our client with acks of
+//! consecutive deliveries sent one frame each instead of coalesced into multiple acks (needs
+//! `ConnectionConfigBuilder::coalesce_acks`; left out, with a note, until the client has it).
 //!
 //! `--flat-memory N` instead runs our client's `both` workload over N messages in this process
 //! and prints RSS every `--sample-every` messages: memory must stay flat.
@@ -35,6 +50,10 @@ mod lapin;
 mod measure;
 mod ours;
 mod report;
+#[path = "../../shared/server.rs"]
+mod server;
+#[path = "../../shared/svg.rs"]
+mod svg;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -53,6 +72,9 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 pub(crate) enum Client {
     /// amqp-client, this workspace's.
     Ours,
+    /// amqp-client with ack coalescing off (`coalesce_acks(false)`).
+    #[value(name = "ours-nocoalesce")]
+    OursNoCoalesce,
     /// lapin 4.
     Lapin,
     /// amqprs 2.
@@ -64,6 +86,7 @@ impl Client {
     fn name(self) -> &'static str {
         match self {
             Self::Ours => "ours",
+            Self::OursNoCoalesce => "ours-nocoalesce",
             Self::Lapin => "lapin",
             Self::Amqprs => "amqprs",
         }
@@ -99,9 +122,20 @@ impl Workload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum RuntimeKind {
     /// One thread (lapin still adds its own I/O thread).
+    #[value(name = "ct", alias = "current")]
     Current,
-    /// Tokio's multi-threaded runtime, one worker per core.
+    /// Tokio's multi-threaded runtime, one worker per core: what `#[tokio::main]` gives.
+    #[value(name = "mt", alias = "multi")]
     Multi,
+}
+
+/// Which broker the clients talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BrokerKind {
+    /// The broker at `AMQP_URL` (RabbitMQ).
+    Rabbitmq,
+    /// The in-memory server of `benches/shared/server.rs`, run in the parent process.
+    Builtin,
 }
 
 /// Command line.
@@ -111,8 +145,18 @@ struct Args {
     /// Messages per run.
     #[arg(long, default_value_t = 100_000)]
     messages: u64,
-    /// Body size in bytes.
-    #[arg(long, default_value_t = 64)]
+    /// Body sizes in bytes, comma-separated: every workload runs at each.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    body_sizes: Vec<usize>,
+    /// Cap on body bytes per run: at a body size where `--messages` would move more, the run
+    /// has `max(--min-messages, this ÷ size)` messages instead (same for every client).
+    #[arg(long, default_value_t = 1 << 30)]
+    max_bytes: u64,
+    /// Fewest messages of a run capped by `--max-bytes`.
+    #[arg(long, default_value_t = 16)]
+    min_messages: u64,
+    /// Internal: the body size of a child run.
+    #[arg(long, hide = true, default_value_t = 64)]
     size: usize,
     /// Most unconfirmed publishes in flight.
     #[arg(long, default_value_t = 1000)]
@@ -131,7 +175,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "ours,lapin,amqprs"
+        default_value = "ours,ours-nocoalesce,lapin,amqprs"
     )]
     clients: Vec<Client>,
     /// Workloads, comma-separated.
@@ -145,21 +189,35 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/clients-bench.json")]
     json: PathBuf,
+    /// Where to draw the SVG charts (none if absent).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// The broker: RabbitMQ at `AMQP_URL`, or the built-in in-memory server.
+    #[arg(long, value_enum, default_value_t = BrokerKind::Rabbitmq)]
+    broker: BrokerKind,
+    /// Worker threads of the built-in server's runtime (in the parent process).
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
     /// Publish rate of the latency workload, msg/s.
     #[arg(long, default_value_t = 5000)]
     rate: u64,
     /// How long the latency workload publishes, ms.
     #[arg(long, default_value_t = 3000)]
     latency_ms: u64,
-    /// Tokio runtime of the measured process.
-    #[arg(long, value_enum, default_value_t = RuntimeKind::Current)]
-    runtime: RuntimeKind,
+    /// Tokio runtimes of the measured process, comma-separated: `mt` (multi-threaded, the
+    /// `#[tokio::main]` default), `ct` (current thread).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "mt,ct")]
+    runtime: Vec<RuntimeKind>,
     /// Pause between runs, ms, so that the broker settles (queue deletion, fsync).
     #[arg(long, default_value_t = 500)]
     pause_ms: u64,
     /// Our client with read batching off (`ConnectionConfig::read_batching(None)`).
     #[arg(long)]
     eager_reads: bool,
+    /// Our client with this `Limits::outbound_high_water` (bytes queued for the socket before
+    /// publishers wait; the client's default is 4 MiB).
+    #[arg(long)]
+    outbound_high_water: Option<usize>,
     /// Do not count allocations (the count costs one atomic add per allocation).
     #[arg(long)]
     no_alloc_count: bool,
@@ -197,7 +255,20 @@ impl Args {
             rate: self.rate.max(1),
             latency_ms: self.latency_ms,
             eager_reads: self.eager_reads,
+            coalesce_acks: true,
+            outbound_high_water: self.outbound_high_water,
         }
+    }
+
+    /// The runtime of a child run (the first one asked for), or of flat-memory mode.
+    fn single_runtime(&self) -> RuntimeKind {
+        self.runtime.first().copied().unwrap_or(RuntimeKind::Multi)
+    }
+
+    /// Messages of a run with bodies of `size` bytes: `--messages`, capped by `--max-bytes`.
+    fn messages_for(&self, size: usize) -> u64 {
+        let cap = (self.max_bytes / size.max(1) as u64).max(self.min_messages);
+        self.messages.min(cap).max(1)
     }
 }
 
@@ -222,49 +293,71 @@ fn child(args: &Args, names: &[String]) -> Result<(), BoxError> {
     let workload = Workload::from_str(workload, true)?;
     let queue = args.queue.clone().ok_or("--child needs --queue")?;
     alloc_counter::enable_process_counting(!args.no_alloc_count);
-    let params = args.params();
+    let mut params = args.params();
+    params.coalesce_acks = client != Client::OursNoCoalesce;
     let url = amqp_test_support::broker_url();
-    let rt = runtime(args.runtime)?;
-    let mut result = rt.block_on(async {
+    let kind = args.single_runtime();
+    let rt = runtime(kind)?;
+    let result = rt.block_on(async {
         match client {
-            Client::Ours => ours::run(workload, &params, &url, &queue).await,
+            Client::Ours | Client::OursNoCoalesce => {
+                ours::run(workload, &params, &url, &queue).await
+            }
             Client::Lapin => lapin::run(workload, &params, &url, &queue).await,
             Client::Amqprs => amqprs::run(workload, &params, &url, &queue).await,
         }
     })?;
     // Drop the runtime (and lapin's I/O thread with the connection) before reporting.
     rt.shutdown_timeout(Duration::from_secs(1));
+    let mut result = result.with_size(params.size);
+    result.client = client.name().to_owned();
+    result.runtime = runtime_name(kind).to_owned();
     result.round = args.round;
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
 }
 
-/// Runs one child process and parses its result.
-fn spawn_child(
-    args: &Args,
+/// One measured run: which client, workload, runtime, body size and round.
+#[derive(Debug, Clone, Copy)]
+struct RunSpec {
+    /// The client.
     client: Client,
+    /// The workload.
     workload: Workload,
+    /// The runtime.
+    runtime: RuntimeKind,
+    /// Body size, bytes.
+    size: usize,
+    /// Messages.
+    messages: u64,
+    /// Round (0-based).
     round: u32,
-    queue: &str,
-) -> Result<RunResult, BoxError> {
+}
+
+/// Runs one child process against `url` and parses its result.
+fn spawn_child(args: &Args, spec: RunSpec, queue: &str, url: &str) -> Result<RunResult, BoxError> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--child")
-        .args([client.name(), workload.name()])
-        .args(["--queue", queue, "--round", &round.to_string()])
-        .args(["--messages", &args.messages.to_string()])
-        .args(["--size", &args.size.to_string()])
+    cmd.env("AMQP_URL", url)
+        .arg("--child")
+        .args([spec.client.name(), spec.workload.name()])
+        .args(["--queue", queue, "--round", &spec.round.to_string()])
+        .args(["--messages", &spec.messages.to_string()])
+        .args(["--size", &spec.size.to_string()])
         .args(["--window", &args.window.to_string()])
         .args(["--prefetch", &args.prefetch.to_string()])
         .args(["--ack-batch", &args.ack_batch.to_string()])
         .args(["--rate", &args.rate.to_string()])
         .args(["--latency-ms", &args.latency_ms.to_string()])
-        .args(["--runtime", runtime_name(args.runtime)]);
+        .args(["--runtime", runtime_name(spec.runtime)]);
     if args.no_alloc_count {
         cmd.arg("--no-alloc-count");
     }
     if args.eager_reads {
         cmd.arg("--eager-reads");
+    }
+    if let Some(bytes) = args.outbound_high_water {
+        cmd.args(["--outbound-high-water", &bytes.to_string()]);
     }
     let output = cmd.stderr(std::process::Stdio::inherit()).output()?;
     if !output.status.success() {
@@ -282,78 +375,144 @@ fn spawn_child(
 /// The command-line name of a runtime kind.
 fn runtime_name(kind: RuntimeKind) -> &'static str {
     match kind {
-        RuntimeKind::Current => "current",
-        RuntimeKind::Multi => "multi",
+        RuntimeKind::Current => "ct",
+        RuntimeKind::Multi => "mt",
     }
 }
 
-/// Parent mode: every round, every workload, every client (rotating who goes first); then the
-/// table and the JSON.
+/// Parent mode: every body size, round, workload, runtime and client (rotating who goes
+/// first); then the tables, the JSON and the charts.
 fn parent(args: &Args) -> Result<(), BoxError> {
-    let params = args.params();
-    let url = amqp_test_support::broker_url();
+    let mut clients = args.clients.clone();
+    if !ours::HAS_COALESCE_KNOB && clients.contains(&Client::OursNoCoalesce) {
+        eprintln!(
+            "note: {}; the ours-nocoalesce row is left out",
+            ours::NO_COALESCE_KNOB
+        );
+        clients.retain(|&c| c != Client::OursNoCoalesce);
+    }
+    // The built-in server runs here, on its own threads: its CPU is this process's, never a
+    // measured child's.
+    let builtin = match args.broker {
+        BrokerKind::Builtin => Some(server::spawn_on_own_runtime(args.server_threads, 0)?),
+        BrokerKind::Rabbitmq => None,
+    };
+    let url = match &builtin {
+        Some((_, port, _)) => format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        None => amqp_test_support::broker_url(),
+    };
     let rt = runtime(RuntimeKind::Current)?;
+    // RabbitMQ on this machine: its CPU per run says whether it set the pace.
+    let beam = if builtin.is_none() {
+        measure::broker_pid()
+    } else {
+        None
+    };
     let mut runs = Vec::new();
     let mut failures = 0;
-    for round in 0..args.rounds {
-        for &workload in &args.workloads {
-            let n = args.clients.len();
-            for i in 0..n {
-                let client = args.clients[(i + round as usize) % n];
-                let queue = amqp_test_support::unique_name(&format!(
-                    "clients-bench-{}-{}",
-                    client.name(),
-                    workload.name()
-                ));
-                if workload == Workload::Consume {
-                    rt.block_on(ours::fill(&url, &queue, &params))?;
-                }
-                match spawn_child(args, client, workload, round, &queue) {
-                    Ok(run) => {
-                        eprintln!(
-                            "round {}/{} {:<8} {:<7} {:>9.0} msg/s {:>7.2} µs CPU/msg {:>6.3} wake-ups/msg {:>6.1} allocs/msg {:>6.1} MiB{}",
-                            round + 1,
-                            args.rounds,
-                            workload.name(),
+    for &size in &args.body_sizes {
+        let messages = args.messages_for(size);
+        let mut params = args.params();
+        params.size = size;
+        params.messages = messages;
+        for round in 0..args.rounds {
+            for &workload in &args.workloads {
+                for &kind in &args.runtime {
+                    let n = clients.len();
+                    for i in 0..n {
+                        let client = clients[(i + round as usize) % n];
+                        let spec = RunSpec {
+                            client,
+                            workload,
+                            runtime: kind,
+                            size,
+                            messages,
+                            round,
+                        };
+                        let queue = amqp_test_support::unique_name(&format!(
+                            "clients-bench-{}-{}",
                             client.name(),
-                            run.msgs_per_s,
-                            run.cpu_us_per_msg,
-                            run.wakeups_per_msg,
-                            run.allocs_per_msg,
-                            run.peak_rss_mib,
-                            run.latency_p99_us.map_or(String::new(), |p99| format!(
-                                " p50 {:.0} µs p99 {p99:.0} µs",
-                                run.latency_p50_us.unwrap_or(0.0)
-                            )),
-                        );
-                        runs.push(run);
-                    }
-                    Err(err) => {
-                        failures += 1;
-                        eprintln!("{} {}: run failed: {err}", client.name(), workload.name());
-                        if let Err(err) = rt.block_on(ours::delete_queue(&url, &queue)) {
-                            eprintln!("cleanup of {queue} failed: {err}");
+                            workload.name()
+                        ));
+                        if workload == Workload::Consume {
+                            rt.block_on(ours::fill(&url, &queue, &params))?;
                         }
+                        let before = builtin.as_ref().map(|(broker, _, _)| broker.stats());
+                        let beam_before = beam.and_then(measure::process_cpu);
+                        match spawn_child(args, spec, &queue, &url) {
+                            Ok(mut run) => {
+                                if let (Some(t0), Some(t1)) =
+                                    (beam_before, beam.and_then(measure::process_cpu))
+                                {
+                                    let cpu = t1.saturating_sub(t0).as_secs_f64();
+                                    run.broker_cpu_us_per_msg =
+                                        Some(cpu * 1e6 / run.messages.max(1) as f64);
+                                    run.broker_cores = Some(cpu / run.wall_s.max(1e-9));
+                                }
+                                if let (Some((broker, _, _)), Some(before)) = (&builtin, before) {
+                                    let d = broker.stats().since(before);
+                                    let per = |x: u64| x as f64 / run.messages.max(1) as f64;
+                                    run.server = Some(measure::ServerPerMsg {
+                                        ack_frames: per(d.ack_frames),
+                                        confirm_frames: per(d.confirm_frames),
+                                        frames_in: per(d.frames_in),
+                                    });
+                                }
+                                eprintln!("{}", progress_line(args, &run));
+                                runs.push(run);
+                            }
+                            Err(err) => {
+                                failures += 1;
+                                eprintln!(
+                                    "{} {} {} B {}: run failed: {err}",
+                                    client.name(),
+                                    workload.name(),
+                                    size,
+                                    runtime_name(kind)
+                                );
+                                if let Err(err) = rt.block_on(ours::delete_queue(&url, &queue)) {
+                                    eprintln!("cleanup of {queue} failed: {err}");
+                                }
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(args.pause_ms));
                     }
                 }
-                std::thread::sleep(Duration::from_millis(args.pause_ms));
             }
         }
     }
     let workloads: Vec<&str> = args.workloads.iter().map(|w| w.name()).collect();
-    let clients: Vec<&str> = args.clients.iter().map(|c| c.name()).collect();
-    let summaries = report::summarise(&runs, &workloads, &clients);
-    println!("{}", report::render(&summaries, &params, args.rounds));
+    let client_names: Vec<&str> = clients.iter().map(|c| c.name()).collect();
+    let runtimes: Vec<&str> = args.runtime.iter().map(|&k| runtime_name(k)).collect();
+    let summaries = report::summarise(&runs, &workloads, &client_names);
+    let broker_name = match args.broker {
+        BrokerKind::Rabbitmq => "RabbitMQ at AMQP_URL",
+        BrokerKind::Builtin => "the built-in in-memory server (benches/shared/server.rs)",
+    };
+    let layout = report::Layout {
+        sizes: &args.body_sizes,
+        runtimes: &runtimes,
+        workloads: &workloads,
+        clients: &client_names,
+        broker: broker_name,
+    };
+    println!(
+        "{}",
+        report::render(&summaries, &params_for_header(args), args.rounds, &layout)
+    );
     let settings = serde_json::json!({
-        "runtime": runtime_name(args.runtime),
+        "runtimes": runtimes,
+        "broker": broker_name,
+        "body_sizes": args.body_sizes,
+        "messages_per_size": args.body_sizes.iter().map(|&s| args.messages_for(s)).collect::<Vec<_>>(),
         "alloc_count": !args.no_alloc_count,
         "pause_ms": args.pause_ms,
-        "clients": clients,
+        "clients": client_names,
         "workloads": workloads,
     });
     report::write_json(
         &args.json,
-        &params,
+        &args.params(),
         &settings,
         args.rounds,
         &runs,
@@ -361,10 +520,55 @@ fn parent(args: &Args) -> Result<(), BoxError> {
     )
     .map_err(|err| format!("writing {}: {err}", args.json.display()))?;
     eprintln!("JSON written to {}", args.json.display());
+    if let Some(dir) = &args.svg {
+        report::charts(dir, &summaries, &layout)
+            .map_err(|err| format!("writing charts to {}: {err}", dir.display()))?;
+    }
+    if let Some((_, _, server_rt)) = builtin {
+        server_rt.shutdown_background();
+    }
     if failures > 0 {
         return Err(format!("{failures} run(s) failed").into());
     }
     Ok(())
+}
+
+/// The parameters the table header states (the body size and message count vary per table).
+fn params_for_header(args: &Args) -> Params {
+    args.params()
+}
+
+/// One run's line on stderr, as it finishes.
+fn progress_line(args: &Args, run: &RunResult) -> String {
+    format!(
+        "round {}/{} {:>8} B {} {:<8} {:<15} {:>9.0} msg/s {:>8.1} MB/s {:>7.2} µs CPU/msg {:>6.3} wake-ups/msg {:>6.1} allocs/msg {}{:>6.1} MiB{}{}{}",
+        run.round + 1,
+        args.rounds,
+        run.size,
+        run.runtime,
+        run.workload,
+        run.client,
+        run.msgs_per_s,
+        run.mb_per_s,
+        run.cpu_us_per_msg,
+        run.wakeups_per_msg,
+        run.allocs_per_msg,
+        run.body_copies
+            .map_or(String::new(), |c| format!("{c:>5.2} copies ")),
+        run.peak_rss_mib,
+        run.latency_p99_us.map_or(String::new(), |p99| format!(
+            " p50 {:.0} µs p99 {p99:.0} µs",
+            run.latency_p50_us.unwrap_or(0.0)
+        )),
+        run.server.map_or(String::new(), |s| format!(
+            " | server: {:.3} ack frames/msg, {:.3} confirm frames/msg",
+            s.ack_frames, s.confirm_frames
+        )),
+        run.broker_cpu_us_per_msg.map_or(String::new(), |b| format!(
+            " | broker {b:.1} µs CPU/msg, {:.2} cores",
+            run.broker_cores.unwrap_or(0.0)
+        )),
+    )
 }
 
 /// Flat-memory mode: our client's `both` workload over `total` messages, RSS sampled along.
@@ -373,7 +577,7 @@ fn flat_memory(args: &Args, total: u64) -> Result<(), BoxError> {
     let url = amqp_test_support::broker_url();
     let queue = amqp_test_support::unique_name("clients-bench-flat-memory");
     let every = args.sample_every.max(1);
-    let rt = runtime(args.runtime)?;
+    let rt = runtime(args.single_runtime())?;
     let (run, samples) = rt.block_on(ours::flat_memory(&url, &queue, &params, total, every))?;
     println!(
         "our client, publish and consume at once, {total} messages of {} B:",

@@ -28,6 +28,19 @@ pub(crate) struct Params {
     pub(crate) latency_ms: u64,
     /// Ours only: read batching off (every byte read as soon as it arrives).
     pub(crate) eager_reads: bool,
+    /// Ours only: whether acks of consecutive deliveries coalesce into one multiple ack
+    /// (the client's default); `false` for the `ours-nocoalesce` row.
+    #[serde(default = "yes")]
+    pub(crate) coalesce_acks: bool,
+    /// Ours only: `Limits::outbound_high_water` if set (bytes queued for the socket before
+    /// publishers wait), to try other values than the client's default.
+    #[serde(default)]
+    pub(crate) outbound_high_water: Option<usize>,
+}
+
+/// `true`, the serde default of flags that default to on.
+fn yes() -> bool {
+    true
 }
 
 impl Params {
@@ -80,6 +93,40 @@ fn status_kib(field: &str) -> u64 {
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The broker's process on this machine, if one runs here: the oldest `beam.smp` (RabbitMQ's
+/// Erlang VM; a `rabbitmqctl` started meanwhile is a younger one) in `/proc`.
+pub(crate) fn broker_pid() -> Option<u32> {
+    let started = |pid: u32| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(19)?
+            .parse()
+            .ok()
+    };
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "beam.smp").then_some((started(pid)?, pid))
+        })
+        .min()
+        .map(|(_, pid)| pid)
+}
+
+/// User plus system CPU time of process `pid` so far (`/proc/PID/stat`, clock ticks of
+/// 10 ms), or `None` if unreadable.
+pub(crate) fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// Peak resident set size of this process so far (VmHWM), KiB.
@@ -237,6 +284,61 @@ pub(crate) struct RunResult {
     pub(crate) latency_p99_us: Option<f64>,
     /// Latency workload: the largest latency seen, µs.
     pub(crate) latency_max_us: Option<f64>,
+    /// Body size in bytes.
+    #[serde(default)]
+    pub(crate) size: usize,
+    /// `mt` (tokio's multi-threaded runtime, what `#[tokio::main]` gives) or `ct` (current
+    /// thread).
+    #[serde(default)]
+    pub(crate) runtime: String,
+    /// Body megabytes (10^6 bytes) per second: msg/s × body size.
+    #[serde(default)]
+    pub(crate) mb_per_s: f64,
+    /// Heap bytes allocated per message ÷ body size: how many freshly allocated buffers each
+    /// body passes through (see `benches/README.md`); `None` under 4 KiB, where per-message
+    /// bookkeeping allocations dwarf the body.
+    #[serde(default)]
+    pub(crate) body_copies: Option<f64>,
+    /// Ours only: what the connection's socket did per message (`Connection::io_stats`).
+    #[serde(default)]
+    pub(crate) io: Option<IoPerMsg>,
+    /// Against the built-in server only: what the server received and sent per message.
+    #[serde(default)]
+    pub(crate) server: Option<ServerPerMsg>,
+    /// Against a local RabbitMQ: the broker's CPU (its `beam.smp`, from `/proc`) per message
+    /// over the whole child run (setup included), µs: what the broker spent on this client.
+    #[serde(default)]
+    pub(crate) broker_cpu_us_per_msg: Option<f64>,
+    /// The broker's CPU over the child run ÷ the measured phase's wall time: near 1.0 (one
+    /// core) the broker, not the client, sets the pace.
+    #[serde(default)]
+    pub(crate) broker_cores: Option<f64>,
+}
+
+/// Socket calls per message, from our client's `Connection::io_stats()`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct IoPerMsg {
+    /// Reads per message.
+    pub(crate) reads: f64,
+    /// Writes (vectored) per message.
+    pub(crate) writes: f64,
+    /// Average bytes per read.
+    pub(crate) bytes_per_read: f64,
+    /// Average bytes per write.
+    pub(crate) bytes_per_write: f64,
+    /// Times read batching engaged during the run.
+    pub(crate) batching_engaged: u64,
+}
+
+/// What the built-in server counted per message of a run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct ServerPerMsg {
+    /// basic.ack frames received from the consumer, per message.
+    pub(crate) ack_frames: f64,
+    /// Publisher-confirm frames sent, per message.
+    pub(crate) confirm_frames: f64,
+    /// Frames received, all kinds, per message.
+    pub(crate) frames_in: f64,
 }
 
 impl RunResult {
@@ -261,7 +363,29 @@ impl RunResult {
             latency_p50_us: None,
             latency_p99_us: None,
             latency_max_us: None,
+            size: 0,
+            runtime: String::new(),
+            mb_per_s: 0.0,
+            body_copies: None,
+            io: None,
+            server: None,
+            broker_cpu_us_per_msg: None,
+            broker_cores: None,
         }
+    }
+
+    /// Adds our client's socket counts.
+    pub(crate) fn with_io(mut self, io: IoPerMsg) -> Self {
+        self.io = Some(io);
+        self
+    }
+
+    /// Fills in the figures that depend on the body size.
+    pub(crate) fn with_size(mut self, size: usize) -> Self {
+        self.size = size;
+        self.mb_per_s = self.msgs_per_s * size as f64 / 1e6;
+        self.body_copies = (size >= 4096).then(|| self.alloc_bytes_per_msg / size as f64);
+        self
     }
 
     /// Adds the latency percentiles of `nanos` (one per consumed message, in consume order).
@@ -302,6 +426,8 @@ mod tests {
             rate: 1000,
             latency_ms: 1000,
             eager_reads: false,
+            coalesce_acks: true,
+            outbound_high_water: None,
         }
     }
 

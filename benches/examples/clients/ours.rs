@@ -8,14 +8,15 @@ use std::collections::VecDeque;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, ShortStr};
 use amqp_client::{
-    Channel, Connection, ConnectionConfig, ConsumeOptions, Consumer, PublishConfirm,
+    Channel, Connection, ConnectionConfig, ConsumeOptions, Consumer, IoStats, PublishConfirm,
     PublishOptions, QosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use bytes::Bytes;
 
 use crate::Workload;
 use crate::measure::{
-    BoxError, Meter, Pacer, Params, Phase, RunOutcome, RunResult, latency_of, rss_kib, stamp,
+    BoxError, IoPerMsg, Meter, Pacer, Params, Phase, RunOutcome, RunResult, latency_of, rss_kib,
+    stamp,
 };
 
 /// The client's name in the table.
@@ -26,16 +27,49 @@ fn persistent() -> BasicProperties {
     BasicProperties::builder().with_delivery_mode(2).build()
 }
 
-/// Opens a connection (read batching off with `eager_reads`) and a channel and declares the
-/// durable queue `queue`.
-async fn open(
-    url: &str,
-    queue: &str,
-    eager_reads: bool,
-) -> Result<(Connection, Channel), BoxError> {
+/// Our client's settings with ack coalescing off: the `ours-nocoalesce` row.
+///
+/// SHIM: `ConnectionConfigBuilder::coalesce_acks(bool)` does not exist in the client yet.
+/// `benches/build.rs` sets `cfg(has_coalesce_acks)` as soon as `amqp-client/src/config.rs`
+/// defines `fn coalesce_acks(`, and this compiles against it with no other change; until
+/// then the row fails with this message and the parent leaves it out.
+#[cfg(has_coalesce_acks)]
+fn without_ack_coalescing(config: ConnectionConfig) -> Result<ConnectionConfig, BoxError> {
+    Ok(ConnectionConfig::builder()
+        .host(config.host.clone())
+        .port(config.port)
+        .vhost(config.vhost.clone())
+        .credentials(config.username.clone(), config.password.expose())
+        .read_batching(config.read_batching)
+        .coalesce_acks(false)
+        .build())
+}
+
+/// See the other `without_ack_coalescing`: the client has no switch yet.
+#[cfg(not(has_coalesce_acks))]
+fn without_ack_coalescing(_config: ConnectionConfig) -> Result<ConnectionConfig, BoxError> {
+    Err(NO_COALESCE_KNOB.into())
+}
+
+/// Why the `ours-nocoalesce` row cannot run in this build.
+pub(crate) const NO_COALESCE_KNOB: &str = "ours-nocoalesce needs \
+    `ConnectionConfigBuilder::coalesce_acks(bool)` in amqp-client (not there yet)";
+
+/// Whether this build can run the `ours-nocoalesce` row.
+pub(crate) const HAS_COALESCE_KNOB: bool = cfg!(has_coalesce_acks);
+
+/// Opens a connection (read batching off with `eager_reads`, ack coalescing off without
+/// `coalesce_acks`) and a channel and declares the durable queue `queue`.
+async fn open(url: &str, queue: &str, params: &Params) -> Result<(Connection, Channel), BoxError> {
     let mut config = ConnectionConfig::from_uri(url)?;
-    if eager_reads {
+    if !params.coalesce_acks {
+        config = without_ack_coalescing(config)?;
+    }
+    if params.eager_reads {
         config.read_batching = None;
+    }
+    if let Some(bytes) = params.outbound_high_water {
+        config.limits.outbound_high_water = bytes;
     }
     let conn = Connection::connect_with(config).await?;
     let ch = conn.open_channel().await?;
@@ -59,7 +93,7 @@ async fn confirmed(confirm: PublishConfirm) -> Result<(), BoxError> {
 
 /// Publishes `n` messages with at most `params.window` unconfirmed, and waits for every confirm.
 /// With a `pacer`, publishes at its rate and stamps each body with the publish time.
-async fn publish(
+pub(crate) async fn publish(
     ch: &Channel,
     queue: &str,
     params: &Params,
@@ -105,15 +139,15 @@ async fn publish(
 
 /// What the consuming side gathers besides the deliveries themselves.
 #[derive(Default)]
-struct Gathered {
+pub(crate) struct Gathered {
     /// Publish-to-consume latency of each delivery, ns (latency workload only).
-    latencies: Vec<u64>,
+    pub(crate) latencies: Vec<u64>,
     /// (messages consumed, RSS KiB), every `rss_every` messages (flat-memory mode only).
-    rss: Vec<(u64, u64)>,
+    pub(crate) rss: Vec<(u64, u64)>,
 }
 
 /// Receives `n` deliveries and settles them as `params.ack_batch` says.
-async fn consume(
+pub(crate) async fn consume(
     consumer: &mut Consumer,
     params: &Params,
     n: u64,
@@ -144,7 +178,11 @@ async fn consume(
 }
 
 /// Starts a consumer on `queue` with the configured prefetch.
-async fn start_consumer(ch: &Channel, queue: &str, params: &Params) -> Result<Consumer, BoxError> {
+pub(crate) async fn start_consumer(
+    ch: &Channel,
+    queue: &str,
+    params: &Params,
+) -> Result<Consumer, BoxError> {
     ch.basic_qos(params.prefetch, QosOptions::default()).await?;
     Ok(ch
         .basic_consume(queue, ConsumeOptions::default(), FieldTable::default())
@@ -153,7 +191,8 @@ async fn start_consumer(ch: &Channel, queue: &str, params: &Params) -> Result<Co
 
 /// Runs one workload on `queue` (pre-filled by the parent for `consume`) and deletes it.
 pub(crate) async fn run(workload: Workload, params: &Params, url: &str, queue: &str) -> RunOutcome {
-    let (conn, ch) = open(url, queue, params.eager_reads).await?;
+    let (conn, ch) = open(url, queue, params).await?;
+    let io_before = conn.io_stats();
     let result = match workload {
         Workload::Publish => {
             ch.confirm_select().await?;
@@ -185,10 +224,27 @@ pub(crate) async fn run(workload: Workload, params: &Params, url: &str, queue: &
             }
         }
     };
+    let messages = result.messages;
+    let result = result.with_io(io_per_msg(io_before, conn.io_stats(), messages));
     ch.queue_delete(queue, QueueDeleteOptions::default())
         .await?;
     conn.close().await?;
     Ok(result)
+}
+
+/// The socket calls between two snapshots, per message.
+fn io_per_msg(before: IoStats, after: IoStats, messages: u64) -> IoPerMsg {
+    let n = messages.max(1) as f64;
+    let reads = after.reads - before.reads;
+    let writes = after.writes - before.writes;
+    let per = |bytes: u64, calls: u64| bytes as f64 / calls.max(1) as f64;
+    IoPerMsg {
+        reads: reads as f64 / n,
+        writes: writes as f64 / n,
+        bytes_per_read: per(after.bytes_read - before.bytes_read, reads),
+        bytes_per_write: per(after.bytes_written - before.bytes_written, writes),
+        batching_engaged: after.batching_engaged - before.batching_engaged,
+    }
 }
 
 /// Publishes on `ch` and consumes on a second channel of the same connection at once, until
@@ -222,7 +278,7 @@ async fn both(
 /// Pre-fills `queue` (declared durable) with `params.messages` persistent messages, every one
 /// confirmed: the input of the consume workload, not measured.
 pub(crate) async fn fill(url: &str, queue: &str, params: &Params) -> Result<(), BoxError> {
-    let (conn, ch) = open(url, queue, params.eager_reads).await?;
+    let (conn, ch) = open(url, queue, params).await?;
     ch.confirm_select().await?;
     publish(&ch, queue, params, params.messages, None).await?;
     conn.close().await?;
@@ -248,7 +304,7 @@ pub(crate) async fn flat_memory(
     total: u64,
     every: u64,
 ) -> Result<(RunResult, Vec<(u64, u64)>), BoxError> {
-    let (conn, ch) = open(url, queue, params.eager_reads).await?;
+    let (conn, ch) = open(url, queue, params).await?;
     let (phase, gathered) = both(&conn, &ch, queue, params, total, false, Some(every)).await?;
     ch.queue_delete(queue, QueueDeleteOptions::default())
         .await?;

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::measure::{Params, RunResult};
+use crate::svg;
 
 /// Median, minimum and maximum of one figure over the rounds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -50,9 +51,13 @@ impl Spread {
     }
 }
 
-/// One client's figures for one workload, over every round.
+/// One client's figures for one workload, body size and runtime, over every round.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Summary {
+    /// Body size, bytes.
+    pub(crate) size: usize,
+    /// `mt` or `ct`.
+    pub(crate) runtime: String,
     /// The workload.
     pub(crate) workload: String,
     /// The client.
@@ -75,36 +80,109 @@ pub(crate) struct Summary {
     pub(crate) latency_p50_us: Option<Spread>,
     /// Latency workload: p99, µs.
     pub(crate) latency_p99_us: Option<Spread>,
+    /// Body MB/s.
+    pub(crate) mb_per_s: Option<Spread>,
+    /// Body copies per message (allocated bytes ÷ body size), 4 KiB and up.
+    pub(crate) body_copies: Option<Spread>,
+    /// Ours: socket reads per message.
+    pub(crate) reads_per_msg: Option<Spread>,
+    /// Ours: socket writes per message.
+    pub(crate) writes_per_msg: Option<Spread>,
+    /// Ours: bytes per read.
+    pub(crate) bytes_per_read: Option<Spread>,
+    /// Ours: bytes per write.
+    pub(crate) bytes_per_write: Option<Spread>,
+    /// Built-in server: ack frames received per message.
+    pub(crate) ack_frames_per_msg: Option<Spread>,
+    /// Built-in server: confirm frames sent per message.
+    pub(crate) confirm_frames_per_msg: Option<Spread>,
+    /// Built-in server: frames received per message.
+    pub(crate) frames_in_per_msg: Option<Spread>,
+    /// Local RabbitMQ: broker CPU µs per message.
+    pub(crate) broker_cpu_us_per_msg: Option<Spread>,
+    /// Local RabbitMQ: broker CPU ÷ wall time (cores busy).
+    pub(crate) broker_cores: Option<Spread>,
 }
 
-/// Summarises `runs` per workload and client, in the order given.
+/// What the tables and charts are laid out by.
+pub(crate) struct Layout<'a> {
+    /// Body sizes, in the order run.
+    pub(crate) sizes: &'a [usize],
+    /// Runtimes (`mt`, `ct`).
+    pub(crate) runtimes: &'a [&'a str],
+    /// Workloads.
+    pub(crate) workloads: &'a [&'a str],
+    /// Clients.
+    pub(crate) clients: &'a [&'a str],
+    /// Which broker, in words.
+    pub(crate) broker: &'a str,
+}
+
+/// A body size for a heading: 64 B, 4 KiB, 1 MiB.
+pub(crate) fn size_name(size: usize) -> String {
+    if size >= 1 << 20 && size.is_multiple_of(1 << 20) {
+        format!("{} MiB", size >> 20)
+    } else if size >= 1 << 10 && size.is_multiple_of(1 << 10) {
+        format!("{} KiB", size >> 10)
+    } else {
+        format!("{size} B")
+    }
+}
+
+/// Summarises `runs` per body size, runtime, workload and client.
 pub(crate) fn summarise(runs: &[RunResult], workloads: &[&str], clients: &[&str]) -> Vec<Summary> {
+    let mut keys: Vec<(usize, String)> = Vec::new();
+    for r in runs {
+        if !keys.iter().any(|(s, rt)| *s == r.size && *rt == r.runtime) {
+            keys.push((r.size, r.runtime.clone()));
+        }
+    }
     let mut out = Vec::new();
-    for &workload in workloads {
-        for &client in clients {
-            let mine: Vec<&RunResult> = runs
-                .iter()
-                .filter(|r| r.workload == workload && r.client == client)
-                .collect();
-            if mine.is_empty() {
-                continue;
+    for (size, runtime) in keys {
+        for &workload in workloads {
+            for &client in clients {
+                let mine: Vec<&RunResult> = runs
+                    .iter()
+                    .filter(|r| {
+                        r.size == size
+                            && r.runtime == runtime
+                            && r.workload == workload
+                            && r.client == client
+                    })
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let spread = |f: &dyn Fn(&RunResult) -> Option<f64>| {
+                    Spread::of(mine.iter().filter_map(|r| f(r)).collect())
+                };
+                out.push(Summary {
+                    size,
+                    runtime: runtime.clone(),
+                    workload: workload.to_owned(),
+                    client: client.to_owned(),
+                    runs: mine.len(),
+                    msgs_per_s: spread(&|r| Some(r.msgs_per_s)),
+                    cpu_s: spread(&|r| Some(r.cpu_s)),
+                    cpu_us_per_msg: spread(&|r| Some(r.cpu_us_per_msg)),
+                    allocs_per_msg: spread(&|r| Some(r.allocs_per_msg)),
+                    wakeups_per_msg: spread(&|r| Some(r.wakeups_per_msg)),
+                    peak_rss_mib: spread(&|r| Some(r.peak_rss_mib)),
+                    latency_p50_us: spread(&|r| r.latency_p50_us),
+                    latency_p99_us: spread(&|r| r.latency_p99_us),
+                    mb_per_s: spread(&|r| Some(r.mb_per_s)),
+                    body_copies: spread(&|r| r.body_copies),
+                    reads_per_msg: spread(&|r| r.io.map(|io| io.reads)),
+                    writes_per_msg: spread(&|r| r.io.map(|io| io.writes)),
+                    bytes_per_read: spread(&|r| r.io.map(|io| io.bytes_per_read)),
+                    bytes_per_write: spread(&|r| r.io.map(|io| io.bytes_per_write)),
+                    ack_frames_per_msg: spread(&|r| r.server.map(|s| s.ack_frames)),
+                    confirm_frames_per_msg: spread(&|r| r.server.map(|s| s.confirm_frames)),
+                    frames_in_per_msg: spread(&|r| r.server.map(|s| s.frames_in)),
+                    broker_cpu_us_per_msg: spread(&|r| r.broker_cpu_us_per_msg),
+                    broker_cores: spread(&|r| r.broker_cores),
+                });
             }
-            let spread = |f: &dyn Fn(&RunResult) -> Option<f64>| {
-                Spread::of(mine.iter().filter_map(|r| f(r)).collect())
-            };
-            out.push(Summary {
-                workload: workload.to_owned(),
-                client: client.to_owned(),
-                runs: mine.len(),
-                msgs_per_s: spread(&|r| Some(r.msgs_per_s)),
-                cpu_s: spread(&|r| Some(r.cpu_s)),
-                cpu_us_per_msg: spread(&|r| Some(r.cpu_us_per_msg)),
-                allocs_per_msg: spread(&|r| Some(r.allocs_per_msg)),
-                wakeups_per_msg: spread(&|r| Some(r.wakeups_per_msg)),
-                peak_rss_mib: spread(&|r| Some(r.peak_rss_mib)),
-                latency_p50_us: spread(&|r| r.latency_p50_us),
-                latency_p99_us: spread(&|r| r.latency_p99_us),
-            });
         }
     }
     out
@@ -120,15 +198,21 @@ fn median(spread: Option<Spread>) -> Option<f64> {
     spread.map(|s| s.median)
 }
 
-/// The markdown tables (throughput, then latency) and the ratio lines.
-pub(crate) fn render(summaries: &[Summary], params: &Params, rounds: u32) -> String {
+/// The markdown tables: per body size and runtime, throughput (with MB/s and body copies),
+/// the wire (socket calls, frames), latency and the ratio lines; then, across sizes and
+/// runtimes, MB/s by body size, ours ÷ best peer by body size, and CPU per message by runtime.
+pub(crate) fn render(
+    summaries: &[Summary],
+    params: &Params,
+    rounds: u32,
+    layout: &Layout<'_>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} messages of {} B (persistent, durable queue), confirm window {}, prefetch {}, ack {}, \
+        "Broker: {}. Persistent messages, durable queue, confirm window {}, prefetch {}, ack {}, \
          {rounds} round(s); median (min–max)\n",
-        params.messages,
-        params.size,
+        layout.broker,
         params.window,
         params.prefetch,
         if params.ack_batch <= 1 {
@@ -137,33 +221,105 @@ pub(crate) fn render(summaries: &[Summary], params: &Params, rounds: u32) -> Str
             format!("multiple every {}", params.ack_batch)
         },
     );
-    let throughput: Vec<&Summary> = summaries
+    for &size in layout.sizes {
+        for &runtime in layout.runtimes {
+            let block: Vec<&Summary> = summaries
+                .iter()
+                .filter(|s| s.size == size && s.runtime == runtime)
+                .collect();
+            if block.is_empty() {
+                continue;
+            }
+            let messages = block.first().map_or(0, |s| s.runs);
+            let _ = messages;
+            render_block(&mut out, &block, size, runtime, params);
+        }
+    }
+    if layout.sizes.len() > 1 {
+        render_by_size(&mut out, summaries, layout);
+    }
+    if layout.runtimes.len() > 1 {
+        render_by_runtime(&mut out, summaries, layout);
+    }
+    out
+}
+
+/// The tables of one body size and runtime.
+fn render_block(out: &mut String, block: &[&Summary], size: usize, runtime: &str, params: &Params) {
+    let _ = writeln!(
+        out,
+        "#### {} bodies, {} runtime\n",
+        size_name(size),
+        if runtime == "mt" {
+            "multi-thread (`#[tokio::main]` default)"
+        } else {
+            "current-thread"
+        }
+    );
+    let throughput: Vec<&Summary> = block
         .iter()
+        .copied()
         .filter(|s| s.workload != "latency")
         .collect();
     if !throughput.is_empty() {
         out.push_str(
-            "| workload | client | msg/s | client CPU s | CPU µs/msg | wake-ups/msg | allocs/msg | peak RSS MiB |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|\n",
+            "| workload | client | msg/s | MB/s | CPU µs/msg | wake-ups/msg | allocs/msg | body copies/msg | peak RSS MiB |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for s in &throughput {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.workload,
                 s.client,
                 cell(s.msgs_per_s, 0),
-                cell(s.cpu_s, 3),
+                cell(s.mb_per_s, 1),
                 cell(s.cpu_us_per_msg, 2),
                 cell(s.wakeups_per_msg, 3),
                 cell(s.allocs_per_msg, 1),
+                cell(s.body_copies, 2),
                 cell(s.peak_rss_mib, 1),
             );
         }
         out.push('\n');
+        let wire: Vec<&&Summary> = throughput
+            .iter()
+            .filter(|s| {
+                s.reads_per_msg.is_some()
+                    || s.ack_frames_per_msg.is_some()
+                    || s.broker_cores.is_some()
+            })
+            .collect();
+        if !wire.is_empty() {
+            out.push_str(
+                "Wire and broker: socket calls (our client's `io_stats`), frames (counted by the built-in \
+                 server), the local RabbitMQ's CPU (its `beam.smp`, whole child run)\n\n\
+                 | workload | client | reads/msg | writes/msg | bytes/read | bytes/write | ack frames/msg | confirm frames/msg | frames in/msg | broker CPU µs/msg | broker cores |\n\
+                 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            );
+            for s in wire {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    s.workload,
+                    s.client,
+                    cell(s.reads_per_msg, 3),
+                    cell(s.writes_per_msg, 3),
+                    cell(s.bytes_per_read, 0),
+                    cell(s.bytes_per_write, 0),
+                    cell(s.ack_frames_per_msg, 3),
+                    cell(s.confirm_frames_per_msg, 3),
+                    cell(s.frames_in_per_msg, 2),
+                    cell(s.broker_cpu_us_per_msg, 1),
+                    cell(s.broker_cores, 2),
+                );
+            }
+            out.push('\n');
+        }
     }
-    let latency: Vec<&Summary> = summaries
+    let latency: Vec<&Summary> = block
         .iter()
+        .copied()
         .filter(|s| s.workload == "latency")
         .collect();
     if !latency.is_empty() {
@@ -194,8 +350,226 @@ pub(crate) fn render(summaries: &[Summary], params: &Params, rounds: u32) -> Str
         }
         out.push('\n');
     }
-    out.push_str(&ratios(summaries));
-    out
+    let owned: Vec<Summary> = block.iter().map(|s| (*s).clone()).collect();
+    out.push_str(&ratios(&owned));
+    out.push('\n');
+}
+
+/// The median of `field` for one size, runtime, workload and client.
+fn pick(
+    summaries: &[Summary],
+    size: usize,
+    runtime: &str,
+    workload: &str,
+    client: &str,
+    field: fn(&Summary) -> Option<Spread>,
+) -> Option<f64> {
+    summaries
+        .iter()
+        .find(|s| {
+            s.size == size && s.runtime == runtime && s.workload == workload && s.client == client
+        })
+        .and_then(|s| median(field(s)))
+}
+
+/// Across body sizes: MB/s per client and workload, and ours ÷ the best peer in msg/s.
+fn render_by_size(out: &mut String, summaries: &[Summary], layout: &Layout<'_>) {
+    for &runtime in layout.runtimes {
+        let _ = writeln!(out, "#### MB/s by body size, {runtime} runtime\n");
+        let _ = write!(out, "| workload | client |");
+        for &size in layout.sizes {
+            let _ = write!(out, " {} |", size_name(size));
+        }
+        let _ = writeln!(out, "\n|---|---|{}", "---:|".repeat(layout.sizes.len()));
+        for &workload in layout.workloads.iter().filter(|w| **w != "latency") {
+            for &client in layout.clients {
+                let _ = write!(out, "| {workload} | {client} |");
+                for &size in layout.sizes {
+                    let v = pick(summaries, size, runtime, workload, client, |s| s.mb_per_s);
+                    let _ = write!(
+                        out,
+                        " {} |",
+                        v.map_or("–".to_owned(), |v| format!("{v:.1}"))
+                    );
+                }
+                out.push('\n');
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nmsg/s ours ÷ best peer (above 1: ours leads), {runtime} runtime\n"
+        );
+        let _ = write!(out, "| workload |");
+        for &size in layout.sizes {
+            let _ = write!(out, " {} |", size_name(size));
+        }
+        let _ = writeln!(out, "\n|---|{}", "---:|".repeat(layout.sizes.len()));
+        for &workload in layout.workloads.iter().filter(|w| **w != "latency") {
+            let _ = write!(out, "| {workload} |");
+            for &size in layout.sizes {
+                let ours = pick(summaries, size, runtime, workload, "ours", |s| s.msgs_per_s);
+                let best = layout
+                    .clients
+                    .iter()
+                    .filter(|c| !c.starts_with("ours"))
+                    .filter_map(|c| pick(summaries, size, runtime, workload, c, |s| s.msgs_per_s))
+                    .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
+                let cell = match (ours, best) {
+                    (Some(o), Some(b)) if b > 0.0 => format!("{:.2}x", o / b),
+                    _ => "–".to_owned(),
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+}
+
+/// Across runtimes: CPU µs per message on each, and multi-thread ÷ current-thread.
+fn render_by_runtime(out: &mut String, summaries: &[Summary], layout: &Layout<'_>) {
+    for &size in layout.sizes {
+        let _ = writeln!(
+            out,
+            "#### CPU µs/msg by runtime, {} bodies\n",
+            size_name(size)
+        );
+        let _ = write!(out, "| workload | client |");
+        for rt in layout.runtimes {
+            let _ = write!(out, " {rt} µs/msg | {rt} msg/s |");
+        }
+        let _ = writeln!(
+            out,
+            " mt ÷ ct CPU |\n|---|---|{}---:|",
+            "---:|---:|".repeat(layout.runtimes.len())
+        );
+        for &workload in layout.workloads.iter().filter(|w| **w != "latency") {
+            for &client in layout.clients {
+                let _ = write!(out, "| {workload} | {client} |");
+                for rt in layout.runtimes {
+                    let cpu = pick(summaries, size, rt, workload, client, |s| s.cpu_us_per_msg);
+                    let rate = pick(summaries, size, rt, workload, client, |s| s.msgs_per_s);
+                    let _ = write!(
+                        out,
+                        " {} | {} |",
+                        cpu.map_or("–".to_owned(), |v| format!("{v:.2}")),
+                        rate.map_or("–".to_owned(), |v| format!("{v:.0}"))
+                    );
+                }
+                let mt = pick(summaries, size, "mt", workload, client, |s| {
+                    s.cpu_us_per_msg
+                });
+                let ct = pick(summaries, size, "ct", workload, client, |s| {
+                    s.cpu_us_per_msg
+                });
+                let ratio = match (mt, ct) {
+                    (Some(m), Some(c)) if c > 0.0 => format!("{:.2}x", m / c),
+                    _ => "–".to_owned(),
+                };
+                let _ = writeln!(out, " {ratio} |");
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// Draws the charts into `dir`: per body size and runtime, msg/s and CPU µs per message per
+/// client and workload; with several sizes, MB/s against body size per workload.
+pub(crate) fn charts(
+    dir: &Path,
+    summaries: &[Summary],
+    layout: &Layout<'_>,
+) -> std::io::Result<()> {
+    let workloads: Vec<&str> = layout
+        .workloads
+        .iter()
+        .copied()
+        .filter(|w| *w != "latency")
+        .collect();
+    let categories: Vec<String> = workloads.iter().map(|w| (*w).to_owned()).collect();
+    for &size in layout.sizes {
+        for &rt in layout.runtimes {
+            let series = |field: fn(&Summary) -> Option<Spread>| -> Vec<svg::Series> {
+                layout
+                    .clients
+                    .iter()
+                    .map(|&c| {
+                        svg::Series::bars(
+                            c,
+                            workloads
+                                .iter()
+                                .map(|w| pick(summaries, size, rt, w, c, field))
+                                .collect(),
+                        )
+                    })
+                    .collect()
+            };
+            let tag = format!("{size}B-{rt}");
+            let title = format!(
+                "{} bodies, {rt} runtime, {}",
+                size_name(size),
+                layout.broker
+            );
+            svg::write(
+                dir,
+                &format!("clients-msgs-{tag}.svg"),
+                &svg::bar_chart(
+                    &format!("msg/s: {title}"),
+                    "messages per second",
+                    &categories,
+                    &series(|s| s.msgs_per_s),
+                ),
+            )?;
+            svg::write(
+                dir,
+                &format!("clients-cpu-{tag}.svg"),
+                &svg::bar_chart(
+                    &format!("CPU per message: {title}"),
+                    "client CPU µs per message",
+                    &categories,
+                    &series(|s| s.cpu_us_per_msg),
+                ),
+            )?;
+        }
+    }
+    if layout.sizes.len() > 1 {
+        for &rt in layout.runtimes {
+            for &w in &workloads {
+                let series: Vec<svg::Series> = layout
+                    .clients
+                    .iter()
+                    .map(|&c| {
+                        svg::Series::line(
+                            c,
+                            layout
+                                .sizes
+                                .iter()
+                                .filter_map(|&size| {
+                                    Some((
+                                        size as f64,
+                                        pick(summaries, size, rt, w, c, |s| s.mb_per_s)?,
+                                    ))
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                svg::write(
+                    dir,
+                    &format!("clients-mbps-{w}-{rt}.svg"),
+                    &svg::line_chart(
+                        &format!("{w}: body MB/s by body size, {rt} runtime"),
+                        "body size",
+                        "MB/s",
+                        true,
+                        |x| size_name(x as usize),
+                        &series,
+                    ),
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Per workload: ours ÷ the best peer in msg/s, and each peer ÷ ours in CPU per message (and
@@ -213,7 +587,7 @@ fn ratios(summaries: &[Summary]) -> String {
         let Some(ours) = of("ours") else { continue };
         let peers: Vec<&Summary> = summaries
             .iter()
-            .filter(|s| s.workload == workload && s.client != "ours")
+            .filter(|s| s.workload == workload && !s.client.starts_with("ours"))
             .collect();
         if peers.is_empty() {
             continue;
@@ -238,6 +612,13 @@ fn ratios(summaries: &[Summary]) -> String {
                     best.client,
                     mine / theirs
                 ));
+                // How much of the lead is left with one ack frame per delivery.
+                if let Some(plain) = of("ours-nocoalesce").and_then(|s| median(s.msgs_per_s)) {
+                    parts.push(format!(
+                        "msg/s ours-nocoalesce ÷ best peer {:.2}×",
+                        plain / theirs
+                    ));
+                }
             }
         }
         for peer in &peers {
@@ -250,6 +631,16 @@ fn ratios(summaries: &[Summary]) -> String {
                     theirs / mine
                 ));
             }
+        }
+        if let (Some(plain), Some(mine)) = (
+            of("ours-nocoalesce").and_then(|s| median(s.cpu_us_per_msg)),
+            median(ours.cpu_us_per_msg),
+        ) && workload != "publish"
+        {
+            parts.push(format!(
+                "CPU/msg ours-nocoalesce ÷ ours {:.2}×",
+                plain / mine
+            ));
         }
         let _ = writeln!(out, "- {workload}: {}", parts.join("; "));
     }
