@@ -225,6 +225,11 @@ pub struct ConnectionConfig {
     /// Read batching for fast input streams (on by default; `None` reads every byte as soon
     /// as it arrives). See [`ReadBatching`].
     pub read_batching: Option<ReadBatching>,
+    /// Merge a run of single acks, in delivery order, into one multiple ack per write (a
+    /// multiple ack never covers a delivery the application holds, nacked or never saw). On
+    /// by default; off, every ack goes out as the application sent it, one frame each (what
+    /// other clients do; the benchmark shows both).
+    pub coalesce_acks: bool,
 }
 
 impl Default for ConnectionConfig {
@@ -246,6 +251,7 @@ impl Default for ConnectionConfig {
             fallback_addresses: Vec::new(),
             recovery: None,
             read_batching: Some(ReadBatching::default()),
+            coalesce_acks: true,
         }
     }
 }
@@ -380,6 +386,13 @@ impl ConnectionConfigBuilder {
     /// Read batching for fast input streams; `None` turns it off. See [`ReadBatching`].
     pub fn read_batching(mut self, batching: Option<ReadBatching>) -> Self {
         self.0.read_batching = batching;
+        self
+    }
+
+    /// Whether consecutive acks coalesce into multiple acks (on by default); see
+    /// [`ConnectionConfig::coalesce_acks`].
+    pub fn coalesce_acks(mut self, on: bool) -> Self {
+        self.0.coalesce_acks = on;
         self
     }
 

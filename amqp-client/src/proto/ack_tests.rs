@@ -81,6 +81,19 @@ fn settle(h: &mut Harness, id: u16, epoch: u64, methods: &[Method]) {
 }
 
 #[test]
+fn with_coalescing_off_every_ack_goes_out_as_sent() {
+    let config = ConnectionConfig::builder().coalesce_acks(false).build();
+    let mut h = Harness::new(config);
+    h.open(0);
+    let (id, epoch) = h.channel();
+    start_consumer(&mut h, (id, epoch), CONSUMER, false);
+    deliver(&mut h, id, 1..=10);
+    let acks: Vec<_> = (1..=10).map(|t| ack(t, false)).collect();
+    settle(&mut h, id, epoch, &acks);
+    assert_eq!(h.methods(), acks);
+}
+
+#[test]
 fn acks_in_delivery_order_go_out_as_one_multiple_ack() {
     let (mut h, id, epoch) = consuming(false);
     deliver(&mut h, id, 1..=100);

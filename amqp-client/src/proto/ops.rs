@@ -235,7 +235,8 @@ impl Core {
         };
         match method {
             Method::BasicAck(ack) => match chan.unsettled.settle(ack.delivery_tag, ack.multiple) {
-                Settled::Through if self.out.extend_ack(id, ack.delivery_tag) => {}
+                Settled::Through
+                    if self.config.coalesce_acks && self.out.extend_ack(id, ack.delivery_tag) => {}
                 Settled::Through | Settled::Gap => {
                     self.out.push_ack(id, ack.delivery_tag, ack.multiple);
                 }

@@ -383,14 +383,7 @@ fn runtime_name(kind: RuntimeKind) -> &'static str {
 /// Parent mode: every body size, round, workload, runtime and client (rotating who goes
 /// first); then the tables, the JSON and the charts.
 fn parent(args: &Args) -> Result<(), BoxError> {
-    let mut clients = args.clients.clone();
-    if !ours::HAS_COALESCE_KNOB && clients.contains(&Client::OursNoCoalesce) {
-        eprintln!(
-            "note: {}; the ours-nocoalesce row is left out",
-            ours::NO_COALESCE_KNOB
-        );
-        clients.retain(|&c| c != Client::OursNoCoalesce);
-    }
+    let clients = args.clients.clone();
     // The built-in server runs here, on its own threads: its CPU is this process's, never a
     // measured child's.
     let builtin = match args.broker {

@@ -27,44 +27,11 @@ fn persistent() -> BasicProperties {
     BasicProperties::builder().with_delivery_mode(2).build()
 }
 
-/// Our client's settings with ack coalescing off: the `ours-nocoalesce` row.
-///
-/// SHIM: `ConnectionConfigBuilder::coalesce_acks(bool)` does not exist in the client yet.
-/// `benches/build.rs` sets `cfg(has_coalesce_acks)` as soon as `amqp-client/src/config.rs`
-/// defines `fn coalesce_acks(`, and this compiles against it with no other change; until
-/// then the row fails with this message and the parent leaves it out.
-#[cfg(has_coalesce_acks)]
-fn without_ack_coalescing(config: ConnectionConfig) -> Result<ConnectionConfig, BoxError> {
-    Ok(ConnectionConfig::builder()
-        .host(config.host.clone())
-        .port(config.port)
-        .vhost(config.vhost.clone())
-        .credentials(config.username.clone(), config.password.expose())
-        .read_batching(config.read_batching)
-        .coalesce_acks(false)
-        .build())
-}
-
-/// See the other `without_ack_coalescing`: the client has no switch yet.
-#[cfg(not(has_coalesce_acks))]
-fn without_ack_coalescing(_config: ConnectionConfig) -> Result<ConnectionConfig, BoxError> {
-    Err(NO_COALESCE_KNOB.into())
-}
-
-/// Why the `ours-nocoalesce` row cannot run in this build.
-pub(crate) const NO_COALESCE_KNOB: &str = "ours-nocoalesce needs \
-    `ConnectionConfigBuilder::coalesce_acks(bool)` in amqp-client (not there yet)";
-
-/// Whether this build can run the `ours-nocoalesce` row.
-pub(crate) const HAS_COALESCE_KNOB: bool = cfg!(has_coalesce_acks);
-
 /// Opens a connection (read batching off with `eager_reads`, ack coalescing off without
 /// `coalesce_acks`) and a channel and declares the durable queue `queue`.
 async fn open(url: &str, queue: &str, params: &Params) -> Result<(Connection, Channel), BoxError> {
     let mut config = ConnectionConfig::from_uri(url)?;
-    if !params.coalesce_acks {
-        config = without_ack_coalescing(config)?;
-    }
+    config.coalesce_acks = params.coalesce_acks;
     if params.eager_reads {
         config.read_batching = None;
     }
