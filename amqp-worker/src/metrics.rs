@@ -9,7 +9,7 @@
 //! until first read.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -241,117 +241,152 @@ impl Metrics {
     /// The Prometheus text exposition of every metric (`amqp_worker_` prefix, `queue` label).
     pub fn render_prometheus(&self) -> String {
         let s = self.snapshot();
-        let q = format!("queue=\"{}\"", escape(self.queue()));
-        let mut out = String::with_capacity(4096);
-        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP amqp_worker_{name} {help}");
-            let _ = writeln!(out, "# TYPE amqp_worker_{name} {kind}");
-        };
-        let counters = [
-            ("consumed", "Deliveries handed to a handler.", s.consumed),
-            ("succeeded", "Handler runs that succeeded.", s.succeeded),
-            (
-                "failed",
-                "Handler runs that failed (error, panic or timeout).",
-                s.failed,
-            ),
-            (
-                "reconnects",
-                "Broker connections re-established.",
-                s.reconnects,
-            ),
-            (
-                "stale_settles",
-                "Settlements refused on a closed channel.",
-                s.stale_settles,
-            ),
-            (
-                "unreadable",
-                "Deliveries the client could not read, dead-lettered into the parking queue.",
-                s.unreadable,
-            ),
-        ];
-        for (name, help, value) in counters {
-            head(&mut out, &format!("{name}_total"), "counter", help);
-            let _ = writeln!(out, "amqp_worker_{name}_total{{{q}}} {value}");
-        }
-        head(
-            &mut out,
-            "retried_total",
-            "counter",
+        let mut out = Exposition::new(self.queue());
+        out.counter("consumed", "Deliveries handed to a handler.", s.consumed);
+        out.counter("succeeded", "Handler runs that succeeded.", s.succeeded);
+        out.counter(
+            "failed",
+            "Handler runs that failed (error, panic or timeout).",
+            s.failed,
+        );
+        out.counter(
+            "reconnects",
+            "Broker connections re-established.",
+            s.reconnects,
+        );
+        out.counter(
+            "stale_settles",
+            "Settlements refused on a closed channel.",
+            s.stale_settles,
+        );
+        out.counter(
+            "unreadable",
+            "Deliveries the client could not read, dead-lettered into the parking queue.",
+            s.unreadable,
+        );
+        out.labelled_counter(
+            "retried",
             "Failed tasks sent to a delay queue, by the attempt that failed.",
+            "attempt",
+            self.retried_by_attempt(),
         );
-        for (attempt, n) in self.retried_by_attempt() {
-            let _ = writeln!(
-                out,
-                "amqp_worker_retried_total{{{q},attempt=\"{attempt}\"}} {n}"
-            );
-        }
-        head(
-            &mut out,
-            "dead_lettered_total",
-            "counter",
+        out.labelled_counter(
+            "dead_lettered",
             "Tasks parked, by reason (attempts-exhausted, rejected by the handler).",
+            "reason",
+            parked_by_reason(&s),
         );
-        let exhausted = s.dead_lettered.saturating_sub(s.rejected);
-        for (reason, n) in [
-            (ParkReason::AttemptsExhausted, exhausted),
-            (ParkReason::Rejected, s.rejected),
-        ] {
-            let _ = writeln!(
-                out,
-                "amqp_worker_dead_lettered_total{{{q},reason=\"{}\"}} {n}",
-                reason.as_str()
-            );
-        }
-        head(&mut out, "in_flight", "gauge", "Handlers running now.");
-        let _ = writeln!(out, "amqp_worker_in_flight{{{q}}} {}", s.in_flight);
-        head(
-            &mut out,
+        out.gauge("in_flight", "Handlers running now.", Some(s.in_flight));
+        out.gauge(
             "connected",
-            "gauge",
             "1 while connected to the broker.",
+            Some(u8::from(s.connected)),
         );
-        let _ = writeln!(
-            out,
-            "amqp_worker_connected{{{q}}} {}",
-            u8::from(s.connected)
-        );
-        head(
-            &mut out,
+        out.gauge(
             "parked_messages",
-            "gauge",
             "Messages in the parking queue (refreshed periodically).",
+            s.parked_depth,
         );
-        if let Some(n) = s.parked_depth {
-            let _ = writeln!(out, "amqp_worker_parked_messages{{{q}}} {n}");
-        }
-        head(
-            &mut out,
+        out.gauge(
             "delayed_unroutable_messages",
-            "gauge",
             "Delayed messages whose target was gone when their delay ended (refreshed periodically).",
+            s.unroutable_depth,
         );
-        if let Some(n) = s.unroutable_depth {
-            let _ = writeln!(out, "amqp_worker_delayed_unroutable_messages{{{q}}} {n}");
-        }
-        let name = "amqp_worker_handler_duration_seconds";
-        head(
-            &mut out,
-            "handler_duration_seconds",
-            "histogram",
-            "Handler run time.",
-        );
-        for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.buckets) {
-            let n = bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{q},le=\"{bound}\"}} {n}");
+        self.duration_histogram(&mut out);
+        out.text
+    }
+
+    /// The handler-duration histogram: cumulative buckets, the `+Inf` one (every run), then
+    /// the sum in seconds and the count.
+    fn duration_histogram(&self, out: &mut Exposition) {
+        let name = "handler_duration_seconds";
+        out.head(name, "histogram", "Handler run time.");
+        let bucket = format!("{name}_bucket");
+        for (bound, n) in DURATION_BUCKETS.iter().zip(&self.buckets) {
+            out.sample(&bucket, Some(("le", bound)), n.load(Ordering::Relaxed));
         }
         let count = self.duration_count.load(Ordering::Relaxed);
         let sum = self.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{{q},le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum{{{q}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{q}}} {count}");
-        out
+        out.sample(&bucket, Some(("le", &"+Inf")), count);
+        out.sample(&format!("{name}_sum"), None, sum);
+        out.sample(&format!("{name}_count"), None, count);
+    }
+}
+
+/// Parked tasks by reason label: those parked for exhausting their attempts are the parked
+/// ones not rejected.
+fn parked_by_reason(s: &MetricsSnapshot) -> [(&'static str, u64); 2] {
+    let exhausted = s.dead_lettered.saturating_sub(s.rejected);
+    [
+        (ParkReason::AttemptsExhausted.as_str(), exhausted),
+        (ParkReason::Rejected.as_str(), s.rejected),
+    ]
+}
+
+/// The text being rendered: each metric is a `# HELP` and `# TYPE` head, then its samples,
+/// each labelled with the queue.
+struct Exposition {
+    /// The text so far.
+    text: String,
+    /// The `queue="..."` label, escaped.
+    queue: String,
+}
+
+impl Exposition {
+    /// An empty exposition whose samples carry `queue`.
+    fn new(queue: &str) -> Self {
+        Exposition {
+            text: String::with_capacity(4096),
+            queue: format!("queue=\"{}\"", escape(queue)),
+        }
+    }
+
+    /// The `# HELP` and `# TYPE` lines of `amqp_worker_<name>`.
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP amqp_worker_{name} {help}");
+        let _ = writeln!(self.text, "# TYPE amqp_worker_{name} {kind}");
+    }
+
+    /// One sample of `amqp_worker_<name>`, with the queue label and optionally one more.
+    fn sample(&mut self, name: &str, label: Option<(&str, &dyn Display)>, value: impl Display) {
+        let q = &self.queue;
+        let _ = match label {
+            Some((key, v)) => {
+                writeln!(self.text, "amqp_worker_{name}{{{q},{key}=\"{v}\"}} {value}")
+            }
+            None => writeln!(self.text, "amqp_worker_{name}{{{q}}} {value}"),
+        };
+    }
+
+    /// A counter (`amqp_worker_<name>_total`) with one sample.
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        let name = format!("{name}_total");
+        self.head(&name, "counter", help);
+        self.sample(&name, None, value);
+    }
+
+    /// A counter (`amqp_worker_<name>_total`) with one sample per value of `label`; none if
+    /// there are no values yet.
+    fn labelled_counter<K: Display, V: Display>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (K, V)>,
+    ) {
+        let name = format!("{name}_total");
+        self.head(&name, "counter", help);
+        for (key, value) in values {
+            self.sample(&name, Some((label, &key)), value);
+        }
+    }
+
+    /// A gauge with its sample, or only its head while the value is unknown.
+    fn gauge(&mut self, name: &str, help: &str, value: Option<impl Display>) {
+        self.head(name, "gauge", help);
+        if let Some(value) = value {
+            self.sample(name, None, value);
+        }
     }
 }
 

@@ -4,12 +4,14 @@
 //! client recovers the connection and its channels underneath (the consumer keeps its
 //! stream); only recovery giving up, or a channel the broker closed, does.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use amqp_client::amqp_codec::FieldTable;
-use amqp_client::{Connection, ConsumeOptions, Consumer, QosOptions};
-use tokio_util::sync::CancellationToken;
+use amqp_client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, QosOptions};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::connect::Outages;
 use crate::error::WorkerError;
@@ -40,98 +42,218 @@ pub(crate) async fn run<H: Handler>(
     conn: &Connection,
     outages: &Outages,
 ) -> Result<SessionEnd, WorkerError> {
-    let config = &ctx.config;
-    let fatal = |err: amqp_client::Error| outages.worker_error(conn.address().to_owned(), err);
-    let declare_channel = conn.open_channel().await.map_err(fatal)?;
-    topology::declare(&declare_channel, config)
-        .await
-        .map_err(|e| match e {
-            WorkerError::Client(c) => fatal(c),
-            other => other,
-        })?;
-    let _ = declare_channel.close().await;
-    let publisher = Arc::new(open_publisher(conn).await.map_err(fatal)?);
-    let channel = conn.open_channel().await.map_err(fatal)?;
-    channel
-        .basic_qos(config.prefetch, QosOptions::default())
-        .await
-        .map_err(fatal)?;
-    let mut consumer = channel
-        .basic_consume(
-            &config.queue,
-            ConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(fatal)?;
-    ctx.metrics.set_connected(true);
-    tracing::info!(
-        queue = %config.queue,
-        concurrency = config.concurrency,
-        prefetch = config.prefetch,
-        "consuming"
-    );
-    // The parking and unroutable queue gauges, for as long as this session lasts.
-    let depths = CancellationToken::new();
-    let _stop_depths = depths.clone().drop_guard();
-    tokio::spawn(crate::depth::refresh(
-        conn.clone(),
-        ctx.metrics.clone(),
-        config.parking_queue(),
-        config.queue_depth_interval,
-        depths,
-    ));
-    // Runners cancel this when the publishing channel fails: the session must restart.
-    let broken = CancellationToken::new();
-    let restart = loop {
-        let permit = tokio::select! {
-            biased;
-            () = ctx.shutdown.triggered() => break None,
-            err = conn.closed() => return Err(fatal(err)),
-            () = broken.cancelled() => break Some("the publishing channel closed".to_owned()),
-            p = ctx.permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break Some("the worker's semaphore closed".to_owned()),
-            },
-        };
-        let delivery = tokio::select! {
-            biased;
-            () = ctx.shutdown.triggered() => break None,
-            err = conn.closed() => return Err(fatal(err)),
-            () = broken.cancelled() => break Some("the publishing channel closed".to_owned()),
-            next = consumer.recv() => match next {
-                Some(Ok(d)) => d,
-                Some(Err(amqp_client::Error::UnreadableDelivery(unreadable))) => {
-                    park_unreadable(ctx, &unreadable);
-                    continue;
-                }
-                Some(Err(e)) if e.is_channel_error() => break Some(e.to_string()),
-                Some(Err(e)) => return Err(fatal(e)),
-                None => break Some("the broker ended the consumer".to_owned()),
-            },
-        };
-        ctx.tracker.spawn(settle::process(
-            ctx.clone(),
-            delivery,
-            publisher.clone(),
-            broken.clone(),
-            permit,
-        ));
+    let session = Session {
+        ctx,
+        conn,
+        outages,
+        broken: CancellationToken::new(),
     };
-    match restart {
-        Some(reason) => {
-            // Close this session's channels (the connection stays), so the broker requeues
-            // what they hold unacknowledged now.
-            drop(consumer);
-            let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, channel.close()).await;
-            let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, publisher.close()).await;
-            Ok(SessionEnd::Restart(reason))
-        }
-        None => {
-            stop(ctx, conn, consumer, &publisher).await;
-            Ok(SessionEnd::Shutdown)
+    let mut channels = session.open().await?;
+    session.consuming();
+    let _stop_depths = session.refresh_depths();
+    let end = session.dispatch(&mut channels).await?;
+    session.end(channels, end).await
+}
+
+/// What one session runs on, and what ends it besides its consumer.
+struct Session<'a, H: Handler> {
+    /// The worker.
+    ctx: &'a Arc<Ctx<H>>,
+    /// The worker's connection, which outlives the session.
+    conn: &'a Connection,
+    /// Turns a client error into the worker's (and marks the worker disconnected).
+    outages: &'a Outages,
+    /// Runners cancel this when the publishing channel fails: the session must restart.
+    broken: CancellationToken,
+}
+
+/// The channels a session opened. Fields drop in this order, consumer first.
+struct Channels {
+    /// The consumer of the work queue, on `channel`.
+    consumer: Consumer,
+    /// The consuming channel (with the prefetch as qos).
+    channel: Channel,
+    /// The confirm-mode publisher (retries, parking), shared with the runners.
+    publisher: Arc<Publisher>,
+}
+
+impl<H: Handler> Session<'_, H> {
+    /// The error that ends the worker for a client error on this connection.
+    fn fatal(&self, err: amqp_client::Error) -> WorkerError {
+        self.outages
+            .worker_error(self.conn.address().to_owned(), err)
+    }
+
+    /// Declares the topology, then opens the publisher and the consumer. Any failure ends the
+    /// worker: with the client's recovery underneath, a failure here is not transient.
+    async fn open(&self) -> Result<Channels, WorkerError> {
+        self.declare_topology().await?;
+        let publisher = open_publisher(self.conn).await.map_err(|e| self.fatal(e))?;
+        let (channel, consumer) = self.open_consumer().await.map_err(|e| self.fatal(e))?;
+        Ok(Channels {
+            consumer,
+            channel,
+            publisher: Arc::new(publisher),
+        })
+    }
+
+    /// Declares the worker's queues, exchanges and bindings on a channel of their own, closed
+    /// afterwards (a refused declaration closes only that channel).
+    async fn declare_topology(&self) -> Result<(), WorkerError> {
+        let declare_channel = self.conn.open_channel().await.map_err(|e| self.fatal(e))?;
+        topology::declare(&declare_channel, &self.ctx.config)
+            .await
+            .map_err(|e| match e {
+                WorkerError::Client(c) => self.fatal(c),
+                other => other,
+            })?;
+        let _ = declare_channel.close().await;
+        Ok(())
+    }
+
+    /// Opens the consuming channel, sets its prefetch and starts consuming the work queue.
+    async fn open_consumer(&self) -> Result<(Channel, Consumer), amqp_client::Error> {
+        let config = &self.ctx.config;
+        let channel = self.conn.open_channel().await?;
+        channel
+            .basic_qos(config.prefetch, QosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                &config.queue,
+                ConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    }
+
+    /// Marks the worker connected, and says so in the log.
+    fn consuming(&self) {
+        let config = &self.ctx.config;
+        self.ctx.metrics.set_connected(true);
+        tracing::info!(
+            queue = %config.queue,
+            concurrency = config.concurrency,
+            prefetch = config.prefetch,
+            "consuming"
+        );
+    }
+
+    /// Starts refreshing the parking and unroutable queue gauges, for as long as the session
+    /// lasts: the refresh stops when the returned guard drops.
+    fn refresh_depths(&self) -> DropGuard {
+        let config = &self.ctx.config;
+        let depths = CancellationToken::new();
+        let stop = depths.clone().drop_guard();
+        tokio::spawn(crate::depth::refresh(
+            self.conn.clone(),
+            self.ctx.metrics.clone(),
+            config.parking_queue(),
+            config.queue_depth_interval,
+            depths,
+        ));
+        stop
+    }
+
+    /// Hands each delivery to a runner once a concurrency permit is free, until the session
+    /// must end; `Err` if the connection ended.
+    async fn dispatch(&self, channels: &mut Channels) -> Result<SessionEnd, WorkerError> {
+        loop {
+            let permit = match self.next_permit().await? {
+                ControlFlow::Continue(permit) => permit,
+                ControlFlow::Break(end) => return Ok(end),
+            };
+            let delivery = match self.next_delivery(&mut channels.consumer).await? {
+                ControlFlow::Continue(Some(delivery)) => delivery,
+                ControlFlow::Continue(None) => continue,
+                ControlFlow::Break(end) => return Ok(end),
+            };
+            self.ctx.tracker.spawn(settle::process(
+                self.ctx.clone(),
+                delivery,
+                channels.publisher.clone(),
+                self.broken.clone(),
+                permit,
+            ));
         }
     }
+
+    /// Waits for a concurrency permit, or for the session to end.
+    async fn next_permit(
+        &self,
+    ) -> Result<ControlFlow<SessionEnd, OwnedSemaphorePermit>, WorkerError> {
+        tokio::select! {
+            biased;
+            end = self.interrupted() => Ok(ControlFlow::Break(end?)),
+            p = self.ctx.permits.clone().acquire_owned() => Ok(match p {
+                Ok(p) => ControlFlow::Continue(p),
+                Err(_) => restart("the worker's semaphore closed"),
+            }),
+        }
+    }
+
+    /// Waits for the next delivery, or for the session to end. `None`: the delivery could not
+    /// be read, and was parked; a channel error, or the broker ending the consumer, restarts
+    /// the session; any other error ends the worker.
+    async fn next_delivery(
+        &self,
+        consumer: &mut Consumer,
+    ) -> Result<ControlFlow<SessionEnd, Option<Delivery>>, WorkerError> {
+        tokio::select! {
+            biased;
+            end = self.interrupted() => Ok(ControlFlow::Break(end?)),
+            next = consumer.recv() => match next {
+                Some(Ok(d)) => Ok(ControlFlow::Continue(Some(d))),
+                Some(Err(amqp_client::Error::UnreadableDelivery(unreadable))) => {
+                    park_unreadable(self.ctx, &unreadable);
+                    Ok(ControlFlow::Continue(None))
+                }
+                Some(Err(e)) if e.is_channel_error() => Ok(restart(e.to_string())),
+                Some(Err(e)) => Err(self.fatal(e)),
+                None => Ok(restart("the broker ended the consumer")),
+            },
+        }
+    }
+
+    /// Resolves when the session must end whatever it waits for, checked in this order: a
+    /// shutdown, the connection's end (`Err`: recovery gave up, or an error it does not
+    /// recover), a runner that found the publishing channel closed.
+    async fn interrupted(&self) -> Result<SessionEnd, WorkerError> {
+        tokio::select! {
+            biased;
+            () = self.ctx.shutdown.triggered() => Ok(SessionEnd::Shutdown),
+            err = self.conn.closed() => Err(self.fatal(err)),
+            () = self.broken.cancelled() => {
+                Ok(SessionEnd::Restart("the publishing channel closed".to_owned()))
+            }
+        }
+    }
+
+    /// Ends the session as `end` says: for a restart, closes this session's channels (the
+    /// connection stays), so the broker requeues what they hold unacknowledged now; for a
+    /// shutdown, stops gracefully.
+    async fn end(&self, channels: Channels, end: SessionEnd) -> Result<SessionEnd, WorkerError> {
+        let Channels {
+            consumer,
+            channel,
+            publisher,
+        } = channels;
+        match end {
+            SessionEnd::Restart(_) => {
+                drop(consumer);
+                let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, channel.close()).await;
+                let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, publisher.close()).await;
+            }
+            SessionEnd::Shutdown => stop(self.ctx, self.conn, consumer, &publisher).await,
+        }
+        Ok(end)
+    }
+}
+
+/// Dispatching stops: the session restarts for `reason`.
+fn restart<T>(reason: impl Into<String>) -> ControlFlow<SessionEnd, T> {
+    ControlFlow::Break(SessionEnd::Restart(reason.into()))
 }
 
 /// The session's confirm-mode publisher (retries, parking).

@@ -9,8 +9,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use amqp_codec::Method;
+use amqp_codec::{Method, ShortStr};
 
+use super::topology::ChannelRecord;
 use super::{RecoveryEvent, RecoveryPolicy, Topology};
 use crate::channel::Channel;
 use crate::connection::ConnectionInner;
@@ -29,93 +30,140 @@ fn topology(shared: &Shared) -> Topology {
 
 /// Re-creates the recorded topology. An error means the new connection failed too.
 pub(crate) async fn replay(shared: &Arc<Shared>) -> Result<(), Error> {
-    let topology = topology(shared);
-    let timeout = shared.lock().config.connection_timeout;
-    let mut aux = Declarer {
-        shared,
-        timeout,
-        channel: None,
-    };
-    for exchange in &topology.exchanges {
-        let what = format!("exchange.declare {}", exchange.exchange);
-        aux.declare(Method::ExchangeDeclare(exchange.clone()), what)
-            .await?;
-    }
-    for queue in &topology.queues {
-        let what = format!("queue.declare {}", queue.name);
-        let reply = aux
-            .declare(Method::QueueDeclare(queue.declare.clone()), what)
-            .await?;
-        if let Some(Reply::Method(Method::QueueDeclareOk(ok))) = reply
-            && queue.server_named()
-            && ok.queue != queue.name
-        {
-            tracing::info!(old = %queue.name, new = %ok.queue, "server-named queue renamed by recovery");
-            if let Some(r) = shared.lock().recovery() {
-                r.topology.rename_queue(&queue.name, &ok.queue);
-            }
-            shared.emit(RecoveryEvent::QueueRenamed {
-                old: queue.name.to_string(),
-                new: ok.queue.to_string(),
-            });
-        }
-    }
+    let recorded = topology(shared);
+    let mut aux = Declarer::new(shared);
+    aux.declare_exchanges(&recorded).await?;
+    aux.declare_queues(&recorded).await?;
     // Bindings and consumers with the queues' new names.
-    let topology = self::topology(shared);
-    for binding in &topology.exchange_bindings {
-        let what = format!(
-            "exchange.bind {} -> {}",
-            binding.source, binding.destination
-        );
-        aux.declare(Method::ExchangeBind(binding.clone()), what)
-            .await?;
-    }
-    for binding in &topology.queue_bindings {
-        let what = format!("queue.bind {} -> {}", binding.exchange, binding.queue);
-        aux.declare(Method::QueueBind(binding.clone()), what)
-            .await?;
-    }
+    let recorded = topology(shared);
+    aux.bind(&recorded).await?;
     aux.close().await?;
+    aux.reopen_channels(&recorded).await
+}
 
-    let channels: Vec<(u16, u64)> = shared
-        .lock()
-        .suspended_channels()
-        .into_iter()
-        .map(|(id, epoch, _)| (id, epoch))
-        .collect();
-    for (id, epoch) in channels {
-        let ((), reply) = aux
-            .ask(|core| core.reopen_channel(id, epoch).map(|r| ((), r)))
-            .await?;
-        if !aux.settled(reply, format!("channel.open {id}"))? {
-            continue;
+/// The steps of [`replay`], in its order.
+impl Declarer<'_> {
+    /// Declares the recorded exchanges; one the broker refuses is reported and skipped.
+    async fn declare_exchanges(&mut self, topology: &Topology) -> Result<(), Error> {
+        for exchange in &topology.exchanges {
+            let what = format!("exchange.declare {}", exchange.exchange);
+            self.declare(Method::ExchangeDeclare(exchange.clone()), what)
+                .await?;
         }
-        let Some(record) = topology.channels.get(&id) else {
-            continue;
-        };
-        let mut steps: Vec<Method> = record
-            .qos
-            .iter()
-            .flatten()
-            .cloned()
-            .map(Method::BasicQos)
+        Ok(())
+    }
+
+    /// Declares the recorded queues; a server-named one gets a new name from the broker,
+    /// which [`Declarer::renamed`] records. One the broker refuses is reported and skipped.
+    async fn declare_queues(&mut self, topology: &Topology) -> Result<(), Error> {
+        for queue in &topology.queues {
+            let what = format!("queue.declare {}", queue.name);
+            let reply = self
+                .declare(Method::QueueDeclare(queue.declare.clone()), what)
+                .await?;
+            if let Some(Reply::Method(Method::QueueDeclareOk(ok))) = reply
+                && queue.server_named()
+                && ok.queue != queue.name
+            {
+                self.renamed(&queue.name, &ok.queue);
+            }
+        }
+        Ok(())
+    }
+
+    /// A server-named queue came back as `new`: the recorded topology follows (so bindings
+    /// and consumers are replayed onto it) and the application is told.
+    fn renamed(&self, old: &ShortStr, new: &ShortStr) {
+        tracing::info!(old = %old, new = %new, "server-named queue renamed by recovery");
+        if let Some(r) = self.shared.lock().recovery() {
+            r.topology.rename_queue(old, new);
+        }
+        self.shared.emit(RecoveryEvent::QueueRenamed {
+            old: old.to_string(),
+            new: new.to_string(),
+        });
+    }
+
+    /// Re-creates the exchange-to-exchange bindings, then the queue bindings; one the broker
+    /// refuses is reported and skipped.
+    async fn bind(&mut self, topology: &Topology) -> Result<(), Error> {
+        for binding in &topology.exchange_bindings {
+            let what = format!(
+                "exchange.bind {} -> {}",
+                binding.source, binding.destination
+            );
+            self.declare(Method::ExchangeBind(binding.clone()), what)
+                .await?;
+        }
+        for binding in &topology.queue_bindings {
+            let what = format!("queue.bind {} -> {}", binding.exchange, binding.queue);
+            self.declare(Method::QueueBind(binding.clone()), what)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reopens each of the application's suspended channels, under its own id, and replays
+    /// its settings. A channel the broker refuses to open is reported and skipped.
+    async fn reopen_channels(&self, topology: &Topology) -> Result<(), Error> {
+        let channels: Vec<(u16, u64)> = self
+            .shared
+            .lock()
+            .suspended_channels()
+            .into_iter()
+            .map(|(id, epoch, _)| (id, epoch))
             .collect();
-        if record.confirm {
-            steps.push(Method::ConfirmSelect(Default::default()));
+        for (id, epoch) in channels {
+            let ((), reply) = self
+                .ask(|core| core.reopen_channel(id, epoch).map(|r| ((), r)))
+                .await?;
+            if !self.settled(reply, format!("channel.open {id}"))? {
+                continue;
+            }
+            if let Some(record) = topology.channels.get(&id) {
+                self.replay_settings(id, epoch, record).await?;
+            }
         }
-        steps.extend(record.consumers.iter().cloned().map(Method::BasicConsume));
-        for method in steps {
+        Ok(())
+    }
+
+    /// Replays one reopened channel's settings in the order they matter: qos, confirm mode,
+    /// then its consumers. A refused step closes the channel: its handles see the error, and
+    /// the steps after it are not sent.
+    async fn replay_settings(
+        &self,
+        id: u16,
+        epoch: u64,
+        record: &ChannelRecord,
+    ) -> Result<(), Error> {
+        for method in settings(record) {
             let what = format!("{} on channel {id}", method.name());
-            let ((), reply) = aux
+            let ((), reply) = self
                 .ask(|core| core.replay_request(id, epoch, method).map(|r| ((), r)))
                 .await?;
-            // A refused step closes the channel: its handles see the error; go on.
-            if !aux.settled(reply, what)? {
+            if !self.settled(reply, what)? {
                 break;
             }
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// A channel's recorded settings as the requests that re-create them: basic.qos (per
+/// consumer, then per channel), confirm.select, then each basic.consume.
+fn settings(record: &ChannelRecord) -> Vec<Method> {
+    let mut steps: Vec<Method> = record
+        .qos
+        .iter()
+        .flatten()
+        .cloned()
+        .map(Method::BasicQos)
+        .collect();
+    if record.confirm {
+        steps.push(Method::ConfirmSelect(Default::default()));
+    }
+    steps.extend(record.consumers.iter().cloned().map(Method::BasicConsume));
+    steps
 }
 
 /// Sends recovery's requests; declarations go on a channel of its own, reopened after a
@@ -127,6 +175,19 @@ struct Declarer<'a> {
     timeout: Duration,
     /// Recovery's channel (id, epoch), once open.
     channel: Option<(u16, u64)>,
+}
+
+impl<'a> Declarer<'a> {
+    /// A declarer for `shared`, each reply bounded by the connection timeout; its channel is
+    /// opened by the first declaration.
+    fn new(shared: &'a Arc<Shared>) -> Self {
+        let timeout = shared.lock().config.connection_timeout;
+        Declarer {
+            shared,
+            timeout,
+            channel: None,
+        }
+    }
 }
 
 impl Declarer<'_> {

@@ -4,17 +4,21 @@
 //! Error messages never contain the password. A URI whose password holds an unencoded `/`, `?`
 //! or `#` splits in the wrong place, so when an `@` follows the host the messages show no
 //! value taken from the URI at all ([`Echo`]).
+//!
+//! This file has the errors, the parsing of everything up to the `?`, the way back to a URI,
+//! and redaction; `query.rs` the query parameters; `tests.rs` the tests.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-use crate::config::{AuthMechanism, ConnectionConfig, Secret, TlsOptions};
+use crate::config::{ConnectionConfig, Secret, TlsOptions};
+
+mod query;
 
 /// Why a URI could not be turned into a [`ConnectionConfig`]. No message contains the password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -279,79 +283,146 @@ impl Echo {
     }
 }
 
-/// [`ConnectionConfig::from_uri`].
+/// [`ConnectionConfig::from_uri`]: split the URI, then fill a default configuration part by
+/// part. The steps run in this order so that the first fault in reading order is the one
+/// reported.
 fn parse(input: &str) -> Result<ConnectionConfig, UriError> {
-    let uri = input.trim_matches(|c: char| c.is_ascii_whitespace());
-    if let Some(offset) = uri.find(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(UriError::InvalidCharacter { offset });
+    let uri = trim(input)?;
+    let (tls, rest) = split_scheme(uri)?;
+    let parts = Parts::split(rest)?;
+    let mut cfg = ConnectionConfig::default();
+    let hosts = apply_userinfo(&mut cfg, parts.authority)?;
+    let default_port = if tls { 5671 } else { 5672 };
+    apply_hosts(&mut cfg, hosts, default_port, &parts.echo)?;
+    apply_vhost(&mut cfg, parts.path, &parts.echo)?;
+    if tls {
+        cfg.tls = Some(TlsOptions::default());
     }
+    if let Some(query) = parts.query {
+        query::apply_query(&mut cfg, query, &parts.echo)?;
+    }
+    Ok(cfg)
+}
+
+/// The URI without surrounding whitespace (a URI from an env file often ends in a newline);
+/// whitespace or a control character inside is refused, with its offset.
+fn trim(input: &str) -> Result<&str, UriError> {
+    let uri = input.trim_matches(|c: char| c.is_ascii_whitespace());
+    match uri.find(|c: char| c.is_whitespace() || c.is_control()) {
+        Some(offset) => Err(UriError::InvalidCharacter { offset }),
+        None => Ok(uri),
+    }
+}
+
+/// Whether the scheme asks for TLS, and what follows `://`. Anything before `://` that is not
+/// a well-formed scheme is never echoed: it may be credentials from a mangled URI.
+fn split_scheme(uri: &str) -> Result<(bool, &str), UriError> {
     let (scheme, rest) = uri.split_once("://").ok_or(UriError::MissingScheme)?;
-    let tls = if scheme.eq_ignore_ascii_case("amqp") {
-        false
+    if scheme.eq_ignore_ascii_case("amqp") {
+        Ok((false, rest))
     } else if scheme.eq_ignore_ascii_case("amqps") {
-        true
+        Ok((true, rest))
     } else if !scheme.is_empty()
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     {
-        return Err(UriError::UnsupportedScheme(scheme.to_owned()));
+        Err(UriError::UnsupportedScheme(scheme.to_owned()))
     } else {
-        // Whatever precedes `://` may be credentials from a mangled URI: never echo it.
-        return Err(UriError::MissingScheme);
-    };
-    if rest.contains('#') {
-        return Err(UriError::Fragment);
+        Err(UriError::MissingScheme)
     }
-    // RFC 3986: the authority ends at the first `/` or `?`.
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path_and_query) = rest.split_at(authority_end);
-    let echo = Echo(!path_and_query.contains('@'));
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (path_and_query, None),
-    };
+}
 
-    // RFC 3986 allows `@` in a path, but a vhost holding one is far less likely than a
-    // password holding a `/`; refusing it keeps such a password out of the vhost (and logs).
-    if path.contains('@') {
-        return Err(UriError::AtAfterHost);
+/// What follows `scheme://`, split where RFC 3986 splits it and not yet decoded.
+struct Parts<'a> {
+    /// `[user[:password]@]host[:port][,host[:port]...]`.
+    authority: &'a str,
+    /// `/vhost`, or empty.
+    path: &'a str,
+    /// What follows the `?`, if there is one.
+    query: Option<&'a str>,
+    /// Whether errors may show values from the URI.
+    echo: Echo,
+}
+
+impl<'a> Parts<'a> {
+    /// Splits `rest` (after `scheme://`), refusing a `#fragment` and an `@` in the path, both
+    /// usually the sign of a password with an unencoded `#`, `/` or `?`.
+    fn split(rest: &'a str) -> Result<Self, UriError> {
+        if rest.contains('#') {
+            return Err(UriError::Fragment);
+        }
+        // RFC 3986: the authority ends at the first `/` or `?`.
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path_and_query) = rest.split_at(authority_end);
+        let echo = Echo(!path_and_query.contains('@'));
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        // RFC 3986 allows `@` in a path, but a vhost holding one is far less likely than a
+        // password holding a `/`; refusing it keeps such a password out of the vhost (and logs).
+        if path.contains('@') {
+            return Err(UriError::AtAfterHost);
+        }
+        Ok(Parts {
+            authority,
+            path,
+            query,
+            echo,
+        })
     }
-    let mut cfg = ConnectionConfig::default();
+}
+
+/// Sets the user name and password from the user info of `authority`, if any, and returns
+/// the rest: the host list. A user without a password keeps the default password.
+fn apply_userinfo<'a>(cfg: &mut ConnectionConfig, authority: &'a str) -> Result<&'a str, UriError> {
     // The last `@` separates user info, as in most URI parsers: a stray `@` in a password
     // then still leaves the host intact.
-    let host_port = match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let (user, password) = match userinfo.split_once(':') {
-                Some((user, password)) => (user, Some(password)),
-                None => (userinfo, None),
-            };
-            cfg.username = decode(user, "user name")?;
-            if let Some(password) = password {
-                cfg.password = Secret::new(decode(password, "password")?);
-            }
-            &authority[at + 1..]
-        }
-        None => authority,
+    let Some(at) = authority.rfind('@') else {
+        return Ok(authority);
     };
-    // Several hosts (`h1:5672,h2:5673`, as other RabbitMQ clients accept) are the addresses
-    // recovery fails over to; the first is where the client connects first.
-    let default_port = if tls { 5671 } else { 5672 };
-    let mut hosts = host_port.split(',');
-    let (host, port) = split_host_port(hosts.next().unwrap_or_default(), &echo)?;
+    let userinfo = &authority[..at];
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (userinfo, None),
+    };
+    cfg.username = decode(user, "user name")?;
+    if let Some(password) = password {
+        cfg.password = Secret::new(decode(password, "password")?);
+    }
+    Ok(&authority[at + 1..])
+}
+
+/// Sets the host and port, and the fallback addresses. Several hosts (`h1:5672,h2:5673`, as
+/// other RabbitMQ clients accept) are the addresses recovery fails over to; the first is where
+/// the client connects first, and only it may be empty (the default host).
+fn apply_hosts(
+    cfg: &mut ConnectionConfig,
+    hosts: &str,
+    default_port: u16,
+    echo: &Echo,
+) -> Result<(), UriError> {
+    let mut hosts = hosts.split(',');
+    let (host, port) = split_host_port(hosts.next().unwrap_or_default(), echo)?;
     if !host.is_empty() {
         cfg.host = host;
     }
     cfg.port = port.unwrap_or(default_port);
     for other in hosts {
-        let (host, port) = split_host_port(other, &echo)?;
+        let (host, port) = split_host_port(other, echo)?;
         if host.is_empty() {
             return Err(UriError::InvalidHost(echo.show(other)));
         }
         cfg.fallback_addresses
             .push((host, port.unwrap_or(default_port)));
     }
+    Ok(())
+}
+
+/// Sets the vhost from the path: one segment, percent-decoded; an absent or empty one keeps
+/// the default `/` (see [`ConnectionConfig::from_uri`] for why).
+fn apply_vhost(cfg: &mut ConnectionConfig, path: &str, echo: &Echo) -> Result<(), UriError> {
     if let Some(segment) = path.strip_prefix('/') {
         if segment.contains('/') {
             return Err(UriError::MultipleSegments(echo.show(segment)));
@@ -360,13 +431,7 @@ fn parse(input: &str) -> Result<ConnectionConfig, UriError> {
             cfg.vhost = decode(segment, "vhost")?;
         }
     }
-    if tls {
-        cfg.tls = Some(TlsOptions::default());
-    }
-    if let Some(query) = query {
-        apply_query(&mut cfg, query, &echo)?;
-    }
-    Ok(cfg)
+    Ok(())
 }
 
 /// Splits `host[:port]` or `[v6]:port`; the host is percent-decoded, IPv6 without brackets.
@@ -404,115 +469,6 @@ fn split_host_port(s: &str, echo: &Echo) -> Result<(String, Option<u16>), UriErr
     };
     Ok((host, port))
 }
-
-/// Applies `name=value&...` to `cfg` (TLS parameters need `cfg.tls` set already).
-fn apply_query(cfg: &mut ConnectionConfig, query: &str, echo: &Echo) -> Result<(), UriError> {
-    let mut seen: Vec<&'static str> = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let raw_name = decode(raw_name, "name of a URI parameter")?;
-        let name = KNOWN_PARAMETERS
-            .iter()
-            .copied()
-            .find(|known| *known == raw_name)
-            .ok_or_else(|| UriError::UnknownParameter(echo.show(&raw_name)))?;
-        if seen.contains(&name) {
-            return Err(UriError::DuplicateParameter(name));
-        }
-        seen.push(name);
-        let value = decode(raw_value, &format!("value of URI parameter `{name}`"))?;
-        let invalid = |expected: &'static str| UriError::InvalidParameter {
-            name,
-            value: echo.show(&value),
-            expected,
-        };
-        match name {
-            "heartbeat" => {
-                cfg.heartbeat = value
-                    .parse()
-                    .map_err(|_| invalid("seconds from 0 to 65535"))?
-            }
-            // The spec's frame-min-size is the least a frame-max may be (0: no limit).
-            "frame_max" => {
-                cfg.frame_max = value
-                    .parse()
-                    .ok()
-                    .filter(|&n: &u32| n == 0 || n >= amqp_codec::FRAME_MIN_SIZE)
-                    .ok_or_else(|| invalid("0 (no limit) or 4096 to 4294967295"))?;
-            }
-            "channel_max" => cfg.channel_max = value.parse().map_err(|_| invalid("0 to 65535"))?,
-            // This client's own: `Limits::max_message_size`, for configuration by URI alone.
-            "max_message_size" => {
-                cfg.limits.max_message_size =
-                    value.parse().map_err(|_| invalid("bytes, 0 to 2^64 - 1"))?
-            }
-            "connection_timeout" => {
-                // Milliseconds, as the Erlang client reads it. 0 is refused rather than taken
-                // to mean "no bound" (as in the Java client): a hung connect must end.
-                let ms: u64 = value
-                    .parse()
-                    .map_err(|_| invalid("milliseconds, above 0"))?;
-                if ms == 0 {
-                    return Err(invalid("milliseconds, above 0"));
-                }
-                cfg.connection_timeout = Duration::from_millis(ms);
-            }
-            "auth_mechanism" => {
-                // The Erlang client also accepts the module-qualified form.
-                let mech = value
-                    .strip_prefix("amqp_auth_mechanisms:")
-                    .unwrap_or(&value);
-                cfg.auth_mechanism = [
-                    AuthMechanism::Plain,
-                    AuthMechanism::Amqplain,
-                    AuthMechanism::External,
-                ]
-                .into_iter()
-                .find(|m| m.name().eq_ignore_ascii_case(mech))
-                .ok_or_else(|| invalid("plain, amqplain or external"))?;
-            }
-            "connection_name" if value.is_empty() => return Err(invalid("a non-empty name")),
-            "connection_name" => cfg.connection_name = Some(value),
-            tls_name => {
-                let tls = cfg
-                    .tls
-                    .as_mut()
-                    .ok_or(UriError::TlsParameterOnPlainUri(tls_name))?;
-                match tls_name {
-                    "verify" if value.eq_ignore_ascii_case("verify_peer") => tls.verify = true,
-                    "verify" if value.eq_ignore_ascii_case("verify_none") => tls.verify = false,
-                    "verify" => return Err(invalid("verify_peer or verify_none")),
-                    _ if value.is_empty() => return Err(invalid("a non-empty value")),
-                    // Erlang's `disable` turns SNI off; rustls always sends the name it checks.
-                    "server_name_indication" if value == "disable" => {
-                        return Err(invalid("a host name (`disable` is not supported)"));
-                    }
-                    "server_name_indication" => tls.server_name = Some(value),
-                    "cacertfile" => tls.ca_file = Some(value.into()),
-                    "certfile" => tls.cert_file = Some(value.into()),
-                    _ => tls.key_file = Some(value.into()),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Every parameter [`apply_query`] understands; TLS ones come after `connection_name`.
-const KNOWN_PARAMETERS: [&str; 12] = [
-    "heartbeat",
-    "frame_max",
-    "channel_max",
-    "max_message_size",
-    "connection_timeout",
-    "auth_mechanism",
-    "connection_name",
-    "cacertfile",
-    "certfile",
-    "keyfile",
-    "server_name_indication",
-    "verify",
-];
 
 /// Percent-decodes one component, refusing malformed escapes (which `percent_decode_str` would
 /// pass through unchanged) and non-UTF-8 results.

@@ -1,5 +1,8 @@
 //! Tests of the `uri` module.
+use std::time::Duration;
+
 use super::*;
+use crate::config::AuthMechanism;
 
 /// The parsed URI, or a panic naming it.
 fn ok(uri: &str) -> ConnectionConfig {

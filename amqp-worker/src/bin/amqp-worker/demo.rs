@@ -172,6 +172,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     result
 }
 
+/// The demonstration proper, with the worker running: publish, watch, sum up, check.
 async fn drive(
     args: &DemoArgs,
     config: &WorkerConfig,
@@ -180,7 +181,24 @@ async fn drive(
     metrics: &Arc<amqp_worker::Metrics>,
     shutdown: &amqp_worker::Shutdown,
 ) -> Result<(), CliError> {
-    let count = args.count;
+    announce(args.count, config);
+    wait_connected(metrics, shutdown).await?;
+    let started = Instant::now();
+    let published = publish_tasks(conn, &config.queue, args.count).await?;
+    watch(args, seen, metrics, started).await;
+    let elapsed = started.elapsed();
+    let in_parking = parking_depth(conn, config).await;
+    let m = metrics.snapshot();
+    let summary = Summary::new(
+        args.count,
+        &seen.lock().unwrap_or_else(PoisonError::into_inner),
+    );
+    summary.report(config, published, elapsed, &m, in_parking);
+    summary.check(args.timeout)
+}
+
+/// Says on stderr what the demo is about to do.
+fn announce(count: u32, config: &WorkerConfig) {
     eprintln!(
         "amqp-worker demo: {count} tasks through queue {} ({} handlers, retry delays 200ms and 500ms, 3 attempts)",
         config.queue, config.concurrency
@@ -188,6 +206,14 @@ async fn drive(
     eprintln!(
         "  every 10th task fails once (then succeeds on retry); every 100th fails always (then is parked)"
     );
+}
+
+/// Waits until the worker consumes (so that no task waits for it to start), for at most
+/// 15 s, or fails if shut down meanwhile.
+async fn wait_connected(
+    metrics: &amqp_worker::Metrics,
+    shutdown: &amqp_worker::Shutdown,
+) -> Result<(), CliError> {
     let waiting = Instant::now();
     while !metrics.is_connected() {
         if shutdown.is_triggered() || waiting.elapsed() > Duration::from_secs(15) {
@@ -197,12 +223,33 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let started = Instant::now();
+    Ok(())
+}
+
+/// Publishes the `count` tasks on a publisher of the demo's own; returns how many were
+/// confirmed.
+async fn publish_tasks(
+    conn: &amqp_client::Connection,
+    queue: &str,
+    count: u32,
+) -> Result<u32, CliError> {
     let publisher = Publisher::open(conn)
         .await
         .map_err(|e| CliError::Demo(format!("opening the publisher failed: {e}")))?;
-    let published = publish_all(&publisher, &config.queue, count).await?;
+    let published = publish_all(&publisher, queue, count).await?;
     let _ = publisher.close().await;
+    Ok(published)
+}
+
+/// Shows progress every 100 ms until every task succeeded or was parked, or `--timeout`
+/// passed since `started`.
+async fn watch(
+    args: &DemoArgs,
+    seen: &Mutex<Seen>,
+    metrics: &amqp_worker::Metrics,
+    started: Instant,
+) {
+    let count = args.count;
     let mut progress = Progress {
         tty: std::io::stderr().is_terminal(),
         last_line: Instant::now(),
@@ -223,68 +270,114 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     progress.finish();
-    let elapsed = started.elapsed();
+}
+
+/// Messages in the parking queue now, read by a passive declare; `None` if that failed.
+async fn parking_depth(conn: &amqp_client::Connection, config: &WorkerConfig) -> Option<u32> {
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    let in_parking = match conn.open_channel().await {
+    match conn.open_channel().await {
         Ok(ch) => ch
             .queue_declare(&config.parking_queue(), passive, FieldTable::default())
             .await
             .map(|q| q.message_count)
             .ok(),
         Err(_) => None,
-    };
-    let m = metrics.snapshot();
-    let seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-    let lost: Vec<u32> = (0..count)
-        .filter(|n| !seen.succeeded.contains_key(n) && !seen.parked.contains(n))
-        .collect();
-    let expected_parked = (0..count).filter(|n| fails_always(*n)).count();
-    let duplicates: u32 = seen.succeeded.values().map(|c| c - 1).sum();
-    let processed = count as usize - lost.len();
-    let rate = processed as f64 / elapsed.as_secs_f64().max(0.001);
-    let parking = in_parking.map_or("unknown".to_owned(), |n| n.to_string());
-    report(&format!(
-        "amqp-worker demo summary (queue {})",
-        config.queue
-    ));
-    report(&format!("published      {published:>7}  (all confirmed)"));
-    report(&format!(
-        "processed      {processed:>7}  ({} succeeded, {} dead-lettered)",
-        seen.succeeded.len(),
-        seen.parked.len()
-    ));
-    report(&format!(
-        "handler runs   {:>7}  ({} failed attempts)",
-        m.consumed, m.failed
-    ));
-    report(&format!("retried        {:>7}", m.retried));
-    report(&format!(
-        "dead-lettered  {:>7}  (expected {expected_parked}; in the parking queue: {parking})",
-        m.dead_lettered
-    ));
-    report(&format!("duplicates     {duplicates:>7}"));
-    report(&format!("lost           {:>7}", lost.len()));
-    report(&format!(
-        "elapsed        {:>7.2}s  ({rate:.0} tasks/s)",
-        elapsed.as_secs_f64()
-    ));
-    if !lost.is_empty() {
-        let sample: Vec<String> = lost.iter().take(10).map(u32::to_string).collect();
-        return Err(CliError::Demo(format!(
-            "{} task(s) were neither processed nor parked within {:?} (e.g. {})",
-            lost.len(),
-            args.timeout,
-            sample.join(", ")
-        )));
     }
-    if seen.parked.len() != expected_parked {
-        return Err(CliError::Demo(format!(
-            "{} task(s) were parked but {expected_parked} should have been",
-            seen.parked.len()
-        )));
+}
+
+/// What became of the tasks, from what the handler saw.
+struct Summary {
+    /// Tasks published.
+    count: u32,
+    /// Tasks that succeeded at least once.
+    succeeded: usize,
+    /// Tasks the dead-letter hook reported.
+    parked: usize,
+    /// Tasks neither succeeded nor parked.
+    lost: Vec<u32>,
+    /// Tasks that should have been parked (they always fail).
+    expected_parked: usize,
+    /// Successful runs beyond the first of each task.
+    duplicates: u32,
+}
+
+impl Summary {
+    /// The summary of the `count` tasks from what the handler saw.
+    fn new(count: u32, seen: &Seen) -> Self {
+        Summary {
+            count,
+            succeeded: seen.succeeded.len(),
+            parked: seen.parked.len(),
+            lost: (0..count)
+                .filter(|n| !seen.succeeded.contains_key(n) && !seen.parked.contains(n))
+                .collect(),
+            expected_parked: (0..count).filter(|n| fails_always(*n)).count(),
+            duplicates: seen.succeeded.values().map(|c| c - 1).sum(),
+        }
     }
-    Ok(())
+
+    /// Prints the summary table on stdout, with the worker's counters `m` and the parking
+    /// queue's depth (`in_parking`, if it could be read).
+    fn report(
+        &self,
+        config: &WorkerConfig,
+        published: u32,
+        elapsed: Duration,
+        m: &MetricsSnapshot,
+        in_parking: Option<u32>,
+    ) {
+        let processed = self.count as usize - self.lost.len();
+        let rate = processed as f64 / elapsed.as_secs_f64().max(0.001);
+        let parking = in_parking.map_or("unknown".to_owned(), |n| n.to_string());
+        let expected_parked = self.expected_parked;
+        let duplicates = self.duplicates;
+        report(&format!(
+            "amqp-worker demo summary (queue {})",
+            config.queue
+        ));
+        report(&format!("published      {published:>7}  (all confirmed)"));
+        report(&format!(
+            "processed      {processed:>7}  ({} succeeded, {} dead-lettered)",
+            self.succeeded, self.parked
+        ));
+        report(&format!(
+            "handler runs   {:>7}  ({} failed attempts)",
+            m.consumed, m.failed
+        ));
+        report(&format!("retried        {:>7}", m.retried));
+        report(&format!(
+            "dead-lettered  {:>7}  (expected {expected_parked}; in the parking queue: {parking})",
+            m.dead_lettered
+        ));
+        report(&format!("duplicates     {duplicates:>7}"));
+        report(&format!("lost           {:>7}", self.lost.len()));
+        report(&format!(
+            "elapsed        {:>7.2}s  ({rate:.0} tasks/s)",
+            elapsed.as_secs_f64()
+        ));
+    }
+
+    /// The demo's verdict: every task succeeded or was parked within `timeout`, and exactly
+    /// the tasks that always fail were parked.
+    fn check(&self, timeout: Duration) -> Result<(), CliError> {
+        if !self.lost.is_empty() {
+            let sample: Vec<String> = self.lost.iter().take(10).map(u32::to_string).collect();
+            return Err(CliError::Demo(format!(
+                "{} task(s) were neither processed nor parked within {:?} (e.g. {})",
+                self.lost.len(),
+                timeout,
+                sample.join(", ")
+            )));
+        }
+        if self.parked != self.expected_parked {
+            return Err(CliError::Demo(format!(
+                "{} task(s) were parked but {} should have been",
+                self.parked, self.expected_parked
+            )));
+        }
+        Ok(())
+    }
 }
