@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{Connection, ConsumeOptions, PublishOptions, QueueDeclareOptions};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -31,32 +30,17 @@ async fn main() -> Result<()> {
     // The receiving side: declare the queue (idempotent, both sides do it) and consume.
     let receiver = conn.open_channel().await?;
     receiver
-        .queue_declare(
-            &queue,
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare(&queue, QueueDeclareOptions::default())
         .await?;
     let mut consumer = receiver
-        .basic_consume(
-            &queue,
-            ConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+        .basic_consume(&queue, ConsumeOptions::default().with_no_ack())
         .await?;
     println!(" [*] Waiting for messages on {queue}");
 
     // The sending side, on its own channel.
     let sender = conn.open_channel().await?;
     sender
-        .queue_declare(
-            &queue,
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare(&queue, QueueDeclareOptions::default())
         .await?;
     sender
         .basic_publish(

@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
+use amqp_client::BindOptions;
 use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{
     Connection, ConsumeOptions, Consumer, ExchangeKind, PublishOptions, QueueDeclareOptions,
 };
@@ -54,12 +54,7 @@ async fn main() -> Result<()> {
     let exchange = format!("logs-{}", std::process::id());
     let emitter = conn.open_channel().await?;
     emitter
-        .exchange_declare(
-            &exchange,
-            ExchangeKind::Fanout,
-            Default::default(),
-            FieldTable::default(),
-        )
+        .exchange_declare(&exchange, ExchangeKind::Fanout, Default::default())
         .await?;
 
     // Subscribers: a fresh exclusive queue each, bound with no routing key (fanout ignores it).
@@ -67,27 +62,13 @@ async fn main() -> Result<()> {
     for i in 1..=SUBSCRIBERS {
         let channel = conn.open_channel().await?;
         let queue = channel
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+            .queue_declare("", QueueDeclareOptions::default().with_exclusive())
             .await?;
         channel
-            .queue_bind(&queue.name, &exchange, "", FieldTable::default())
+            .queue_bind(&queue.name, &exchange, "", BindOptions::default())
             .await?;
         let consumer = channel
-            .basic_consume(
-                &queue.name,
-                ConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+            .basic_consume(&queue.name, ConsumeOptions::default().with_no_ack())
             .await?;
         println!(" [*] Subscriber {i} waiting on {}", queue.name);
         subscribers.push(tokio::spawn(receive(

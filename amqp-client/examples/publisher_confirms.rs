@@ -18,7 +18,6 @@
 use std::time::{Duration, Instant};
 
 use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{Channel, Connection, PublishConfirm, PublishOptions, QueueDeclareOptions};
 use tokio::sync::mpsc;
 
@@ -34,14 +33,7 @@ fn amqp_url() -> String {
 async fn setup(conn: &Connection) -> Result<(Channel, String)> {
     let channel = conn.open_channel().await?;
     let queue = channel
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+        .queue_declare("", QueueDeclareOptions::default().with_exclusive())
         .await?;
     channel.confirm_select().await?;
     Ok((channel, queue.name))
@@ -74,7 +66,7 @@ async fn individually(conn: &Connection, n: usize) -> Result<Duration> {
     let start = Instant::now();
     for i in 0..n {
         let outcome = publish(&channel, &queue, i).await?.await?;
-        if !outcome.is_ack() {
+        if !outcome.is_acked() {
             return Err(format!("message {i} not confirmed: {outcome:?}").into());
         }
     }
@@ -114,7 +106,7 @@ async fn asynchronously(conn: &Connection, n: usize) -> Result<Duration> {
     let handler = tokio::spawn(async move {
         let (mut acked, mut nacked) = (0usize, Vec::new());
         while let Some((i, confirm)) = rx.recv().await {
-            if confirm.await?.is_ack() {
+            if confirm.await?.is_acked() {
                 acked += 1;
             } else {
                 nacked.push(i); // a real publisher would republish or log these

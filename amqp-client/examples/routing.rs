@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
+use amqp_client::BindOptions;
 use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{
     Connection, ConsumeOptions, Consumer, ExchangeKind, PublishOptions, QueueDeclareOptions,
 };
@@ -54,12 +54,7 @@ async fn main() -> Result<()> {
     let exchange = format!("direct_logs-{}", std::process::id());
     let emitter = conn.open_channel().await?;
     emitter
-        .exchange_declare(
-            &exchange,
-            ExchangeKind::Direct,
-            Default::default(),
-            FieldTable::default(),
-        )
+        .exchange_declare(&exchange, ExchangeKind::Direct, Default::default())
         .await?;
 
     let logs = [
@@ -75,29 +70,15 @@ async fn main() -> Result<()> {
     for severities in subscriptions {
         let channel = conn.open_channel().await?;
         let queue = channel
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+            .queue_declare("", QueueDeclareOptions::default().with_exclusive())
             .await?;
         for severity in severities {
             channel
-                .queue_bind(&queue.name, &exchange, severity, FieldTable::default())
+                .queue_bind(&queue.name, &exchange, severity, BindOptions::default())
                 .await?;
         }
         let consumer = channel
-            .basic_consume(
-                &queue.name,
-                ConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+            .basic_consume(&queue.name, ConsumeOptions::default().with_no_ack())
             .await?;
         let expected = logs.iter().filter(|(s, _)| severities.contains(s)).count();
         let name = format!("[{}]", severities.join(" "));

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, ShortStr};
 use amqp_client::{Channel, Connection, ConsumeOptions, PublishOptions, QueueDeclareOptions};
 
@@ -39,9 +38,7 @@ async fn serve(
     ready: tokio::sync::oneshot::Sender<String>,
 ) -> Result<usize> {
     channel.basic_qos(1, Default::default()).await?;
-    let mut consumer = channel
-        .basic_consume(&queue, Default::default(), FieldTable::default())
-        .await?;
+    let mut consumer = channel.basic_consume(&queue, Default::default()).await?;
     let _ = ready.send(consumer.tag().to_owned());
     let mut served = 0;
     while let Some(request) = consumer.recv().await {
@@ -82,11 +79,7 @@ async fn main() -> Result<()> {
     let server_conn = Connection::connect(&url).await?;
     let server = server_conn.open_channel().await?;
     server
-        .queue_declare(
-            &rpc_queue,
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare(&rpc_queue, QueueDeclareOptions::default())
         .await?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let server_task = tokio::spawn(serve(server.clone(), rpc_queue.clone(), ready_tx));
@@ -97,24 +90,10 @@ async fn main() -> Result<()> {
     let client_conn = Connection::connect(&url).await?;
     let client = client_conn.open_channel().await?;
     let callback = client
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+        .queue_declare("", QueueDeclareOptions::default().with_exclusive())
         .await?;
     let mut replies = client
-        .basic_consume(
-            &callback.name,
-            ConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+        .basic_consume(&callback.name, ConsumeOptions::default().with_no_ack())
         .await?;
 
     let calls: Vec<u64> = (20..=30).collect();

@@ -14,7 +14,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{
     Connection, ConsumeOptions, Error, PublishOptions, QosOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -48,15 +47,8 @@ async fn main() -> Result<(), Error> {
     let conn = Connection::connect(&url).await?;
     let ch = conn.open_channel().await?;
     let queue = format!("throughput-{}", std::process::id());
-    ch.queue_declare(
-        &queue,
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
+    ch.queue_declare(&queue, QueueDeclareOptions::default().with_durable())
+        .await?;
     ch.confirm_select().await?;
     let props = BasicProperties::builder().with_delivery_mode(2).build();
     let body = Bytes::from(vec![b'x'; 64]);
@@ -68,7 +60,7 @@ async fn main() -> Result<(), Error> {
             && let Some(confirm) = in_flight.pop_front()
         {
             let confirm: amqp_client::PublishConfirm = confirm;
-            assert!(confirm.await?.is_ack());
+            assert!(confirm.await?.is_acked());
         }
         in_flight.push_back(
             ch.basic_publish("", &queue, PublishOptions::default(), &props, body.clone())
@@ -76,7 +68,7 @@ async fn main() -> Result<(), Error> {
         );
     }
     for confirm in in_flight {
-        assert!(confirm.await?.is_ack());
+        assert!(confirm.await?.is_acked());
     }
     let (pub_wall, pub_cpu) = (t0.elapsed(), cpu_time() - c0);
 
@@ -86,9 +78,7 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
     let (t1, c1) = (Instant::now(), cpu_time());
-    let mut consumer = ch
-        .basic_consume(&queue, ConsumeOptions::default(), FieldTable::default())
-        .await?;
+    let mut consumer = ch.basic_consume(&queue, ConsumeOptions::default()).await?;
     for _ in 0..messages {
         let delivery = consumer
             .recv()

@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
+use amqp_client::BindOptions;
 use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{
     Connection, ConsumeOptions, Consumer, ExchangeKind, PublishOptions, QueueDeclareOptions,
 };
@@ -51,12 +51,7 @@ async fn main() -> Result<()> {
     let exchange = format!("topic_logs-{}", std::process::id());
     let emitter = conn.open_channel().await?;
     emitter
-        .exchange_declare(
-            &exchange,
-            ExchangeKind::Topic,
-            Default::default(),
-            FieldTable::default(),
-        )
+        .exchange_declare(&exchange, ExchangeKind::Topic, Default::default())
         .await?;
 
     // (routing key, goes to Q1, goes to Q2), from the tutorial.
@@ -77,29 +72,15 @@ async fn main() -> Result<()> {
     for (index, (name, patterns)) in queues.into_iter().enumerate() {
         let channel = conn.open_channel().await?;
         let queue = channel
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+            .queue_declare("", QueueDeclareOptions::default().with_exclusive())
             .await?;
         for pattern in patterns {
             channel
-                .queue_bind(&queue.name, &exchange, pattern, FieldTable::default())
+                .queue_bind(&queue.name, &exchange, pattern, BindOptions::default())
                 .await?;
         }
         let consumer = channel
-            .basic_consume(
-                &queue.name,
-                ConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+            .basic_consume(&queue.name, ConsumeOptions::default().with_no_ack())
             .await?;
         let expected: Vec<String> = keys
             .iter()

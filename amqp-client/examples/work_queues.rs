@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{Channel, Connection, PublishOptions, QosOptions, QueueDeclareOptions};
 use tokio::sync::mpsc;
 
@@ -28,10 +27,7 @@ fn amqp_url() -> String {
 }
 
 fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    }
+    QueueDeclareOptions::default().with_durable()
 }
 
 /// One worker: takes a task, "works" 50 ms per dot, acks, reports. Ends when its consumer is
@@ -45,9 +41,7 @@ async fn worker(
 ) -> Result<usize> {
     // Fair dispatch: no new task until the previous one is acknowledged.
     channel.basic_qos(1, QosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(&queue, Default::default(), FieldTable::default())
-        .await?;
+    let mut consumer = channel.basic_consume(&queue, Default::default()).await?;
     ready
         .send((channel.clone(), consumer.tag().to_owned()))
         .await?;
@@ -69,18 +63,14 @@ async fn main() -> Result<()> {
     let conn = Connection::connect(&amqp_url()).await?;
     let queue = format!("task_queue-{}", std::process::id());
     let producer = conn.open_channel().await?;
-    producer
-        .queue_declare(&queue, durable(), FieldTable::default())
-        .await?;
+    producer.queue_declare(&queue, durable()).await?;
 
     let (done_tx, mut done_rx) = mpsc::channel(TASKS);
     let (ready_tx, mut ready_rx) = mpsc::channel(WORKERS);
     let mut workers = Vec::new();
     for id in 1..=WORKERS {
         let channel = conn.open_channel().await?;
-        channel
-            .queue_declare(&queue, durable(), FieldTable::default())
-            .await?;
+        channel.queue_declare(&queue, durable()).await?;
         workers.push(tokio::spawn(worker(
             id,
             channel,

@@ -9,10 +9,26 @@ use crate::error::Error;
 use crate::proto::{Confirmation, WaiterId};
 use crate::shared::Shared;
 
-/// The broker's answer to one publish: resolves with [`Confirmation::Ack`] or
-/// [`Confirmation::Nack`] in confirm mode (with the returned message if it was unroutable and
-/// mandatory), [`Confirmation::NotRequested`] otherwise, or an error if the channel or
-/// connection closed first. Never hangs: closing resolves every pending confirm.
+/// The broker's answer to one publish: in confirm mode [`Confirmation::Acked`],
+/// [`Confirmation::Returned`] (a mandatory message it could not route) or
+/// [`Confirmation::Nacked`]; [`Confirmation::NotRequested`] otherwise; or an error if the
+/// channel or connection closed first. Never hangs: closing resolves every pending confirm.
+///
+/// ```no_run
+/// # async fn demo(channel: amqp_client::Channel) -> Result<(), amqp_client::Error> {
+/// use amqp_client::{BasicProperties, Confirmation, PublishOptions};
+/// channel.confirm_select().await?;
+/// let props = BasicProperties::builder().with_delivery_mode(2).build();
+/// let confirm = channel
+///     .basic_publish("", "tasks", PublishOptions::mandatory(), &props, "hello")
+///     .await?;
+/// match confirm.await? {
+///     Confirmation::Acked => {}
+///     Confirmation::Returned(r) => eprintln!("no queue for it: {}", r.reply_code),
+///     other => eprintln!("not taken: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a publish confirm does nothing unless awaited; drop it to ignore the outcome"]
 pub struct PublishConfirm {

@@ -240,7 +240,13 @@ pub fn drive_core(data: &[u8]) {
     });
     for _ in 0..3 {
         let props = BasicProperties::default();
-        let _ = h.core.publish(id, epoch, &publish, &props, "x".into());
+        let _ = h.core.publish(
+            id,
+            epoch,
+            &crate::proto::harness::args_of(&publish),
+            &props,
+            "x".into(),
+        );
     }
     h.drain();
 

@@ -10,21 +10,19 @@
 //!   connection ends.
 //!
 //! ```no_run
-//! use amqp_client::{Connection, PublishOptions, QueueDeclareOptions, ConsumeOptions};
-//! use amqp_codec::{BasicProperties, table::FieldTable};
+//! use amqp_client::prelude::*;
 //!
 //! # async fn demo() -> Result<(), amqp_client::Error> {
 //! let conn = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
 //! let ch = conn.open_channel().await?;
-//! ch.queue_declare("tasks", QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
+//! ch.queue_declare("tasks", QueueDeclareOptions::durable()).await?;
 //! ch.confirm_select().await?;
 //! let props = BasicProperties::builder().with_delivery_mode(2).build();
-//! let confirm = ch.basic_publish("", "tasks", PublishOptions::default(), &props, "hello").await?;
-//! assert!(confirm.await?.is_ack());
-//! let mut consumer = ch.basic_consume("tasks", ConsumeOptions::default(), FieldTable::default()).await?;
+//! let confirm = ch.basic_publish("", "tasks", PublishOptions::mandatory(), &props, "hello").await?;
+//! assert!(confirm.await?.is_acked());
+//! let mut consumer = ch.basic_consume("tasks", ConsumeOptions::default()).await?;
 //! if let Some(delivery) = consumer.recv().await {
-//!     let delivery = delivery?;
-//!     delivery.ack()?;
+//!     delivery?.ack()?;
 //! }
 //! conn.close().await
 //! # }
@@ -70,7 +68,6 @@ mod unreadable;
 mod uri;
 
 pub use amqp_codec;
-pub use amqp_codec::DiscardReason;
 pub use channel::{Channel, IntoShortStr, QueueInfo};
 pub use config::{
     AuthMechanism, ConnectionConfig, ConnectionConfigBuilder, Limits, ReadBatching, Secret,
@@ -82,9 +79,25 @@ pub use consumer::Consumer;
 pub use error::{CloseReason, ConnectStep, Error, Result};
 pub use message::{Delivery, GetMessage};
 pub use options::{
-    ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, PublishOptions,
-    QosOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BindOptions, ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind,
+    GetOptions, NackOptions, PublishOptions, QosOptions, QueueDeclareOptions, QueueDeleteOptions,
+    RecoverOptions,
 };
+// The codec's types an application meets, at the root: no `amqp_codec::` path needed.
+pub use amqp_codec::{
+    BasicProperties, Decimal, DiscardReason, FieldArray, FieldTable, FieldValue, LongStr,
+    PropertiesBuilder, ReplyCode, ShortStr, ValueError,
+};
+
+/// Everything an ordinary program uses, in one import: `use amqp_client::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        BasicProperties, BindOptions, Channel, Confirmation, ConnectStep, Connection,
+        ConnectionConfig, ConsumeOptions, Consumer, Delivery, Error, ExchangeDeclareOptions,
+        ExchangeKind, FieldArray, FieldTable, FieldValue, GetOptions, NackOptions, PublishOptions,
+        QosOptions, QueueDeclareOptions, RecoveryPolicy, ShortStr,
+    };
+}
 pub use proto::{Confirmation, ConnectionState, ReturnedMessage};
 pub use recovery::{RecoveryEvent, RecoveryHook, RecoveryHooks, RecoveryPolicy};
 pub use stats::{DeliveryStats, IoStats};

@@ -12,14 +12,15 @@ use amqp_codec::{BasicProperties, Method, ShortStr};
 use bytes::Bytes;
 
 use crate::error::Error;
+use crate::options::NackOptions;
 use crate::proto::RawDelivery;
 use crate::shared::Shared;
 use crate::unreadable::{SettleByTag, UnreadableDelivery};
 
 /// A message delivered to a consumer or fetched with basic.get.
 ///
-/// Settle it with [`ack`](Self::ack), [`nack`](Self::nack) or [`reject`](Self::reject) (unless
-/// it was consumed with `no_ack`). Settling after its channel closed returns
+/// Settle it with [`ack`](Self::ack), [`requeue`](Self::requeue), [`reject`](Self::reject)
+/// (dead-letter) or [`nack`](Self::nack) (unless it was consumed with `no_ack`). Settling after its channel closed returns
 /// [`Error::StaleDelivery`]: the broker has already requeued it, and its tag means nothing on
 /// any other channel.
 pub struct Delivery {
@@ -79,27 +80,35 @@ impl Delivery {
         )
     }
 
-    /// Negatively acknowledges it: requeued if `requeue`, else dead-lettered or dropped.
-    pub fn nack(&self, requeue: bool) -> Result<(), Error> {
-        self.acker.send(
-            self.delivery_tag,
-            &Method::BasicNack(BasicNack {
-                delivery_tag: self.delivery_tag,
-                multiple: false,
-                requeue,
-            }),
-        )
+    /// Negatively acknowledges it (and, with `multiple`, every earlier unsettled delivery of
+    /// its channel): requeued or dead-lettered as `options` say.
+    pub fn nack(&self, options: NackOptions) -> Result<(), Error> {
+        let nack = BasicNack {
+            delivery_tag: self.delivery_tag,
+            multiple: options.multiple,
+            requeue: options.requeue,
+        };
+        self.acker.send(self.delivery_tag, &Method::BasicNack(nack))
     }
 
-    /// Rejects it (the spec's single-message nack).
-    pub fn reject(&self, requeue: bool) -> Result<(), Error> {
-        self.acker.send(
-            self.delivery_tag,
-            &Method::BasicReject(BasicReject {
-                delivery_tag: self.delivery_tag,
-                requeue,
-            }),
-        )
+    /// Puts it back in its queue, to be delivered again (basic.reject with requeue).
+    pub fn requeue(&self) -> Result<(), Error> {
+        self.reject_with(true)
+    }
+
+    /// Rejects it: the broker dead-letters it (to its queue's dead-letter exchange) or drops
+    /// it if the queue has none.
+    pub fn reject(&self) -> Result<(), Error> {
+        self.reject_with(false)
+    }
+
+    fn reject_with(&self, requeue: bool) -> Result<(), Error> {
+        let reject = BasicReject {
+            delivery_tag: self.delivery_tag,
+            requeue,
+        };
+        self.acker
+            .send(self.delivery_tag, &Method::BasicReject(reject))
     }
 
     /// The channel number this delivery arrived on.

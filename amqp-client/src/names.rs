@@ -10,15 +10,21 @@ pub(crate) fn short(s: &str) -> Result<ShortStr, Error> {
     Ok(ShortStr::try_from(s)?)
 }
 
-/// A name (exchange, routing key) for [`crate::Channel::basic_publish`]: `&str` and `String` are
-/// copied into a short string; a [`ShortStr`] is shared without allocating, so a hot publish
-/// loop can build its names once.
+/// A name (queue, exchange, routing key, consumer tag) as the channel's calls take it:
+/// `&str` and `String` are copied into a short string; a [`ShortStr`] is shared without
+/// copying. (`basic_publish` takes any `AsRef<[u8]>` and copies nothing at all.)
 pub trait IntoShortStr {
     /// The name as a short string; an error if it is longer than 255 bytes.
     fn into_short_str(self) -> Result<ShortStr, Error>;
 }
 
 impl IntoShortStr for &str {
+    fn into_short_str(self) -> Result<ShortStr, Error> {
+        short(self)
+    }
+}
+
+impl IntoShortStr for &&str {
     fn into_short_str(self) -> Result<ShortStr, Error> {
         short(self)
     }

@@ -202,10 +202,13 @@ impl PublishLoop {
         let first = self.next_seq;
         for _ in 0..n {
             let body = self.body.clone();
-            let queued = open
-                .h
-                .core
-                .publish(open.id, open.epoch, &method, &self.props, body);
+            let queued = open.h.core.publish(
+                open.id,
+                open.epoch,
+                &crate::proto::harness::args_of(&method),
+                &self.props,
+                body,
+            );
             debug_assert!(matches!(queued, Ok(Publish::Queued { .. })));
             self.next_seq += 1;
         }
@@ -215,7 +218,7 @@ impl PublishLoop {
         let mut confirmed = 0;
         for seq in first..self.next_seq {
             if let Poll::Ready(Ok(c)) = open.h.core.poll_confirm(open.id, open.epoch, 0, seq, APP) {
-                confirmed += usize::from(c.is_ack());
+                confirmed += usize::from(c.is_acked());
             }
         }
         confirmed

@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, ShortStr};
 use amqp_client::{Connection, ConsumeOptions, PublishOptions, QosOptions, QueueDeclareOptions};
 use amqp_test_support::alloc_counter::{CountingAllocator, Counts, snapshot};
@@ -66,13 +65,8 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
             let conn = Connection::connect(&broker_url()).await.unwrap();
             let ch = conn.open_channel().await.unwrap();
             let queue = unique_name("allocs");
-            let opts = QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            };
-            ch.queue_declare(&queue, opts, FieldTable::default())
-                .await
-                .unwrap();
+            let opts = QueueDeclareOptions::default().with_exclusive();
+            ch.queue_declare(&queue, opts).await.unwrap();
             ch.confirm_select().await.unwrap();
             let props = BasicProperties::builder().with_delivery_mode(2).build();
             let body = Bytes::from_static(&[b'x'; 64]);
@@ -93,7 +87,7 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
                     for _ in 0..n {
                         if window.len() == WINDOW {
                             let c: amqp_client::PublishConfirm = window.pop_front().unwrap();
-                            assert!(c.await.unwrap().is_ack());
+                            assert!(c.await.unwrap().is_acked());
                         }
                         window.push_back(
                             ch.basic_publish(
@@ -108,7 +102,7 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
                         );
                     }
                     for c in window {
-                        assert!(c.await.unwrap().is_ack());
+                        assert!(c.await.unwrap().is_acked());
                     }
                 }
             };
@@ -119,7 +113,7 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
 
             ch.basic_qos(1000, QosOptions::default()).await.unwrap();
             let mut consumer = ch
-                .basic_consume(&queue, ConsumeOptions::default(), FieldTable::default())
+                .basic_consume(&queue, ConsumeOptions::default())
                 .await
                 .unwrap();
             for _ in 0..MESSAGES {

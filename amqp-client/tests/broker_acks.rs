@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use amqp_client::amqp_codec::ReplyCode;
 use amqp_client::{ConsumeOptions, Error};
+use amqp_client::{GetOptions, NackOptions, RecoverOptions};
 use common::{
     Cleanup, LIMIT, assert_channel_closed, bodies, connect, consume_with_prefetch, drain, fill,
-    next, no_args, plain, quiet, ready_count, within,
+    next, plain, quiet, ready_count, within,
 };
 
 #[tokio::test]
@@ -21,27 +22,24 @@ async fn ack_nack_reject() {
         let conn = connect().await;
         let q = names.queue("q-settle");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         fill(&conn, &q, &bodies("s", 3)).await;
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let s0 = next(&mut consumer).await;
         let s1 = next(&mut consumer).await;
         let s2 = next(&mut consumer).await;
         assert!(!s0.redelivered && !s1.redelivered && !s2.redelivered);
         s0.ack().unwrap();
-        s1.nack(true).unwrap(); // requeued: comes back, flagged redelivered
-        s2.reject(false).unwrap(); // dropped (no dead-letter exchange)
+        s1.nack(NackOptions::requeue()).unwrap(); // requeued: comes back, flagged redelivered
+        s2.reject().unwrap(); // dropped (no dead-letter exchange)
         let again = next(&mut consumer).await;
         assert_eq!(again.body, "s1");
         assert!(again.redelivered);
-        again.reject(true).unwrap(); // requeued once more
+        again.requeue().unwrap(); // requeued once more
         let third = next(&mut consumer).await;
         assert_eq!(third.body, "s1");
         assert!(third.redelivered);
-        third.nack(false).unwrap(); // dropped
+        third.nack(NackOptions::dead_letter()).unwrap(); // dropped
         assert!(quiet(&mut consumer, Duration::from_millis(300)).await);
         consumer.cancel().await.unwrap();
         assert_eq!(ready_count(&ch, &q).await, 0);
@@ -50,7 +48,7 @@ async fn ack_nack_reject() {
         let mut tags = Vec::new();
         for _ in 0..3 {
             tags.push(
-                ch.basic_get(&q, false)
+                ch.basic_get(&q, GetOptions::default())
                     .await
                     .unwrap()
                     .unwrap()
@@ -58,14 +56,15 @@ async fn ack_nack_reject() {
                     .delivery_tag,
             );
         }
-        ch.basic_nack(tags[2], true, true).unwrap();
+        ch.basic_nack(tags[2], NackOptions::requeue().with_multiple())
+            .unwrap();
         let mut again = Vec::new();
-        while let Some(m) = ch.basic_get(&q, false).await.unwrap() {
+        while let Some(m) = ch.basic_get(&q, GetOptions::default()).await.unwrap() {
             assert!(m.delivery.redelivered);
             again.push(m.delivery.delivery_tag);
         }
         assert_eq!(again.len(), 3, "nack multiple requeued all three");
-        ch.basic_ack(*again.last().unwrap(), true).unwrap();
+        ch.basic_ack_multiple(*again.last().unwrap()).unwrap();
         assert_eq!(ch.queue_delete(&q, Default::default()).await.unwrap(), 0);
         conn.close().await.unwrap();
     })
@@ -79,17 +78,10 @@ async fn no_ack_consumer_needs_no_settling() {
         let conn = connect().await;
         let q = names.queue("q-noack");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         fill(&conn, &q, &bodies("a", 20)).await;
         let mut consumer = ch
-            .basic_consume(
-                &q,
-                ConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .basic_consume(&q, ConsumeOptions::default().with_no_ack())
             .await
             .unwrap();
         for i in 0..20 {
@@ -110,15 +102,12 @@ async fn recover_redelivers_to_the_consumer() {
         let conn = connect().await;
         let q = names.queue("q-recover-consumer");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         fill(&conn, &q, &bodies("r", 1)).await;
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let d = next(&mut consumer).await;
         assert!(!d.redelivered);
-        ch.basic_recover(true).await.unwrap();
+        ch.basic_recover(RecoverOptions::default()).await.unwrap();
         let d2 = next(&mut consumer).await;
         assert_eq!(d2.body, "r0");
         assert!(d2.redelivered);
@@ -139,12 +128,15 @@ async fn acking_an_unknown_tag_closes_the_channel_with_406() {
         let conn = connect().await;
         let q = names.queue("q-unknown-tag");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         fill(&conn, &q, &bodies("u", 1)).await;
-        let held = ch.basic_get(&q, false).await.unwrap().unwrap();
-        // The ack itself is asynchronous: it succeeds locally.
-        ch.basic_ack(held.delivery.delivery_tag + 1000, false)
+        let held = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
             .unwrap();
+        // The ack itself is asynchronous: it succeeds locally.
+        ch.basic_ack(held.delivery.delivery_tag + 1000).unwrap();
         // The broker's answer shows on the next call.
         let err = ch.basic_qos(1, Default::default()).await.unwrap_err();
         assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED);
@@ -157,15 +149,23 @@ async fn acking_an_unknown_tag_closes_the_channel_with_406() {
             other => panic!("expected StaleDelivery, got {other:?}"),
         }
         let ch = conn.open_channel().await.unwrap();
-        let m = ch.basic_get(&q, false).await.unwrap().expect("requeued");
+        let m = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .expect("requeued");
         assert!(m.delivery.redelivered);
         m.delivery.ack().unwrap();
         // Acking the same tag twice is the same error.
         fill(&conn, &q, &bodies("u", 1)).await;
-        let m = ch.basic_get(&q, false).await.unwrap().unwrap();
+        let m = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
         m.delivery.ack().unwrap();
         m.delivery.ack().unwrap();
-        let err = ch.queue_declare(&q, plain(), no_args()).await.unwrap_err();
+        let err = ch.queue_declare(&q, plain()).await.unwrap_err();
         assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED);
         let ch = conn.open_channel().await.unwrap();
         assert_eq!(ch.queue_delete(&q, Default::default()).await.unwrap(), 0);
@@ -181,12 +181,9 @@ async fn a_consumer_sees_its_channel_closed_by_the_broker() {
         let conn = connect().await;
         let q = names.queue("q-consumer-chan-406");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
-        ch.basic_ack(424_242, false).unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
+        ch.basic_ack(424_242).unwrap();
         match consumer.recv().await {
             Some(Err(err)) => assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED),
             other => panic!("expected the channel error, got {other:?}"),
@@ -210,11 +207,11 @@ async fn coalesced_acks_settle_exactly_what_the_application_settled() {
         let conn = connect().await;
         let q = names.queue("q-coalesce");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         fill(&conn, &q, &bodies("c", 500)).await;
         let consume_ch = conn.open_channel().await.unwrap();
         let mut consumer = consume_ch
-            .basic_consume(&q, ConsumeOptions::default(), no_args())
+            .basic_consume(&q, ConsumeOptions::default())
             .await
             .unwrap();
         let mut held = Vec::new();
@@ -224,7 +221,7 @@ async fn coalesced_acks_settle_exactly_what_the_application_settled() {
             assert_eq!(d.body, format!("c{i}"));
             match i {
                 100 | 300 => held.push(d),
-                200 => d.nack(false).unwrap(),
+                200 => d.nack(NackOptions::dead_letter()).unwrap(),
                 400.. => tail.push(d),
                 _ => d.ack().unwrap(),
             }
@@ -259,7 +256,7 @@ async fn a_batched_stream_from_the_broker_is_acked_exactly_once() {
         let conn = connect().await;
         let q = names.queue("q-batched");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         let pad = "x".repeat(1024);
         let sent: Vec<String> = (0..5000).map(|i| format!("{i:05}{pad}")).collect();
         fill(&conn, &q, &sent).await;

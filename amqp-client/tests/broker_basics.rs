@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use amqp_client::BindOptions;
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{
     Confirmation, ConsumeOptions, PublishOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
@@ -23,14 +24,7 @@ async fn publish_confirm_consume_ack_roundtrip() {
         let ch = conn.open_channel().await.unwrap();
         let queue = unique_name("basics");
         let info = ch
-            .queue_declare(
-                &queue,
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+            .queue_declare(&queue, QueueDeclareOptions::default().with_durable())
             .await
             .unwrap();
         assert_eq!(info.name, queue);
@@ -47,12 +41,12 @@ async fn publish_confirm_consume_ack_roundtrip() {
             );
         }
         for c in confirms {
-            assert_eq!(c.await.unwrap(), Confirmation::Ack(None));
+            assert_eq!(c.await.unwrap(), Confirmation::Acked);
         }
         assert!(ch.wait_for_confirms().await.unwrap());
         ch.basic_qos(10, Default::default()).await.unwrap();
         let mut consumer = ch
-            .basic_consume(&queue, ConsumeOptions::default(), FieldTable::default())
+            .basic_consume(&queue, ConsumeOptions::default())
             .await
             .unwrap();
         for i in 0..100u32 {
@@ -83,22 +77,18 @@ async fn settling_after_the_channel_closed_is_stale_and_the_broker_requeues() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let queue = unique_name("stale");
-        ch.queue_declare(
-            &queue,
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        ch.queue_declare(&queue, QueueDeclareOptions::default())
+            .await
+            .unwrap();
         ch.confirm_select().await.unwrap();
         let props = BasicProperties::default();
         let confirm = ch
             .basic_publish("", &queue, PublishOptions::default(), &props, "once")
             .await
             .unwrap();
-        assert!(confirm.await.unwrap().is_ack());
+        assert!(confirm.await.unwrap().is_acked());
         let got = ch
-            .basic_get(&queue, false)
+            .basic_get(&queue, GetOptions::default())
             .await
             .unwrap()
             .expect("a message");
@@ -112,7 +102,7 @@ async fn settling_after_the_channel_closed_is_stale_and_the_broker_requeues() {
         );
         // The broker requeued it when the channel closed.
         let again = ch2
-            .basic_get(&queue, false)
+            .basic_get(&queue, GetOptions::default())
             .await
             .unwrap()
             .expect("requeued");
@@ -140,46 +130,38 @@ async fn nowait_bind_unbind_and_purge_take_effect_in_order() {
         );
         let opts = ExchangeDeclareOptions::default();
         for x in [&src, &dst] {
-            ch.exchange_declare(x, ExchangeKind::Direct, opts, FieldTable::default())
+            ch.exchange_declare(x, ExchangeKind::Direct, opts.clone())
                 .await
                 .unwrap();
         }
-        let q = QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        };
-        ch.queue_declare(&queue, q, FieldTable::default())
+        let q = QueueDeclareOptions::default().with_exclusive();
+        ch.queue_declare(&queue, q).await.unwrap();
+        ch.queue_bind(&queue, &dst, "k", BindOptions::default().with_nowait())
             .await
             .unwrap();
-        ch.queue_bind_nowait(&queue, &dst, "k", FieldTable::default())
-            .unwrap();
-        ch.exchange_bind_nowait(&dst, &src, "k", FieldTable::default())
+        ch.exchange_bind(&dst, &src, "k", BindOptions::default().with_nowait())
+            .await
             .unwrap();
         ch.confirm_select().await.unwrap();
         let props = BasicProperties::default();
-        let mandatory = PublishOptions {
-            mandatory: true,
-            ..Default::default()
-        };
+        let mandatory = PublishOptions::default().with_mandatory();
         // Routed through both no-wait bindings.
         let c = ch
             .basic_publish(src.as_str(), "k", mandatory, &props, "via e2e")
             .await
             .unwrap();
-        assert_eq!(c.await.unwrap(), Confirmation::Ack(None));
+        assert_eq!(c.await.unwrap(), Confirmation::Acked);
         ch.queue_purge_nowait(&queue).unwrap();
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let passive = QueueDeclareOptions::default().with_passive();
         assert_eq!(
-            ch.queue_declare(&queue, passive, FieldTable::default())
+            ch.queue_declare(&queue, passive.clone())
                 .await
                 .unwrap()
                 .message_count,
             0
         );
-        ch.exchange_unbind_nowait(&dst, &src, "k", FieldTable::default())
+        ch.exchange_unbind(&dst, &src, "k", BindOptions::default().with_nowait())
+            .await
             .unwrap();
         let c = ch
             .basic_publish(src.as_str(), "k", mandatory, &props, "nowhere")
@@ -192,17 +174,15 @@ async fn nowait_bind_unbind_and_purge_take_effect_in_order() {
             "unbound: {returned:?}"
         );
         // A no-wait bind that fails closes the channel; the next call says why.
-        ch.queue_bind_nowait(
+        ch.queue_bind(
             &queue,
             "no-such-exchange-for-nowait",
             "k",
-            FieldTable::default(),
+            BindOptions::default().with_nowait(),
         )
+        .await
         .unwrap();
-        let err = ch
-            .queue_declare(&queue, passive, FieldTable::default())
-            .await
-            .unwrap_err();
+        let err = ch.queue_declare(&queue, passive).await.unwrap_err();
         assert_eq!(err.reply_code().map(|c| c.0), Some(404), "{err:?}");
         let ch = conn.open_channel().await.unwrap();
         for x in [&src, &dst] {

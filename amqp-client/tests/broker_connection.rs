@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::{BasicProperties, FieldValue, ReplyCode};
 use amqp_client::{
     AuthMechanism, Confirmation, Connection, ConnectionConfig, Error, PublishOptions,
@@ -14,8 +15,8 @@ use amqp_client::{
 };
 use amqp_test_support::{broker_addr, unique_name};
 use common::{
-    Cleanup, LIMIT, assert_connection_closed, config, connection_pid, no_args, plain, rabbitmqctl,
-    url_with, within,
+    Cleanup, LIMIT, assert_connection_closed, config, connection_pid, plain, rabbitmqctl, url_with,
+    within,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -152,7 +153,7 @@ async fn heartbeats_keep_an_idle_connection_open() {
         assert_eq!(conn.heartbeat(), 1);
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-heartbeat");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert!(conn.is_open(), "closed: {:?}", conn.close_reason());
         ch.confirm_select().await.unwrap();
@@ -168,8 +169,12 @@ async fn heartbeats_keep_an_idle_connection_open() {
             .unwrap()
             .await
             .unwrap();
-        assert_eq!(outcome, Confirmation::Ack(None));
-        let m = ch.basic_get(&q, true).await.unwrap().unwrap();
+        assert_eq!(outcome, Confirmation::Acked);
+        let m = ch
+            .basic_get(&q, GetOptions::no_ack())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(m.delivery.body, "alive");
         ch.queue_delete(&q, Default::default()).await.unwrap();
         conn.close().await.unwrap();
@@ -254,11 +259,8 @@ async fn a_silent_broker_is_a_heartbeat_timeout_and_fails_what_is_pending() {
         let conn = Connection::connect_with(cfg).await.unwrap();
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-silent");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let silenced = Instant::now();
         relay.send_replace(Relay::Blackhole);
         let got = consumer.recv().await;
@@ -288,11 +290,8 @@ async fn a_lost_socket_fails_what_is_pending() {
         let conn = Connection::connect_with(cfg).await.unwrap();
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-lost");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         relay.send_replace(Relay::Cut);
         let got = consumer.recv().await;
         match &got {
@@ -334,11 +333,8 @@ async fn rabbitmqctl_close_connection_fails_everything_pending_with_320() {
         // A consumer waiting on an empty queue.
         let idle = names.queue("q-close-idle");
         let ch1 = conn.open_channel().await.unwrap();
-        ch1.queue_declare(&idle, plain(), no_args()).await.unwrap();
-        let mut consumer = ch1
-            .basic_consume(&idle, Default::default(), no_args())
-            .await
-            .unwrap();
+        ch1.queue_declare(&idle, plain()).await.unwrap();
+        let mut consumer = ch1.basic_consume(&idle, Default::default()).await.unwrap();
         let waiting = tokio::spawn(async move {
             let first = consumer.recv().await;
             let second = consumer.recv().await;
@@ -348,16 +344,9 @@ async fn rabbitmqctl_close_connection_fails_everything_pending_with_320() {
         // broker confirms them only after writing to disk, so confirms are outstanding.
         let sink = names.queue("q-close-sink");
         let ch2 = conn.open_channel().await.unwrap();
-        ch2.queue_declare(
-            &sink,
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            no_args(),
-        )
-        .await
-        .unwrap();
+        ch2.queue_declare(&sink, QueueDeclareOptions::default().with_durable())
+            .await
+            .unwrap();
         ch2.confirm_select().await.unwrap();
         let publisher_ch = ch2.clone();
         let publishing = tokio::spawn(async move {
@@ -393,7 +382,7 @@ async fn rabbitmqctl_close_connection_fails_everything_pending_with_320() {
         let mut failed = 0;
         for c in confirms {
             match c.await {
-                Ok(Confirmation::Ack(None)) => {}
+                Ok(Confirmation::Acked) => {}
                 Err(err) => {
                     assert_connection_closed(&err, ReplyCode::CONNECTION_FORCED);
                     failed += 1;

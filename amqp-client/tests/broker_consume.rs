@@ -7,12 +7,13 @@ mod common;
 
 use std::time::Duration;
 
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::ReplyCode;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{ConsumeOptions, Error, Limits, QosOptions};
 use common::{
-    Cleanup, LIMIT, assert_channel_closed, bodies, config, connect, fill, next, no_args, plain,
-    quiet, ready_count, within,
+    Cleanup, LIMIT, assert_channel_closed, bodies, config, connect, fill, next, plain, quiet,
+    ready_count, within,
 };
 
 #[tokio::test]
@@ -22,14 +23,11 @@ async fn qos_prefetch_limits_unacked_deliveries() {
         let conn = connect().await;
         let q = names.queue("q-prefetch");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         fill(&conn, &q, &bodies("p", 10)).await;
         const N: usize = 3;
         ch.basic_qos(N as u16, QosOptions::default()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let mut held = Vec::new();
         for i in 0..N {
             let d = next(&mut consumer).await;
@@ -71,26 +69,14 @@ async fn global_qos_is_shared_by_the_channel_consumers() {
         let q2 = names.queue("q-gqos-2");
         let ch = conn.open_channel().await.unwrap();
         for q in [&q1, &q2] {
-            ch.queue_declare(q, plain(), no_args()).await.unwrap();
+            ch.queue_declare(q, plain()).await.unwrap();
             fill(&conn, q, &bodies("g", 5)).await;
         }
-        ch.basic_qos(
-            4,
-            QosOptions {
-                global: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let mut c1 = ch
-            .basic_consume(&q1, Default::default(), no_args())
+        ch.basic_qos(4, QosOptions::default().with_global())
             .await
             .unwrap();
-        let mut c2 = ch
-            .basic_consume(&q2, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut c1 = ch.basic_consume(&q1, Default::default()).await.unwrap();
+        let mut c2 = ch.basic_consume(&q2, Default::default()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut got = 0;
         for c in [&mut c1, &mut c2] {
@@ -119,17 +105,10 @@ async fn consume_with_a_client_chosen_tag() {
         let conn = connect().await;
         let q = names.queue("q-tag");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         let tag = amqp_test_support::unique_name("my-consumer");
         let mut consumer = ch
-            .basic_consume(
-                &q,
-                ConsumeOptions {
-                    consumer_tag: tag.clone(),
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .basic_consume(&q, ConsumeOptions::tagged(tag.clone()))
             .await
             .unwrap();
         assert_eq!(consumer.tag(), tag);
@@ -146,10 +125,7 @@ async fn consume_with_a_client_chosen_tag() {
             "stream ends after basic.cancel"
         );
         // A server-chosen tag.
-        let c2 = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let c2 = ch.basic_consume(&q, Default::default()).await.unwrap();
         assert!(c2.tag().starts_with("amq.ctag-"), "{}", c2.tag());
         c2.cancel().await.unwrap();
         ch.queue_delete(&q, Default::default()).await.unwrap();
@@ -165,30 +141,15 @@ async fn nowait_consume_with_a_tag_receives() {
         let conn = connect().await;
         let q = names.queue("q-nowait-consume");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         fill(&conn, &q, &bodies("n", 3)).await;
         let err = ch
-            .basic_consume(
-                &q,
-                ConsumeOptions {
-                    nowait: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .basic_consume(&q, ConsumeOptions::default().with_nowait())
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidUse(_)), "{err:?}");
         let mut consumer = ch
-            .basic_consume(
-                &q,
-                ConsumeOptions {
-                    nowait: true,
-                    consumer_tag: "nowait-tag".into(),
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .basic_consume(&q, ConsumeOptions::tagged("nowait-tag").with_nowait())
             .await
             .unwrap();
         for i in 0..3 {
@@ -211,23 +172,13 @@ async fn exclusive_consumer_refuses_a_second_with_403() {
         let conn = connect().await;
         let q = names.queue("q-excl-consumer");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         let first = ch
-            .basic_consume(
-                &q,
-                ConsumeOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .basic_consume(&q, ConsumeOptions::default().with_exclusive())
             .await
             .unwrap();
         let ch2 = conn.open_channel().await.unwrap();
-        let err = ch2
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap_err();
+        let err = ch2.basic_consume(&q, Default::default()).await.unwrap_err();
         assert_channel_closed(&err, ReplyCode::ACCESS_REFUSED);
         // The first consumer is unaffected.
         fill(&conn, &q, &bodies("x", 1)).await;
@@ -247,7 +198,7 @@ async fn consumer_priority_argument_is_honoured() {
         let conn = connect().await;
         let q = names.queue("q-consumer-priority");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         let prio = |p: i32| {
             FieldTable::builder()
                 .insert("x-priority", p)
@@ -255,11 +206,11 @@ async fn consumer_priority_argument_is_honoured() {
                 .unwrap()
         };
         let mut low = ch
-            .basic_consume(&q, Default::default(), prio(1))
+            .basic_consume(&q, ConsumeOptions::default().with_arguments(prio(1)))
             .await
             .unwrap();
         let mut high = ch
-            .basic_consume(&q, Default::default(), prio(10))
+            .basic_consume(&q, ConsumeOptions::default().with_arguments(prio(10)))
             .await
             .unwrap();
         fill(&conn, &q, &bodies("pr", 5)).await;
@@ -287,12 +238,9 @@ async fn client_cancel_yields_buffered_then_ends() {
         let conn = connect().await;
         let q = names.queue("q-cancel");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         fill(&conn, &q, &bodies("c", 3)).await;
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let first = next(&mut consumer).await;
         consumer.cancel().await.unwrap();
         let mut rest = Vec::new();
@@ -324,12 +272,9 @@ async fn dropping_a_consumer_hands_back_its_messages() {
         let conn = connect().await;
         let q = names.queue("q-drop-consumer");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         fill(&conn, &q, &bodies("d", 4)).await;
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let first = next(&mut consumer).await;
         tokio::time::sleep(Duration::from_millis(200)).await; // let the rest be buffered
         drop(consumer);
@@ -344,7 +289,11 @@ async fn dropping_a_consumer_hands_back_its_messages() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(ready, 3);
-        let m = ch.basic_get(&q, false).await.unwrap().unwrap();
+        let m = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(m.delivery.body, "d1");
         assert!(m.delivery.redelivered);
         m.delivery.ack().unwrap();
@@ -361,11 +310,8 @@ async fn broker_cancel_on_queue_delete_ends_the_stream_with_an_error() {
         let conn = connect().await;
         let q = names.queue("q-server-cancel");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let tag = consumer.tag().to_owned();
         let other = conn.open_channel().await.unwrap();
         other.queue_delete(&q, Default::default()).await.unwrap();
@@ -394,16 +340,10 @@ async fn two_consumers_on_one_channel_get_their_own_messages() {
         let qb = names.queue("q-two-b");
         let ch = conn.open_channel().await.unwrap();
         for q in [&qa, &qb] {
-            ch.queue_declare(q, plain(), no_args()).await.unwrap();
+            ch.queue_declare(q, plain()).await.unwrap();
         }
-        let mut ca = ch
-            .basic_consume(&qa, Default::default(), no_args())
-            .await
-            .unwrap();
-        let mut cb = ch
-            .basic_consume(&qb, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut ca = ch.basic_consume(&qa, Default::default()).await.unwrap();
+        let mut cb = ch.basic_consume(&qb, Default::default()).await.unwrap();
         fill(&conn, &qa, &bodies("a", 50)).await;
         fill(&conn, &qb, &bodies("b", 50)).await;
         for i in 0..50 {
@@ -441,7 +381,7 @@ async fn a_full_consumer_buffer_pauses_reading_and_resumes() {
         let q = names.queue("q-small-buffer");
         let publisher = connect().await;
         let pch = publisher.open_channel().await.unwrap();
-        pch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        pch.queue_declare(&q, plain()).await.unwrap();
         let padding = "x".repeat(PAD);
         let bodies: Vec<String> = (0..MESSAGES).map(|i| format!("b{i}/{padding}")).collect();
         fill(&publisher, &q, &bodies).await;
@@ -454,10 +394,7 @@ async fn a_full_consumer_buffer_pauses_reading_and_resumes() {
         let conn = amqp_client::Connection::connect_with(cfg).await.unwrap();
         let ch = conn.open_channel().await.unwrap();
         let before = conn.io_stats().bytes_read;
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         // The broker pushes all 300 (prefetch 0) while nobody takes them: reading must stop
         // once the buffer holds 4.
         let paused = settled_bytes_read(&conn).await - before;
@@ -522,7 +459,7 @@ async fn a_paused_reader_is_not_a_heartbeat_timeout() {
         let q = names.queue("q-paused-heartbeat");
         let publisher = connect().await;
         let pch = publisher.open_channel().await.unwrap();
-        pch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        pch.queue_declare(&q, plain()).await.unwrap();
         fill(&publisher, &q, &bodies("h", 10)).await;
 
         let mut cfg = config();
@@ -534,10 +471,7 @@ async fn a_paused_reader_is_not_a_heartbeat_timeout() {
         let conn = amqp_client::Connection::connect_with(cfg).await.unwrap();
         assert_eq!(conn.heartbeat(), 1);
         let ch = conn.open_channel().await.unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         // The application is busy elsewhere for four heartbeat intervals. Reading pauses
         // once the buffer holds 2: from then on nothing is read, not even the heartbeats the
         // broker sends (one a second at least), so the client hears nothing for more than the

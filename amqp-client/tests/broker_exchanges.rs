@@ -7,6 +7,7 @@
 
 mod common;
 
+use amqp_client::BindOptions;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, ReplyCode};
 use amqp_client::{
@@ -14,8 +15,7 @@ use amqp_client::{
     QueueDeclareOptions,
 };
 use common::{
-    Cleanup, LIMIT, assert_channel_closed, connect, drain, no_args, plain, publish_confirmed,
-    within,
+    Cleanup, LIMIT, assert_channel_closed, connect, drain, plain, publish_confirmed, within,
 };
 
 #[tokio::test]
@@ -32,40 +32,26 @@ async fn exchange_declare_every_kind_and_flag() {
         ];
         let flag_sets = [
             ExchangeDeclareOptions::default(),
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            ExchangeDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            ExchangeDeclareOptions {
-                internal: true,
-                ..Default::default()
-            },
-            ExchangeDeclareOptions {
-                durable: true,
-                auto_delete: true,
-                internal: true,
-                ..Default::default()
-            },
+            ExchangeDeclareOptions::default().with_durable(),
+            ExchangeDeclareOptions::default().with_auto_delete(),
+            ExchangeDeclareOptions::default().with_internal(),
+            ExchangeDeclareOptions::default()
+                .with_durable()
+                .with_auto_delete()
+                .with_internal(),
         ];
         for kind in &kinds {
-            for flags in flag_sets {
+            for flags in flag_sets.clone() {
                 let name = names.exchange(&format!("ex-{kind}"));
-                ch.exchange_declare(&name, kind.clone(), flags, no_args())
+                ch.exchange_declare(&name, kind.clone(), flags.clone())
                     .await
                     .unwrap_or_else(|e| panic!("declare {kind} {flags:?}: {e}"));
                 // Redeclaring with the same settings is a no-op; passive finds it.
-                ch.exchange_declare(&name, kind.clone(), flags, no_args())
+                ch.exchange_declare(&name, kind.clone(), flags)
                     .await
                     .unwrap();
-                let passive = ExchangeDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
-                ch.exchange_declare(&name, kind.clone(), passive, no_args())
+                let passive = ExchangeDeclareOptions::default().with_passive();
+                ch.exchange_declare(&name, kind.clone(), passive)
                     .await
                     .unwrap();
                 ch.exchange_delete(&name, ExchangeDeleteOptions::default())
@@ -86,19 +72,16 @@ async fn exchange_passive_missing_is_404_and_the_connection_lives_on() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let missing = names.exchange("ex-missing");
-        let passive = ExchangeDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let passive = ExchangeDeclareOptions::default().with_passive();
         let err = ch
-            .exchange_declare(&missing, ExchangeKind::Direct, passive, no_args())
+            .exchange_declare(&missing, ExchangeKind::Direct, passive)
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::NOT_FOUND);
         assert!(!ch.is_open());
         // Later calls on the closed channel fail with the same reason, at once.
         let again = ch
-            .queue_declare("", QueueDeclareOptions::default(), no_args())
+            .queue_declare("", QueueDeclareOptions::default())
             .await
             .unwrap_err();
         assert_channel_closed(&again, ReplyCode::NOT_FOUND);
@@ -106,7 +89,7 @@ async fn exchange_passive_missing_is_404_and_the_connection_lives_on() {
         assert!(conn.is_open());
         let ch2 = conn.open_channel().await.unwrap();
         let name = names.exchange("ex-after-404");
-        ch2.exchange_declare(&name, ExchangeKind::Fanout, Default::default(), no_args())
+        ch2.exchange_declare(&name, ExchangeKind::Fanout, Default::default())
             .await
             .unwrap();
         ch2.exchange_delete(&name, Default::default())
@@ -124,11 +107,11 @@ async fn exchange_redeclare_with_another_kind_is_406() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let name = names.exchange("ex-kind");
-        ch.exchange_declare(&name, ExchangeKind::Direct, Default::default(), no_args())
+        ch.exchange_declare(&name, ExchangeKind::Direct, Default::default())
             .await
             .unwrap();
         let err = ch
-            .exchange_declare(&name, ExchangeKind::Fanout, Default::default(), no_args())
+            .exchange_declare(&name, ExchangeKind::Fanout, Default::default())
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED);
@@ -149,20 +132,16 @@ async fn exchange_delete_and_if_unused() {
         let ch = conn.open_channel().await.unwrap();
         let ex = names.exchange("ex-del");
         let q = names.queue("q-ex-del");
-        ch.exchange_declare(&ex, ExchangeKind::Direct, Default::default(), no_args())
+        ch.exchange_declare(&ex, ExchangeKind::Direct, Default::default())
             .await
             .unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        ch.queue_bind(&q, &ex, "k", no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
+        ch.queue_bind(&q, &ex, "k", BindOptions::default())
+            .await
+            .unwrap();
         // if-unused refuses an exchange with bindings.
         let err = ch
-            .exchange_delete(
-                &ex,
-                ExchangeDeleteOptions {
-                    if_unused: true,
-                    ..Default::default()
-                },
-            )
+            .exchange_delete(&ex, ExchangeDeleteOptions::default().with_if_unused())
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED);
@@ -170,32 +149,23 @@ async fn exchange_delete_and_if_unused() {
         ch.exchange_delete(&ex, ExchangeDeleteOptions::default())
             .await
             .unwrap();
-        let passive = ExchangeDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let passive = ExchangeDeclareOptions::default().with_passive();
         let err = ch
-            .exchange_declare(&ex, ExchangeKind::Direct, passive, no_args())
+            .exchange_declare(&ex, ExchangeKind::Direct, passive.clone())
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::NOT_FOUND);
         let ch = conn.open_channel().await.unwrap();
         // No-wait delete, then a synchronous call to be sure it was processed.
         let ex2 = names.exchange("ex-del-nowait");
-        ch.exchange_declare(&ex2, ExchangeKind::Topic, Default::default(), no_args())
+        ch.exchange_declare(&ex2, ExchangeKind::Topic, Default::default())
             .await
             .unwrap();
-        ch.exchange_delete(
-            &ex2,
-            ExchangeDeleteOptions {
-                nowait: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        ch.exchange_delete(&ex2, ExchangeDeleteOptions::default().with_nowait())
+            .await
+            .unwrap();
         let err = ch
-            .exchange_declare(&ex2, ExchangeKind::Topic, passive, no_args())
+            .exchange_declare(&ex2, ExchangeKind::Topic, passive)
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::NOT_FOUND);
@@ -216,11 +186,7 @@ async fn internal_exchange_refuses_direct_publishes() {
         ch.exchange_declare(
             &ex,
             ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                internal: true,
-                ..Default::default()
-            },
-            no_args(),
+            ExchangeDeclareOptions::default().with_internal(),
         )
         .await
         .unwrap();
@@ -249,23 +215,20 @@ async fn auto_delete_exchange_goes_with_its_last_binding() {
         ch.exchange_declare(
             &ex,
             ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            no_args(),
+            ExchangeDeclareOptions::default().with_auto_delete(),
         )
         .await
         .unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        ch.queue_bind(&q, &ex, "k", no_args()).await.unwrap();
-        ch.queue_unbind(&q, &ex, "k", no_args()).await.unwrap();
-        let passive = ExchangeDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        ch.queue_declare(&q, plain()).await.unwrap();
+        ch.queue_bind(&q, &ex, "k", BindOptions::default())
+            .await
+            .unwrap();
+        ch.queue_unbind(&q, &ex, "k", BindOptions::default())
+            .await
+            .unwrap();
+        let passive = ExchangeDeclareOptions::default().with_passive();
         let err = ch
-            .exchange_declare(&ex, ExchangeKind::Direct, passive, no_args())
+            .exchange_declare(&ex, ExchangeKind::Direct, passive)
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::NOT_FOUND);
@@ -285,15 +248,17 @@ async fn exchange_to_exchange_bind_routes_and_unbind_stops() {
         let source = names.exchange("e2e-src");
         let dest = names.exchange("e2e-dst");
         let q = names.queue("e2e-q");
-        ch.exchange_declare(&source, ExchangeKind::Direct, Default::default(), no_args())
+        ch.exchange_declare(&source, ExchangeKind::Direct, Default::default())
             .await
             .unwrap();
-        ch.exchange_declare(&dest, ExchangeKind::Fanout, Default::default(), no_args())
+        ch.exchange_declare(&dest, ExchangeKind::Fanout, Default::default())
             .await
             .unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        ch.queue_bind(&q, &dest, "", no_args()).await.unwrap();
-        ch.exchange_bind(&dest, &source, "k", no_args())
+        ch.queue_declare(&q, plain()).await.unwrap();
+        ch.queue_bind(&q, &dest, "", BindOptions::default())
+            .await
+            .unwrap();
+        ch.exchange_bind(&dest, &source, "k", BindOptions::default())
             .await
             .unwrap();
         ch.confirm_select().await.unwrap();
@@ -301,22 +266,22 @@ async fn exchange_to_exchange_bind_routes_and_unbind_stops() {
         assert!(
             publish_confirmed(&ch, &source, "k", "through")
                 .await
-                .is_ack()
+                .is_acked()
         );
         assert!(
             publish_confirmed(&ch, &source, "other", "dropped")
                 .await
-                .is_ack()
+                .is_acked()
         );
         assert_eq!(drain(&ch, &q).await, ["through"]);
 
-        ch.exchange_unbind(&dest, &source, "k", no_args())
+        ch.exchange_unbind(&dest, &source, "k", BindOptions::default())
             .await
             .unwrap();
         assert!(
             publish_confirmed(&ch, &source, "k", "after unbind")
                 .await
-                .is_ack()
+                .is_acked()
         );
         assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
 
@@ -340,14 +305,14 @@ async fn routing_by_kind_direct_topic_headers() {
         // Topic: * is one word, # any number.
         let topic = names.exchange("route-topic");
         let q = names.queue("route-topic-q");
-        ch.exchange_declare(&topic, ExchangeKind::Topic, Default::default(), no_args())
+        ch.exchange_declare(&topic, ExchangeKind::Topic, Default::default())
             .await
             .unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        ch.queue_bind(&q, &topic, "*.orange.*", no_args())
+        ch.queue_declare(&q, plain()).await.unwrap();
+        ch.queue_bind(&q, &topic, "*.orange.*", BindOptions::default())
             .await
             .unwrap();
-        ch.queue_bind(&q, &topic, "lazy.#", no_args())
+        ch.queue_bind(&q, &topic, "lazy.#", BindOptions::default())
             .await
             .unwrap();
         for key in [
@@ -366,22 +331,24 @@ async fn routing_by_kind_direct_topic_headers() {
         // Headers: x-match all / any.
         let headers = names.exchange("route-headers");
         let qh = names.queue("route-headers-q");
-        ch.exchange_declare(
-            &headers,
-            ExchangeKind::Headers,
-            Default::default(),
-            no_args(),
-        )
-        .await
-        .unwrap();
-        ch.queue_declare(&qh, plain(), no_args()).await.unwrap();
+        ch.exchange_declare(&headers, ExchangeKind::Headers, Default::default())
+            .await
+            .unwrap();
+        ch.queue_declare(&qh, plain()).await.unwrap();
         let bind_args = FieldTable::builder()
             .insert("x-match", "all")
             .insert("format", "pdf")
             .insert("type", "report")
             .build()
             .unwrap();
-        ch.queue_bind(&qh, &headers, "", bind_args).await.unwrap();
+        ch.queue_bind(
+            &qh,
+            &headers,
+            "",
+            BindOptions::default().with_arguments(bind_args),
+        )
+        .await
+        .unwrap();
         for (name, format) in [("match", "pdf"), ("nomatch", "zip")] {
             let h = FieldTable::builder()
                 .insert("format", format)

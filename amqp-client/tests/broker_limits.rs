@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{
     BasicProperties, Decimal, FieldArray, FieldValue, LongStr, PropertiesBuilder, ReplyCode,
@@ -14,7 +15,7 @@ use amqp_client::amqp_codec::{
 };
 use amqp_client::{Channel, Connection, PublishOptions, QueueDeclareOptions};
 use bytes::Bytes;
-use common::{Cleanup, LIMIT, config, connect, no_args, plain, within};
+use common::{Cleanup, LIMIT, config, connect, plain, within};
 
 /// Publishes in confirm mode (the channel must be in it) and asserts the ack.
 async fn publish_acked(ch: &Channel, queue: &str, props: &BasicProperties, body: Bytes) {
@@ -24,7 +25,7 @@ async fn publish_acked(ch: &Channel, queue: &str, props: &BasicProperties, body:
         .expect("publish")
         .await
         .expect("confirm");
-    assert!(outcome.is_ack(), "{outcome:?}");
+    assert!(outcome.is_acked(), "{outcome:?}");
 }
 
 /// A body whose every byte depends on its position, so a misplaced frame shows.
@@ -55,12 +56,9 @@ async fn two_hundred_channels_at_once_on_one_connection() {
                 let q = ch
                     .queue_declare(
                         "",
-                        QueueDeclareOptions {
-                            exclusive: true,
-                            auto_delete: true,
-                            ..Default::default()
-                        },
-                        no_args(),
+                        QueueDeclareOptions::default()
+                            .with_exclusive()
+                            .with_auto_delete(),
                     )
                     .await
                     .unwrap();
@@ -71,7 +69,7 @@ async fn two_hundred_channels_at_once_on_one_connection() {
                 }
                 for j in 0..5u32 {
                     let m = ch
-                        .basic_get(&q.name, false)
+                        .basic_get(&q.name, GetOptions::default())
                         .await
                         .unwrap()
                         .expect("own message");
@@ -112,7 +110,7 @@ async fn a_16_mib_message_round_trips_byte_for_byte() {
         );
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-16mib");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         ch.confirm_select().await.unwrap();
         let body = patterned(16 << 20);
         let props = BasicProperties::builder()
@@ -121,7 +119,7 @@ async fn a_16_mib_message_round_trips_byte_for_byte() {
         // Publish + basic.get.
         publish_acked(&ch, &q, &props, body.clone()).await;
         let m = ch
-            .basic_get(&q, false)
+            .basic_get(&q, GetOptions::default())
             .await
             .unwrap()
             .expect("the big message");
@@ -131,10 +129,7 @@ async fn a_16_mib_message_round_trips_byte_for_byte() {
         // Publish + consume, twice in a row (the read buffer is reused between messages).
         publish_acked(&ch, &q, &props, body.clone()).await;
         publish_acked(&ch, &q, &props, body.clone()).await;
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         for _ in 0..2 {
             let d = consumer.recv().await.unwrap().unwrap();
             assert_same_body(&d.body, &body);
@@ -156,7 +151,7 @@ async fn bodies_at_frame_boundaries_round_trip() {
         let chunk = conn.frame_max() as usize - 8;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-boundaries");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         ch.confirm_select().await.unwrap();
         let sizes = [
             0,
@@ -172,17 +167,18 @@ async fn bodies_at_frame_boundaries_round_trip() {
             publish_acked(&ch, &q, &BasicProperties::default(), patterned(len)).await;
         }
         for &len in &sizes {
-            let m = ch.basic_get(&q, false).await.unwrap().expect("message");
+            let m = ch
+                .basic_get(&q, GetOptions::default())
+                .await
+                .unwrap()
+                .expect("message");
             assert_same_body(&m.delivery.body, &patterned(len));
             m.delivery.ack().unwrap();
         }
         for &len in &sizes {
             publish_acked(&ch, &q, &BasicProperties::default(), patterned(len)).await;
         }
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         for &len in &sizes {
             let d = consumer.recv().await.unwrap().unwrap();
             assert_same_body(&d.body, &patterned(len));
@@ -300,26 +296,31 @@ async fn all_properties_and_every_field_type_round_trip() {
         let user = config().username;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-properties");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         ch.confirm_select().await.unwrap();
         let want = all_fourteen(&user);
         let props = want.build();
         publish_acked(&ch, &q, &props, Bytes::from_static(b"props")).await;
-        let m = ch.basic_get(&q, false).await.unwrap().expect("message");
+        let m = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .expect("message");
         assert_same_properties(&m.delivery.properties, &want);
         m.delivery.ack().unwrap();
         publish_acked(&ch, &q, &props, Bytes::from_static(b"props")).await;
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let d = consumer.recv().await.unwrap().unwrap();
         assert_same_properties(&d.properties, &want);
         d.ack().unwrap();
         consumer.cancel().await.unwrap();
         // No properties at all round-trips too.
         publish_acked(&ch, &q, &BasicProperties::default(), Bytes::new()).await;
-        let m = ch.basic_get(&q, false).await.unwrap().expect("message");
+        let m = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .expect("message");
         assert!(m.delivery.properties.is_empty());
         assert!(m.delivery.body.is_empty());
         m.delivery.ack().unwrap();
@@ -336,7 +337,7 @@ async fn a_user_id_other_than_the_connections_is_refused_with_406() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-user-id");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         ch.confirm_select().await.unwrap();
         let props = BasicProperties::builder()
             .with_user_id(ShortStr::from_static("someone-else"))
@@ -399,7 +400,7 @@ async fn properties_too_large_for_a_frame_are_refused_locally() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-big-headers");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         let huge = FieldTable::builder()
             .insert("blob", "x".repeat(conn.frame_max() as usize))
             .build()

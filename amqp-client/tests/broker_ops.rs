@@ -7,10 +7,11 @@
 mod common;
 
 use amqp_client::amqp_codec::ReplyCode;
+use amqp_client::{BindOptions, GetOptions, RecoverOptions};
 use amqp_client::{ExchangeKind, QueueDeleteOptions};
 use common::{
-    Cleanup, LIMIT, assert_channel_closed, connect, drain, no_args, plain, publish,
-    publish_confirmed, within,
+    Cleanup, LIMIT, assert_channel_closed, connect, drain, plain, publish, publish_confirmed,
+    within,
 };
 
 #[tokio::test]
@@ -21,31 +22,31 @@ async fn queue_bind_unbind_purge_delete_counts() {
         let ch = conn.open_channel().await.unwrap();
         let ex = names.exchange("ex-bind");
         let q = names.queue("q-bind");
-        ch.exchange_declare(&ex, ExchangeKind::Direct, Default::default(), no_args())
+        ch.exchange_declare(&ex, ExchangeKind::Direct, Default::default())
             .await
             .unwrap();
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        ch.queue_bind(&q, &ex, "a", no_args()).await.unwrap();
-        ch.queue_bind(&q, &ex, "b", no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
+        ch.queue_bind(&q, &ex, "a", BindOptions::default())
+            .await
+            .unwrap();
+        ch.queue_bind(&q, &ex, "b", BindOptions::default())
+            .await
+            .unwrap();
         ch.confirm_select().await.unwrap();
         for key in ["a", "b", "c", "a"] {
             publish_confirmed(&ch, &ex, key, key).await;
         }
         assert_eq!(ch.queue_purge(&q).await.unwrap(), 3);
         assert_eq!(ch.queue_purge(&q).await.unwrap(), 0);
-        ch.queue_unbind(&q, &ex, "a", no_args()).await.unwrap();
+        ch.queue_unbind(&q, &ex, "a", BindOptions::default())
+            .await
+            .unwrap();
         for key in ["a", "b", "b"] {
             publish_confirmed(&ch, &ex, key, key).await;
         }
         // if-empty refuses a queue holding messages.
         let err = ch
-            .queue_delete(
-                &q,
-                QueueDeleteOptions {
-                    if_empty: true,
-                    ..Default::default()
-                },
-            )
+            .queue_delete(&q, QueueDeleteOptions::default().with_if_empty())
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED);
@@ -53,24 +54,11 @@ async fn queue_bind_unbind_purge_delete_counts() {
         // if-unused refuses a queue with a consumer.
         let consumer_ch = conn.open_channel().await.unwrap();
         let consumer = consumer_ch
-            .basic_consume(
-                &q,
-                amqp_client::ConsumeOptions {
-                    no_ack: false,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .basic_consume(&q, amqp_client::ConsumeOptions::default())
             .await
             .unwrap();
         let err = ch
-            .queue_delete(
-                &q,
-                QueueDeleteOptions {
-                    if_unused: true,
-                    ..Default::default()
-                },
-            )
+            .queue_delete(&q, QueueDeleteOptions::default().with_if_unused())
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::PRECONDITION_FAILED);
@@ -93,14 +81,23 @@ async fn basic_get_empty_and_non_empty() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-get");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        assert!(ch.basic_get(&q, false).await.unwrap().is_none());
+        ch.queue_declare(&q, plain()).await.unwrap();
+        assert!(
+            ch.basic_get(&q, GetOptions::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
         ch.confirm_select().await.unwrap();
         for i in 0..3 {
             publish_confirmed(&ch, "", &q, &format!("g{i}")).await;
         }
         for (i, left) in [2u32, 1, 0].into_iter().enumerate() {
-            let m = ch.basic_get(&q, false).await.unwrap().expect("a message");
+            let m = ch
+                .basic_get(&q, GetOptions::default())
+                .await
+                .unwrap()
+                .expect("a message");
             assert_eq!(m.message_count, left);
             assert_eq!(m.delivery.body, format!("g{i}").as_bytes());
             assert!(!m.delivery.redelivered);
@@ -110,12 +107,26 @@ async fn basic_get_empty_and_non_empty() {
             assert_eq!(m.delivery.channel_id(), ch.id());
             m.delivery.ack().unwrap();
         }
-        assert!(ch.basic_get(&q, false).await.unwrap().is_none());
+        assert!(
+            ch.basic_get(&q, GetOptions::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
         // no-ack get: nothing to settle, the message is gone.
         publish_confirmed(&ch, "", &q, "auto").await;
-        let m = ch.basic_get(&q, true).await.unwrap().unwrap();
+        let m = ch
+            .basic_get(&q, GetOptions::no_ack())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(m.delivery.body, "auto");
-        assert!(ch.basic_get(&q, true).await.unwrap().is_none());
+        assert!(
+            ch.basic_get(&q, GetOptions::no_ack())
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(ch.queue_delete(&q, Default::default()).await.unwrap(), 0);
         conn.close().await.unwrap();
     })
@@ -129,7 +140,7 @@ async fn tx_commit_delivers_and_rollback_discards() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-tx");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         ch.tx_select().await.unwrap();
         publish(&ch, &q, "rolled back").await;
         ch.tx_rollback().await.unwrap();
@@ -141,13 +152,17 @@ async fn tx_commit_delivers_and_rollback_discards() {
         // Acks are transactional too: a rolled-back ack leaves the message unacked.
         publish(&ch, &q, "ack me").await;
         ch.tx_commit().await.unwrap();
-        let m = ch.basic_get(&q, false).await.unwrap().unwrap();
+        let m = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
         m.delivery.ack().unwrap();
         ch.tx_rollback().await.unwrap();
         ch.close().await.unwrap();
         // Closing the channel requeued the un-acked message.
         let m = reader
-            .basic_get(&q, false)
+            .basic_get(&q, GetOptions::default())
             .await
             .unwrap()
             .expect("requeued");
@@ -167,14 +182,27 @@ async fn basic_recover_requeues_unacked() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-recover");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         ch.confirm_select().await.unwrap();
         publish_confirmed(&ch, "", &q, "again").await;
-        let m = ch.basic_get(&q, false).await.unwrap().unwrap();
+        let m = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!m.delivery.redelivered);
-        assert!(ch.basic_get(&q, false).await.unwrap().is_none());
-        ch.basic_recover(true).await.unwrap();
-        let m = ch.basic_get(&q, false).await.unwrap().expect("recovered");
+        assert!(
+            ch.basic_get(&q, GetOptions::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        ch.basic_recover(RecoverOptions::default()).await.unwrap();
+        let m = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .expect("recovered");
         assert_eq!(m.delivery.body, "again");
         assert!(m.delivery.redelivered);
         m.delivery.ack().unwrap();

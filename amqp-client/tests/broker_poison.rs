@@ -9,13 +9,14 @@ mod common;
 
 use std::time::Duration;
 
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, FieldValue};
 use amqp_client::{
     Channel, ConsumeOptions, DiscardReason, Error, Limits, PublishOptions, QueueDeclareOptions,
 };
 use bytes::Bytes;
-use common::{Cleanup, LIMIT, config, connect, no_args, within};
+use common::{Cleanup, LIMIT, config, connect, within};
 
 /// A body whose every byte depends on its position, so a misplaced frame shows.
 fn patterned(len: usize) -> Bytes {
@@ -33,13 +34,13 @@ async fn publish_acked(ch: &Channel, queue: &str, props: &BasicProperties, body:
         .expect("publish")
         .await
         .expect("confirm");
-    assert!(outcome.is_ack(), "{outcome:?}");
+    assert!(outcome.is_acked(), "{outcome:?}");
 }
 
 /// A queue `q` dead-lettering into `dlq` through the default exchange.
 async fn declare_with_dead_letters(ch: &Channel, q: &str, dlq: &str) {
     let durable = QueueDeclareOptions::default();
-    ch.queue_declare(dlq, durable, no_args())
+    ch.queue_declare(dlq, durable.clone())
         .await
         .expect("declare the dead-letter queue");
     let args = FieldTable::builder()
@@ -47,7 +48,7 @@ async fn declare_with_dead_letters(ch: &Channel, q: &str, dlq: &str) {
         .insert("x-dead-letter-routing-key", dlq)
         .build()
         .expect("short keys");
-    ch.queue_declare(q, durable, args)
+    ch.queue_declare(q, durable.with_arguments(args))
         .await
         .expect("declare the queue");
 }
@@ -55,7 +56,11 @@ async fn declare_with_dead_letters(ch: &Channel, q: &str, dlq: &str) {
 /// The dead-lettered message, fetched by a connection without the limit.
 async fn dead_lettered(ch: &Channel, dlq: &str) -> Bytes {
     for _ in 0..100 {
-        if let Some(got) = ch.basic_get(dlq, true).await.expect("basic.get") {
+        if let Some(got) = ch
+            .basic_get(dlq, GetOptions::no_ack())
+            .await
+            .expect("basic.get")
+        {
             return got.delivery.body;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -85,7 +90,7 @@ async fn an_oversized_delivery_is_handed_over_dead_lettered_and_the_queue_flows_
         let ch = limited.open_channel().await.unwrap();
         let other = limited.open_channel().await.unwrap();
         let mut consumer = ch
-            .basic_consume(&q, ConsumeOptions::default(), no_args())
+            .basic_consume(&q, ConsumeOptions::default())
             .await
             .unwrap();
         let Some(Err(Error::UnreadableDelivery(unreadable))) = consumer.recv().await else {
@@ -137,14 +142,21 @@ async fn an_oversized_get_is_an_error_carrying_its_tag_and_can_be_dead_lettered(
         };
         let limited = amqp_client::Connection::connect_with(cfg).await.unwrap();
         let ch = limited.open_channel().await.unwrap();
-        let Err(Error::UnreadableDelivery(unreadable)) = ch.basic_get(&q, false).await else {
+        let Err(Error::UnreadableDelivery(unreadable)) =
+            ch.basic_get(&q, GetOptions::default()).await
+        else {
             panic!("expected the oversized message, as unreadable");
         };
         assert!(!unreadable.redelivered);
         unreadable.reject().unwrap();
         assert_eq!(dead_lettered(&pch, &dlq).await, big);
         // The channel still answers.
-        assert!(ch.basic_get(&q, false).await.unwrap().is_none());
+        assert!(
+            ch.basic_get(&q, GetOptions::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
         limited.close().await.unwrap();
         publisher.close().await.unwrap();
     })
@@ -158,7 +170,7 @@ async fn headers_nested_two_hundred_deep_are_consumed() {
         let q = names.queue("poison-deep");
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, QueueDeclareOptions::default(), no_args())
+        ch.queue_declare(&q, QueueDeclareOptions::default())
             .await
             .unwrap();
         ch.confirm_select().await.unwrap();
@@ -173,7 +185,7 @@ async fn headers_nested_two_hundred_deep_are_consumed() {
         publish_acked(&ch, &q, &BasicProperties::default(), "next".into()).await;
 
         let mut consumer = ch
-            .basic_consume(&q, ConsumeOptions::default(), no_args())
+            .basic_consume(&q, ConsumeOptions::default())
             .await
             .unwrap();
         let d = consumer.recv().await.unwrap().unwrap();

@@ -10,12 +10,9 @@ use amqp_client::amqp_codec::{BasicProperties, ReplyCode, ShortStr};
 use amqp_client::{
     Confirmation, Error, ExchangeKind, PublishConfirm, PublishOptions, QueueDeclareOptions,
 };
-use common::{Cleanup, LIMIT, assert_channel_closed, connect, no_args, plain, within};
+use common::{Cleanup, LIMIT, assert_channel_closed, connect, plain, within};
 
-const MANDATORY: PublishOptions = PublishOptions {
-    mandatory: true,
-    immediate: false,
-};
+const MANDATORY: PublishOptions = PublishOptions::mandatory();
 
 fn props() -> BasicProperties {
     BasicProperties::default()
@@ -63,14 +60,7 @@ async fn publish_to_a_missing_exchange_closes_the_channel_with_404() {
         assert!(conn.is_open());
         let ch = conn.open_channel().await.unwrap();
         let q = ch
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .queue_declare("", QueueDeclareOptions::default().with_exclusive())
             .await
             .unwrap();
         names.track_queue(&q.name);
@@ -87,7 +77,7 @@ async fn confirms_resolve_and_wait_for_confirms() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-confirms");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         // Not in confirm mode: nothing to wait for, and saying so.
         let err = ch.wait_for_confirms().await.unwrap_err();
         assert!(matches!(err, Error::InvalidUse(_)), "{err:?}");
@@ -114,7 +104,7 @@ async fn confirms_resolve_and_wait_for_confirms() {
         assert_eq!(ch.pending_confirms(), 0);
         // Futures resolved before they were polled still give their outcome.
         for c in confirms {
-            assert_eq!(c.await.unwrap(), Confirmation::Ack(None));
+            assert_eq!(c.await.unwrap(), Confirmation::Acked);
         }
         // Dropped confirms: wait_for_confirms still covers them.
         for i in 0..500u32 {
@@ -149,7 +139,7 @@ async fn mandatory_unroutable_in_confirm_mode_acks_with_the_returned_message() {
             .unwrap()
             .await
             .unwrap();
-        let Confirmation::Ack(Some(returned)) = &outcome else {
+        let Confirmation::Returned(returned) = &outcome else {
             panic!("expected Ack(Some(returned)), got {outcome:?}");
         };
         assert_eq!(returned.reply_code, ReplyCode::NO_ROUTE);
@@ -158,7 +148,7 @@ async fn mandatory_unroutable_in_confirm_mode_acks_with_the_returned_message() {
         assert_eq!(returned.routing_key, nowhere.as_str());
         assert_eq!(returned.body, "unroutable");
         assert_eq!(returned.properties, p);
-        assert!(!outcome.is_ack(), "is_ack is only for routed messages");
+        assert!(!outcome.is_acked(), "is_ack is only for routed messages");
         assert_eq!(outcome.returned(), Some(&**returned));
         // Not mandatory: dropped silently, plain ack.
         let outcome = ch
@@ -167,10 +157,10 @@ async fn mandatory_unroutable_in_confirm_mode_acks_with_the_returned_message() {
             .unwrap()
             .await
             .unwrap();
-        assert_eq!(outcome, Confirmation::Ack(None));
+        assert_eq!(outcome, Confirmation::Acked);
         // An exchange without bindings: the same.
         let ex = names.exchange("ex-unbound");
-        ch.exchange_declare(&ex, ExchangeKind::Direct, Default::default(), no_args())
+        ch.exchange_declare(&ex, ExchangeKind::Direct, Default::default())
             .await
             .unwrap();
         let outcome = ch
@@ -203,7 +193,7 @@ async fn mandatory_returns_stay_with_their_own_publish() {
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-some-routable");
         let nowhere = names.queue("q-nowhere");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         ch.confirm_select().await.unwrap();
         let mut pending: Vec<(u32, bool, PublishConfirm)> = Vec::new();
         for i in 0..300u32 {
@@ -219,8 +209,8 @@ async fn mandatory_returns_stay_with_their_own_publish() {
         for (i, routable, c) in pending {
             let outcome = c.await.unwrap();
             let ok = match (&outcome, routable) {
-                (Confirmation::Ack(None), true) => true,
-                (Confirmation::Ack(Some(r)), false) => r.body == i.to_string().as_bytes(),
+                (Confirmation::Acked, true) => true,
+                (Confirmation::Returned(r), false) => r.body == i.to_string().as_bytes(),
                 _ => false,
             };
             if !ok {
@@ -285,7 +275,7 @@ async fn returns_from_before_confirm_mode_do_not_attach_to_later_confirms() {
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-routable");
         let nowhere = names.queue("q-nowhere");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
         drop(
             ch.basic_publish("", &nowhere, MANDATORY, &props(), "old return")
                 .await
@@ -300,7 +290,7 @@ async fn returns_from_before_confirm_mode_do_not_attach_to_later_confirms() {
             .unwrap();
         assert_eq!(
             outcome,
-            Confirmation::Ack(None),
+            Confirmation::Acked,
             "a routed publish was confirmed with another message's return"
         );
         assert_eq!(ch.take_returned().len(), 1);
@@ -317,11 +307,8 @@ async fn closing_a_channel_fails_what_is_pending_on_it() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-chan-close");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let clone = ch.clone();
         ch.close().await.unwrap();
         assert!(!clone.is_open());
@@ -353,11 +340,8 @@ async fn app_close_fails_pending_consumers_and_confirms() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-app-close");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
-            .await
-            .unwrap();
+        ch.queue_declare(&q, plain()).await.unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let waiter = tokio::spawn(async move { consumer.recv().await });
         tokio::time::sleep(Duration::from_millis(100)).await;
         conn.close().await.unwrap();
@@ -409,7 +393,7 @@ async fn dropped_confirms_do_not_accumulate() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let ex = names.exchange("ex-void");
-        ch.exchange_declare(&ex, ExchangeKind::Fanout, Default::default(), no_args())
+        ch.exchange_declare(&ex, ExchangeKind::Fanout, Default::default())
             .await
             .unwrap();
         ch.confirm_select().await.unwrap();
@@ -453,11 +437,8 @@ async fn immediate_publish_closes_the_connection_with_540() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-immediate");
-        ch.queue_declare(&q, plain(), no_args()).await.unwrap();
-        let options = PublishOptions {
-            mandatory: false,
-            immediate: true,
-        };
+        ch.queue_declare(&q, plain()).await.unwrap();
+        let options = PublishOptions::default().with_immediate();
         ch.basic_publish("", &q, options, &props(), "now")
             .await
             .unwrap()
@@ -484,11 +465,7 @@ async fn requests_queued_at_channel_close_fail_with_channel_closed_by_app() {
             calls.spawn(async move {
                 c.queue_declare(
                     "",
-                    amqp_client::QueueDeclareOptions {
-                        exclusive: true,
-                        ..Default::default()
-                    },
-                    no_args(),
+                    amqp_client::QueueDeclareOptions::default().with_exclusive(),
                 )
                 .await
             });

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{FieldValue, ReplyCode};
+use amqp_client::{BindOptions, GetOptions};
 use amqp_client::{Confirmation, ExchangeKind, QueueDeclareOptions};
 use common::{
-    Cleanup, LIMIT, assert_channel_closed, connect, drain, no_args, plain, publish_confirmed,
-    within,
+    Cleanup, LIMIT, assert_channel_closed, connect, drain, plain, publish_confirmed, within,
 };
 
 #[tokio::test]
@@ -24,32 +24,26 @@ async fn queue_declare_server_named_and_passive() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let info = ch
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .queue_declare("", QueueDeclareOptions::default().with_exclusive())
             .await
             .unwrap();
         names.track_queue(&info.name);
         assert!(info.name.starts_with("amq.gen-"), "{}", info.name);
         assert_eq!((info.message_count, info.consumer_count), (0, 0));
         ch.confirm_select().await.unwrap();
-        assert!(publish_confirmed(&ch, "", &info.name, "one").await.is_ack());
-        assert!(publish_confirmed(&ch, "", &info.name, "two").await.is_ack());
+        assert!(
+            publish_confirmed(&ch, "", &info.name, "one")
+                .await
+                .is_acked()
+        );
+        assert!(
+            publish_confirmed(&ch, "", &info.name, "two")
+                .await
+                .is_acked()
+        );
         // Passive declare reports the counts.
         let passive = ch
-            .queue_declare(
-                &info.name,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .queue_declare(&info.name, QueueDeclareOptions::default().with_passive())
             .await
             .unwrap();
         assert_eq!(passive.name, info.name);
@@ -58,14 +52,7 @@ async fn queue_declare_server_named_and_passive() {
         // Passive on a missing queue: 404, channel closed, connection fine.
         let missing = names.queue("q-missing");
         let err = ch
-            .queue_declare(
-                &missing,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .queue_declare(&missing, QueueDeclareOptions::default().with_passive())
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::NOT_FOUND);
@@ -89,34 +76,17 @@ async fn exclusive_queue_is_locked_to_its_connection_and_dies_with_it() {
         let other = connect().await;
         let q = names.queue("q-exclusive");
         let ch = owner.open_channel().await.unwrap();
-        ch.queue_declare(
-            &q,
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            no_args(),
-        )
-        .await
-        .unwrap();
-        let och = other.open_channel().await.unwrap();
-        let err = och
-            .basic_consume(&q, Default::default(), no_args())
+        ch.queue_declare(&q, QueueDeclareOptions::default().with_exclusive())
             .await
-            .unwrap_err();
+            .unwrap();
+        let och = other.open_channel().await.unwrap();
+        let err = och.basic_consume(&q, Default::default()).await.unwrap_err();
         assert_channel_closed(&err, ReplyCode::RESOURCE_LOCKED);
         owner.close().await.unwrap();
         // Gone with its connection.
         let och = other.open_channel().await.unwrap();
         let err = och
-            .queue_declare(
-                &q,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .queue_declare(&q, QueueDeclareOptions::default().with_passive())
             .await
             .unwrap_err();
         assert_channel_closed(&err, ReplyCode::NOT_FOUND);
@@ -132,30 +102,17 @@ async fn auto_delete_queue_goes_with_its_last_consumer() {
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         let q = names.queue("q-autodel");
-        ch.queue_declare(
-            &q,
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            no_args(),
-        )
-        .await
-        .unwrap();
-        let consumer = ch
-            .basic_consume(&q, Default::default(), no_args())
+        ch.queue_declare(&q, QueueDeclareOptions::default().with_auto_delete())
             .await
             .unwrap();
+        let consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         consumer.cancel().await.unwrap();
         // The queue deletes itself just after answering the cancel: poll for it.
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let passive = QueueDeclareOptions::default().with_passive();
         let mut gone = false;
         for _ in 0..50 {
             let probe = conn.open_channel().await.unwrap();
-            match probe.queue_declare(&q, passive, no_args()).await {
+            match probe.queue_declare(&q, passive.clone()).await {
                 Ok(_) => {
                     probe.close().await.unwrap();
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -189,31 +146,33 @@ async fn quorum_queue_declare_publish_get() {
             .unwrap();
         ch.queue_declare(
             &q,
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args.clone(),
+            QueueDeclareOptions::default()
+                .with_durable()
+                .with_arguments(args.clone()),
         )
         .await
         .unwrap();
         ch.confirm_select().await.unwrap();
-        assert!(publish_confirmed(&ch, "", &q, "raft").await.is_ack());
-        let msg = ch.basic_get(&q, false).await.unwrap().expect("a message");
+        assert!(publish_confirmed(&ch, "", &q, "raft").await.is_acked());
+        let msg = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .expect("a message");
         assert_eq!(msg.delivery.body, "raft");
         msg.delivery.ack().unwrap();
         // A classic redeclare of a quorum queue is refused.
         let err = ch
             .queue_declare(
                 &q,
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::builder()
-                    .insert("x-queue-type", "classic")
-                    .build()
-                    .unwrap(),
+                QueueDeclareOptions::default()
+                    .with_durable()
+                    .with_arguments(
+                        FieldTable::builder()
+                            .insert("x-queue-type", "classic")
+                            .build()
+                            .unwrap(),
+                    ),
             )
             .await
             .unwrap_err();
@@ -238,9 +197,16 @@ async fn redeclare_with_other_arguments_is_406_precondition_failed() {
                 .build()
                 .unwrap()
         };
-        ch.queue_declare(&q, plain(), ttl(1000)).await.unwrap();
-        ch.queue_declare(&q, plain(), ttl(1000)).await.unwrap();
-        let err = ch.queue_declare(&q, plain(), ttl(2000)).await.unwrap_err();
+        ch.queue_declare(&q, plain().with_arguments(ttl(1000)))
+            .await
+            .unwrap();
+        ch.queue_declare(&q, plain().with_arguments(ttl(1000)))
+            .await
+            .unwrap();
+        let err = ch
+            .queue_declare(&q, plain().with_arguments(ttl(2000)))
+            .await
+            .unwrap_err();
         assert_eq!(err.reply_code(), Some(ReplyCode::PRECONDITION_FAILED));
         assert!(err.is_channel_error());
         assert!(!err.is_connection_error());
@@ -251,11 +217,9 @@ async fn redeclare_with_other_arguments_is_406_precondition_failed() {
         let err = ch
             .queue_declare(
                 &q,
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                ttl(1000),
+                QueueDeclareOptions::default()
+                    .with_durable()
+                    .with_arguments(ttl(1000)),
             )
             .await
             .unwrap_err();
@@ -276,28 +240,29 @@ async fn message_ttl_expires_and_dead_letters() {
         let dlx = names.exchange("dlx");
         let dlq = names.queue("dlq");
         let src = names.queue("q-ttl");
-        ch.exchange_declare(&dlx, ExchangeKind::Fanout, Default::default(), no_args())
+        ch.exchange_declare(&dlx, ExchangeKind::Fanout, Default::default())
             .await
             .unwrap();
-        ch.queue_declare(&dlq, plain(), no_args()).await.unwrap();
-        ch.queue_bind(&dlq, &dlx, "", no_args()).await.unwrap();
+        ch.queue_declare(&dlq, plain()).await.unwrap();
+        ch.queue_bind(&dlq, &dlx, "", BindOptions::default())
+            .await
+            .unwrap();
         let args = FieldTable::builder()
             .insert("x-message-ttl", 100i32)
             .insert("x-dead-letter-exchange", dlx.as_str())
             .build()
             .unwrap();
-        ch.queue_declare(&src, plain(), args).await.unwrap();
+        ch.queue_declare(&src, plain().with_arguments(args))
+            .await
+            .unwrap();
         ch.confirm_select().await.unwrap();
         assert!(
             publish_confirmed(&ch, "", &src, "short-lived")
                 .await
-                .is_ack()
+                .is_acked()
         );
 
-        let mut consumer = ch
-            .basic_consume(&dlq, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&dlq, Default::default()).await.unwrap();
         let d = consumer
             .recv()
             .await
@@ -328,7 +293,10 @@ async fn message_ttl_expires_and_dead_letters() {
         d.ack().unwrap();
         consumer.cancel().await.unwrap();
         assert!(
-            ch.basic_get(&src, true).await.unwrap().is_none(),
+            ch.basic_get(&src, GetOptions::no_ack())
+                .await
+                .unwrap()
+                .is_none(),
             "expired in the source"
         );
 
@@ -338,13 +306,23 @@ async fn message_ttl_expires_and_dead_letters() {
             .insert("x-dead-letter-exchange", dlx.as_str())
             .build()
             .unwrap();
-        ch.queue_declare(&src2, plain(), args).await.unwrap();
-        assert!(publish_confirmed(&ch, "", &src2, "rejected").await.is_ack());
-        let m = ch.basic_get(&src2, false).await.unwrap().unwrap();
-        m.delivery.reject(false).unwrap();
+        ch.queue_declare(&src2, plain().with_arguments(args))
+            .await
+            .unwrap();
+        assert!(
+            publish_confirmed(&ch, "", &src2, "rejected")
+                .await
+                .is_acked()
+        );
+        let m = ch
+            .basic_get(&src2, GetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        m.delivery.reject().unwrap();
         let mut got = None;
         for _ in 0..50 {
-            if let Some(m) = ch.basic_get(&dlq, false).await.unwrap() {
+            if let Some(m) = ch.basic_get(&dlq, GetOptions::default()).await.unwrap() {
                 got = Some(m);
                 break;
             }
@@ -374,24 +352,19 @@ async fn max_length_drops_from_the_head() {
             .insert("x-max-length", 2i32)
             .build()
             .unwrap();
-        ch.queue_declare(&q, plain(), args).await.unwrap();
+        ch.queue_declare(&q, plain().with_arguments(args))
+            .await
+            .unwrap();
         ch.confirm_select().await.unwrap();
         for i in 0..5 {
             assert!(
                 publish_confirmed(&ch, "", &q, &format!("m{i}"))
                     .await
-                    .is_ack()
+                    .is_acked()
             );
         }
         let info = ch
-            .queue_declare(
-                &q,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                no_args(),
-            )
+            .queue_declare(&q, QueueDeclareOptions::default().with_passive())
             .await
             .unwrap();
         assert_eq!(info.message_count, 2);
@@ -414,16 +387,18 @@ async fn max_length_reject_publish_nacks() {
             .insert("x-overflow", "reject-publish")
             .build()
             .unwrap();
-        ch.queue_declare(&q, plain(), args).await.unwrap();
+        ch.queue_declare(&q, plain().with_arguments(args))
+            .await
+            .unwrap();
         ch.confirm_select().await.unwrap();
         assert_eq!(
             publish_confirmed(&ch, "", &q, "fits").await,
-            Confirmation::Ack(None)
+            Confirmation::Acked
         );
         assert!(ch.wait_for_confirms().await.unwrap());
         assert_eq!(
             publish_confirmed(&ch, "", &q, "overflow").await,
-            Confirmation::Nack(None)
+            Confirmation::Nacked(None)
         );
         assert!(
             !ch.wait_for_confirms().await.unwrap(),

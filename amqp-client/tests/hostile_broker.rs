@@ -70,9 +70,7 @@ async fn violation(hostile: Vec<u8>, confirm: bool) -> (ConnectionClose, Error) 
         if confirm {
             ch.confirm_select().await.unwrap();
         }
-        let pending = ch
-            .queue_declare("q", QueueDeclareOptions::default(), Default::default())
-            .await;
+        let pending = ch.queue_declare("q", QueueDeclareOptions::default()).await;
         let err = pending.unwrap_err();
         // Every later call fails too, at once.
         assert!(ch.queue_purge("q").await.is_err());
@@ -284,11 +282,8 @@ async fn a_message_over_the_size_limit_is_dropped_as_it_comes_and_handed_over() 
     let client = async {
         let conn = Connection::connect_with(cfg).await.unwrap();
         let ch = conn.open_channel().await.unwrap();
-        let mut consumer = ch
-            .basic_consume("q", Default::default(), Default::default())
-            .await
-            .unwrap();
-        ch.queue_declare("q", QueueDeclareOptions::default(), Default::default())
+        let mut consumer = ch.basic_consume("q", Default::default()).await.unwrap();
+        ch.queue_declare("q", QueueDeclareOptions::default())
             .await
             .expect("the pending call is answered");
         let Some(Err(Error::UnreadableDelivery(unreadable))) = consumer.recv().await else {

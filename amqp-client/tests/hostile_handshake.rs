@@ -194,10 +194,7 @@ async fn a_delivery_whose_properties_do_not_parse_is_handed_over_and_rejected_by
     });
     let conn = Connection::connect_with(cfg).await.unwrap();
     let ch = conn.open_channel().await.unwrap();
-    let mut consumer = ch
-        .basic_consume("q", Default::default(), Default::default())
-        .await
-        .unwrap();
+    let mut consumer = ch.basic_consume("q", Default::default()).await.unwrap();
     let Some(Err(Error::UnreadableDelivery(unreadable))) = consumer.recv().await else {
         panic!("expected the unreadable delivery");
     };

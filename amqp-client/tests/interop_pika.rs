@@ -6,6 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::table::{FieldArray, FieldTable, FieldValue};
 use amqp_client::amqp_codec::{BasicProperties, ShortStr};
 use amqp_client::{Connection, PublishOptions, QueueDeclareOptions, QueueDeleteOptions};
@@ -87,13 +88,9 @@ async fn properties_and_headers_survive_both_directions() {
         let conn = Connection::connect(&broker_url()).await.unwrap();
         let ch = conn.open_channel().await.unwrap();
         let queue = unique_name("interop");
-        ch.queue_declare(
-            &queue,
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        ch.queue_declare(&queue, QueueDeclareOptions::default())
+            .await
+            .unwrap();
 
         // This client → pika.
         let headers = FieldTable::builder()
@@ -143,7 +140,7 @@ async fn properties_and_headers_survive_both_directions() {
             .await
             .unwrap();
         assert!(
-            confirm.await.unwrap().is_ack(),
+            confirm.await.unwrap().is_acked(),
             "enqueued before pika looks"
         );
         let q = queue.clone();
@@ -186,7 +183,7 @@ async fn properties_and_headers_survive_both_directions() {
             .await
             .unwrap();
         let got = loop {
-            if let Some(m) = ch.basic_get(&queue, true).await.unwrap() {
+            if let Some(m) = ch.basic_get(&queue, GetOptions::no_ack()).await.unwrap() {
                 break m.delivery;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use amqp_client::BindOptions;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{
     Connection, ConnectionConfig, ConsumeOptions, ExchangeDeclareOptions, ExchangeKind,
     PublishOptions, QueueDeclareOptions, RecoveryEvent, RecoveryPolicy,
 };
 use common::recovery::{props, publish_all};
-use common::{consume_with_prefetch, no_args, within};
+use common::{consume_with_prefetch, within};
 
 /// Bound on each test: node start-up (~25 s for three on two cores) and the traffic.
 const LIMIT: Duration = Duration::from_secs(300);
@@ -128,41 +129,24 @@ async fn broker_restart_keeps_durable_topology_and_messages_and_renames_server_n
             .unwrap();
         let mut events = conn.recovery_events();
         let ch = conn.open_channel().await.unwrap();
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare("restart-durable", durable, no_args())
+        let durable = QueueDeclareOptions::default().with_durable();
+        ch.queue_declare("restart-durable", durable.clone())
             .await
             .unwrap();
         ch.exchange_declare(
             "restart-fanout",
             ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            no_args(),
+            ExchangeDeclareOptions::default().with_durable(),
         )
         .await
         .unwrap();
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        };
-        let old = ch
-            .queue_declare("", exclusive, no_args())
-            .await
-            .unwrap()
-            .name;
-        ch.queue_bind(&old, "restart-fanout", "", no_args())
+        let exclusive = QueueDeclareOptions::default().with_exclusive();
+        let old = ch.queue_declare("", exclusive).await.unwrap().name;
+        ch.queue_bind(&old, "restart-fanout", "", BindOptions::default())
             .await
             .unwrap();
-        let no_ack = ConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let mut consumer = ch.basic_consume(&old, no_ack, no_args()).await.unwrap();
+        let no_ack = ConsumeOptions::default().with_no_ack();
+        let mut consumer = ch.basic_consume(&old, no_ack).await.unwrap();
         ch.confirm_select().await.unwrap();
         for i in 0..50 {
             let c = ch
@@ -175,7 +159,7 @@ async fn broker_restart_keeps_durable_topology_and_messages_and_renames_server_n
                 )
                 .await
                 .unwrap();
-            assert!(c.await.unwrap().is_ack());
+            assert!(c.await.unwrap().is_acked());
         }
 
         let stopped = Instant::now();
@@ -195,10 +179,7 @@ async fn broker_restart_keeps_durable_topology_and_messages_and_renames_server_n
         let (o, new) = renamed.expect("the server-named queue came back renamed");
         assert_eq!(o, old);
         // Durable queue and persistent messages survived; the same channel handle reads them.
-        let info = ch
-            .queue_declare("restart-durable", durable, no_args())
-            .await
-            .unwrap();
+        let info = ch.queue_declare("restart-durable", durable).await.unwrap();
         assert_eq!(info.message_count, 50);
         // The new exclusive queue is bound and consumed as the old one was.
         let c = ch
@@ -211,7 +192,7 @@ async fn broker_restart_keeps_durable_topology_and_messages_and_renames_server_n
             )
             .await
             .unwrap();
-        assert!(c.await.unwrap().is_ack());
+        assert!(c.await.unwrap().is_acked());
         let got = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
             .await
             .unwrap()
@@ -241,13 +222,10 @@ async fn cluster_node_stopped_mid_stream_fails_over_without_losing_confirmed_mes
             .insert("x-queue-type", "quorum")
             .build()
             .unwrap();
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
+        let durable = QueueDeclareOptions::default().with_durable();
         let publisher = conn.open_channel().await.unwrap();
         publisher
-            .queue_declare("failover-quorum", durable, quorum)
+            .queue_declare("failover-quorum", durable.with_arguments(quorum))
             .await
             .unwrap();
         publisher.confirm_select().await.unwrap();

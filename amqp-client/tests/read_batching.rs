@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use amqp_client::amqp_codec::methods::{BasicConsumeOk, BasicDeliver};
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, Method, Outbound, ShortStr};
 use amqp_client::{Connection, ConnectionConfig, ConsumeOptions, Consumer, ReadBatching};
 use amqp_test_support::scripted_broker::{Peer, ScriptedBroker};
@@ -86,15 +85,8 @@ async fn consume(port: u16, batching: Option<ReadBatching>) -> (Connection, Cons
         .build();
     let conn = Connection::connect_with(config).await.unwrap();
     let ch = conn.open_channel().await.unwrap();
-    let options = ConsumeOptions {
-        consumer_tag: TAG.into(),
-        no_ack: true,
-        ..Default::default()
-    };
-    let consumer = ch
-        .basic_consume("q", options, FieldTable::default())
-        .await
-        .unwrap();
+    let options = ConsumeOptions::tagged(TAG).with_no_ack();
+    let consumer = ch.basic_consume("q", options).await.unwrap();
     (conn, consumer)
 }
 

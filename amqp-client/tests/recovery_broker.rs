@@ -13,6 +13,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use amqp_client::{BindOptions, GetOptions};
 use amqp_client::{
     Channel, ConnectionState, ConsumeOptions, Error, ExchangeDeclareOptions, ExchangeKind,
     PublishOptions, QosOptions, QueueDeclareOptions, RecoveryEvent, RecoveryPolicy,
@@ -22,7 +23,7 @@ use amqp_test_support::{broker_addr, unique_name};
 use common::recovery::{
     kill_connection, next_recovery, props, publish_all, quick_policy, recovering_config,
 };
-use common::{Cleanup, config, no_args, within};
+use common::{Cleanup, config, within};
 
 /// Bound on each test here (several recoveries, each a `rabbitmqctl` call of ~1 s).
 const LIMIT: Duration = Duration::from_secs(120);
@@ -40,16 +41,13 @@ async fn killed_repeatedly_while_publishing_and_consuming_loses_nothing() {
         let mut cleanup = Cleanup::new();
         let queue = cleanup.queue("recovery-kill");
         let publisher = conn.open_channel().await.unwrap();
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        publisher.queue_declare(&queue, durable, no_args()).await.unwrap();
+        let durable = QueueDeclareOptions::default().with_durable();
+        publisher.queue_declare(&queue, durable).await.unwrap();
         publisher.confirm_select().await.unwrap();
         let consumer_ch = conn.open_channel().await.unwrap();
         consumer_ch.basic_qos(200, QosOptions::default()).await.unwrap();
         let mut consumer = consumer_ch
-            .basic_consume(&queue, ConsumeOptions::default(), no_args())
+            .basic_consume(&queue, ConsumeOptions::default())
             .await
             .unwrap();
 
@@ -121,29 +119,16 @@ async fn server_named_queue_is_renamed_and_its_binding_and_consumer_follow() {
             &exchange,
             ExchangeKind::Fanout,
             ExchangeDeclareOptions::default(),
-            no_args(),
         )
         .await
         .unwrap();
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let old = ch
-            .queue_declare("", exclusive, no_args())
+        let exclusive = QueueDeclareOptions::default().with_exclusive();
+        let old = ch.queue_declare("", exclusive).await.unwrap().name;
+        ch.queue_bind(&old, &exchange, "", BindOptions::default())
             .await
-            .unwrap()
-            .name;
-        ch.queue_bind(&old, &exchange, "", no_args()).await.unwrap();
+            .unwrap();
         let mut consumer = ch
-            .basic_consume(
-                &old,
-                ConsumeOptions {
-                    no_ack: true,
-                    ..ConsumeOptions::default()
-                },
-                no_args(),
-            )
+            .basic_consume(&old, ConsumeOptions::default().with_no_ack())
             .await
             .unwrap();
 
@@ -197,19 +182,12 @@ async fn a_delivery_from_before_recovery_cannot_be_acked_and_comes_again() {
         let mut cleanup = Cleanup::new();
         let queue = cleanup.queue("recovery-stale");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(
-            &queue,
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            no_args(),
-        )
-        .await
-        .unwrap();
+        ch.queue_declare(&queue, QueueDeclareOptions::default().with_durable())
+            .await
+            .unwrap();
         ch.confirm_select().await.unwrap();
         let mut consumer = ch
-            .basic_consume(&queue, ConsumeOptions::default(), no_args())
+            .basic_consume(&queue, ConsumeOptions::default())
             .await
             .unwrap();
         for body in ["one", "two"] {
@@ -223,7 +201,7 @@ async fn a_delivery_from_before_recovery_cannot_be_acked_and_comes_again() {
                 )
                 .await
                 .unwrap();
-            assert!(c.await.unwrap().is_ack());
+            assert!(c.await.unwrap().is_acked());
         }
         let first = consumer.recv().await.unwrap().unwrap();
         assert_eq!((first.delivery_tag, &first.body[..]), (1, &b"one"[..]));
@@ -304,11 +282,11 @@ async fn round_trip(ch: &Channel, queue: &str, body: &str) -> usize {
         )
         .await
         .unwrap();
-    assert!(c.await.unwrap().is_ack());
+    assert!(c.await.unwrap().is_acked());
     let mut skipped = 0;
     loop {
         let got = ch
-            .basic_get(queue, true)
+            .basic_get(queue, GetOptions::no_ack())
             .await
             .unwrap()
             .expect("the message is there");
@@ -328,7 +306,7 @@ async fn proxy_cut_reset_and_black_hole_are_each_recovered() {
         let mut cleanup = Cleanup::new();
         let queue = cleanup.queue("recovery-proxy");
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&queue, QueueDeclareOptions::default(), no_args())
+        ch.queue_declare(&queue, QueueDeclareOptions::default())
             .await
             .unwrap();
         ch.confirm_select().await.unwrap();
@@ -408,7 +386,7 @@ async fn gives_up_after_max_attempts_and_every_handle_gets_the_final_error() {
         ));
         // A call made meanwhile waits for the outcome, then gets it.
         let err = ch
-            .queue_declare("", QueueDeclareOptions::default(), no_args())
+            .queue_declare("", QueueDeclareOptions::default())
             .await
             .unwrap_err();
         assert!(
@@ -443,7 +421,7 @@ async fn gives_up_after_max_attempts_and_every_handle_gets_the_final_error() {
             RecoveryEvent::Lost(_)
         ));
         let err = ch
-            .queue_declare("", QueueDeclareOptions::default(), no_args())
+            .queue_declare("", QueueDeclareOptions::default())
             .await
             .unwrap_err();
         let after = lost_at.elapsed();
@@ -461,12 +439,9 @@ async fn gives_up_after_max_attempts_and_every_handle_gets_the_final_error() {
 /// A consumer of a new server-named exclusive queue on a channel of its own.
 async fn exclusive_consumer(conn: &amqp_client::Connection) -> amqp_client::Consumer {
     let ch = conn.open_channel().await.unwrap();
-    let exclusive = QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    };
-    let q = ch.queue_declare("", exclusive, no_args()).await.unwrap();
-    ch.basic_consume(&q.name, ConsumeOptions::default(), no_args())
+    let exclusive = QueueDeclareOptions::default().with_exclusive();
+    let q = ch.queue_declare("", exclusive).await.unwrap();
+    ch.basic_consume(&q.name, ConsumeOptions::default())
         .await
         .unwrap()
 }
@@ -507,16 +482,9 @@ async fn fails_over_to_the_next_address() {
             }
         };
         assert_eq!(address, second.addr().to_string());
-        ch.queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            no_args(),
-        )
-        .await
-        .unwrap();
+        ch.queue_declare("", QueueDeclareOptions::default().with_exclusive())
+            .await
+            .unwrap();
         println!("failed over to {address}");
         conn.close().await.unwrap();
     })
@@ -533,7 +501,7 @@ async fn a_connection_closed_by_the_application_is_not_recovered() {
         conn.close().await.unwrap();
         assert!(matches!(*conn.state().borrow(), ConnectionState::Closed));
         let err = ch
-            .queue_declare("", QueueDeclareOptions::default(), no_args())
+            .queue_declare("", QueueDeclareOptions::default())
             .await
             .unwrap_err();
         assert!(matches!(err, Error::ConnectionClosedByApp), "{err:?}");

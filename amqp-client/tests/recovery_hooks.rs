@@ -22,7 +22,7 @@ use amqp_client::{
 use amqp_test_support::fault_proxy::FaultProxy;
 use amqp_test_support::{broker_addr, unique_name};
 use common::recovery::{kill_connection, quick_policy};
-use common::{Cleanup, config, connect, no_args, within};
+use common::{Cleanup, config, connect, within};
 
 /// Bound on each test here.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -42,7 +42,7 @@ impl RecoveryHook for Redeclare {
     ) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>> {
         Box::pin(async move {
             channel
-                .queue_declare(&self.queue, QueueDeclareOptions::default(), no_args())
+                .queue_declare(&self.queue, QueueDeclareOptions::default())
                 .await?;
             self.redeclared.fetch_add(1, Ordering::SeqCst);
             Ok(())
@@ -77,7 +77,7 @@ async fn a_hook_redeclares_what_the_client_does_not_record_before_calls_go_throu
         // The queue is not this connection's: another one declares it, and deletes it.
         let other = connect().await;
         let och = other.open_channel().await.unwrap();
-        och.queue_declare(&queue, QueueDeclareOptions::default(), no_args())
+        och.queue_declare(&queue, QueueDeclareOptions::default())
             .await
             .unwrap();
         och.queue_delete(&queue, QueueDeleteOptions::default())
@@ -89,11 +89,8 @@ async fn a_hook_redeclares_what_the_client_does_not_record_before_calls_go_throu
         lost(&mut events).await;
         // A call made during recovery goes through only after the hook ran: the queue is
         // there for it.
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let info = ch.queue_declare(&queue, passive, no_args()).await.unwrap();
+        let passive = QueueDeclareOptions::default().with_passive();
+        let info = ch.queue_declare(&queue, passive.clone()).await.unwrap();
         assert_eq!(info.name, queue);
         assert_eq!(hook.lost.load(Ordering::SeqCst), 1);
         assert_eq!(hook.redeclared.load(Ordering::SeqCst), 1);
@@ -102,7 +99,7 @@ async fn a_hook_redeclares_what_the_client_does_not_record_before_calls_go_throu
         // hook again, once.
         assert_eq!(kill_connection(&name).await, 1);
         lost(&mut events).await;
-        ch.queue_declare(&queue, passive, no_args()).await.unwrap();
+        ch.queue_declare(&queue, passive).await.unwrap();
         assert_eq!(hook.redeclared.load(Ordering::SeqCst), 2);
         conn.close().await.unwrap();
         other.close().await.unwrap();

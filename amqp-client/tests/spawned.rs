@@ -9,12 +9,13 @@ mod common;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::BasicProperties;
 use amqp_client::{Connection, PublishOptions};
 use amqp_test_support::broker_url;
 use common::{
-    Cleanup, LIMIT, config, consume_with_prefetch, exclusive, no_args, plain, rabbitmqctl,
-    ready_count, within,
+    Cleanup, LIMIT, config, consume_with_prefetch, exclusive, plain, rabbitmqctl, ready_count,
+    within,
 };
 
 /// Carries a type to the `is_send` probe.
@@ -72,12 +73,9 @@ async fn every_public_future_is_send() {
         let url = broker_url();
         let conn = Connection::connect(&url).await.unwrap();
         let ch = conn.open_channel().await.unwrap();
-        let q = ch.queue_declare("", exclusive(), no_args()).await.unwrap();
+        let q = ch.queue_declare("", exclusive()).await.unwrap();
         let props = BasicProperties::default();
-        let mut consumer = ch
-            .basic_consume(&q.name, Default::default(), no_args())
-            .await
-            .unwrap();
+        let mut consumer = ch.basic_consume(&q.name, Default::default()).await.unwrap();
         let confirm = ch
             .basic_publish("", &q.name, PublishOptions::default(), &props, "x")
             .await
@@ -93,7 +91,7 @@ async fn every_public_future_is_send() {
             ("Connection::closed", is_send!(conn.closed())),
             (
                 "Channel::queue_declare",
-                is_send!(ch.queue_declare("", Default::default(), no_args())),
+                is_send!(ch.queue_declare("", Default::default())),
             ),
             (
                 "Channel::basic_publish",
@@ -101,9 +99,12 @@ async fn every_public_future_is_send() {
             ),
             (
                 "Channel::basic_consume",
-                is_send!(ch.basic_consume(&q.name, Default::default(), no_args())),
+                is_send!(ch.basic_consume(&q.name, Default::default())),
             ),
-            ("Channel::basic_get", is_send!(ch.basic_get(&q.name, false))),
+            (
+                "Channel::basic_get",
+                is_send!(ch.basic_get(&q.name, GetOptions::default())),
+            ),
             ("Channel::confirm_select", is_send!(ch.confirm_select())),
             (
                 "Channel::wait_for_confirms",
@@ -139,7 +140,7 @@ async fn channels_work_from_spawned_tasks() {
             let conn = conn.clone();
             set.spawn(async move {
                 let ch = conn.open_channel().await.unwrap();
-                let q = ch.queue_declare("", exclusive(), no_args()).await.unwrap();
+                let q = ch.queue_declare("", exclusive()).await.unwrap();
                 ch.confirm_select().await.unwrap();
                 let confirm = ch
                     .basic_publish(
@@ -151,11 +152,8 @@ async fn channels_work_from_spawned_tasks() {
                     )
                     .await
                     .unwrap();
-                assert!(confirm.await.unwrap().is_ack());
-                let mut consumer = ch
-                    .basic_consume(&q.name, Default::default(), no_args())
-                    .await
-                    .unwrap();
+                assert!(confirm.await.unwrap().is_acked());
+                let mut consumer = ch.basic_consume(&q.name, Default::default()).await.unwrap();
                 let d = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
                     .await
                     .unwrap()
@@ -185,11 +183,7 @@ async fn concurrent_publishers_and_acks_lose_no_wake_up() {
     within(LIMIT, async {
         let conn = Connection::connect(&broker_url()).await.unwrap();
         let setup = conn.open_channel().await.unwrap();
-        let q = setup
-            .queue_declare("", exclusive(), no_args())
-            .await
-            .unwrap()
-            .name;
+        let q = setup.queue_declare("", exclusive()).await.unwrap().name;
         let (consumer_ch, mut consumer) = consume_with_prefetch(&conn, &q, 100).await;
         let consuming = tokio::spawn(async move {
             for _ in 0..TASKS * EACH {
@@ -223,7 +217,7 @@ async fn concurrent_publishers_and_acks_lose_no_wake_up() {
                     confirms.push(confirm);
                 }
                 for confirm in confirms {
-                    assert!(confirm.await.unwrap().is_ack());
+                    assert!(confirm.await.unwrap().is_acked());
                 }
                 ch.close().await.unwrap();
             });
@@ -257,7 +251,7 @@ async fn with_nothing_to_read_no_wake_up_is_lost() {
         let q = names.queue("q-no-wake-up-lost");
         let watcher = Connection::connect(&broker_url()).await.unwrap();
         let watch = watcher.open_channel().await.unwrap();
-        watch.queue_declare(&q, plain(), no_args()).await.unwrap();
+        watch.queue_declare(&q, plain()).await.unwrap();
         let mut cfg = config();
         cfg.heartbeat = 0;
         let conn = Connection::connect_with(cfg).await.unwrap();

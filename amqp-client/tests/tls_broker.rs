@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use amqp_client::amqp_codec::table::FieldTable;
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::{BasicProperties, ReplyCode, ShortStr};
 use amqp_client::{Connection, Error, PublishOptions, QueueDeclareOptions, TlsError};
 
@@ -207,14 +207,7 @@ async fn connect(what: &str, uri: &str) -> Result<Connection, Error> {
 async fn round_trip(conn: &Connection, props: &BasicProperties, body: &'static str) -> String {
     let ch = conn.open_channel().await.unwrap();
     let q = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+        .queue_declare("", QueueDeclareOptions::default().with_exclusive())
         .await
         .unwrap();
     ch.confirm_select().await.unwrap();
@@ -222,9 +215,9 @@ async fn round_trip(conn: &Connection, props: &BasicProperties, body: &'static s
         .basic_publish("", q.name.as_str(), PublishOptions::default(), props, body)
         .await
         .unwrap();
-    assert!(confirm.await.unwrap().is_ack());
+    assert!(confirm.await.unwrap().is_acked());
     let got = ch
-        .basic_get(&q.name, true)
+        .basic_get(&q.name, GetOptions::no_ack())
         .await
         .unwrap()
         .expect("a message");

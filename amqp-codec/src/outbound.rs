@@ -14,8 +14,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::constants::{ClassId, FRAME_END, FRAME_HEADER_SIZE, FRAME_OVERHEAD, FrameType};
 use crate::error::EncodeError;
 use crate::frame::{Frame, FrameHeader, ProtocolHeader};
-use crate::methods::{BasicAck, Method};
+use crate::methods::{BasicAck, BasicPublish, Method};
 use crate::properties::BasicProperties;
+use crate::strings::ShortStr;
 use crate::wire::BufSink;
 
 /// Encoded frames waiting to be written, in order.
@@ -105,7 +106,7 @@ impl Outbound {
         frame_max: u32,
     ) -> Result<(), EncodeError> {
         let len = method.encoded_len();
-        check_method_size(method, len, frame_max)?;
+        check_method_size(method.name(), len, frame_max)?;
         self.put_method(channel, method, len);
         Ok(())
     }
@@ -195,14 +196,92 @@ impl Outbound {
         body: Bytes,
         frame_max: u32,
     ) -> Result<(), EncodeError> {
-        self.last_ack = None;
+        // basic.publish, the message path, by hand (its reserved ticket is 0 in practice;
+        // another value goes through the generic writer so that it round-trips).
+        if let Method::BasicPublish(p) = method
+            && p.ticket == 0
+        {
+            let args = PublishArgs {
+                exchange: &p.exchange,
+                routing_key: &p.routing_key,
+                mandatory: p.mandatory,
+                immediate: p.immediate,
+            };
+            return self.push_publish(channel, &args, properties, body, frame_max);
+        }
         if !method.has_content() {
             return Err(EncodeError::NoContent {
                 name: method.name(),
             });
         }
         let method_len = method.encoded_len();
-        check_method_size(method, method_len, frame_max)?;
+        check_method_size(method.name(), method_len, frame_max)?;
+        let info = method.info();
+        let head = MethodHead {
+            class_id: info.class_id,
+            method_id: info.method_id,
+            len: method_len,
+        };
+        self.put_content(channel, &head, properties, body, frame_max, |buf| {
+            method.write_args(&mut BufSink::new(buf));
+        })
+    }
+
+    /// Queues a basic.publish whose names are borrowed (see [`PublishArgs`]), its content
+    /// header and its body, as [`push_content`](Self::push_content) does: nothing is made per
+    /// message but the frames themselves.
+    ///
+    /// ```
+    /// use amqp_codec::{BasicProperties, Outbound, PublishArgs};
+    /// let mut out = Outbound::new();
+    /// let args = PublishArgs::new(b"", b"tasks");
+    /// out.push_publish(1, &args, &BasicProperties::default(), "hello".into(), 131_072)?;
+    /// # Ok::<(), amqp_codec::EncodeError>(())
+    /// ```
+    pub fn push_publish(
+        &mut self,
+        channel: u16,
+        args: &PublishArgs<'_>,
+        properties: &BasicProperties,
+        body: Bytes,
+        frame_max: u32,
+    ) -> Result<(), EncodeError> {
+        for name in [args.exchange, args.routing_key] {
+            if name.len() > ShortStr::MAX_LEN {
+                return Err(EncodeError::ShortStrTooLong { len: name.len() });
+            }
+        }
+        // class, method, ticket, two short strings, the bits.
+        let method_len = 4 + 2 + 1 + args.exchange.len() + 1 + args.routing_key.len() + 1;
+        check_method_size("basic.publish", method_len, frame_max)?;
+        let head = MethodHead {
+            class_id: ClassId::BASIC,
+            method_id: BasicPublish::METHOD_ID,
+            len: method_len,
+        };
+        self.put_content(channel, &head, properties, body, frame_max, |buf| {
+            // ticket 0, exchange, routing key, then the bits mandatory and immediate, LSB
+            // first: by hand, a third of the instructions of the generic field writer.
+            buf.extend_from_slice(&[0, 0, args.exchange.len() as u8]);
+            buf.extend_from_slice(args.exchange);
+            buf.extend_from_slice(&[args.routing_key.len() as u8]);
+            buf.extend_from_slice(args.routing_key);
+            buf.extend_from_slice(&[u8::from(args.mandatory) | (u8::from(args.immediate) << 1)]);
+        })
+    }
+
+    /// The frames of one message: the method (its arguments written by `write_args`), the
+    /// content header, and the body chained in frames of at most `frame_max` bytes.
+    fn put_content(
+        &mut self,
+        channel: u16,
+        method: &MethodHead,
+        properties: &BasicProperties,
+        body: Bytes,
+        frame_max: u32,
+        write_args: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), EncodeError> {
+        self.last_ack = None;
         let header_len = 12 + properties.encoded_len();
         check_header_size(header_len, frame_max)?;
         let body_len = body.len();
@@ -210,9 +289,13 @@ impl Outbound {
         // Room, once, for all that goes into `buf`: the method frame, the header frame, and
         // the first body frame's header and frame-end (further body frames reserve their own).
         // Fixed-size parts are gathered into arrays and written in one piece each.
-        self.room(3 * FRAME_OVERHEAD + method_len + header_len);
-        self.put_method_head(channel, method, method_len);
-        self.put_content_method_args(method);
+        self.room(3 * FRAME_OVERHEAD + method.len + header_len);
+        let mut method_head = [0; FRAME_HEADER_SIZE + 4];
+        method_head[..7].copy_from_slice(&frame_header(FrameType::METHOD, channel, method.len));
+        method_head[7..9].copy_from_slice(&method.class_id.0.to_be_bytes());
+        method_head[9..].copy_from_slice(&method.method_id.to_be_bytes());
+        self.buf.extend_from_slice(&method_head);
+        write_args(&mut self.buf);
         // The method's frame-end, then the header frame up to its properties.
         let mut head = [0; 1 + FRAME_HEADER_SIZE + 14];
         head[0] = FRAME_END;
@@ -243,25 +326,6 @@ impl Outbound {
         }
         self.buf.extend_from_slice(&[FRAME_END]);
         Ok(())
-    }
-
-    /// A content method's arguments. basic.publish, written once per message sent, by hand
-    /// (a third of the instructions of the generic field writer); the others through it.
-    fn put_content_method_args(&mut self, method: &Method) {
-        let Method::BasicPublish(publish) = method else {
-            method.write_args(&mut BufSink::new(&mut self.buf));
-            return;
-        };
-        // ticket, exchange, routing key, then the bits mandatory and immediate, LSB first.
-        // Short strings are at most 255 bytes by construction.
-        self.buf.extend_from_slice(&publish.ticket.to_be_bytes());
-        self.buf.extend_from_slice(&[publish.exchange.len() as u8]);
-        self.buf.extend_from_slice(&publish.exchange);
-        self.buf
-            .extend_from_slice(&[publish.routing_key.len() as u8]);
-        self.buf.extend_from_slice(&publish.routing_key);
-        let bits = u8::from(publish.mandatory) | (u8::from(publish.immediate) << 1);
-        self.buf.extend_from_slice(&[bits]);
     }
 
     /// The previous frame's frame-end, then a body frame's header.
@@ -344,11 +408,11 @@ fn max_body_per_frame(frame_max: u32) -> usize {
     }
 }
 
-fn check_method_size(method: &Method, len: usize, frame_max: u32) -> Result<(), EncodeError> {
+fn check_method_size(name: &'static str, len: usize, frame_max: u32) -> Result<(), EncodeError> {
     let size = len + FRAME_OVERHEAD;
     if (frame_max != 0 && size > frame_max as usize) || u32::try_from(len).is_err() {
         return Err(EncodeError::MethodTooLarge {
-            name: method.name(),
+            name,
             size,
             frame_max,
         });
@@ -409,5 +473,39 @@ impl Buf for Outbound {
             }
         }
         n
+    }
+}
+
+/// A method frame's fixed part: what it is and how long its payload is.
+struct MethodHead {
+    class_id: ClassId,
+    method_id: u16,
+    /// The payload's length (class and method ids included).
+    len: usize,
+}
+
+/// basic.publish's arguments with borrowed names, for [`Outbound::push_publish`]: a client
+/// publishing with `&str` names writes them straight into the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishArgs<'a> {
+    /// The exchange (empty for the default exchange); at most 255 bytes.
+    pub exchange: &'a [u8],
+    /// The routing key; at most 255 bytes.
+    pub routing_key: &'a [u8],
+    /// Return the message if no queue receives it.
+    pub mandatory: bool,
+    /// Deprecated by RabbitMQ; kept for other brokers.
+    pub immediate: bool,
+}
+
+impl<'a> PublishArgs<'a> {
+    /// A plain publish to `exchange` with `routing_key`.
+    pub fn new(exchange: &'a [u8], routing_key: &'a [u8]) -> Self {
+        Self {
+            exchange,
+            routing_key,
+            mandatory: false,
+            immediate: false,
+        }
     }
 }

@@ -34,6 +34,7 @@
 
 use std::time::{Duration, Instant};
 
+use amqp_client::BindOptions;
 use amqp_client::amqp_codec::{BasicProperties, FieldTable, FieldValue, ReplyCode, ShortStr};
 use amqp_client::{Channel, ExchangeDeclareOptions, ExchangeKind, QueueDeclareOptions};
 use bytes::Bytes;
@@ -61,17 +62,11 @@ fn table(entries: Vec<(&'static str, FieldValue)>) -> FieldTable {
 }
 
 fn durable_queue() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    }
+    QueueDeclareOptions::durable()
 }
 
 fn durable_exchange() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    }
+    ExchangeDeclareOptions::durable()
 }
 
 /// The [`DELAY_TARGET_HEADER`] value for a target.
@@ -112,23 +107,23 @@ async fn declare_route(ch: &Channel) -> Result<(), amqp_client::Error> {
         UNROUTABLE_EXCHANGE,
         ExchangeKind::Fanout,
         durable_exchange(),
-        FieldTable::default(),
     )
     .await?;
-    ch.queue_declare(UNROUTABLE_QUEUE, durable_queue(), FieldTable::default())
-        .await?;
+    ch.queue_declare(UNROUTABLE_QUEUE, durable_queue()).await?;
     ch.queue_bind(
         UNROUTABLE_QUEUE,
         UNROUTABLE_EXCHANGE,
         "",
-        FieldTable::default(),
+        BindOptions::default(),
     )
     .await?;
     ch.exchange_declare(
         DELAYED_EXCHANGE,
         ExchangeKind::Headers,
-        durable_exchange(),
-        table(vec![("alternate-exchange", UNROUTABLE_EXCHANGE.into())]),
+        durable_exchange().with_arguments(table(vec![(
+            "alternate-exchange",
+            UNROUTABLE_EXCHANGE.into(),
+        )])),
     )
     .await
 }
@@ -226,27 +221,13 @@ async fn prepare_on(
         .await
         .map_err(failed(format!("exchange '{DELAYED_EXCHANGE}'")))?;
     let (target, passive) = if exchange.is_empty() {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let r = ch
-            .queue_declare(routing_key, passive, FieldTable::default())
-            .await
-            .map(drop);
+        let passive = QueueDeclareOptions::default().with_passive();
+        let r = ch.queue_declare(routing_key, passive).await.map(drop);
         (format!("queue '{routing_key}'"), r)
     } else {
-        let passive = ExchangeDeclareOptions {
-            passive: true,
-            ..ExchangeDeclareOptions::default()
-        };
+        let passive = ExchangeDeclareOptions::default().with_passive();
         let r = ch
-            .exchange_declare(
-                exchange,
-                ExchangeKind::Direct,
-                passive,
-                FieldTable::default(),
-            )
+            .exchange_declare(exchange, ExchangeKind::Direct, passive)
             .await;
         (format!("exchange '{exchange}'"), r)
     };
@@ -271,9 +252,21 @@ async fn prepare_on(
         ),
     ]);
     let bound = if exchange.is_empty() {
-        ch.queue_bind(routing_key, DELAYED_EXCHANGE, "", args).await
+        ch.queue_bind(
+            routing_key,
+            DELAYED_EXCHANGE,
+            "",
+            BindOptions::default().with_arguments(args),
+        )
+        .await
     } else {
-        ch.exchange_bind(exchange, DELAYED_EXCHANGE, "", args).await
+        ch.exchange_bind(
+            exchange,
+            DELAYED_EXCHANGE,
+            "",
+            BindOptions::default().with_arguments(args),
+        )
+        .await
     };
     bound.map_err(failed(format!(
         "the binding of {target} to '{DELAYED_EXCHANGE}'"
@@ -285,7 +278,7 @@ async fn prepare_on(
         ("x-dead-letter-exchange", DELAYED_EXCHANGE.into()),
         ("x-dead-letter-routing-key", routing_key.into()),
     ]);
-    ch.queue_declare(queue, durable_queue(), args)
+    ch.queue_declare(queue, durable_queue().with_arguments(args))
         .await
         .map_err(failed(format!("delay queue '{queue}'")))?;
     Ok(())

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_client::amqp_codec::{FieldTable, ReplyCode};
+use amqp_client::amqp_codec::ReplyCode;
 use amqp_client::{Connection, QueueDeclareOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -19,14 +19,8 @@ pub(crate) async fn depth(
     queue: &str,
 ) -> Result<Option<u32>, amqp_client::Error> {
     let channel = conn.open_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    match channel
-        .queue_declare(queue, passive, FieldTable::default())
-        .await
-    {
+    let passive = QueueDeclareOptions::default().with_passive();
+    match channel.queue_declare(queue, passive).await {
         Ok(ok) => {
             let _ = channel.close().await;
             Ok(Some(ok.message_count))

@@ -8,7 +8,8 @@
 //! else), and afterwards they carry the `redelivered` flag; on a quorum queue each look counts
 //! as a delivery (`x-delivery-count`).
 
-use amqp_client::amqp_codec::{BasicProperties, FieldTable, ReplyCode};
+use amqp_client::GetOptions;
+use amqp_client::amqp_codec::{BasicProperties, ReplyCode};
 use amqp_client::{Connection, QueueDeclareOptions};
 use bytes::Bytes;
 
@@ -60,12 +61,9 @@ pub async fn peek(
     mut keep: impl FnMut(&Peeked) -> bool,
 ) -> Result<PeekResult, WorkerError> {
     let channel = conn.open_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
+    let passive = QueueDeclareOptions::default().with_passive();
     let waiting = channel
-        .queue_declare(queue, passive, FieldTable::default())
+        .queue_declare(queue, passive)
         .await
         .map_err(|source| {
             if source.reply_code() == Some(ReplyCode::NOT_FOUND) {
@@ -84,7 +82,7 @@ pub async fn peek(
     };
     while out.scanned < u64::from(waiting) && out.kept.len() < limit {
         // Never acked: the channel's close below hands every one back.
-        let Some(got) = channel.basic_get(queue, false).await? else {
+        let Some(got) = channel.basic_get(queue, GetOptions::default()).await? else {
             break;
         };
         out.scanned += 1;

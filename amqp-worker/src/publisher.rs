@@ -100,8 +100,8 @@ impl PendingConfirm {
     /// The broker's answer: `Ok` once it acked a routed message.
     pub async fn wait(self) -> Result<(), PublishError> {
         match self.confirm.await? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+            Confirmation::Acked | Confirmation::NotRequested => Ok(()),
+            Confirmation::Returned(returned) | Confirmation::Nacked(Some(returned)) => {
                 Err(PublishError::Unroutable {
                     exchange: self.exchange,
                     routing_key: self.routing_key,
@@ -109,7 +109,8 @@ impl PendingConfirm {
                     reply_text: String::from_utf8_lossy(&returned.reply_text).into_owned(),
                 })
             }
-            Confirmation::Nack(None) => Err(PublishError::Nacked {
+            // A nack, or an answer this version does not know: not safe either way.
+            _ => Err(PublishError::Nacked {
                 exchange: self.exchange,
                 routing_key: self.routing_key,
             }),
@@ -169,10 +170,7 @@ impl Publisher {
         } else {
             properties
         };
-        let options = PublishOptions {
-            mandatory: true,
-            ..PublishOptions::default()
-        };
+        let options = PublishOptions::default().with_mandatory();
         let confirm = self
             .channel
             .basic_publish(exchange, routing_key, options, properties, body)

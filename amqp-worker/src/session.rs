@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_client::amqp_codec::FieldTable;
+use amqp_client::NackOptions;
 use amqp_client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, QosOptions};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -119,11 +119,7 @@ impl<H: Handler> Session<'_, H> {
             .basic_qos(config.prefetch, QosOptions::default())
             .await?;
         let consumer = channel
-            .basic_consume(
-                &config.queue,
-                ConsumeOptions::default(),
-                FieldTable::default(),
-            )
+            .basic_consume(&config.queue, ConsumeOptions::default())
             .await?;
         Ok((channel, consumer))
     }
@@ -287,7 +283,7 @@ async fn stop<H: Handler>(
     while let Ok(Some(Ok(delivery))) =
         tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
     {
-        if delivery.nack(true).is_ok() {
+        if delivery.nack(NackOptions::requeue()).is_ok() {
             handed_back += 1;
         }
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use amqp_client::Delivery;
+use amqp_client::NackOptions;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -247,7 +248,7 @@ async fn hand_back(delivery: &Delivery, error: &PublishError, broken: &Cancellat
         return;
     }
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let _ = delivery.nack(true);
+    let _ = delivery.nack(NackOptions::requeue());
     broken.cancel();
 }
 

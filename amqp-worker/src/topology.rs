@@ -18,6 +18,7 @@
 //! queues whatever the work queue's type.
 
 use amqp_client::amqp_codec::{FieldTable, FieldValue, ShortStr};
+use amqp_client::{BindOptions, GetOptions};
 use amqp_client::{
     Channel, Connection, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -36,10 +37,7 @@ fn table(entries: Vec<(&'static str, FieldValue)>) -> FieldTable {
 }
 
 fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    }
+    QueueDeclareOptions::durable()
 }
 
 /// Maps a declaration failure: connection losses stay client errors (the caller reconnects),
@@ -103,24 +101,18 @@ async fn preflight(channel: &Channel, config: &WorkerConfig) -> Result<(), Worke
             if declared_exchanges.contains(&x) {
                 continue;
             }
-            let passive = ExchangeDeclareOptions {
-                passive: true,
-                ..ExchangeDeclareOptions::default()
-            };
+            let passive = ExchangeDeclareOptions::default().with_passive();
             channel
-                .exchange_declare(x, ExchangeKind::Direct, passive, FieldTable::default())
+                .exchange_declare(x, ExchangeKind::Direct, passive)
                 .await
                 .map_err(missing(format!("exchange '{x}' (in the {binding})")))?;
         }
         if let (DestinationType::Queue, Some(q)) = (b.destination_type, &b.destination)
             && !declared_queues.contains(q)
         {
-            let passive = QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            };
+            let passive = QueueDeclareOptions::default().with_passive();
             channel
-                .queue_declare(q, passive, FieldTable::default())
+                .queue_declare(q, passive)
                 .await
                 .map_err(missing(format!("queue '{q}' (in the {binding})")))?;
         }
@@ -138,18 +130,15 @@ pub async fn declare(channel: &Channel, config: &WorkerConfig) -> Result<(), Wor
     config.validate()?;
     preflight(channel, config).await?;
     for x in &config.exchanges {
-        let options = ExchangeDeclareOptions {
-            durable: x.durable,
-            auto_delete: x.auto_delete,
-            internal: x.internal,
-            ..ExchangeDeclareOptions::default()
-        };
+        let mut options = ExchangeDeclareOptions::default();
+        options.durable = x.durable;
+        options.auto_delete = x.auto_delete;
+        options.internal = x.internal;
         channel
             .exchange_declare(
                 &x.name,
                 x.exchange_kind()?,
-                options,
-                arguments_table(&x.arguments),
+                options.with_arguments(arguments_table(&x.arguments)),
             )
             .await
             .map_err(declare_error(format!("exchange '{}'", x.name)))?;
@@ -160,11 +149,14 @@ pub async fn declare(channel: &Channel, config: &WorkerConfig) -> Result<(), Wor
         QueueType::Quorum => table(vec![("x-queue-type", "quorum".into())]),
     };
     channel
-        .queue_declare(&parking, durable(), parking_args)
+        .queue_declare(&parking, durable().with_arguments(parking_args))
         .await
         .map_err(declare_error(format!("queue '{parking}'")))?;
     channel
-        .queue_declare(&config.queue, durable(), work_queue_arguments(config))
+        .queue_declare(
+            &config.queue,
+            durable().with_arguments(work_queue_arguments(config)),
+        )
         .await
         .map_err(declare_error(format!("queue '{}'", config.queue)))?;
     for delay in config.distinct_delays() {
@@ -176,7 +168,7 @@ pub async fn declare(channel: &Channel, config: &WorkerConfig) -> Result<(), Wor
             ("x-dead-letter-routing-key", config.queue.as_str().into()),
         ]);
         channel
-            .queue_declare(&name, durable(), args)
+            .queue_declare(&name, durable().with_arguments(args))
             .await
             .map_err(declare_error(format!("queue '{name}'")))?;
     }
@@ -190,12 +182,22 @@ pub async fn declare(channel: &Channel, config: &WorkerConfig) -> Result<(), Wor
         let result = match b.destination_type {
             DestinationType::Queue => {
                 channel
-                    .queue_bind(destination, &b.source, &b.routing_key, args)
+                    .queue_bind(
+                        destination,
+                        &b.source,
+                        &b.routing_key,
+                        BindOptions::default().with_arguments(args),
+                    )
                     .await
             }
             DestinationType::Exchange => {
                 channel
-                    .exchange_bind(destination, &b.source, &b.routing_key, args)
+                    .exchange_bind(
+                        destination,
+                        &b.source,
+                        &b.routing_key,
+                        BindOptions::default().with_arguments(args),
+                    )
                     .await
             }
         };
@@ -261,12 +263,9 @@ pub async fn requeue_parked(
         source,
     };
     let channel = conn.open_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
+    let passive = QueueDeclareOptions::default().with_passive();
     let waiting = channel
-        .queue_declare(&parking, passive, FieldTable::default())
+        .queue_declare(&parking, passive)
         .await
         .map_err(declare_error(format!("queue '{parking}'")))?
         .message_count;
@@ -274,7 +273,7 @@ pub async fn requeue_parked(
     let publisher = Publisher::open(conn).await.map_err(fail)?;
     let mut moved = 0;
     while moved < limit {
-        let Some(msg) = channel.basic_get(&parking, false).await? else {
+        let Some(msg) = channel.basic_get(&parking, GetOptions::default()).await? else {
             break;
         };
         let delivery = msg.delivery;

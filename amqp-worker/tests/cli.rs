@@ -10,6 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use amqp_client::GetOptions;
 use amqp_client::QueueDeclareOptions;
 use amqp_client::amqp_codec::FieldTable;
 use amqp_test_support::unique_name;
@@ -79,11 +80,10 @@ async fn bad_configuration_exits_non_zero_with_one_sentence() {
             .insert("x-max-length", 10i32)
             .build()
             .unwrap();
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare(&q, durable, args).await.unwrap();
+        let durable = QueueDeclareOptions::default().with_durable();
+        ch.queue_declare(&q, durable.with_arguments(args))
+            .await
+            .unwrap();
         let (status, _, stderr) = run_bin(
             &["run", "--queue", &q, "--", "true"],
             Duration::from_secs(20),
@@ -157,11 +157,8 @@ async fn publish_fails_on_unroutable_tasks_and_delays_with_delay() {
         cleanup.queue(&delay_queue);
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare(&q, durable, FieldTable::default())
+        let durable = QueueDeclareOptions::default().with_durable();
+        ch.queue_declare(&q, durable)
             .await
             .unwrap();
         let (status, stdout, _) = run_bin(
@@ -245,7 +242,7 @@ async fn publish_headers_are_strings_unless_typed() {
         cleanup.queue(&q);
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, QueueDeclareOptions::default(), FieldTable::default())
+        ch.queue_declare(&q, QueueDeclareOptions::default())
             .await
             .unwrap();
         let (status, _, stderr) = run_bin(
@@ -267,7 +264,11 @@ async fn publish_headers_are_strings_unless_typed() {
         )
         .await;
         assert!(status.success(), "{stderr}");
-        let got = ch.basic_get(&q, true).await.unwrap().unwrap();
+        let got = ch
+            .basic_get(&q, GetOptions::no_ack())
+            .await
+            .unwrap()
+            .unwrap();
         let h = got.delivery.properties.headers().unwrap();
         println!("typed headers: {h:?}");
         assert_eq!(h.get("zip").unwrap().as_str(), Some("02134"));
@@ -306,7 +307,7 @@ async fn publish_takes_its_queue_from_config_or_the_environment() {
         cleanup.queue(&q);
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(&q, QueueDeclareOptions::default(), FieldTable::default())
+        ch.queue_declare(&q, QueueDeclareOptions::default())
             .await
             .unwrap();
         let path = std::env::temp_dir().join(format!("{q}.toml"));

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::FieldValue;
 use amqp_test_support::unique_name;
 use amqp_worker::retry;
@@ -147,8 +148,8 @@ head -c 3000 /dev/zero | tr '\0' 'x' >&2; echo >&2; echo "final words é $AMQP_A
         let parking = config.parking_queue();
         loop {
             let ch = conn.open_channel().await.unwrap();
-            let passive = amqp_client::QueueDeclareOptions { passive: true, ..Default::default() };
-            if ch.queue_declare(&parking, passive, Default::default()).await.is_ok() {
+            let passive = amqp_client::QueueDeclareOptions::default().with_passive();
+            if ch.queue_declare(&parking, passive).await.is_ok() {
                 let _ = ch.close().await;
                 break;
             }
@@ -168,7 +169,7 @@ head -c 3000 /dev/zero | tr '\0' 'x' >&2; echo >&2; echo "final words é $AMQP_A
         let ch = conn.open_channel().await.unwrap();
         let mut parked = std::collections::BTreeMap::new();
         for _ in 0..2 {
-            let got = ch.basic_get(&parking, false).await.unwrap().unwrap();
+            let got = ch.basic_get(&parking, GetOptions::default()).await.unwrap().unwrap();
             let h = got.delivery.properties.headers().unwrap();
             let text = |k: &str| h.get(k).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
             let attempts = match h.get(retry::ATTEMPTS_HEADER) {

@@ -7,6 +7,7 @@
 
 mod support;
 
+use amqp_client::GetOptions;
 use std::time::Duration;
 
 use amqp_worker::retry::{FailureRecord, parked_properties};
@@ -17,7 +18,7 @@ use support::{Cleanup, connect, ready, run_bin, test_config, within};
 async fn ids_in_order(conn: &amqp_client::Connection, queue: &str) -> Vec<String> {
     let ch = conn.open_channel().await.unwrap();
     let mut ids = Vec::new();
-    while let Some(got) = ch.basic_get(queue, false).await.unwrap() {
+    while let Some(got) = ch.basic_get(queue, GetOptions::default()).await.unwrap() {
         ids.push(
             got.delivery
                 .properties

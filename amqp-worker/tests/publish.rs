@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use amqp_client::amqp_codec::FieldTable;
+use amqp_client::{BindOptions, GetOptions, NackOptions};
 use amqp_client::{ExchangeKind, QueueDeclareOptions};
 use amqp_test_support::unique_name;
 use amqp_worker::publisher::{DELAY_TARGET_HEADER, UNROUTABLE_QUEUE, delay_queue_name};
@@ -26,14 +26,9 @@ async fn an_unroutable_mandatory_publish_is_an_error() {
         let exchange = unique_name("amqp-worker-test-unroutable");
         cleanup.exchange(&exchange);
         let ch = conn.open_channel().await.unwrap();
-        ch.exchange_declare(
-            &exchange,
-            ExchangeKind::Direct,
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        ch.exchange_declare(&exchange, ExchangeKind::Direct, Default::default())
+            .await
+            .unwrap();
         let publisher = Publisher::open(&conn).await.unwrap();
         let err = publisher
             .publish(
@@ -66,21 +61,18 @@ async fn an_unroutable_mandatory_publish_is_an_error() {
         // The channel is still usable, and a routed publish is confirmed and persistent.
         let q = unique_name("amqp-worker-test-routed");
         cleanup.queue(&q);
-        ch.queue_declare(
-            &q,
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        ch.queue_declare(&q, QueueDeclareOptions::default().with_durable())
+            .await
+            .unwrap();
         publisher
             .publish("", &q, &Default::default(), "kept")
             .await
             .unwrap();
-        let got = ch.basic_get(&q, false).await.unwrap().unwrap();
+        let got = ch
+            .basic_get(&q, GetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(
             got.delivery.properties.is_persistent(),
             "persistent by default"
@@ -102,20 +94,10 @@ async fn a_delayed_send_arrives_no_earlier_than_its_delay() {
         cleanup.queue(&delay_queue_name("", &q, long));
         cleanup.queue(&delay_queue_name("", &q, short));
         let ch = conn.open_channel().await.unwrap();
-        ch.queue_declare(
-            &q,
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let mut consumer = ch
-            .basic_consume(&q, Default::default(), FieldTable::default())
+        ch.queue_declare(&q, QueueDeclareOptions::default().with_durable())
             .await
             .unwrap();
+        let mut consumer = ch.basic_consume(&q, Default::default()).await.unwrap();
         let publisher = Publisher::open(&conn).await.unwrap();
         let sent = Instant::now();
         // The long delay first: per-delay queues mean it cannot hold back the short one.
@@ -156,7 +138,11 @@ async fn take_unroutable(
     let ch = conn.open_channel().await.unwrap();
     let mut others = Vec::new();
     let mut found = None;
-    while let Some(got) = ch.basic_get(UNROUTABLE_QUEUE, false).await.unwrap() {
+    while let Some(got) = ch
+        .basic_get(UNROUTABLE_QUEUE, GetOptions::default())
+        .await
+        .unwrap()
+    {
         let d = got.delivery;
         if d.properties
             .message_id()
@@ -170,7 +156,7 @@ async fn take_unroutable(
         others.push(d);
     }
     for d in others {
-        d.nack(true).unwrap();
+        d.nack(NackOptions::requeue()).unwrap();
     }
     if let Some(d) = &found {
         d.ack().unwrap();
@@ -216,19 +202,14 @@ async fn a_delayed_send_checks_its_target_and_catches_what_vanished_during_the_d
         cleanup.queue(&delay_queue_name(&x, "k", delay));
         let ch = conn.open_channel().await.unwrap();
         for name in [&q, &xq] {
-            ch.queue_declare(name, QueueDeclareOptions::default(), FieldTable::default())
+            ch.queue_declare(name, QueueDeclareOptions::default())
                 .await
                 .unwrap();
         }
-        ch.exchange_declare(
-            &x,
-            ExchangeKind::Direct,
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        ch.queue_bind(&xq, &x, "k", FieldTable::default())
+        ch.exchange_declare(&x, ExchangeKind::Direct, Default::default())
+            .await
+            .unwrap();
+        ch.queue_bind(&xq, &x, "k", BindOptions::default())
             .await
             .unwrap();
         let (qid, xid) = (

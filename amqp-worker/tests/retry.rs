@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amqp_client::amqp_codec::FieldValue;
+use amqp_client::{GetOptions, NackOptions};
 use amqp_worker::retry;
 use amqp_worker::{DeadLetter, Handler, HandlerError, Task, Worker, handler_fn, topology};
 use support::{Cleanup, Tally, connect, ids, publish_ids, test_config, wait_until, within};
@@ -145,7 +146,7 @@ async fn the_last_failure_parks_the_task_with_its_history_and_runs_the_hook() {
 
         // Inspect one parked copy without taking it.
         let ch = conn.open_channel().await.unwrap();
-        let parked = ch.basic_get(&config.parking_queue(), false).await.unwrap().unwrap();
+        let parked = ch.basic_get(&config.parking_queue(), GetOptions::default()).await.unwrap().unwrap();
         let h = parked.delivery.properties.headers().unwrap();
         let text = |k: &str| h.get(k).and_then(|v| v.as_str().map(str::to_owned));
         assert_eq!(text(retry::LAST_ERROR_HEADER).as_deref(), Some("bad input on attempt 3"));
@@ -159,7 +160,7 @@ async fn the_last_failure_parks_the_task_with_its_history_and_runs_the_hook() {
         let (first, last) = (stamp(retry::FIRST_FAILURE_HEADER), stamp(retry::LAST_FAILURE_HEADER));
         assert!(first >= before && last >= first && last <= retry::unix_now());
         assert!(parked.delivery.properties.is_persistent());
-        parked.delivery.nack(true).unwrap();
+        parked.delivery.nack(NackOptions::requeue()).unwrap();
         ch.close().await.unwrap();
 
         let hooked_now = hooked.lock().unwrap().clone();
@@ -273,7 +274,7 @@ async fn a_handler_can_park_a_task_at_once_with_the_reason_recorded() {
         running.await.unwrap().unwrap();
         let ch = conn.open_channel().await.unwrap();
         let parked = ch
-            .basic_get(&config.parking_queue(), false)
+            .basic_get(&config.parking_queue(), GetOptions::default())
             .await
             .unwrap()
             .unwrap();
@@ -304,7 +305,7 @@ async fn a_handler_can_park_a_task_at_once_with_the_reason_recorded() {
                 .iter()
                 .all(|d| d.reason == amqp_worker::ParkReason::Rejected && d.attempts == 1)
         );
-        parked.delivery.nack(true).unwrap();
+        parked.delivery.nack(NackOptions::requeue()).unwrap();
         conn.close().await.unwrap();
     })
     .await;
@@ -432,13 +433,16 @@ async fn an_unreadable_delivery_is_parked_by_the_broker_and_the_queue_flows_on()
             .basic_publish("", &config.queue, Default::default(), &props, big.clone())
             .await
             .unwrap();
-        assert!(confirm.await.unwrap().is_ack());
+        assert!(confirm.await.unwrap().is_acked());
         publish_ids(&conn, "", &config.queue, &["after".to_owned()]).await;
         wait_until(LIMIT, "the next task ran", || done.count("after") == 1).await;
         wait_until(LIMIT, "parked", || metrics.snapshot().unreadable == 1).await;
         let mut parked = None;
         for _ in 0..100 {
-            parked = ch.basic_get(&config.parking_queue(), true).await.unwrap();
+            parked = ch
+                .basic_get(&config.parking_queue(), GetOptions::no_ack())
+                .await
+                .unwrap();
             if parked.is_some() {
                 break;
             }

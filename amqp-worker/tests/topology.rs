@@ -326,30 +326,15 @@ async fn a_binding_to_a_missing_exchange_declares_nothing() {
             config.delay_queue(config.retry_delays[0]),
         ] {
             let ch = conn.open_channel().await.unwrap();
-            let passive = amqp_client::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            if ch
-                .queue_declare(&q, passive, FieldTable::default())
-                .await
-                .is_ok()
-            {
+            let passive = amqp_client::QueueDeclareOptions::default().with_passive();
+            if ch.queue_declare(&q, passive).await.is_ok() {
                 exists.push(q);
             }
         }
         let ch = conn.open_channel().await.unwrap();
-        let passive = amqp_client::ExchangeDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let passive = amqp_client::ExchangeDeclareOptions::default().with_passive();
         if ch
-            .exchange_declare(
-                &declared,
-                amqp_client::ExchangeKind::Direct,
-                passive,
-                FieldTable::default(),
-            )
+            .exchange_declare(&declared, amqp_client::ExchangeKind::Direct, passive)
             .await
             .is_ok()
         {

@@ -263,7 +263,6 @@ async fn ours_traffic(
     lanes: usize,
     p: &Params,
 ) -> Result<(u64, measure::Phase, Option<u64>), BoxError> {
-    use amqp_client::amqp_codec::table::FieldTable;
     use amqp_client::{Connection, QueueDeclareOptions};
     let mut connections = Vec::new();
     let mut set = Vec::new();
@@ -272,12 +271,8 @@ async fn ours_traffic(
         for i in 0..lanes {
             let ch = conn.open_channel().await?;
             let queue = lane_queue(c, i);
-            let options = QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            };
-            ch.queue_declare(&queue, options, FieldTable::default())
-                .await?;
+            let options = QueueDeclareOptions::default().with_exclusive();
+            ch.queue_declare(&queue, options).await?;
             ch.confirm_select().await?;
             let consumer = ours::start_consumer(&ch, &queue, p).await?;
             set.push((ch, queue, consumer));

@@ -41,7 +41,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::{Connection, ConsumeOptions, PublishOptions, QosOptions};
 use amqp_test_support::alloc_counter::{self, CountingAllocator};
 use amqp_worker::{Handler, HandlerError, Metrics, Task, Worker, WorkerConfig, task_properties};
@@ -277,9 +276,7 @@ async fn run_raw(args: &Args, url: &str, queue: &str) -> Result<Phase, BoxError>
     let ch = conn.open_channel().await?;
     let meter = Meter::start();
     ch.basic_qos(args.prefetch, QosOptions::default()).await?;
-    let mut consumer = ch
-        .basic_consume(queue, ConsumeOptions::default(), FieldTable::default())
-        .await?;
+    let mut consumer = ch.basic_consume(queue, ConsumeOptions::default()).await?;
     for _ in 0..args.tasks {
         let delivery = consumer.recv().await.ok_or("consumer ended early")??;
         delivery.ack()?;

@@ -1,23 +1,28 @@
 //! The `basic` class on the message path: publish, get, and settling deliveries by tag.
 
-use amqp_codec::methods::{BasicAck, BasicGet, BasicNack, BasicPublish, BasicReject};
-use amqp_codec::{BasicProperties, Method, ShortStr};
+use amqp_codec::methods::{BasicAck, BasicGet, BasicNack, BasicReject};
+use amqp_codec::{BasicProperties, Method, PublishArgs, ShortStr};
 use bytes::Bytes;
 
-use super::{Channel, IntoShortStr, short};
+use super::{Channel, IntoShortStr};
 use crate::confirm::PublishConfirm;
 use crate::error::Error;
 use crate::message::{Acker, Delivery, GetMessage};
-use crate::options::PublishOptions;
+use crate::options::{GetOptions, NackOptions, PublishOptions};
 use crate::proto::{Dropped, Publish, RawDelivery, Reply};
 
 impl Channel {
-    /// Fetches one message, or `None` if the queue is empty.
-    pub async fn basic_get(&self, queue: &str, no_ack: bool) -> Result<Option<GetMessage>, Error> {
+    /// Fetches one message, or `None` if the queue is empty. Without
+    /// [`GetOptions::no_ack`], settle it like a consumer's delivery.
+    pub async fn basic_get(
+        &self,
+        queue: impl IntoShortStr,
+        options: GetOptions,
+    ) -> Result<Option<GetMessage>, Error> {
         let method = Method::BasicGet(BasicGet {
             ticket: 0,
-            queue: short(queue)?,
-            no_ack,
+            queue: queue.into_short_str()?,
+            no_ack: options.no_ack,
         });
         match self.call(method).await? {
             Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
@@ -78,23 +83,36 @@ impl Channel {
 
     /// Publishes a message. Waits (without buffering more) while the broker blocks the
     /// connection, the channel's flow is off, or the outbound queue is full. The returned
-    /// future resolves with the broker's confirm in confirm mode, at once otherwise. The body
-    /// is never copied on its way to the socket.
+    /// future resolves with the broker's confirm in confirm mode, at once otherwise.
+    ///
+    /// The names (`&str`, `String`, [`ShortStr`], bytes) are written straight into the frame
+    /// and the body (`&'static str`, `String`, `Vec<u8>`, `Bytes`) is never copied on its way
+    /// to the socket: a publish allocates nothing of its own (a mandatory publish in confirm
+    /// mode keeps a copy of its names, to match its return).
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_client::Channel) -> Result<(), amqp_client::Error> {
+    /// use amqp_client::{BasicProperties, PublishOptions};
+    /// let props = BasicProperties::builder().with_delivery_mode(2).build();
+    /// channel
+    ///     .basic_publish("", "tasks", PublishOptions::default(), &props, "hello")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn basic_publish(
         &self,
-        exchange: impl IntoShortStr,
-        routing_key: impl IntoShortStr,
+        exchange: impl AsRef<[u8]>,
+        routing_key: impl AsRef<[u8]>,
         options: PublishOptions,
         properties: &BasicProperties,
         body: impl Into<Bytes>,
     ) -> Result<PublishConfirm, Error> {
-        let method = Method::BasicPublish(BasicPublish {
-            ticket: 0,
-            exchange: exchange.into_short_str()?,
-            routing_key: routing_key.into_short_str()?,
+        let args = PublishArgs {
+            exchange: exchange.as_ref(),
+            routing_key: routing_key.as_ref(),
             mandatory: options.mandatory,
             immediate: options.immediate,
-        });
+        };
         let mut body = body.into();
         let (id, epoch) = (self.inner.id, self.inner.epoch);
         let shared = self.shared();
@@ -105,8 +123,7 @@ impl Channel {
         tokio::pin!(gate);
         let mut armed = false;
         loop {
-            let outcome =
-                shared.queue(|core| core.publish(id, epoch, &method, properties, body))?;
+            let outcome = shared.queue(|core| core.publish(id, epoch, &args, properties, body))?;
             match outcome {
                 Publish::Queued { seq, generation } => {
                     let ids = (id, epoch, generation);
@@ -131,42 +148,40 @@ impl Channel {
     }
 
     /// Acknowledges a delivery by tag (prefer [`Delivery::ack`], which cannot mix channels).
-    pub fn basic_ack(&self, delivery_tag: u64, multiple: bool) -> Result<(), Error> {
-        self.settle(
+    pub fn basic_ack(&self, delivery_tag: u64) -> Result<(), Error> {
+        let ack = BasicAck {
             delivery_tag,
-            &Method::BasicAck(BasicAck {
-                delivery_tag,
-                multiple,
-            }),
-        )
+            multiple: false,
+        };
+        self.settle(delivery_tag, &Method::BasicAck(ack))
     }
 
-    /// Negatively acknowledges by tag.
-    pub fn basic_nack(
-        &self,
-        delivery_tag: u64,
-        multiple: bool,
-        requeue: bool,
-    ) -> Result<(), Error> {
-        self.settle(
+    /// Acknowledges a delivery and every earlier unsettled one of this channel, by tag.
+    pub fn basic_ack_multiple(&self, delivery_tag: u64) -> Result<(), Error> {
+        let ack = BasicAck {
             delivery_tag,
-            &Method::BasicNack(BasicNack {
-                delivery_tag,
-                multiple,
-                requeue,
-            }),
-        )
+            multiple: true,
+        };
+        self.settle(delivery_tag, &Method::BasicAck(ack))
     }
 
-    /// Rejects by tag.
-    pub fn basic_reject(&self, delivery_tag: u64, requeue: bool) -> Result<(), Error> {
-        self.settle(
+    /// Negatively acknowledges by tag: requeued or dead-lettered as `options` say.
+    pub fn basic_nack(&self, delivery_tag: u64, options: NackOptions) -> Result<(), Error> {
+        let nack = BasicNack {
             delivery_tag,
-            &Method::BasicReject(BasicReject {
-                delivery_tag,
-                requeue,
-            }),
-        )
+            multiple: options.multiple,
+            requeue: options.requeue,
+        };
+        self.settle(delivery_tag, &Method::BasicNack(nack))
+    }
+
+    /// Rejects by tag (one message: `options.multiple` does not apply).
+    pub fn basic_reject(&self, delivery_tag: u64, options: NackOptions) -> Result<(), Error> {
+        let reject = BasicReject {
+            delivery_tag,
+            requeue: options.requeue,
+        };
+        self.settle(delivery_tag, &Method::BasicReject(reject))
     }
 
     fn settle(&self, tag: u64, method: &Method) -> Result<(), Error> {

@@ -7,7 +7,6 @@ use amqp_codec::methods::{
     BasicCancel, BasicConsume, BasicQos, BasicRecover, ConfirmSelect, ExchangeDeclare,
     ExchangeDelete, QueueDeclare, QueueDelete, QueuePurge, TxCommit, TxRollback, TxSelect,
 };
-use amqp_codec::table::FieldTable;
 
 mod basic;
 mod bind;
@@ -19,7 +18,7 @@ pub use crate::names::IntoShortStr;
 use crate::names::short;
 use crate::options::{
     ConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeKind, QosOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions, RecoverOptions,
 };
 use crate::proto::Reply;
 use crate::proto::ReturnedMessage;
@@ -200,21 +199,20 @@ impl Channel {
     /// Declares an exchange.
     pub async fn exchange_declare(
         &self,
-        name: &str,
+        name: impl IntoShortStr,
         kind: ExchangeKind,
         options: ExchangeDeclareOptions,
-        arguments: FieldTable,
     ) -> Result<(), Error> {
         let method = Method::ExchangeDeclare(ExchangeDeclare {
             ticket: 0,
-            exchange: short(name)?,
+            exchange: name.into_short_str()?,
             kind: short(kind.as_str())?,
             passive: options.passive,
             durable: options.durable,
             auto_delete: options.auto_delete,
             internal: options.internal,
             nowait: options.nowait,
-            arguments,
+            arguments: options.arguments,
         });
         self.call_or_send(method, options.nowait).await
     }
@@ -222,12 +220,12 @@ impl Channel {
     /// Deletes an exchange.
     pub async fn exchange_delete(
         &self,
-        name: &str,
+        name: impl IntoShortStr,
         options: ExchangeDeleteOptions,
     ) -> Result<(), Error> {
         let method = Method::ExchangeDelete(ExchangeDelete {
             ticket: 0,
-            exchange: short(name)?,
+            exchange: name.into_short_str()?,
             if_unused: options.if_unused,
             nowait: options.nowait,
         });
@@ -235,29 +233,38 @@ impl Channel {
     }
 
     /// Declares a queue; an empty name asks the broker to generate one (returned in
-    /// [`QueueInfo::name`]). Arguments carry `x-queue-type`, `x-message-ttl`,
+    /// [`QueueInfo::name`]). The options' arguments carry `x-queue-type`, `x-message-ttl`,
     /// `x-dead-letter-exchange`, `x-max-length` and the like. With `nowait` the returned
     /// counts are 0.
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_client::Channel) -> Result<(), amqp_client::Error> {
+    /// use amqp_client::QueueDeclareOptions;
+    /// let options = QueueDeclareOptions::durable().with_argument("x-queue-type", "quorum");
+    /// let queue = channel.queue_declare("tasks", options).await?;
+    /// println!("{} messages ready", queue.message_count);
+    /// # Ok(()) }
+    /// ```
     pub async fn queue_declare(
         &self,
-        name: &str,
+        name: impl IntoShortStr,
         options: QueueDeclareOptions,
-        arguments: FieldTable,
     ) -> Result<QueueInfo, Error> {
+        let queue = name.into_short_str()?;
         let method = Method::QueueDeclare(QueueDeclare {
             ticket: 0,
-            queue: short(name)?,
+            queue: queue.clone(),
             passive: options.passive,
             durable: options.durable,
             exclusive: options.exclusive,
             auto_delete: options.auto_delete,
             nowait: options.nowait,
-            arguments,
+            arguments: options.arguments,
         });
         if options.nowait {
             self.send_nowait(method)?;
             return Ok(QueueInfo {
-                name: name.to_owned(),
+                name: String::from_utf8_lossy(&queue).into_owned(),
                 message_count: 0,
                 consumer_count: 0,
             });
@@ -273,10 +280,10 @@ impl Channel {
     }
 
     /// Drops every ready message of a queue; returns how many.
-    pub async fn queue_purge(&self, queue: &str) -> Result<u32, Error> {
+    pub async fn queue_purge(&self, queue: impl IntoShortStr) -> Result<u32, Error> {
         let method = Method::QueuePurge(QueuePurge {
             ticket: 0,
-            queue: short(queue)?,
+            queue: queue.into_short_str()?,
             nowait: false,
         });
         match self.call(method).await? {
@@ -286,10 +293,10 @@ impl Channel {
     }
 
     /// [`queue_purge`](Self::queue_purge) without waiting for purge-ok (so without the count).
-    pub fn queue_purge_nowait(&self, queue: &str) -> Result<(), Error> {
+    pub fn queue_purge_nowait(&self, queue: impl IntoShortStr) -> Result<(), Error> {
         self.send_nowait(Method::QueuePurge(QueuePurge {
             ticket: 0,
-            queue: short(queue)?,
+            queue: queue.into_short_str()?,
             nowait: true,
         }))
     }
@@ -297,12 +304,12 @@ impl Channel {
     /// Deletes a queue; returns how many messages it held (0 with `nowait`).
     pub async fn queue_delete(
         &self,
-        queue: &str,
+        queue: impl IntoShortStr,
         options: QueueDeleteOptions,
     ) -> Result<u32, Error> {
         let method = Method::QueueDelete(QueueDelete {
             ticket: 0,
-            queue: short(queue)?,
+            queue: queue.into_short_str()?,
             if_unused: options.if_unused,
             if_empty: options.if_empty,
             nowait: options.nowait,
@@ -328,25 +335,36 @@ impl Channel {
     }
 
     /// Starts a consumer; its deliveries come out of the returned [`Consumer`] stream, whose
-    /// buffer is bounded. Arguments carry e.g. `x-priority`.
+    /// buffer is bounded. The options' arguments carry e.g. `x-priority`.
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_client::Channel) -> Result<(), amqp_client::Error> {
+    /// use amqp_client::ConsumeOptions;
+    /// let mut consumer = channel.basic_consume("tasks", ConsumeOptions::default()).await?;
+    /// while let Some(delivery) = consumer.recv().await {
+    ///     let delivery = delivery?;
+    ///     // work on delivery.body, then:
+    ///     delivery.ack()?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn basic_consume(
         &self,
-        queue: &str,
+        queue: impl IntoShortStr,
         options: ConsumeOptions,
-        arguments: FieldTable,
     ) -> Result<Consumer, Error> {
         if options.nowait && options.consumer_tag.is_empty() {
             return Err(Error::InvalidUse("a no-wait consumer needs a consumer tag"));
         }
         let method = Method::BasicConsume(BasicConsume {
             ticket: 0,
-            queue: short(queue)?,
+            queue: queue.into_short_str()?,
             consumer_tag: short(&options.consumer_tag)?,
             no_local: options.no_local,
             no_ack: options.no_ack,
             exclusive: options.exclusive,
             nowait: options.nowait,
-            arguments,
+            arguments: options.arguments,
         });
         let tag = if options.nowait {
             self.send_nowait(method)?;
@@ -361,20 +379,21 @@ impl Channel {
     }
 
     /// Cancels a consumer; its stream ends after what it already buffered.
-    pub async fn basic_cancel(&self, consumer_tag: &str) -> Result<(), Error> {
+    pub async fn basic_cancel(&self, consumer_tag: impl IntoShortStr) -> Result<(), Error> {
         let method = Method::BasicCancel(BasicCancel {
-            consumer_tag: short(consumer_tag)?,
+            consumer_tag: consumer_tag.into_short_str()?,
             nowait: false,
         });
         self.call(method).await.map(drop)
     }
 
-    /// Asks the broker to redeliver every unacknowledged message of this channel
-    /// (`requeue: true` puts them back in their queues).
-    pub async fn basic_recover(&self, requeue: bool) -> Result<(), Error> {
-        self.call(Method::BasicRecover(BasicRecover { requeue }))
-            .await
-            .map(drop)
+    /// Asks the broker to redeliver every unacknowledged message of this channel (with
+    /// [`RecoverOptions::requeue`], the default, they go back to their queues).
+    pub async fn basic_recover(&self, options: RecoverOptions) -> Result<(), Error> {
+        let method = Method::BasicRecover(BasicRecover {
+            requeue: options.requeue,
+        });
+        self.call(method).await.map(drop)
     }
 
     /// Puts the channel in confirm mode: from now on every publish's future resolves with

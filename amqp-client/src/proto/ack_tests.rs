@@ -214,7 +214,13 @@ fn frames_on_other_channels_do_not_split_a_run_but_frames_on_its_own_do() {
     let publish = Method::BasicPublish(BasicPublish::default());
     let props = BasicProperties::default();
     h.core
-        .publish(id, epoch, &publish, &props, "p".into())
+        .publish(
+            id,
+            epoch,
+            &crate::proto::harness::args_of(&publish),
+            &props,
+            "p".into(),
+        )
         .unwrap();
     settle(&mut h, id, epoch, &[ack(2, false), ack(3, false)]);
     assert_eq!(h.methods(), [ack(1, false), publish, ack(3, true)]);

@@ -156,9 +156,11 @@ impl Confirms {
             *slot = if abandoned {
                 Slot::Gone
             } else if ack {
-                Slot::Done(Ok(Confirmation::Ack(returned)))
+                Slot::Done(Ok(
+                    returned.map_or(Confirmation::Acked, Confirmation::Returned)
+                ))
             } else {
-                Slot::Done(Ok(Confirmation::Nack(returned)))
+                Slot::Done(Ok(Confirmation::Nacked(returned)))
             };
             events.wake(waiter);
         }
@@ -273,14 +275,14 @@ mod tests {
         for seq in 1..=3 {
             assert!(matches!(
                 c.poll(seq, W),
-                Poll::Ready(Ok(Confirmation::Ack(None)))
+                Poll::Ready(Ok(Confirmation::Acked))
             ));
         }
         assert!(c.poll(4, W).is_pending());
         assert!(c.resolve(5, false, false, &mut Events::default()));
         assert!(matches!(
             c.poll(5, W),
-            Poll::Ready(Ok(Confirmation::Nack(None)))
+            Poll::Ready(Ok(Confirmation::Nacked(None)))
         ));
         assert!(
             !c.resolve(5, false, true, &mut Events::default()),
@@ -303,10 +305,7 @@ mod tests {
         let b = c.register(None);
         c.resolve(a, false, true, &mut Events::default());
         c.fail_all(&Error::ConnectionLost, &mut Events::default());
-        assert!(matches!(
-            c.poll(a, W),
-            Poll::Ready(Ok(Confirmation::Ack(None)))
-        ));
+        assert!(matches!(c.poll(a, W), Poll::Ready(Ok(Confirmation::Acked))));
         assert!(matches!(
             c.poll(b, W),
             Poll::Ready(Err(Error::ConnectionLost))

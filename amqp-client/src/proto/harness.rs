@@ -237,3 +237,16 @@ pub(crate) fn start() -> Method {
         locales: LongStr::from("en_US"),
     })
 }
+
+/// The borrowed publish arguments of a basic.publish method (tests and loops build the method).
+pub(crate) fn args_of(method: &Method) -> amqp_codec::PublishArgs<'_> {
+    match method {
+        Method::BasicPublish(p) => amqp_codec::PublishArgs {
+            exchange: &p.exchange,
+            routing_key: &p.routing_key,
+            mandatory: p.mandatory,
+            immediate: p.immediate,
+        },
+        _ => amqp_codec::PublishArgs::new(b"", b""),
+    }
+}

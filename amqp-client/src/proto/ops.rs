@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use amqp_codec::methods::{ChannelOpen, ConnectionClose, ConnectionUpdateSecret};
-use amqp_codec::{BasicProperties, LongStr, Method, ReplyCode, ShortStr};
+use amqp_codec::{BasicProperties, LongStr, Method, PublishArgs, ReplyCode, ShortStr};
 use bytes::Bytes;
 
 use super::channel::{Io, Rpc};
@@ -173,13 +173,14 @@ impl Core {
     /// Queues a publish, unless it must wait: the broker blocked the connection, the
     /// channel's flow is off, or the outbound queue is above its high-water mark (then the
     /// body comes back in [`Publish::MustWait`]). In confirm mode the publish gets a sequence
-    /// number; a mandatory one also keeps a reference to its names and body (no copy), to
-    /// recognise its basic.return.
+    /// number; a mandatory one also keeps its names (copied: the one allocation a publish
+    /// may make, only when mandatory in confirm mode) and a reference to its body, to
+    /// recognise its basic.return. The names are written straight from `args`.
     pub(crate) fn publish(
         &mut self,
         id: u16,
         epoch: u64,
-        method: &Method,
+        args: &PublishArgs<'_>,
         properties: &BasicProperties,
         body: Bytes,
     ) -> Result<Publish, Error> {
@@ -192,16 +193,16 @@ impl Core {
             if must_wait || !chan.flow_active {
                 return Ok::<_, Error>(Publish::MustWait(body));
             }
-            let key = match (&chan.confirms, method) {
-                (Some(_), Method::BasicPublish(p)) if p.mandatory => Some(ReturnKey {
-                    exchange: p.exchange.clone(),
-                    routing_key: p.routing_key.clone(),
+            let key = match &chan.confirms {
+                Some(_) if args.mandatory => Some(ReturnKey {
+                    exchange: ShortStr::from_bytes(Bytes::copy_from_slice(args.exchange))?,
+                    routing_key: ShortStr::from_bytes(Bytes::copy_from_slice(args.routing_key))?,
                     body: body.clone(),
                 }),
                 _ => None,
             };
             io.out
-                .push_content(id, method, properties, body, io.frame_max)?;
+                .push_publish(id, args, properties, body, io.frame_max)?;
             Ok(Publish::Queued {
                 seq: chan.confirms.as_mut().map(|c| c.register(key)),
                 generation: chan.generation,

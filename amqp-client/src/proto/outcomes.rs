@@ -52,33 +52,38 @@ pub struct ReturnedMessage {
 
 /// The broker's answer to one publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Confirmation {
-    /// basic.ack: the broker took responsibility. Carries the message if it was also returned
-    /// as unroutable (mandatory publish with no matching queue).
-    Ack(Option<Box<ReturnedMessage>>),
+    /// basic.ack: the broker routed the message and took responsibility for it.
+    Acked,
+    /// basic.ack of a mandatory message the broker could not route: it came back with
+    /// basic.return (here) and was not delivered anywhere.
+    Returned(Box<ReturnedMessage>),
     /// basic.nack: the broker could not take the message (e.g. a queue limit with
-    /// `reject-publish`, or an internal error).
-    Nack(Option<Box<ReturnedMessage>>),
+    /// `reject-publish`, or an internal error). Carries the message if it was also returned.
+    Nacked(Option<Box<ReturnedMessage>>),
     /// The channel is not in confirm mode: nothing to wait for.
     NotRequested,
 }
 
 impl Confirmation {
-    /// True for an ack of a message that was routed (not returned).
-    pub fn is_ack(&self) -> bool {
-        matches!(self, Self::Ack(None))
+    /// True when the broker took the message and routed it ([`Confirmation::Acked`]): the
+    /// one outcome that means it is safe.
+    pub fn is_acked(&self) -> bool {
+        matches!(self, Self::Acked)
     }
 
     /// True for a nack.
-    pub fn is_nack(&self) -> bool {
-        matches!(self, Self::Nack(_))
+    pub fn is_nacked(&self) -> bool {
+        matches!(self, Self::Nacked(_))
     }
 
     /// The returned message, if the broker could not route it.
     pub fn returned(&self) -> Option<&ReturnedMessage> {
         match self {
-            Self::Ack(r) | Self::Nack(r) => r.as_deref(),
-            Self::NotRequested => None,
+            Self::Returned(r) => Some(r),
+            Self::Nacked(r) => r.as_deref(),
+            Self::Acked | Self::NotRequested => None,
         }
     }
 }

@@ -223,9 +223,13 @@ fn an_unreadable_get_ok_and_return_keep_their_tag_and_route() {
         ..Default::default()
     });
     let props = BasicProperties::default();
-    let Ok(Publish::Queued { seq: Some(seq), .. }) =
-        h.core.publish(id, epoch, &publish, &props, "x".into())
-    else {
+    let Ok(Publish::Queued { seq: Some(seq), .. }) = h.core.publish(
+        id,
+        epoch,
+        &crate::proto::harness::args_of(&publish),
+        &props,
+        "x".into(),
+    ) else {
         panic!("expected a confirm sequence");
     };
     let ret = Method::BasicReturn(BasicReturn {
@@ -393,7 +397,13 @@ fn a_confirm_failed_by_a_broker_close_carries_its_code_and_text() {
     let Ok(Publish::Queued {
         seq: Some(seq),
         generation,
-    }) = h.core.publish(id, epoch, &publish, &props, "x".into())
+    }) = h.core.publish(
+        id,
+        epoch,
+        &crate::proto::harness::args_of(&publish),
+        &props,
+        "x".into(),
+    )
     else {
         panic!("expected a confirm sequence");
     };

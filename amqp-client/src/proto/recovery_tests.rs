@@ -54,7 +54,13 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
     let Ok(Publish::Queued {
         seq: Some(1),
         generation: 0,
-    }) = h.core.publish(id, epoch, &publish, &props, "p".into())
+    }) = h.core.publish(
+        id,
+        epoch,
+        &crate::proto::harness::args_of(&publish),
+        &props,
+        "p".into(),
+    )
     else {
         panic!("publish queued as #1 of generation 0");
     };
@@ -82,7 +88,13 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
     let (poll, _) = h.core.poll_delivery(id, epoch, &tag(), WaiterId(0));
     assert!(poll.is_pending());
     assert!(matches!(
-        h.core.publish(id, epoch, &publish, &props, "p".into()),
+        h.core.publish(
+            id,
+            epoch,
+            &crate::proto::harness::args_of(&publish),
+            &props,
+            "p".into()
+        ),
         Ok(Publish::Recovering(_))
     ));
 
@@ -135,7 +147,13 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
         .settle(id, epoch, raw.generation, 1, &ack(1))
         .unwrap();
     assert!(matches!(
-        h.core.publish(id, epoch, &publish, &props, "p".into()),
+        h.core.publish(
+            id,
+            epoch,
+            &crate::proto::harness::args_of(&publish),
+            &props,
+            "p".into()
+        ),
         Ok(Publish::Queued {
             seq: Some(1),
             generation: 1

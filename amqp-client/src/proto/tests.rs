@@ -252,7 +252,13 @@ fn confirms_multiple_and_return_attached_to_next_ack() {
         .map(|_| {
             match h
                 .core
-                .publish(id, epoch, &publish, &props, "x".into())
+                .publish(
+                    id,
+                    epoch,
+                    &crate::proto::harness::args_of(&publish),
+                    &props,
+                    "x".into(),
+                )
                 .unwrap()
             {
                 super::Publish::Queued { seq, .. } => seq,
@@ -289,7 +295,7 @@ fn confirms_multiple_and_return_attached_to_next_ack() {
             multiple: false,
         }),
     );
-    let std::task::Poll::Ready(Ok(crate::Confirmation::Ack(Some(returned)))) =
+    let std::task::Poll::Ready(Ok(crate::Confirmation::Returned(returned))) =
         h.core.poll_confirm(id, epoch, 0, 3, WaiterId(0))
     else {
         panic!("return not attached")

@@ -116,7 +116,7 @@ impl RecoveryPolicy {
 ///         channel: &'a Channel,
 ///     ) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>> {
 ///         Box::pin(async move {
-///             channel.queue_declare("audit", Default::default(), Default::default()).await?;
+///             channel.queue_declare("audit", Default::default()).await?;
 ///             Ok(())
 ///         })
 ///     }

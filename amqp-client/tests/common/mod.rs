@@ -9,7 +9,7 @@ use std::future::Future;
 use std::process::Command;
 use std::time::Duration;
 
-use amqp_client::amqp_codec::table::FieldTable;
+use amqp_client::GetOptions;
 use amqp_client::amqp_codec::{BasicProperties, ReplyCode};
 use amqp_client::{
     Channel, Confirmation, Connection, ConnectionConfig, ConsumeOptions, Consumer, Delivery, Error,
@@ -54,15 +54,7 @@ pub(crate) fn plain() -> QueueDeclareOptions {
 
 /// Options of an exclusive queue (server-named when declared with the name "").
 pub(crate) fn exclusive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    }
-}
-
-/// An empty field table.
-pub(crate) fn no_args() -> FieldTable {
-    FieldTable::default()
+    QueueDeclareOptions::default().with_exclusive()
 }
 
 /// Asserts that `err` is a channel close by the broker with `code`.
@@ -263,7 +255,11 @@ pub(crate) async fn publish_confirmed(
 /// Bodies of every ready message of `queue`, acknowledged.
 pub(crate) async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
     let mut out = Vec::new();
-    while let Some(msg) = ch.basic_get(queue, false).await.expect("basic.get") {
+    while let Some(msg) = ch
+        .basic_get(queue, GetOptions::default())
+        .await
+        .expect("basic.get")
+    {
         out.push(String::from_utf8_lossy(&msg.delivery.body).into_owned());
         msg.delivery.ack().expect("ack");
     }
@@ -318,7 +314,7 @@ pub(crate) async fn consume_with_prefetch(
         .await
         .expect("basic.qos");
     let consumer = ch
-        .basic_consume(queue, ConsumeOptions::default(), no_args())
+        .basic_consume(queue, ConsumeOptions::default())
         .await
         .expect("basic.consume");
     (ch, consumer)
@@ -330,15 +326,8 @@ pub(crate) async fn quiet(consumer: &mut Consumer, wait: Duration) -> bool {
 }
 
 pub(crate) async fn ready_count(ch: &Channel, queue: &str) -> u32 {
-    ch.queue_declare(
-        queue,
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        no_args(),
-    )
-    .await
-    .expect("ready_count")
-    .message_count
+    ch.queue_declare(queue, QueueDeclareOptions::default().with_passive())
+        .await
+        .expect("ready_count")
+        .message_count
 }

@@ -83,7 +83,7 @@ pub(crate) async fn publish_all(ch: Channel, queue: String, ids: Vec<u32>) -> (u
             }
             for (id, confirm) in pending {
                 match confirm.await {
-                    Ok(c) if c.is_ack() => confirmed += 1,
+                    Ok(c) if c.is_acked() => confirmed += 1,
                     _ => retry.push(id),
                 }
             }

@@ -37,6 +37,9 @@
 
 mod cursor;
 mod debug;
+mod edit;
+
+pub use edit::ValueError;
 
 use bytes::{BufMut, Bytes, BytesMut};
 

@@ -10,7 +10,6 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use amqp_client::amqp_codec::FieldTable;
 use amqp_client::{Connection, QueueDeclareOptions, QueueDeleteOptions};
 use amqp_test_support::{broker_url, unique_name};
 use amqp_worker::{Publisher, WorkerConfig, task_properties, topology};
@@ -187,12 +186,9 @@ pub async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> b
 /// Ready messages in `queue`.
 pub async fn ready(conn: &Connection, queue: &str) -> u32 {
     let ch = conn.open_channel().await.unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+    let passive = QueueDeclareOptions::default().with_passive();
     let n = ch
-        .queue_declare(queue, passive, FieldTable::default())
+        .queue_declare(queue, passive)
         .await
         .unwrap()
         .message_count;

@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 
-use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{BasicProperties, ShortStr};
 use amqp_client::{
     Channel, Connection, ConnectionConfig, ConsumeOptions, Consumer, IoStats, PublishConfirm,
@@ -40,18 +39,14 @@ async fn open(url: &str, queue: &str, params: &Params) -> Result<(Connection, Ch
     }
     let conn = Connection::connect_with(config).await?;
     let ch = conn.open_channel().await?;
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue, options, FieldTable::default())
-        .await?;
+    let options = QueueDeclareOptions::default().with_durable();
+    ch.queue_declare(queue, options).await?;
     Ok((conn, ch))
 }
 
 /// Fails unless the broker acked the publish.
 async fn confirmed(confirm: PublishConfirm) -> Result<(), BoxError> {
-    if confirm.await?.is_ack() {
+    if confirm.await?.is_acked() {
         Ok(())
     } else {
         Err("publish nacked by the broker".into())
@@ -151,9 +146,7 @@ pub(crate) async fn start_consumer(
     params: &Params,
 ) -> Result<Consumer, BoxError> {
     ch.basic_qos(params.prefetch, QosOptions::default()).await?;
-    Ok(ch
-        .basic_consume(queue, ConsumeOptions::default(), FieldTable::default())
-        .await?)
+    Ok(ch.basic_consume(queue, ConsumeOptions::default()).await?)
 }
 
 /// Runs one workload on `queue` (pre-filled by the parent for `consume`) and deletes it.

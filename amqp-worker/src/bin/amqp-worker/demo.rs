@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use amqp_client::QueueDeclareOptions;
-use amqp_client::amqp_codec::FieldTable;
 use amqp_worker::{
     DeadLetter, Handler, HandlerError, MetricsSnapshot, Publisher, Task, Worker, WorkerConfig,
     task_properties, topology,
@@ -274,13 +273,10 @@ async fn watch(
 
 /// Messages in the parking queue now, read by a passive declare; `None` if that failed.
 async fn parking_depth(conn: &amqp_client::Connection, config: &WorkerConfig) -> Option<u32> {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
+    let passive = QueueDeclareOptions::default().with_passive();
     match conn.open_channel().await {
         Ok(ch) => ch
-            .queue_declare(&config.parking_queue(), passive, FieldTable::default())
+            .queue_declare(&config.parking_queue(), passive)
             .await
             .map(|q| q.message_count)
             .ok(),
