@@ -13,8 +13,7 @@
 
 use std::time::Duration;
 
-use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::{Connection, ConsumeOptions, PublishOptions, QueueDeclareOptions};
+use amqp_client::prelude::*;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

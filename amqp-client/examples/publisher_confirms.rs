@@ -17,8 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::{Channel, Connection, PublishConfirm, PublishOptions, QueueDeclareOptions};
+use amqp_client::prelude::*;
 use tokio::sync::mpsc;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;

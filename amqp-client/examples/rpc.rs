@@ -14,8 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use amqp_client::amqp_codec::{BasicProperties, ShortStr};
-use amqp_client::{Channel, Connection, ConsumeOptions, PublishOptions, QueueDeclareOptions};
+use amqp_client::prelude::*;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -56,9 +55,9 @@ async fn serve(
         channel
             .basic_publish(
                 "",
-                reply_to.as_str().ok_or("reply_to is not UTF-8")?,
+                reply_to,
                 PublishOptions::default(),
-                &props.build(),
+                &props.build()?,
                 fib(n).to_string(),
             )
             .await?
@@ -101,9 +100,9 @@ async fn main() -> Result<()> {
     for &n in &calls {
         let correlation_id = format!("call-{n}-{}", std::process::id());
         let props = BasicProperties::builder()
-            .with_reply_to(ShortStr::try_from(callback.name.as_str())?)
-            .with_correlation_id(ShortStr::try_from(correlation_id.as_str())?)
-            .build();
+            .with_reply_to(&callback.name)
+            .with_correlation_id(&correlation_id)
+            .build()?;
         client
             .basic_publish(
                 "",

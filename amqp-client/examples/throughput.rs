@@ -13,11 +13,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::{
-    Connection, ConsumeOptions, Error, PublishOptions, QosOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
+use amqp_client::prelude::*;
 use bytes::Bytes;
 
 /// User plus system CPU time of this process.
@@ -50,7 +46,7 @@ async fn main() -> Result<(), Error> {
     ch.queue_declare(&queue, QueueDeclareOptions::default().with_durable())
         .await?;
     ch.confirm_select().await?;
-    let props = BasicProperties::builder().with_delivery_mode(2).build();
+    let props = BasicProperties::persistent();
     let body = Bytes::from(vec![b'x'; 64]);
 
     let (t0, c0) = (Instant::now(), cpu_time());

@@ -13,8 +13,7 @@
 
 use std::time::Duration;
 
-use amqp_client::amqp_codec::BasicProperties;
-use amqp_client::{Channel, Connection, PublishOptions, QosOptions, QueueDeclareOptions};
+use amqp_client::prelude::*;
 use tokio::sync::mpsc;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -84,9 +83,7 @@ async fn main() -> Result<()> {
         consumers.push(ready_rx.recv().await.ok_or("a worker failed to start")?);
     }
 
-    let persistent = BasicProperties::builder()
-        .with_delivery_mode(BasicProperties::PERSISTENT)
-        .build();
+    let persistent = BasicProperties::persistent();
     for i in 1..=TASKS {
         let task = format!("Task {i}{}", ".".repeat(1 + i % 3));
         producer

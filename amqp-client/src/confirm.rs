@@ -18,7 +18,7 @@ use crate::shared::Shared;
 /// # async fn demo(channel: amqp_client::Channel) -> Result<(), amqp_client::Error> {
 /// use amqp_client::{BasicProperties, Confirmation, PublishOptions};
 /// channel.confirm_select().await?;
-/// let props = BasicProperties::builder().with_delivery_mode(2).build();
+/// let props = BasicProperties::persistent();
 /// let confirm = channel
 ///     .basic_publish("", "tasks", PublishOptions::mandatory(), &props, "hello")
 ///     .await?;

@@ -9,7 +9,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_codec::{ClassId, EncodeError, ReplyCode};
+use amqp_codec::{ClassId, EncodeError, PropertyError, ReplyCode};
 
 use crate::tls::TlsError;
 use crate::unreadable::UnreadableDelivery;
@@ -160,6 +160,10 @@ pub enum Error {
     /// A message or header was too large to send, or a name too long.
     #[error("cannot encode: {0}")]
     Encode(#[from] EncodeError),
+    /// A message property could not be set (a string longer than 255 bytes), from
+    /// [`PropertiesBuilder::build`](amqp_codec::PropertiesBuilder::build).
+    #[error("invalid message properties: {0}")]
+    Properties(#[from] PropertyError),
     /// The broker closed the connection (hard error or shutdown).
     #[error("connection closed by the broker: {0}")]
     ConnectionClosed(CloseReason),

@@ -17,7 +17,7 @@
 //! let ch = conn.open_channel().await?;
 //! ch.queue_declare("tasks", QueueDeclareOptions::durable()).await?;
 //! ch.confirm_select().await?;
-//! let props = BasicProperties::builder().with_delivery_mode(2).build();
+//! let props = BasicProperties::persistent();
 //! let confirm = ch.basic_publish("", "tasks", PublishOptions::mandatory(), &props, "hello").await?;
 //! assert!(confirm.await?.is_acked());
 //! let mut consumer = ch.basic_consume("tasks", ConsumeOptions::default()).await?;
@@ -86,7 +86,7 @@ pub use options::{
 // The codec's types an application meets, at the root: no `amqp_codec::` path needed.
 pub use amqp_codec::{
     BasicProperties, Decimal, DiscardReason, FieldArray, FieldTable, FieldValue, LongStr,
-    PropertiesBuilder, ReplyCode, ShortStr, ValueError,
+    PropertiesBuilder, PropertyError, ReplyCode, ShortStr, ValueError, field_table,
 };
 
 /// Everything an ordinary program uses, in one import: `use amqp_client::prelude::*;`.
@@ -94,8 +94,10 @@ pub mod prelude {
     pub use crate::{
         BasicProperties, BindOptions, Channel, Confirmation, ConnectStep, Connection,
         ConnectionConfig, ConsumeOptions, Consumer, Delivery, Error, ExchangeDeclareOptions,
-        ExchangeKind, FieldArray, FieldTable, FieldValue, GetOptions, NackOptions, PublishOptions,
-        QosOptions, QueueDeclareOptions, RecoveryPolicy, ShortStr,
+        ExchangeDeleteOptions, ExchangeKind, FieldArray, FieldTable, FieldValue, GetOptions,
+        NackOptions, PropertyError, PublishConfirm, PublishOptions, QosOptions,
+        QueueDeclareOptions, QueueDeleteOptions, RecoverOptions, RecoveryPolicy, ShortStr,
+        field_table,
     };
 }
 pub use proto::{Confirmation, ConnectionState, ReturnedMessage};

@@ -105,7 +105,7 @@ impl ConsumeLoop {
     /// The broker's bytes for the next `n` deliveries (persistent, routed by the default
     /// exchange), tags following the previous batch's.
     pub fn batch(&mut self, n: usize) -> BytesMut {
-        let props = BasicProperties::builder().with_delivery_mode(2).build();
+        let props = BasicProperties::persistent();
         let mut out = Outbound::new();
         for _ in 0..n {
             let deliver = Method::BasicDeliver(BasicDeliver {
@@ -175,7 +175,7 @@ impl PublishLoop {
             next_seq: 1,
             body: Bytes::from(vec![b'x'; body_len]),
             routing_key: ShortStr::from_static("profiling-queue"),
-            props: BasicProperties::builder().with_delivery_mode(2).build(),
+            props: BasicProperties::persistent(),
         }
     }
 

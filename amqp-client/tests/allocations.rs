@@ -8,7 +8,9 @@
 //! per 117 publishes of this size, and the read buffer (64 KiB) about once per 360 deliveries;
 //! each new buffer brings one small allocation, its shared header (`bytes` promotes it on the
 //! first split). So over 20 000 messages after a warm-up: publish 0.017 and consume 0.006
-//! allocations per message, and as many small ones (under 1 KiB) as buffers. The test fails if
+//! allocations per message, and as many small ones (under 1 KiB) as buffers; publishing with
+//! plain `&str` names (encoded straight from the borrowed string) is measured the same way as
+//! with names built once as `ShortStr`. The test fails if
 //! either path allocates anything per message (or even once per hundred messages): more than
 //! 0.05 per message, or more small allocations than buffers.
 
@@ -68,17 +70,20 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
             let opts = QueueDeclareOptions::default().with_exclusive();
             ch.queue_declare(&queue, opts).await.unwrap();
             ch.confirm_select().await.unwrap();
-            let props = BasicProperties::builder().with_delivery_mode(2).build();
+            let props = BasicProperties::persistent();
             let body = Bytes::from_static(&[b'x'; 64]);
             // Names built once and shared: the publish itself allocates nothing for them.
             let exchange = ShortStr::from_static("");
             let queue_name = ShortStr::try_from(queue.as_str()).unwrap();
 
-            let publish_round = |n: u64| {
-                let (ch, exchange, queue, props, body) = (
+            // `names`: true for names built once as `ShortStr` and shared, false for plain
+            // `&str` names written straight into the frame. Neither allocates per publish.
+            let publish_round = |n: u64, shared_names: bool| {
+                let (ch, exchange, queue_short, queue_str, props, body) = (
                     ch.clone(),
                     exchange.clone(),
                     queue_name.clone(),
+                    queue.clone(),
                     props.clone(),
                     body.clone(),
                 );
@@ -89,34 +94,46 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
                             let c: amqp_client::PublishConfirm = window.pop_front().unwrap();
                             assert!(c.await.unwrap().is_acked());
                         }
-                        window.push_back(
+                        let publish = if shared_names {
                             ch.basic_publish(
                                 &exchange,
-                                &queue,
+                                &queue_short,
                                 PublishOptions::default(),
                                 &props,
                                 body.clone(),
                             )
                             .await
-                            .unwrap(),
-                        );
+                        } else {
+                            ch.basic_publish(
+                                "",
+                                queue_str.as_str(),
+                                PublishOptions::default(),
+                                &props,
+                                body.clone(),
+                            )
+                            .await
+                        };
+                        window.push_back(publish.unwrap());
                     }
                     for c in window {
                         assert!(c.await.unwrap().is_acked());
                     }
                 }
             };
-            publish_round(MESSAGES).await; // warm-up: buffers and rings reach their size
+            publish_round(MESSAGES, true).await; // warm-up: buffers and rings reach their size
             let before = snapshot();
-            publish_round(MESSAGES).await;
+            publish_round(MESSAGES, true).await;
             let publish = snapshot().since(before);
+            let before = snapshot();
+            publish_round(MESSAGES, false).await;
+            let publish_str = snapshot().since(before);
 
             ch.basic_qos(1000, QosOptions::default()).await.unwrap();
             let mut consumer = ch
                 .basic_consume(&queue, ConsumeOptions::default())
                 .await
                 .unwrap();
-            for _ in 0..MESSAGES {
+            for _ in 0..MESSAGES * 2 {
                 consumer.recv().await.unwrap().unwrap().ack().unwrap();
             }
             let before = snapshot();
@@ -125,6 +142,7 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
             }
             let consume = snapshot().since(before);
             assert_no_allocation_per_message("publish with confirm", publish);
+            assert_no_allocation_per_message("publish with &str names", publish_str);
             assert_no_allocation_per_message("deliver and ack", consume);
             drop(consumer);
             conn.close().await.unwrap();

@@ -30,7 +30,7 @@ async fn publish_confirm_consume_ack_roundtrip() {
         assert_eq!(info.name, queue);
         assert_eq!(info.message_count, 0);
         ch.confirm_select().await.unwrap();
-        let props = BasicProperties::builder().with_delivery_mode(2).build();
+        let props = BasicProperties::persistent();
         let mut confirms = Vec::new();
         for i in 0..100u32 {
             let body = format!("message {i}");

@@ -350,7 +350,7 @@ async fn rabbitmqctl_close_connection_fails_everything_pending_with_320() {
         ch2.confirm_select().await.unwrap();
         let publisher_ch = ch2.clone();
         let publishing = tokio::spawn(async move {
-            let props = BasicProperties::builder().with_delivery_mode(2).build();
+            let props = BasicProperties::persistent();
             let mut confirms = Vec::new();
             loop {
                 for _ in 0..50 {

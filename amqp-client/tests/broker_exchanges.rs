@@ -355,7 +355,7 @@ async fn routing_by_kind_direct_topic_headers() {
                 .insert("type", "report")
                 .build()
                 .unwrap();
-            let props = BasicProperties::builder().with_headers(h).build();
+            let props = BasicProperties::builder().with_headers(h).build().unwrap();
             ch.basic_publish(&headers, "", PublishOptions::default(), &props, name)
                 .await
                 .unwrap()

@@ -11,7 +11,6 @@ use amqp_client::GetOptions;
 use amqp_client::amqp_codec::table::FieldTable;
 use amqp_client::amqp_codec::{
     BasicProperties, Decimal, FieldArray, FieldValue, LongStr, PropertiesBuilder, ReplyCode,
-    ShortStr,
 };
 use amqp_client::{Channel, Connection, PublishOptions, QueueDeclareOptions};
 use bytes::Bytes;
@@ -114,8 +113,9 @@ async fn a_16_mib_message_round_trips_byte_for_byte() {
         ch.confirm_select().await.unwrap();
         let body = patterned(16 << 20);
         let props = BasicProperties::builder()
-            .with_message_id(ShortStr::from_static("big"))
-            .build();
+            .with_message_id("big")
+            .build()
+            .unwrap();
         // Publish + basic.get.
         publish_acked(&ch, &q, &props, body.clone()).await;
         let m = ch
@@ -255,23 +255,22 @@ fn every_field_type() -> FieldTable {
 }
 
 fn all_fourteen(user: &str) -> PropertiesBuilder {
-    PropertiesBuilder {
-        content_type: Some(ShortStr::from_static("application/octet-stream")),
-        content_encoding: Some(ShortStr::from_static("identity")),
-        headers: Some(every_field_type()),
-        delivery_mode: Some(BasicProperties::PERSISTENT),
-        priority: Some(7),
-        correlation_id: Some(ShortStr::from_static("corr-42")),
-        reply_to: Some(ShortStr::from_static("amq.rabbitmq.reply-to-ish")),
-        expiration: Some(ShortStr::from_static("600000")),
-        message_id: Some(ShortStr::from_static("msg-0001")),
-        timestamp: Some(1_700_000_123),
-        kind: Some(ShortStr::from_static("test.kind")),
+    BasicProperties::builder()
+        .with_content_type("application/octet-stream")
+        .with_content_encoding("identity")
+        .with_headers(every_field_type())
+        .persistent()
+        .with_priority(7)
+        .with_correlation_id("corr-42")
+        .with_reply_to("amq.rabbitmq.reply-to-ish")
+        .with_expiration("600000")
+        .with_message_id("msg-0001")
+        .with_timestamp(1_700_000_123)
+        .with_kind("test.kind")
         // RabbitMQ refuses a user-id other than the connection's user.
-        user_id: Some(ShortStr::try_from(user).expect("all_fourteen")),
-        app_id: Some(ShortStr::from_static("amqp-client-tests")),
-        cluster_id: Some(ShortStr::from_static("cluster-x")),
-    }
+        .with_user_id(user)
+        .with_app_id("amqp-client-tests")
+        .with_cluster_id("cluster-x")
 }
 
 fn assert_same_properties(got: &BasicProperties, want: &PropertiesBuilder) {
@@ -285,7 +284,11 @@ fn assert_same_properties(got: &BasicProperties, want: &PropertiesBuilder) {
         assert_eq!(g, w, "header entry");
     }
     assert_eq!(&got_fields, want, "every property");
-    assert_eq!(got, &want.build(), "the same encoding");
+    assert_eq!(
+        got,
+        &want.build().expect("valid properties"),
+        "the same encoding"
+    );
 }
 
 #[tokio::test]
@@ -299,7 +302,7 @@ async fn all_properties_and_every_field_type_round_trip() {
         ch.queue_declare(&q, plain()).await.unwrap();
         ch.confirm_select().await.unwrap();
         let want = all_fourteen(&user);
-        let props = want.build();
+        let props = want.build().unwrap();
         publish_acked(&ch, &q, &props, Bytes::from_static(b"props")).await;
         let m = ch
             .basic_get(&q, GetOptions::default())
@@ -340,8 +343,9 @@ async fn a_user_id_other_than_the_connections_is_refused_with_406() {
         ch.queue_declare(&q, plain()).await.unwrap();
         ch.confirm_select().await.unwrap();
         let props = BasicProperties::builder()
-            .with_user_id(ShortStr::from_static("someone-else"))
-            .build();
+            .with_user_id("someone-else")
+            .build()
+            .unwrap();
         let err = ch
             .basic_publish("", &q, PublishOptions::default(), &props, "x")
             .await
@@ -405,7 +409,10 @@ async fn properties_too_large_for_a_frame_are_refused_locally() {
             .insert("blob", "x".repeat(conn.frame_max() as usize))
             .build()
             .unwrap();
-        let props = BasicProperties::builder().with_headers(huge).build();
+        let props = BasicProperties::builder()
+            .with_headers(huge)
+            .build()
+            .unwrap();
         let err = ch
             .basic_publish("", &q, PublishOptions::default(), &props, "body")
             .await

@@ -180,7 +180,10 @@ async fn headers_nested_two_hundred_deep_are_consumed() {
         for _ in 0..200 {
             table = FieldTable::builder().insert("k", table).build().unwrap();
         }
-        let props = BasicProperties::builder().with_headers(table).build();
+        let props = BasicProperties::builder()
+            .with_headers(table)
+            .build()
+            .unwrap();
         publish_acked(&ch, &q, &props, "deep".into()).await;
         publish_acked(&ch, &q, &BasicProperties::default(), "next".into()).await;
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use amqp_client::amqp_codec::{BasicProperties, ReplyCode, ShortStr};
+use amqp_client::amqp_codec::{BasicProperties, ReplyCode};
 use amqp_client::{
     Confirmation, Error, ExchangeKind, PublishConfirm, PublishOptions, QueueDeclareOptions,
 };
@@ -131,8 +131,9 @@ async fn mandatory_unroutable_in_confirm_mode_acks_with_the_returned_message() {
         ch.confirm_select().await.unwrap();
         let nowhere = names.queue("q-nowhere");
         let p = BasicProperties::builder()
-            .with_message_id(ShortStr::from_static("m-1"))
-            .build();
+            .with_message_id("m-1")
+            .build()
+            .unwrap();
         let outcome = ch
             .basic_publish("", &nowhere, MANDATORY, &p, "unroutable")
             .await

@@ -116,7 +116,7 @@ async fn properties_and_headers_survive_both_directions() {
             .with_content_type(s("text/plain"))
             .with_content_encoding(s("identity"))
             .with_headers(headers)
-            .with_delivery_mode(2)
+            .persistent()
             .with_priority(3)
             .with_correlation_id(s("c-9"))
             .with_reply_to(s("replies-q"))
@@ -127,7 +127,8 @@ async fn properties_and_headers_survive_both_directions() {
             .with_user_id(s("guest"))
             .with_app_id(s("amqp-client"))
             .with_cluster_id(s("c9"))
-            .build();
+            .build()
+            .unwrap();
         ch.confirm_select().await.unwrap();
         let confirm = ch
             .basic_publish(

@@ -278,7 +278,7 @@ async fn tls_against_a_private_rabbitmq_node() {
     )
     .await
     .unwrap();
-    let plain = BasicProperties::builder().build();
+    let plain = BasicProperties::builder().build().unwrap();
     assert_eq!(round_trip(&conn, &plain, "over tls").await, "");
     conn.close().await.unwrap();
 
@@ -370,14 +370,16 @@ async fn tls_against_a_private_rabbitmq_node() {
         .unwrap();
     let as_user = BasicProperties::builder()
         .with_user_id(ShortStr::try_from(user.as_str()).unwrap())
-        .build();
+        .build()
+        .unwrap();
     assert_eq!(round_trip(&conn, &as_user, "as the cert's CN").await, user);
     // The same publish claiming to be guest is refused: the identity is not guest.
     let ch = conn.open_channel().await.unwrap();
     ch.confirm_select().await.unwrap();
     let as_guest = BasicProperties::builder()
-        .with_user_id(ShortStr::from_static("guest"))
-        .build();
+        .with_user_id("guest")
+        .build()
+        .unwrap();
     let confirm = ch
         .basic_publish("", "nowhere", PublishOptions::default(), &as_guest, "x")
         .await

@@ -212,7 +212,8 @@ fn main() -> Result<()> {
     });
     let props = BasicProperties::builder()
         .with_delivery_mode(BasicProperties::TRANSIENT)
-        .build();
+        .build()
+        .expect("valid properties");
     let body =
         Bytes::from_static(b"hello from the sans-IO codec, 64 bytes of payload in each msg!!");
     let (mut published, mut confirmed) = (0, 0);

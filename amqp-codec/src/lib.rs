@@ -84,6 +84,6 @@ pub use error::{DecodeError, EncodeError, FieldError};
 pub use frame::{Frame, FrameHeader, ProtocolHeader};
 pub use methods::{Method, MethodInfo};
 pub use outbound::{Outbound, PublishArgs};
-pub use properties::{BasicProperties, ContentHeader, PropertiesBuilder};
-pub use strings::{LongStr, ShortStr};
+pub use properties::{BasicProperties, ContentHeader, PropertiesBuilder, PropertyError};
+pub use strings::{IntoShortStr, LongStr, ShortStr};
 pub use table::{Decimal, FieldArray, FieldTable, FieldValue, ValueError};

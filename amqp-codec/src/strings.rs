@@ -128,6 +128,58 @@ impl TryFrom<Bytes> for ShortStr {
     }
 }
 
+/// Anything that can become a [`ShortStr`]: `&str`, `String`, `&String` (copied) and
+/// `ShortStr` itself (shared). Fails, never truncates, when longer than 255 bytes.
+///
+/// This is what names, short-string properties and the client's calls accept, so `&str` is the
+/// obvious way everywhere and a prebuilt `ShortStr` the way to copy nothing.
+///
+/// ```
+/// use amqp_codec::IntoShortStr;
+/// assert_eq!("tasks".into_short_str().unwrap(), "tasks");
+/// assert!("x".repeat(256).into_short_str().is_err());
+/// ```
+pub trait IntoShortStr {
+    /// The value as a short string, or [`EncodeError::ShortStrTooLong`].
+    fn into_short_str(self) -> Result<ShortStr, EncodeError>;
+}
+
+impl IntoShortStr for &str {
+    fn into_short_str(self) -> Result<ShortStr, EncodeError> {
+        ShortStr::try_from(self)
+    }
+}
+
+impl IntoShortStr for &&str {
+    fn into_short_str(self) -> Result<ShortStr, EncodeError> {
+        ShortStr::try_from(*self)
+    }
+}
+
+impl IntoShortStr for String {
+    fn into_short_str(self) -> Result<ShortStr, EncodeError> {
+        ShortStr::try_from(self)
+    }
+}
+
+impl IntoShortStr for &String {
+    fn into_short_str(self) -> Result<ShortStr, EncodeError> {
+        ShortStr::try_from(self.as_str())
+    }
+}
+
+impl IntoShortStr for ShortStr {
+    fn into_short_str(self) -> Result<ShortStr, EncodeError> {
+        Ok(self)
+    }
+}
+
+impl IntoShortStr for &ShortStr {
+    fn into_short_str(self) -> Result<ShortStr, EncodeError> {
+        Ok(self.clone())
+    }
+}
+
 impl fmt::Debug for ShortStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&String::from_utf8_lossy(&self.0), f)

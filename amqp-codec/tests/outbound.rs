@@ -36,14 +36,13 @@ fn props() -> BasicProperties {
         .insert("trace", "abc")
         .build()
         .expect("valid");
-    PropertiesBuilder {
-        content_type: Some(ShortStr::from_static("application/octet-stream")),
-        headers: Some(headers),
-        delivery_mode: Some(BasicProperties::PERSISTENT),
-        message_id: Some(ShortStr::from_static("m-1")),
-        ..Default::default()
-    }
-    .build()
+    PropertiesBuilder::default()
+        .with_content_type("application/octet-stream")
+        .with_headers(headers)
+        .persistent()
+        .with_message_id("m-1")
+        .build()
+        .expect("valid properties")
 }
 
 fn body_of(len: usize) -> Bytes {
@@ -189,11 +188,10 @@ fn props_with_header_frame_of(frame_size: usize) -> BasicProperties {
         .insert("k", LongStr::from(vec![b'h'; n]))
         .build()
         .expect("valid");
-    PropertiesBuilder {
-        headers: Some(headers),
-        ..Default::default()
-    }
-    .build()
+    PropertiesBuilder::default()
+        .with_headers(headers)
+        .build()
+        .expect("valid properties")
 }
 
 #[test]

@@ -87,7 +87,7 @@ proptest! {
         weight in any::<u16>(),
         channel in any::<u16>(),
     ) {
-        let properties = fields.build();
+        let properties = fields.build().unwrap();
         prop_assert_eq!(&properties.to_builder(), &fields, "getters read back what was built");
         let header = ContentHeader { class_id: ClassId::BASIC, weight, body_size, properties };
         let mut payload = BytesMut::new();
@@ -141,20 +141,60 @@ fn each_flag_bit_names_its_property() {
         .expect("valid");
     #[rustfmt::skip]
     let cases: [(u16, &[u8], PropertiesBuilder); 14] = [
-        (15, b"\x03a/b", PropertiesBuilder { content_type: s("a/b"), ..Default::default() }),
-        (14, b"\x04gzip", PropertiesBuilder { content_encoding: s("gzip"), ..Default::default() }),
-        (13, b"\x00\x00\x00\x04\x01aB\x01", PropertiesBuilder { headers: Some(table), ..Default::default() }),
-        (12, b"\x02", PropertiesBuilder { delivery_mode: Some(2), ..Default::default() }),
-        (11, b"\x09", PropertiesBuilder { priority: Some(9), ..Default::default() }),
-        (10, b"\x03c-1", PropertiesBuilder { correlation_id: s("c-1"), ..Default::default() }),
-        (9, b"\x02rq", PropertiesBuilder { reply_to: s("rq"), ..Default::default() }),
-        (8, b"\x0560000", PropertiesBuilder { expiration: s("60000"), ..Default::default() }),
-        (7, b"\x02m1", PropertiesBuilder { message_id: s("m1"), ..Default::default() }),
-        (6, b"\x01\x02\x03\x04\x05\x06\x07\x08", PropertiesBuilder { timestamp: Some(0x0102_0304_0506_0708), ..Default::default() }),
-        (5, b"\x04kind", PropertiesBuilder { kind: s("kind"), ..Default::default() }),
-        (4, b"\x05guest", PropertiesBuilder { user_id: s("guest"), ..Default::default() }),
-        (3, b"\x03app", PropertiesBuilder { app_id: s("app"), ..Default::default() }),
-        (2, b"\x02c9", PropertiesBuilder { cluster_id: s("c9"), ..Default::default() }),
+        (15, b"\x03a/b", {
+            let mut b = PropertiesBuilder::default();
+            b.content_type = s("a/b");
+            b
+        }),
+        (14, b"\x04gzip", {
+            let mut b = PropertiesBuilder::default();
+            b.content_encoding = s("gzip");
+            b
+        }),
+        (13, b"\x00\x00\x00\x04\x01aB\x01", PropertiesBuilder::default().with_headers(table)),
+        (12, b"\x02", PropertiesBuilder::default().persistent()),
+        (11, b"\x09", PropertiesBuilder::default().with_priority(9)),
+        (10, b"\x03c-1", {
+            let mut b = PropertiesBuilder::default();
+            b.correlation_id = s("c-1");
+            b
+        }),
+        (9, b"\x02rq", {
+            let mut b = PropertiesBuilder::default();
+            b.reply_to = s("rq");
+            b
+        }),
+        (8, b"\x0560000", {
+            let mut b = PropertiesBuilder::default();
+            b.expiration = s("60000");
+            b
+        }),
+        (7, b"\x02m1", {
+            let mut b = PropertiesBuilder::default();
+            b.message_id = s("m1");
+            b
+        }),
+        (6, b"\x01\x02\x03\x04\x05\x06\x07\x08", PropertiesBuilder::default().with_timestamp(0x0102_0304_0506_0708)),
+        (5, b"\x04kind", {
+            let mut b = PropertiesBuilder::default();
+            b.kind = s("kind");
+            b
+        }),
+        (4, b"\x05guest", {
+            let mut b = PropertiesBuilder::default();
+            b.user_id = s("guest");
+            b
+        }),
+        (3, b"\x03app", {
+            let mut b = PropertiesBuilder::default();
+            b.app_id = s("app");
+            b
+        }),
+        (2, b"\x02c9", {
+            let mut b = PropertiesBuilder::default();
+            b.cluster_id = s("c9");
+            b
+        }),
     ];
     let mut all_flags = Vec::new();
     let mut all_values = Vec::new();
@@ -168,8 +208,8 @@ fn each_flag_bit_names_its_property() {
             expected,
             "bit {bit}: getters"
         );
-        assert_eq!(decoded.properties, expected.build(), "bit {bit}");
-        assert_eq!(expected.build().flags(), 1 << bit);
+        assert_eq!(decoded.properties, expected.build().unwrap(), "bit {bit}");
+        assert_eq!(expected.build().unwrap().flags(), 1 << bit);
         assert_eq!(ref_properties(&expected), props);
         all_flags.push(1u16 << bit);
         all_values.extend_from_slice(value);
@@ -182,7 +222,7 @@ fn each_flag_bit_names_its_property() {
     props.extend_from_slice(&all_values);
     let decoded = ContentHeader::decode(&header_payload(&props)).expect("valid");
     assert_eq!(decoded.properties.to_builder(), all);
-    assert_eq!(decoded.properties, all.build());
+    assert_eq!(decoded.properties, all.build().unwrap());
     let mut encoded = BytesMut::new();
     decoded.encode(&mut encoded);
     assert_eq!(&encoded[..], &header_payload(&props)[..]);

@@ -14,8 +14,8 @@ use amqp_codec::methods::{
     ConnectionStart, ConnectionTune,
 };
 use amqp_codec::{
-    BasicProperties, ContentHeader, FieldTable, FieldValue, Frame, FrameDecoder, LongStr, Method,
-    PropertiesBuilder, ProtocolHeader, ShortStr,
+    ContentHeader, FieldTable, FieldValue, Frame, FrameDecoder, LongStr, Method, PropertiesBuilder,
+    ProtocolHeader, ShortStr,
 };
 use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
@@ -40,12 +40,11 @@ fn deliver(channel: u16, tag: u64) -> Frame {
 }
 
 fn header(channel: u16, body_size: u64) -> Frame {
-    let properties = PropertiesBuilder {
-        content_type: Some(ShortStr::from_static("application/json")),
-        delivery_mode: Some(BasicProperties::PERSISTENT),
-        ..Default::default()
-    }
-    .build();
+    let properties = PropertiesBuilder::default()
+        .with_content_type("application/json")
+        .persistent()
+        .build()
+        .expect("valid properties");
     Frame::Header {
         channel,
         header: ContentHeader::basic(body_size, properties),

@@ -408,7 +408,8 @@ fn a_deep_headers_table_in_a_frame_decodes() {
     let table = FieldTable::from_raw(Bytes::from(nested(18_000, |_| b'F'))).expect("decodes");
     let props = BasicProperties::builder()
         .with_headers(table.clone())
-        .build();
+        .build()
+        .unwrap();
     let header = Frame::Header {
         channel: 1,
         header: ContentHeader::basic(0, props),

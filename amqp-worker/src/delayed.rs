@@ -190,7 +190,14 @@ impl Publisher {
         let mut b = properties.to_builder();
         b.headers = Some(headers.into_iter().collect());
         let queue = delay_queue_name(exchange, routing_key, delay);
-        self.send("", &queue, &b.build(), body).await
+        self.send(
+            "",
+            &queue,
+            &b.build()
+                .expect("re-encoding valid properties with a new headers table cannot fail"),
+            body,
+        )
+        .await
     }
 
     /// [`send_delayed`](Self::send_delayed) and wait for the confirm.

@@ -164,8 +164,9 @@ impl Publisher {
         let properties = if properties.delivery_mode().is_none() {
             persistent = properties
                 .to_builder()
-                .with_delivery_mode(BasicProperties::PERSISTENT)
-                .build();
+                .persistent()
+                .build()
+                .expect("valid properties with a delivery mode added stay valid");
             &persistent
         } else {
             properties
@@ -203,10 +204,16 @@ impl Publisher {
 }
 
 /// Persistent properties with a message id and the current time, the usual start for a task.
+///
+/// A message id is a short string: an id longer than 255 bytes cannot be sent as one and is
+/// left out (the task still goes; the worker then logs it without an id). Callers that build ids
+/// from input check their length first, as `amqp-worker publish` does with `--id-prefix`.
 pub fn task_properties(message_id: &str) -> BasicProperties {
-    let mut b = BasicProperties::builder().with_delivery_mode(BasicProperties::PERSISTENT);
+    let mut b = BasicProperties::builder().persistent();
     if let Ok(id) = ShortStr::try_from(message_id) {
         b = b.with_message_id(id);
     }
-    b.with_timestamp(crate::retry::unix_now()).build()
+    b.with_timestamp(crate::retry::unix_now())
+        .build()
+        .expect("no string setter was given a value that could fail")
 }

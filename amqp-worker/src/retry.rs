@@ -235,6 +235,7 @@ fn with_headers(
         b.delivery_mode = Some(BasicProperties::PERSISTENT);
     }
     b.build()
+        .expect("valid properties with a new headers table stay valid")
 }
 
 fn failure_entries(record: &FailureRecord) -> Vec<(ShortStr, FieldValue)> {

@@ -169,7 +169,9 @@ async fn exchange_types_and_an_exchange_to_exchange_binding_from_toml() {
         let mut outcome = BTreeMap::new();
         for (id, exchange, key, mut props, routable) in cases {
             props.message_id = Some(id.try_into().unwrap());
-            let result = publisher.publish(&exchange, key, &props.build(), id).await;
+            let result = publisher
+                .publish(&exchange, key, &props.build().unwrap(), id)
+                .await;
             match (&result, routable) {
                 (Ok(()), true) => {}
                 (Err(PublishError::Unroutable { .. }), false) => {}

@@ -63,14 +63,13 @@ pub fn small_headers() -> FieldTable {
 /// The properties of a delivered or published message: content-type, delivery-mode 2,
 /// message-id and a small headers table.
 pub fn properties(message_id: u64) -> BasicProperties {
-    PropertiesBuilder {
-        content_type: Some(ShortStr::from_static("application/json")),
-        delivery_mode: Some(BasicProperties::PERSISTENT),
-        message_id: Some(short(&format!("msg-{message_id:016x}"))),
-        headers: Some(small_headers()),
-        ..Default::default()
-    }
-    .build()
+    PropertiesBuilder::default()
+        .with_content_type("application/json")
+        .persistent()
+        .with_message_id(short(&format!("msg-{message_id:016x}")))
+        .with_headers(small_headers())
+        .build()
+        .expect("fixture properties fit")
 }
 
 /// The basic.deliver every `deliver_triple` message starts with.

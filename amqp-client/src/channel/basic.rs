@@ -93,7 +93,7 @@ impl Channel {
     /// ```no_run
     /// # async fn demo(channel: amqp_client::Channel) -> Result<(), amqp_client::Error> {
     /// use amqp_client::{BasicProperties, PublishOptions};
-    /// let props = BasicProperties::builder().with_delivery_mode(2).build();
+    /// let props = BasicProperties::persistent();
     /// channel
     ///     .basic_publish("", "tasks", PublishOptions::default(), &props, "hello")
     ///     .await?;

@@ -50,7 +50,7 @@ pub(crate) async fn next_recovery(events: &mut broadcast::Receiver<RecoveryEvent
 }
 
 pub(crate) fn props() -> BasicProperties {
-    BasicProperties::builder().with_delivery_mode(2).build()
+    BasicProperties::persistent()
 }
 
 /// Publishes ids until each one is confirmed, republishing those whose confirm failed.

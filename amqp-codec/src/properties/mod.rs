@@ -20,7 +20,7 @@
 
 mod builder;
 
-pub use builder::PropertiesBuilder;
+pub use builder::{PropertiesBuilder, PropertyError};
 
 use std::fmt;
 
@@ -107,11 +107,12 @@ const UNUSED: u16 = 1 << 1;
 /// ```
 /// use amqp_codec::{BasicProperties, ShortStr};
 /// let props = BasicProperties::builder()
-///     .with_message_id(ShortStr::from_static("m-1"))
-///     .with_delivery_mode(BasicProperties::PERSISTENT)
-///     .build();
+///     .with_message_id("m-1")
+///     .persistent()
+///     .build()?;
 /// assert_eq!(props.message_id(), Some(ShortStr::from_static("m-1")));
 /// assert_eq!(props.priority(), None);
+/// # Ok::<(), amqp_codec::PropertyError>(())
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct BasicProperties {
@@ -151,6 +152,7 @@ impl BasicProperties {
             user_id: self.user_id(),
             app_id: self.app_id(),
             cluster_id: self.cluster_id(),
+            ..PropertiesBuilder::default()
         }
     }
 
@@ -522,7 +524,7 @@ mod tests {
         assert_eq!(&buf[..], &payload[..], "byte for byte");
 
         // Rebuilt from its values, the properties are canonical: one flags word.
-        let canonical = h.properties.to_builder().build();
+        let canonical = h.properties.to_builder().build().unwrap();
         assert_eq!(canonical.encoded_len(), 3);
         assert_eq!(canonical.delivery_mode(), Some(2));
 
@@ -545,36 +547,33 @@ mod tests {
 
     #[test]
     fn builder_and_getters_agree_on_every_property() {
-        let b = PropertiesBuilder {
-            content_type: Some(ShortStr::from_static("a")),
-            content_encoding: Some(ShortStr::from_static("b")),
-            headers: Some(
+        let b = PropertiesBuilder::default()
+            .with_content_type("a")
+            .with_content_encoding("b")
+            .with_headers(
                 FieldTable::builder()
                     .insert("k", 1i8)
                     .build()
                     .expect("table"),
-            ),
-            delivery_mode: Some(2),
-            priority: Some(9),
-            correlation_id: Some(ShortStr::from_static("c")),
-            reply_to: Some(ShortStr::from_static("d")),
-            expiration: Some(ShortStr::from_static("e")),
-            message_id: Some(ShortStr::from_static("f")),
-            timestamp: Some(7),
-            kind: Some(ShortStr::from_static("g")),
-            user_id: Some(ShortStr::from_static("h")),
-            app_id: Some(ShortStr::from_static("i")),
-            cluster_id: Some(ShortStr::from_static("j")),
-        };
-        let props = b.build();
+            )
+            .persistent()
+            .with_priority(9)
+            .with_correlation_id("c")
+            .with_reply_to("d")
+            .with_expiration("e")
+            .with_message_id("f")
+            .with_timestamp(7)
+            .with_kind("g")
+            .with_user_id("h")
+            .with_app_id("i")
+            .with_cluster_id("j");
+        let props = b.build().unwrap();
         assert_eq!(props.flags(), 0xFFFC);
         assert_eq!(props.to_builder(), b);
-        let sparse = PropertiesBuilder {
-            timestamp: Some(1),
-            app_id: Some(ShortStr::from_static("x")),
-            ..Default::default()
-        };
-        assert_eq!(sparse.build().to_builder(), sparse);
-        assert_eq!(sparse.build().flags(), (1 << 6) | (1 << 3));
+        let sparse = PropertiesBuilder::default()
+            .with_timestamp(1)
+            .with_app_id("x");
+        assert_eq!(sparse.build().unwrap().to_builder(), sparse);
+        assert_eq!(sparse.build().unwrap().flags(), (1 << 6) | (1 << 3));
     }
 }

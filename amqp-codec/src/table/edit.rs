@@ -117,6 +117,35 @@ impl FieldTable {
 /// # Panics
 ///
 /// If a key is longer than 255 bytes (keys written as literals never are).
+/// A [`FieldTable`] from `key => value` pairs, each value converted by `Into<FieldValue>`, so
+/// kinds mix freely (see the conversions above); entries keep their order.
+///
+/// ```
+/// use amqp_codec::{field_table, FieldValue};
+/// let args = field_table! {
+///     "x-max-length" => 10_000,
+///     "x-queue-type" => "quorum",
+///     "x-dead-letter-exchange" => "",
+/// };
+/// assert_eq!(args.get("x-max-length"), Some(FieldValue::I32(10_000)));
+/// assert_eq!(args.len(), 3);
+/// assert!(field_table! {}.is_empty());
+/// ```
+///
+/// # Panics
+///
+/// If a key is longer than 255 bytes, which no AMQP table key can be (keys here are written in
+/// the program; build tables from other keys with [`FieldTable::try_insert`]).
+#[macro_export]
+macro_rules! field_table {
+    ($($key:expr => $value:expr),* $(,)?) => {
+        $crate::FieldTable::builder()
+            $(.insert($key, $value))*
+            .build()
+            .expect("field_table!: a key longer than 255 bytes")
+    };
+}
+
 impl<K: AsRef<str>, V: Into<FieldValue>, const N: usize> From<[(K, V); N]> for FieldTable {
     fn from(entries: [(K, V); N]) -> Self {
         let mut table = FieldTable::new();

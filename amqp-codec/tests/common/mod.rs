@@ -193,29 +193,29 @@ pub(crate) fn property_fields() -> impl Strategy<Value = PropertiesBuilder> {
         (option::of(any::<u8>()), s(), s(), s(), s()),
         (option::of(any::<u64>()), s(), s(), s(), s()),
     )
-        .prop_map(
-            |((a, b, c, d), (e, f, g, h, i), (j, k, l, m, n))| PropertiesBuilder {
-                content_type: a,
-                content_encoding: b,
-                headers: c,
-                delivery_mode: d,
-                priority: e,
-                correlation_id: f,
-                reply_to: g,
-                expiration: h,
-                message_id: i,
-                timestamp: j,
-                kind: k,
-                user_id: l,
-                app_id: m,
-                cluster_id: n,
-            },
-        )
+        .prop_map(|((a, b, c, d), (e, f, g, h, i), (j, k, l, m, n))| {
+            let mut builder = PropertiesBuilder::default();
+            builder.content_type = a;
+            builder.content_encoding = b;
+            builder.headers = c;
+            builder.delivery_mode = d;
+            builder.priority = e;
+            builder.correlation_id = f;
+            builder.reply_to = g;
+            builder.expiration = h;
+            builder.message_id = i;
+            builder.timestamp = j;
+            builder.kind = k;
+            builder.user_id = l;
+            builder.app_id = m;
+            builder.cluster_id = n;
+            builder
+        })
 }
 
 /// Basic properties, each of the 14 present or not.
 pub(crate) fn properties() -> impl Strategy<Value = BasicProperties> {
-    property_fields().prop_map(|fields| fields.build())
+    property_fields().prop_map(|fields| fields.build().expect("generated strings are short"))
 }
 
 /// A method argument type the method strategies can generate.

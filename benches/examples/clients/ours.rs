@@ -23,7 +23,7 @@ const NAME: &str = "ours";
 
 /// Persistent (delivery mode 2) properties, the same for every client.
 fn persistent() -> BasicProperties {
-    BasicProperties::builder().with_delivery_mode(2).build()
+    BasicProperties::persistent()
 }
 
 /// Opens a connection (read batching off with `eager_reads`, ack coalescing off without

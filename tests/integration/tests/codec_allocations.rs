@@ -18,20 +18,19 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 const FRAME_MAX: u32 = 131_072;
 
 fn properties() -> BasicProperties {
-    PropertiesBuilder {
-        content_type: Some(ShortStr::from_static("application/json")),
-        delivery_mode: Some(2),
-        message_id: Some(ShortStr::from_static("id-1")),
-        headers: Some(
+    PropertiesBuilder::default()
+        .with_content_type("application/json")
+        .persistent()
+        .with_message_id("id-1")
+        .with_headers(
             FieldTable::builder()
                 .insert("x-attempt", 1i32)
                 .insert("source", "tests")
                 .build()
                 .expect("table"),
-        ),
-        ..Default::default()
-    }
-    .build()
+        )
+        .build()
+        .expect("valid properties")
 }
 
 /// `n` deliver triples with `body_len`-byte bodies, as the broker would send them.

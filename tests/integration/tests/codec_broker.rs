@@ -203,23 +203,26 @@ fn publishes_and_gets_a_message_with_every_property() {
         )
         .build()
         .expect("table");
-    let props = PropertiesBuilder {
-        content_type: Some(ShortStr::from_static("application/octet-stream")),
-        content_encoding: Some(ShortStr::from_static("identity")),
-        headers: Some(headers.clone()),
-        delivery_mode: Some(2),
-        priority: Some(3),
-        correlation_id: Some(ShortStr::from_static("corr")),
-        reply_to: Some(ShortStr::from_static("replies")),
-        expiration: Some(ShortStr::from_static("60000")),
-        message_id: Some(ShortStr::from_static("m-1")),
-        timestamp: Some(1_700_000_000),
-        kind: Some(ShortStr::from_static("test")),
-        user_id: Some(ShortStr::from_static("guest")),
-        app_id: Some(ShortStr::from_static("codec-tests")),
-        cluster_id: None,
+    let props = {
+        let mut b = PropertiesBuilder::default();
+        b.content_type = Some(ShortStr::from_static("application/octet-stream"));
+        b.content_encoding = Some(ShortStr::from_static("identity"));
+        b.headers = Some(headers.clone());
+        b.delivery_mode = Some(2);
+        b.priority = Some(3);
+        b.correlation_id = Some(ShortStr::from_static("corr"));
+        b.reply_to = Some(ShortStr::from_static("replies"));
+        b.expiration = Some(ShortStr::from_static("60000"));
+        b.message_id = Some(ShortStr::from_static("m-1"));
+        b.timestamp = Some(1_700_000_000);
+        b.kind = Some(ShortStr::from_static("test"));
+        b.user_id = Some(ShortStr::from_static("guest"));
+        b.app_id = Some(ShortStr::from_static("codec-tests"));
+        b.cluster_id = None;
+        b
     }
-    .build();
+    .build()
+    .unwrap();
     // Three body frames at the broker's frame-max.
     let body: Bytes = (0..(conn.frame_max as usize * 2 + 100))
         .map(|i| (i % 251) as u8)

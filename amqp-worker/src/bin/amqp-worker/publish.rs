@@ -161,6 +161,9 @@ fn routing_key(args: &PublishArgs, file_queue: String) -> Result<String, CliErro
     }
 }
 
+/// The longest `--id-prefix`: room for `-` and a 20-digit task number in a 255-byte id.
+const ID_PREFIX_MAX: usize = 255 - 21;
+
 /// What every task of one `publish` carries besides its body: an id from a common prefix,
 /// the `--header`s and the `--content-type`.
 struct Template {
@@ -193,6 +196,13 @@ impl Template {
             .id_prefix
             .clone()
             .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+        // `<prefix>-<n>` must fit a short string for any n this run can reach (20 digits).
+        if prefix.len() > ID_PREFIX_MAX {
+            return Err(CliError::Usage(format!(
+                "--id-prefix is {} bytes; message ids are at most 255, so at most {ID_PREFIX_MAX}",
+                prefix.len()
+            )));
+        }
         Ok(Template {
             prefix,
             headers,
@@ -213,7 +223,9 @@ impl Template {
             props.headers = Some(self.headers.clone());
         }
         props.content_type.clone_from(&self.content_type);
-        props.build()
+        props
+            .build()
+            .expect("the id prefix was checked and the other values are short strings already")
     }
 }
 
