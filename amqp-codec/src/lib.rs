@@ -32,6 +32,7 @@
 //! | [`methods`] | every class and method, expanded from one table; the [`Method`] enum |
 //! | [`table`] | field tables and arrays with RabbitMQ's type letters |
 //! | [`frame`] | the [`Frame`] enum and one file per frame kind |
+//! | `read` | the reading layer: every byte read from a peer is read there, by nom parsers |
 //! | [`FrameDecoder`] | splits frames off a read buffer; enforces frame-max |
 //! | [`ContentAssembler`] | method + header + body frames into one message |
 //! | [`Body`] | a message body: its frames' slices of the read buffer, chained, never joined |
@@ -67,7 +68,7 @@ pub mod frame;
 pub mod methods;
 mod outbound;
 mod properties;
-mod scan;
+mod read;
 mod strings;
 pub mod table;
 #[cfg(feature = "tokio-codec")]
@@ -84,6 +85,6 @@ pub use error::{DecodeError, EncodeError, FieldError};
 pub use frame::{Frame, FrameHeader, ProtocolHeader};
 pub use methods::{Method, MethodInfo};
 pub use outbound::{Outbound, PublishArgs};
-pub use properties::{BasicProperties, ContentHeader, PropertiesBuilder};
+pub use properties::{BasicProperties, ContentHeader, PropertiesBuilder, PropertiesRef};
 pub use strings::{LongStr, ShortStr};
 pub use table::{Decimal, FieldArray, FieldTable, FieldValue, ValueError};
