@@ -2,6 +2,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::batch::FrameBatch;
 use crate::constants::{FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FrameType};
 use crate::error::DecodeError;
 use crate::frame::{Frame, ProtocolHeader};
@@ -104,6 +105,25 @@ impl FrameDecoder {
         let mut payload = frame.freeze();
         payload.advance(FRAME_HEADER_SIZE);
         Frame::decode_payload(header, payload)
+    }
+
+    /// Splits every whole frame at the front of `src` off at once, as one [`FrameBatch`], or
+    /// returns `Ok(None)` if not one is buffered.
+    ///
+    /// One split and one reference count for all of them, where [`FrameDecoder::decode`] takes
+    /// one per frame; iterating the batch then reads each delivery whole and in place
+    /// ([`crate::Inbound::Delivery`]), and any other frame as `decode` would return it.
+    ///
+    /// Errors as `decode`: a frame whose envelope is wrong (unknown type, over frame-max, bad
+    /// frame-end, bad protocol header) is refused if it comes first, and nothing is consumed;
+    /// behind whole frames, the batch ends before it and the next call refuses it. A frame
+    /// whose payload does not decode is the iterator's error item, for that frame alone.
+    pub fn decode_batch(&mut self, src: &mut BytesMut) -> Result<Option<FrameBatch>, DecodeError> {
+        let (frames, len) = envelope::whole_frames(src, self.frame_max)?;
+        if frames == 0 {
+            return Ok(None);
+        }
+        Ok(Some(FrameBatch::new(src.split_to(len).freeze(), frames)))
     }
 }
 

@@ -33,7 +33,8 @@
 //! | [`table`] | field tables and arrays with RabbitMQ's type letters |
 //! | [`frame`] | the [`Frame`] enum and one file per frame kind |
 //! | `read` | the reading layer: every byte read from a peer is read there, by nom parsers |
-//! | [`FrameDecoder`] | splits frames off a read buffer; enforces frame-max |
+//! | [`FrameDecoder`] | splits frames off a read buffer, one by one or all at once; enforces frame-max |
+//! | [`FrameBatch`] | whole frames split off at once; deliveries read in place ([`DeliveryRef`]) |
 //! | [`ContentAssembler`] | method + header + body frames into one message |
 //! | [`Body`] | a message body: its frames' slices of the read buffer, chained, never joined |
 //! | [`Outbound`] | encodes frames for one vectored write, chaining bodies |
@@ -60,9 +61,11 @@
 #![deny(missing_docs)]
 
 mod assembly;
+mod batch;
 mod body;
 mod constants;
 mod decoder;
+mod delivery;
 mod error;
 pub mod frame;
 pub mod methods;
@@ -76,11 +79,13 @@ pub mod tokio_codec;
 mod wire;
 
 pub use assembly::{Assembled, Content, ContentAssembler, DiscardReason, Discarded};
+pub use batch::{BatchIter, FrameBatch, Inbound};
 pub use body::Body;
 pub use constants::{
     ClassId, FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FRAME_OVERHEAD, FrameType, ReplyCode,
 };
 pub use decoder::FrameDecoder;
+pub use delivery::{Delivery, DeliveryRef};
 pub use error::{DecodeError, EncodeError, FieldError};
 pub use frame::{Frame, FrameHeader, ProtocolHeader};
 pub use methods::{Method, MethodInfo};

@@ -12,11 +12,14 @@
 //!   (server-named consumer tag, message-id, a headers table). Two paths: `whole`, the buffer
 //!   already in memory (a fresh copy per iteration, made outside the timed section); `stream`,
 //!   64 KiB reads appended to the decoder's own buffer and decoded as far as they go, as a socket
-//!   read loop does (the copies are timed, for both sides). Ours assembles whole messages;
-//!   amq-protocol has no assembler, so its side reads each frame as it comes (and copies each
-//!   body into a `Vec` and each string into a `String`, where ours reads them in place). Each
-//!   group also times `envelope`: a loop that only steps over the frame envelopes (type, size,
-//!   frame-end) of the same bytes, on the same path: the lower bound of any decoder.
+//!   read loop does (the copies are timed, for both sides). Ours (`amqp-codec`) splits the whole
+//!   frames off in batches (`FrameDecoder::decode_batch`) and reads each delivery whole and in
+//!   place (`DeliveryRef`); `amqp-codec frames` is ours frame by frame (`FrameDecoder::decode`
+//!   and `ContentAssembler`, which hand out owned `Frame`s and `Content`s). amq-protocol has no
+//!   assembler, so its side reads each frame as it comes (and copies each body into a `Vec` and
+//!   each string into a `String`, where ours reads them in place). Each group also times
+//!   `envelope`: a loop that only steps over the frame envelopes (type, size, frame-end) of the
+//!   same bytes, on the same path: the lower bound of any decoder.
 //! * `deliver/rich/128KiB/whole`: rich deliveries of 128 KiB (two body frames each).
 //! * `publish_encode`: basic.publish + header + 64 B body; ours via `Outbound::push_content`
 //!   (drained after each message), theirs via `gen_frame` into a reused `Vec`.
@@ -35,7 +38,7 @@ use std::time::Duration;
 use amq_protocol::frame::{WriteContext, gen_frame, parse_frame};
 use amq_protocol::types::parsing::parse_field_table;
 use amqp_benches::*;
-use amqp_codec::{Assembled, ContentAssembler, FieldTable, FrameDecoder, Outbound};
+use amqp_codec::{Assembled, ContentAssembler, FieldTable, FrameDecoder, Inbound, Outbound};
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -84,8 +87,29 @@ fn check_workload(load: &Workload) {
     );
     let frames = load.frames();
     assert_eq!(theirs.len(), frames, "{name}: frame count");
+    // Read in batches, the same messages.
+    let mut wire = BytesMut::from(&load.wire[..]);
+    let mut batched = Vec::new();
+    while let Some(batch) = decoder.decode_batch(&mut wire).expect("valid frames") {
+        for item in &batch {
+            match item.expect("valid frames") {
+                Inbound::Delivery(delivery) => batched.push(delivery.to_content()),
+                Inbound::Frame(frame) => {
+                    if let Some(Assembled::Content(content)) = asm.push(frame).expect("in order") {
+                        batched.push(content);
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        batched == messages,
+        "{name}: batches read the same messages"
+    );
     let mut wire = BytesMut::from(&load.wire[..]);
     assert_eq!(decode_ours(&mut wire, &mut decoder, &mut asm), frames);
+    let mut wire = BytesMut::from(&load.wire[..]);
+    assert_eq!(decode_frames(&mut wire, &mut decoder, &mut asm), frames);
     assert_eq!(decode_theirs(&load.wire), frames);
     assert_eq!(envelopes(&load.wire), frames);
     let mut stream = BytesMut::new();
@@ -94,6 +118,10 @@ fn check_workload(load: &Workload) {
         frames
     );
     assert!(stream.is_empty());
+    assert_eq!(
+        stream_frames(&load.wire, &mut stream, &mut decoder, &mut asm),
+        frames
+    );
     assert_eq!(stream_theirs(&load.wire, &mut Vec::new()), frames);
     assert_eq!(stream_envelopes(&load.wire, &mut stream), frames);
 }
@@ -120,6 +148,13 @@ fn deliver_group(c: &mut Criterion, load: &Workload, size: &str, path: Path) {
                     BatchSize::LargeInput,
                 );
             });
+            group.bench_function("amqp-codec frames", |b| {
+                b.iter_batched_ref(
+                    fresh,
+                    |buf| black_box(decode_frames(buf, &mut decoder, &mut asm)),
+                    BatchSize::LargeInput,
+                );
+            });
             group.bench_function("amq-protocol", |b| {
                 b.iter_batched_ref(
                     fresh,
@@ -140,6 +175,9 @@ fn deliver_group(c: &mut Criterion, load: &Workload, size: &str, path: Path) {
             let mut buf = BytesMut::new();
             group.bench_function("amqp-codec", |b| {
                 b.iter(|| black_box(stream_ours(wire, &mut buf, &mut decoder, &mut asm)));
+            });
+            group.bench_function("amqp-codec frames", |b| {
+                b.iter(|| black_box(stream_frames(wire, &mut buf, &mut decoder, &mut asm)));
             });
             let mut theirs = Vec::new();
             group.bench_function("amq-protocol", |b| {

@@ -8,8 +8,10 @@
 //!
 //! Workloads: `{minimal,rich}-{64B,4KiB}-{whole,stream}` (deliveries of either shape and body
 //! size, on either path; see `amqp_benches::Shape` and `Path`), `rich-128KiB-whole`, `publish`
-//! and `table`. Sides: `ours`, `theirs` (amq-protocol) and, for deliveries, `envelope` (the
-//! lower bound: frame envelopes only, over the same bytes).
+//! and `table`. Sides: `ours`, `theirs` (amq-protocol) and, for deliveries, `frames` (ours frame
+//! by frame: `FrameDecoder::decode` and `ContentAssembler`), `owned` (ours, each delivery kept as
+//! an owned `Delivery`; whole buffer only) and `envelope` (the lower bound: frame envelopes only,
+//! over the same bytes).
 //!
 //! `benches/callgrind` does this for every workload and side and prints instructions per frame
 //! and atomic operations per delivery. With `PROFILE_TIME=1` it also times each iteration and
@@ -34,13 +36,15 @@ use bytes::BytesMut;
 enum Side {
     Ours,
     Theirs,
+    Frames,
+    Owned,
     Envelope,
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [workload, side, iterations] = &args[..] else {
-        eprintln!("usage: profile WORKLOAD ours|theirs|envelope ITERATIONS");
+        eprintln!("usage: profile WORKLOAD ours|theirs|frames|owned|envelope ITERATIONS");
         eprintln!("  WORKLOAD: {{minimal,rich}}-{{64B,4KiB}}-{{whole,stream}}, rich-128KiB-whole,");
         eprintln!("            publish, table");
         return ExitCode::from(2);
@@ -52,9 +56,11 @@ fn main() -> ExitCode {
     let side = match side.as_str() {
         "ours" => Side::Ours,
         "theirs" => Side::Theirs,
+        "frames" => Side::Frames,
+        "owned" => Side::Owned,
         "envelope" => Side::Envelope,
         _ => {
-            eprintln!("the side is `ours`, `theirs` or `envelope`");
+            eprintln!("the side is `ours`, `theirs`, `frames`, `owned` or `envelope`");
             return ExitCode::from(2);
         }
     };
@@ -62,11 +68,15 @@ fn main() -> ExitCode {
     // Elements (frames, or tables) and messages one iteration handles, printed for the
     // per-element and per-message divisions.
     let (elements, messages) = match workload.as_str() {
-        "publish" if side != Side::Envelope => publish(side, iterations, &mut timer),
-        "table" if side != Side::Envelope => table(side, iterations, &mut timer),
+        "publish" if matches!(side, Side::Ours | Side::Theirs) => {
+            publish(side, iterations, &mut timer)
+        }
+        "table" if matches!(side, Side::Ours | Side::Theirs) => table(side, iterations, &mut timer),
         deliveries => match parse_delivery(deliveries) {
-            Some((load, path)) => deliver(&load, path, side, iterations, &mut timer),
-            None => {
+            Some((load, path)) if side != Side::Owned || path == Path::Whole => {
+                deliver(&load, path, side, iterations, &mut timer)
+            }
+            _ => {
                 eprintln!("unknown workload {workload} (or no {workload} for that side)");
                 return ExitCode::from(2);
             }
@@ -113,11 +123,17 @@ fn deliver(
         frames += match (path, side) {
             (Path::Whole, Side::Ours) => decode_ours(&mut whole, &mut decoder, &mut asm),
             (Path::Whole, Side::Theirs) => decode_theirs(&whole),
+            (Path::Whole, Side::Frames) => decode_frames(&mut whole, &mut decoder, &mut asm),
+            (Path::Whole, Side::Owned) => decode_owned(&mut whole, &mut decoder),
             (Path::Whole, Side::Envelope) => envelopes(&whole),
             (Path::Stream, Side::Ours) => {
                 stream_ours(&load.wire, &mut ours_buf, &mut decoder, &mut asm)
             }
             (Path::Stream, Side::Theirs) => stream_theirs(&load.wire, &mut their_buf),
+            (Path::Stream, Side::Frames) => {
+                stream_frames(&load.wire, &mut ours_buf, &mut decoder, &mut asm)
+            }
+            (Path::Stream, Side::Owned) => unreachable!("refused in main"),
             (Path::Stream, Side::Envelope) => stream_envelopes(&load.wire, &mut ours_buf),
         };
         timer.record(started);

@@ -3,8 +3,10 @@
 
 use std::hint::black_box;
 
-use amqp_codec::{Assembled, Body, ContentAssembler, FieldTable, FieldValue, FrameDecoder, Method};
-use amqp_codec::{BasicProperties, Outbound};
+use amqp_codec::{
+    Assembled, BasicProperties, Body, ContentAssembler, Delivery, FieldTable, FieldValue,
+    FrameBatch, FrameDecoder, Inbound, Method, Outbound,
+};
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::{CHANNEL, FRAME_MAX, READ_CHUNK};
@@ -24,7 +26,7 @@ pub fn app_reads_body(body: &[u8]) {
     black_box(body);
 }
 
-/// Reads a whole message of ours the way the application does.
+/// Reads a whole message of ours, assembled from frames, the way the application does.
 #[inline(always)]
 fn read_message(done: Option<Assembled>) {
     let Some(Assembled::Content(content)) = done else {
@@ -33,11 +35,10 @@ fn read_message(done: Option<Assembled>) {
     let Method::BasicDeliver(deliver) = &content.method else {
         panic!("fixtures are deliveries");
     };
-    let properties = &content.header.properties;
-    let content_type = properties.content_type();
+    let properties = content.header.properties.view();
     app_reads(
         deliver.routing_key.as_bytes(),
-        content_type.as_deref(),
+        properties.content_type(),
         properties.delivery_mode(),
     );
     read_body(&content.body);
@@ -51,12 +52,101 @@ fn read_body(body: &Body) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Deliveries, ours.
+// Deliveries, ours: frames split off in batches, deliveries read in place.
 
-/// Whole buffer, ours: decodes every frame in `buf`, assembles the messages and reads each as
-/// the application does; returns the number of frames.
+/// Reads every frame of `batch` as the application does: deliveries in place, any other frame
+/// through the assembler.
+#[inline(always)]
+fn read_batch(batch: &FrameBatch, asm: &mut ContentAssembler) {
+    for item in batch {
+        match item.expect("fixture frames are valid") {
+            Inbound::Delivery(delivery) => {
+                asm.expect_idle(delivery.channel())
+                    .expect("fixture frames are in order");
+                let properties = delivery.properties();
+                app_reads(
+                    delivery.routing_key(),
+                    properties.content_type(),
+                    properties.delivery_mode(),
+                );
+                app_reads_body(delivery.body());
+            }
+            Inbound::Frame(frame) => {
+                read_message(asm.push(frame).expect("fixture frames are in order"));
+            }
+        }
+    }
+}
+
+/// Whole buffer, ours: splits every whole frame off `buf` in one batch, reads each delivery in
+/// place as the application does; returns the number of frames.
 #[inline(never)]
 pub fn decode_ours(
+    buf: &mut BytesMut,
+    decoder: &mut FrameDecoder,
+    asm: &mut ContentAssembler,
+) -> usize {
+    let mut frames = 0;
+    while let Some(batch) = decoder.decode_batch(buf).expect("fixture frames are valid") {
+        frames += batch.frames();
+        read_batch(&batch, asm);
+    }
+    frames
+}
+
+/// Stream path, ours: `wire` arrives [`READ_CHUNK`] bytes at a time in the decoder's own
+/// buffer `buf` (reused from one call to the next, as a connection's is); after each read, the
+/// whole frames in it are split off in one batch and read; returns the number of frames.
+#[inline(never)]
+pub fn stream_ours(
+    wire: &[u8],
+    buf: &mut BytesMut,
+    decoder: &mut FrameDecoder,
+    asm: &mut ContentAssembler,
+) -> usize {
+    let mut frames = 0;
+    for read in wire.chunks(READ_CHUNK) {
+        buf.extend_from_slice(read);
+        while let Some(batch) = decoder.decode_batch(buf).expect("fixture frames are valid") {
+            frames += batch.frames();
+            read_batch(&batch, asm);
+        }
+    }
+    frames
+}
+
+/// Whole buffer, ours, each delivery kept as an owned [`Delivery`] (one reference count for the
+/// message), as a client handing it to another task does, then read; returns the frames.
+#[inline(never)]
+pub fn decode_owned(buf: &mut BytesMut, decoder: &mut FrameDecoder) -> usize {
+    let mut frames = 0;
+    while let Some(batch) = decoder.decode_batch(buf).expect("fixture frames are valid") {
+        frames += batch.frames();
+        for item in &batch {
+            let Ok(Inbound::Delivery(delivery)) = item else {
+                panic!("fixtures are deliveries in one body frame");
+            };
+            let delivery: Delivery = black_box(delivery.to_delivery());
+            let properties = delivery.properties();
+            app_reads(
+                delivery.routing_key(),
+                properties.content_type(),
+                properties.delivery_mode(),
+            );
+            app_reads_body(delivery.body());
+        }
+    }
+    frames
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deliveries, ours, frame by frame (`FrameDecoder::decode` and `ContentAssembler`), the path
+// that hands out `Frame`s and `Content`s.
+
+/// Whole buffer, frame by frame: decodes every frame in `buf`, assembles the messages and reads
+/// each as the application does; returns the number of frames.
+#[inline(never)]
+pub fn decode_frames(
     buf: &mut BytesMut,
     decoder: &mut FrameDecoder,
     asm: &mut ContentAssembler,
@@ -69,11 +159,10 @@ pub fn decode_ours(
     frames
 }
 
-/// Stream path, ours: `wire` arrives [`READ_CHUNK`] bytes at a time in the decoder's own
-/// buffer `buf` (reused from one call to the next, as a connection's is), which is decoded as
-/// far as it goes after each read; returns the number of frames.
+/// Stream path, frame by frame: the same reads as [`stream_ours`], each followed by decoding
+/// frame by frame as far as it goes; returns the number of frames.
 #[inline(never)]
-pub fn stream_ours(
+pub fn stream_frames(
     wire: &[u8],
     buf: &mut BytesMut,
     decoder: &mut FrameDecoder,

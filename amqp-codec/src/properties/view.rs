@@ -137,6 +137,16 @@ impl<'a> PropertiesRef<'a> {
         }
     }
 
+    /// The first flags word as received (continuation bit included).
+    pub(crate) fn wire_flags(&self) -> u16 {
+        self.flags
+    }
+
+    /// What follows the first flags word: continuation words, then the properties.
+    pub(crate) fn wire_raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
     /// `slice` (a property read from these) as shared bytes.
     pub(crate) fn share(&self, slice: &[u8]) -> Bytes {
         self.owner.slice_ref(slice)
