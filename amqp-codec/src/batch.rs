@@ -3,13 +3,14 @@
 use bytes::Bytes;
 
 use crate::constants::FrameType;
-use crate::delivery::{DeliveryRef, Parts};
+use crate::delivery::{DeliveryRef, Parts, owned_deliver};
 use crate::error::DecodeError;
 use crate::frame::Frame;
 use crate::methods::Method;
 use crate::read::deliver::{DeliverArgs, Hot, hot};
+use crate::read::envelope::frame;
 use crate::read::envelope::{Envelope, split_checked};
-use crate::read::properties::header;
+use crate::read::properties::{fixed, header};
 
 /// The whole frames at the front of a read buffer, split off at once by
 /// [`crate::FrameDecoder::decode_batch`]: one shared chunk, so one reference count for all of
@@ -127,6 +128,11 @@ impl<'a> BatchIter<'a> {
         if h.frame_type != FrameType::HEADER || h.channel != channel {
             return None;
         }
+        // A body in several frames is handed over before the properties are checked.
+        let (_, (_, _, body_size)) = fixed(payload).ok()?;
+        if body_size != 0 && frame(rest).map(|(b, _)| u64::from(b.size)) != Some(body_size) {
+            return None;
+        }
         // A malformed header is the assembler's to report; a nonzero weight (it should be 0)
         // is kept by the owned header, so that it re-encodes as it came.
         let read = header(payload).ok()?;
@@ -169,41 +175,62 @@ impl<'a> BatchIter<'a> {
 impl<'a> Iterator for BatchIter<'a> {
     type Item = Result<Inbound<'a>, DecodeError>;
 
+    // Inlined into the caller's loop: a delivery is built where the caller reads it. Anything
+    // else is `one_frame`'s, out of line.
     #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let start = self.rest;
-            let (envelope, payload, rest) = split_checked(start)?;
-            self.rest = rest;
-            let header = match envelope {
-                Envelope::Protocol(header) => {
-                    return Some(Ok(Inbound::Frame(Frame::ProtocolHeader(header))));
-                }
-                Envelope::Frame { header, .. } => header,
-            };
-            let channel = header.channel;
-            if header.frame_type == FrameType::METHOD {
-                // Deliveries are read whole if they can be; confirms need no shared bytes.
-                let method = match hot(payload) {
-                    Some(Hot::Deliver(args)) => match self.whole_delivery(channel, args, start) {
-                        Some(delivery) => return Some(Ok(Inbound::Delivery(delivery))),
-                        None => None,
-                    },
-                    Some(Hot::Ack(ack)) => Some(Method::BasicAck(ack)),
-                    Some(Hot::Nack(nack)) => Some(Method::BasicNack(nack)),
-                    None => None,
-                };
-                if let Some(method) = method {
-                    return Some(Ok(Inbound::Frame(Frame::Method { channel, method })));
-                }
-            }
-            let payload = self.owner.slice_ref(payload);
-            match Frame::decode_payload(header, payload) {
-                Ok(Some(frame)) => return Some(Ok(Inbound::Frame(frame))),
-                Err(err) => return Some(Err(err)),
-                // Every frame type decodes to a frame; were one not to, it is skipped.
-                Ok(None) => {}
+        let start = self.rest;
+        let (envelope, payload, rest) = split_checked(start)?;
+        self.rest = rest;
+        let mut method = None;
+        if let Envelope::Frame { header, .. } = envelope
+            && header.frame_type == FrameType::METHOD
+        {
+            method = hot(payload);
+            if let Some(Hot::Deliver(args)) = method
+                && let Some(delivery) = self.whole_delivery(header.channel, args, start)
+            {
+                return Some(Ok(Inbound::Delivery(delivery)));
             }
         }
+        Some(self.one_frame(envelope, payload, method))
+    }
+}
+
+impl<'a> BatchIter<'a> {
+    /// The frame of `envelope` and `payload` on its own, `method` being what
+    /// [`crate::read::deliver`] read of its payload if it is a method frame: owned, as
+    /// [`crate::FrameDecoder::decode`] returns it (confirms, which hold no string, share
+    /// nothing).
+    #[inline(never)]
+    fn one_frame(
+        &self,
+        envelope: Envelope,
+        payload: &'a [u8],
+        method: Option<Hot<'a>>,
+    ) -> Result<Inbound<'a>, DecodeError> {
+        let header = match envelope {
+            Envelope::Protocol(header) => {
+                return Ok(Inbound::Frame(Frame::ProtocolHeader(header)));
+            }
+            Envelope::Frame { header, .. } => header,
+        };
+        let channel = header.channel;
+        let method = match method {
+            Some(Hot::Deliver(args)) => Method::BasicDeliver(owned_deliver(args, self.owner)),
+            Some(Hot::Ack(ack)) => Method::BasicAck(ack),
+            Some(Hot::Nack(nack)) => Method::BasicNack(nack),
+            None => {
+                let payload = self.owner.slice_ref(payload);
+                return match Frame::decode_payload(header, payload)? {
+                    Some(frame) => Ok(Inbound::Frame(frame)),
+                    // Every frame type of a checked envelope decodes to a frame.
+                    None => Err(DecodeError::UnknownFrameType {
+                        frame_type: header.frame_type,
+                    }),
+                };
+            }
+        };
+        Ok(Inbound::Frame(Frame::Method { channel, method }))
     }
 }

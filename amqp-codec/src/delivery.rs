@@ -11,6 +11,7 @@ use crate::body::Body;
 use crate::constants::ClassId;
 use crate::methods::{BasicDeliver, Method};
 use crate::properties::{BasicProperties, ContentHeader, PropertiesRef};
+use crate::read::deliver::DeliverArgs;
 use crate::strings::ShortStr;
 
 /// A delivery (its `basic.deliver`, content header and body, which came in one frame or none)
@@ -108,14 +109,14 @@ impl<'a> DeliveryRef<'a> {
 
     /// The `basic.deliver`, owned (one reference count per string).
     pub fn to_method(&self) -> BasicDeliver {
-        let share = |s| ShortStr::from_wire(self.owner.slice_ref(s));
-        BasicDeliver {
-            consumer_tag: share(self.consumer_tag),
+        let args = DeliverArgs {
+            consumer_tag: self.consumer_tag,
             delivery_tag: self.delivery_tag,
             redelivered: self.redelivered,
-            exchange: share(self.exchange),
-            routing_key: share(self.routing_key),
-        }
+            exchange: self.exchange,
+            routing_key: self.routing_key,
+        };
+        owned_deliver(args, self.owner)
     }
 
     /// The message as the [`crate::ContentAssembler`] would have handed it over from the same
@@ -192,6 +193,19 @@ impl PartialEq for DeliveryRef<'_> {
 }
 
 impl Eq for DeliveryRef<'_> {}
+
+/// A `basic.deliver` read from `owner`, owned: its strings share `owner`.
+#[cold]
+pub(crate) fn owned_deliver(args: DeliverArgs<'_>, owner: &Bytes) -> BasicDeliver {
+    let share = |s| ShortStr::from_wire(owner.slice_ref(s));
+    BasicDeliver {
+        consumer_tag: share(args.consumer_tag),
+        delivery_tag: args.delivery_tag,
+        redelivered: args.redelivered,
+        exchange: share(args.exchange),
+        routing_key: share(args.routing_key),
+    }
+}
 
 /// A delivery read whole, owned: the bytes of its frames (one reference count to the read
 /// buffer) and where its fields are in them. Its getters are [`DeliveryRef`]'s, through

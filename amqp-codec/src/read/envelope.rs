@@ -186,7 +186,8 @@ enum Awaiting {
 }
 
 /// The header and payload of the checked frame at the front of `src`.
-fn frame(src: &[u8]) -> Option<(FrameHeader, &[u8])> {
+#[inline(always)]
+pub(crate) fn frame(src: &[u8]) -> Option<(FrameHeader, &[u8])> {
     let (after, header) = frame_header(src).ok()?;
     Some((header, after.get(..header.size as usize)?))
 }

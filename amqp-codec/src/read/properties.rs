@@ -155,15 +155,12 @@ pub(crate) struct Header<'a> {
 /// channel (0): the frame decoder sets it.
 #[inline(always)]
 pub(crate) fn header(payload: &[u8]) -> Result<Header<'_>, DecodeError> {
-    let Ok((properties, (class_id, weight, body_size))) =
-        (short, short, longlong).parse_complete(payload)
-    else {
+    let Ok((properties, (class_id, weight, body_size))) = fixed(payload) else {
         return Err(DecodeError::FrameTooShort {
             frame_type: FrameType::HEADER,
             size: payload.len() as u32,
         });
     };
-    let class_id = ClassId(class_id);
     if class_id != ClassId::BASIC {
         return Err(DecodeError::UnknownContentClass { class_id });
     }
@@ -183,4 +180,10 @@ pub(crate) fn header(payload: &[u8]) -> Result<Header<'_>, DecodeError> {
         flags,
         raw: properties.get(2..).unwrap_or_default(),
     })
+}
+
+/// A content header's fixed fields: class id, weight, body size.
+#[inline(always)]
+pub(crate) fn fixed(payload: &[u8]) -> PResult<'_, (ClassId, u16, u64)> {
+    (short.map(ClassId), short, longlong).parse_complete(payload)
 }
