@@ -5,6 +5,11 @@
 //! slices of the read buffer (a body of several frames is a [`Body`] chain of them), so decoding
 //! a delivery copies nothing and allocates nothing.
 //!
+//! Frames come off a read buffer one at a time ([`FrameDecoder::decode`], owned [`Frame`]s for
+//! a [`ContentAssembler`]), or all at once ([`FrameDecoder::decode_batch`]): then a delivery is
+//! read whole and in place ([`DeliveryRef`]), its fields slices of the batch, which takes no
+//! reference count at all until one is kept ([`Delivery`], one for the whole message).
+//!
 //! # Frame format
 //!
 //! ```text
@@ -40,7 +45,9 @@
 //! | [`Outbound`] | encodes frames for one vectored write, chaining bodies |
 //! | `tokio_codec` | a tokio-util `Decoder`/`Encoder` (feature `tokio-codec`) |
 //!
-//! # Example
+//! # Examples
+//!
+//! Frames one at a time:
 //!
 //! ```
 //! use amqp_codec::{Frame, FrameDecoder, Method, Outbound, methods::BasicAck};
@@ -55,6 +62,37 @@
 //! let frame = FrameDecoder::with_frame_max(131_072).decode(&mut wire)?;
 //! assert_eq!(frame, Some(Frame::Method { channel: 1, method: ack }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A read loop in batches, deliveries read in place:
+//!
+//! ```
+//! use amqp_codec::{Assembled, ContentAssembler, FrameDecoder, Inbound};
+//! use bytes::BytesMut;
+//!
+//! fn on_read(
+//!     decoder: &mut FrameDecoder,
+//!     buf: &mut BytesMut, // the bytes read so far, appended to as the socket delivers them
+//!     channel: &mut ContentAssembler,
+//! ) -> Result<(), amqp_codec::DecodeError> {
+//!     while let Some(batch) = decoder.decode_batch(buf)? {
+//!         for item in batch.iter().max_body_size(1 << 20) {
+//!             match item? {
+//!                 Inbound::Delivery(delivery) => {
+//!                     channel.expect_idle(delivery.channel())?;
+//!                     let content_type = delivery.properties().content_type();
+//!                     println!("{:?} {content_type:?} {} bytes", delivery.routing_key(), delivery.body().len());
+//!                 }
+//!                 Inbound::Frame(frame) => {
+//!                     if let Some(Assembled::Content(message)) = channel.push(frame)? {
+//!                         println!("{} bytes", message.body.len());
+//!                     }
+//!                 }
+//!             }
+//!         }
+//!     }
+//!     Ok(())
+//! }
 //! ```
 
 #![forbid(unsafe_code)]
