@@ -233,22 +233,27 @@ impl Delivery {
     /// The delivery, read in place: every getter returns a slice of this delivery's bytes.
     #[inline]
     pub fn view(&self) -> DeliveryRef<'_> {
-        let at = |range: &Range<usize>| self.bytes.get(range.clone()).unwrap_or_default();
         DeliveryRef::new(
             Parts {
                 channel: self.channel,
                 delivery_tag: self.delivery_tag,
                 redelivered: self.redelivered,
-                consumer_tag: at(&self.consumer_tag),
-                exchange: at(&self.exchange),
-                routing_key: at(&self.routing_key),
+                consumer_tag: self.at(&self.consumer_tag),
+                exchange: self.at(&self.exchange),
+                routing_key: self.at(&self.routing_key),
                 flags: self.flags,
-                properties: at(&self.properties),
-                body: at(&self.body),
+                properties: self.at(&self.properties),
+                body: self.at(&self.body),
                 frames: &self.bytes,
             },
             &self.bytes,
         )
+    }
+
+    /// The bytes at `range` (one of this delivery's fields).
+    #[inline]
+    fn at(&self, range: &Range<usize>) -> &[u8] {
+        self.bytes.get(range.clone()).unwrap_or_default()
     }
 
     /// The channel it arrived on.
@@ -265,23 +270,26 @@ impl Delivery {
     }
     /// The consumer's tag.
     pub fn consumer_tag(&self) -> &[u8] {
-        self.view().consumer_tag()
+        self.at(&self.consumer_tag)
     }
     /// The exchange it was published to.
     pub fn exchange(&self) -> &[u8] {
-        self.view().exchange()
+        self.at(&self.exchange)
     }
     /// The routing key it was published with.
+    #[inline]
     pub fn routing_key(&self) -> &[u8] {
-        self.view().routing_key()
+        self.at(&self.routing_key)
     }
     /// Its properties, read in place.
+    #[inline]
     pub fn properties(&self) -> PropertiesRef<'_> {
-        self.view().properties()
+        PropertiesRef::new(self.flags, self.at(&self.properties), &self.bytes)
     }
     /// Its body.
+    #[inline]
     pub fn body(&self) -> &[u8] {
-        self.view().body()
+        self.at(&self.body)
     }
     /// Its body, sharing this delivery's bytes (one reference count).
     pub fn body_bytes(&self) -> Bytes {
