@@ -160,6 +160,18 @@ impl ContentAssembler {
         self.discarding = None;
     }
 
+    /// Checks that a delivery read whole ([`crate::Inbound::Delivery`]), which stands for its
+    /// method, header and body frames, may arrive on this channel now: between messages. In
+    /// the middle of a message, its method frame is out of order, and the error is the one
+    /// [`ContentAssembler::push`] returns for it (505; the partial message is dropped).
+    #[inline]
+    pub fn expect_idle(&mut self, channel: u16) -> Result<(), DecodeError> {
+        if self.method.is_none() {
+            return Ok(());
+        }
+        Err(self.unexpected(channel, FrameType::METHOD))
+    }
+
     /// Feeds a content header that did not decode ([`DecodeError::BadContentHeader`], which
     /// names the channel and the declared body size): the message's body is then dropped as
     /// it comes and the message handed over as [`Assembled::Discarded`]. Out of order (no

@@ -2,9 +2,11 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::constants::{FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FRAME_OVERHEAD, FrameType};
+use crate::batch::FrameBatch;
+use crate::constants::{FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FrameType};
 use crate::error::DecodeError;
-use crate::frame::{Frame, FrameHeader, ProtocolHeader};
+use crate::frame::{Frame, ProtocolHeader};
+use crate::read::envelope::{self, Envelope};
 
 /// Splits frames off the front of a read buffer.
 ///
@@ -71,29 +73,7 @@ impl FrameDecoder {
         if src.first() == Some(&b'A') {
             return Ok(Some(ProtocolHeader::LEN));
         }
-        let Some(header) = FrameHeader::parse(src) else {
-            return Ok(None);
-        };
-        self.check_header(&header).map(Some)
-    }
-
-    /// Validates a frame header on its own: known type, size within frame-max. Returns the total
-    /// frame length.
-    fn check_header(&self, header: &FrameHeader) -> Result<usize, DecodeError> {
-        match header.frame_type {
-            FrameType::METHOD | FrameType::HEADER | FrameType::BODY | FrameType::HEARTBEAT => {}
-            frame_type => return Err(DecodeError::UnknownFrameType { frame_type }),
-        }
-        let total = u64::from(header.size) + FRAME_OVERHEAD as u64;
-        if self.frame_max != 0 && total > u64::from(self.frame_max) {
-            return Err(DecodeError::FrameTooLarge {
-                declared: total,
-                frame_max: self.frame_max,
-            });
-        }
-        // Fits in usize: at most 2^32 + 7 and we only build for 64-bit and 32-bit targets where
-        // the limit above applies; a 0 frame-max on a 32-bit target saturates harmlessly.
-        Ok(usize::try_from(total).unwrap_or(usize::MAX))
+        Ok(envelope::peek(src, self.frame_max)?.map(|envelope| envelope.len()))
     }
 
     /// Decodes the next frame from the front of `src`, or returns `Ok(None)` if more bytes are
@@ -103,22 +83,14 @@ impl FrameDecoder {
     // frame on deliver triples, 633 -> 592 instructions.
     #[inline]
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-        let Some(&first) = src.first() else {
-            return Ok(None);
+        let (header, total) = match envelope::whole(src, self.frame_max)? {
+            None => return Ok(None),
+            Some(Envelope::Protocol(header)) => {
+                src.advance(ProtocolHeader::LEN);
+                return Ok(Some(Frame::ProtocolHeader(header)));
+            }
+            Some(Envelope::Frame { header, len }) => (header, len),
         };
-        if first == b'A' {
-            return decode_protocol_header(src);
-        }
-        let Some(header) = FrameHeader::parse(src) else {
-            return Ok(None);
-        };
-        let total = self.check_header(&header)?;
-        let Some(&end) = src.get(total - 1) else {
-            return Ok(None);
-        };
-        if end != FRAME_END {
-            return Err(DecodeError::BadFrameEnd { found: end });
-        }
         if header.frame_type == FrameType::HEARTBEAT {
             // No payload to share: skip the split (and its reference count).
             src.advance(total);
@@ -134,26 +106,25 @@ impl FrameDecoder {
         payload.advance(FRAME_HEADER_SIZE);
         Frame::decode_payload(header, payload)
     }
-}
 
-/// The 8-byte protocol header, which has no frame header: recognised by its leading `A` (no
-/// frame type is 65).
-fn decode_protocol_header(src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-    let prefix = &src[..src.len().min(4)];
-    // A wrong prefix is refused as soon as it shows; a right one waits for all 8 bytes.
-    if !b"AMQP".starts_with(prefix) {
-        let mut header = [0; 8];
-        header[..prefix.len()].copy_from_slice(prefix);
-        return Err(DecodeError::BadProtocolHeader { header });
+    /// Splits every whole frame at the front of `src` off at once, as one [`FrameBatch`], or
+    /// returns `Ok(None)` if not one is buffered.
+    ///
+    /// One split and one reference count for all of them, where [`FrameDecoder::decode`] takes
+    /// one per frame; iterating the batch then reads each delivery whole and in place
+    /// ([`crate::Inbound::Delivery`]), and any other frame as `decode` would return it.
+    ///
+    /// Errors as `decode`: a frame whose envelope is wrong (unknown type, over frame-max, bad
+    /// frame-end, bad protocol header) is refused if it comes first, and nothing is consumed;
+    /// behind whole frames, the batch ends before it and the next call refuses it. A frame
+    /// whose payload does not decode is the iterator's error item, for that frame alone.
+    pub fn decode_batch(&mut self, src: &mut BytesMut) -> Result<Option<FrameBatch>, DecodeError> {
+        let (frames, len) = envelope::whole_frames(src, self.frame_max)?;
+        if frames == 0 {
+            return Ok(None);
+        }
+        Ok(Some(FrameBatch::new(src.split_to(len).freeze(), frames)))
     }
-    if src.len() < ProtocolHeader::LEN {
-        return Ok(None);
-    }
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&src[..ProtocolHeader::LEN]);
-    let header = ProtocolHeader::decode(bytes)?;
-    src.advance(ProtocolHeader::LEN);
-    Ok(Some(Frame::ProtocolHeader(header)))
 }
 
 #[cfg(test)]

@@ -7,17 +7,12 @@ use bytes::Bytes;
 
 use super::Frame;
 use crate::error::DecodeError;
-use crate::methods::{Method, fast};
+use crate::methods::Method;
 
-/// Decodes a method frame's payload, which the method may keep as one of its strings.
-///
-/// Deliveries and confirms take the hand-written path, built straight into the returned frame;
-/// anything else, or anything it does not accept, the generated decoders.
+/// Decodes a method frame's payload, which the method may keep as one of its strings (see
+/// [`Method::decode_owned`]), built straight into the returned frame.
 #[inline(always)]
 pub(super) fn decode(channel: u16, payload: Bytes) -> Result<Option<Frame>, DecodeError> {
-    let method = match fast::decode(payload) {
-        Ok(method) => method,
-        Err(payload) => Method::decode_generated(&payload)?,
-    };
+    let method = Method::decode_owned(payload)?;
     Ok(Some(Frame::Method { channel, method }))
 }

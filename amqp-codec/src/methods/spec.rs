@@ -8,9 +8,9 @@
 
 use super::{Direction, FieldInfo, MethodInfo, amqp_methods, has_flag};
 use crate::constants::ClassId;
+use crate::read::args::Reader;
 use crate::strings::{LongStr, ShortStr};
 use crate::table::FieldTable;
-use crate::wire::Reader;
 
 amqp_methods! {
     /// Connection negotiation and control.

@@ -8,30 +8,29 @@
 //!
 //! Decoded properties stay in their wire encoding ([`BasicProperties`] is a flags word and one
 //! shared slice, 40 bytes): decoding checks them once and copies nothing, a getter reads one
-//! property on demand, and encoding is a single copy of the slice.
+//! property on demand (through [`PropertiesRef`], which reads them in place without taking a
+//! reference count), and encoding is a single copy of the slice. Reading is
+//! [`crate::read::properties`]'s.
 //!
 //! Basic defines no property beyond the first flags word, but a peer may still send
 //! continuation words with no flag set (any set flag in them is refused). They are kept, at the
 //! start of the slice, so that a decoded header re-encodes byte for byte, as its weight does.
-//!
-//! Decoding is hand-written over byte slices ([`crate::scan`]): it runs for every delivery, and
-//! the general nom reader cost three times the instructions. Getters, off the hot path, use the
-//! reader.
 
 mod builder;
+mod view;
 
 pub use builder::{PropertiesBuilder, PropertyError};
+pub use view::PropertiesRef;
 
 use std::fmt;
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::constants::ClassId;
-use crate::error::{DecodeError, FieldError};
-use crate::scan::{Fail, What, long_slice, scan_table, short_slice};
+use crate::error::DecodeError;
+use crate::read::properties::header;
 use crate::strings::ShortStr;
 use crate::table::FieldTable;
-use crate::wire::Reader;
 
 /// The 14 properties in wire order, each with its flag bit (15 down to 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,17 +51,8 @@ pub(crate) enum Property {
     ClusterId,
 }
 
-/// How each property is encoded.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    Short,
-    Table,
-    Octet,
-    LongLong,
-}
-
 impl Property {
-    const ALL: [Property; 14] = [
+    pub(crate) const ALL: [Property; 14] = [
         Self::ContentType,
         Self::ContentEncoding,
         Self::Headers,
@@ -82,21 +72,7 @@ impl Property {
     pub(crate) const fn bit(self) -> u16 {
         1 << (15 - self as u16)
     }
-
-    const fn encoding(self) -> Encoding {
-        match self {
-            Self::Headers => Encoding::Table,
-            Self::DeliveryMode | Self::Priority => Encoding::Octet,
-            Self::Timestamp => Encoding::LongLong,
-            _ => Encoding::Short,
-        }
-    }
 }
-
-/// Bit 0: another flags word follows.
-const CONTINUATION: u16 = 1;
-/// Bit 1 names no basic property.
-const UNUSED: u16 = 1 << 1;
 
 /// The properties of a message, kept in their wire encoding.
 ///
@@ -159,7 +135,7 @@ impl BasicProperties {
     /// The property flags word: bit 15 content-type ... bit 2 cluster-id (the continuation bit,
     /// bit 0, cleared).
     pub fn flags(&self) -> u16 {
-        self.flags & !CONTINUATION
+        self.view().flags()
     }
 
     /// True if no property is set.
@@ -172,41 +148,17 @@ impl BasicProperties {
         self.delivery_mode() == Some(Self::PERSISTENT)
     }
 
-    /// The present properties' encoding, after any continuation words.
-    fn properties_raw(&self) -> &[u8] {
-        let mut raw = &self.raw[..];
-        if self.flags & CONTINUATION != 0 {
-            // Validated at decoding: words up to the first without the continuation bit.
-            while let Some((word, rest)) = raw.split_first_chunk::<2>() {
-                raw = rest;
-                if u16::from_be_bytes(*word) & CONTINUATION == 0 {
-                    break;
-                }
-            }
-        }
-        raw
+    /// The properties read in place: getters that return slices of these, without a reference
+    /// count.
+    #[inline]
+    pub fn view(&self) -> PropertiesRef<'_> {
+        PropertiesRef::new(self.flags, &self.raw, &self.raw)
     }
 
-    /// A reader positioned at property `want`, if it is present.
-    fn seek(&self, want: Property) -> Option<Reader<'_>> {
-        if self.flags & want.bit() == 0 {
-            return None;
-        }
-        let mut rest = self.properties_raw();
-        for p in Property::ALL {
-            if p == want {
-                return Some(Reader::new(&self.raw).sub(rest));
-            }
-            if self.flags & p.bit() != 0 {
-                // Validated at construction, so this cannot fail; if it did, report absent.
-                rest = split_property(rest, p.encoding()).ok()?.1;
-            }
-        }
-        None
-    }
-
+    /// A short-string property, sharing these properties' bytes.
     fn short(&self, p: Property) -> Option<ShortStr> {
-        self.seek(p)?.short_str().ok()
+        let view = self.view();
+        view.get(p).map(|s| ShortStr::from_wire(view.share(s)))
     }
 
     /// MIME content type.
@@ -219,17 +171,15 @@ impl BasicProperties {
     }
     /// Application headers.
     pub fn headers(&self) -> Option<FieldTable> {
-        let mut r = self.seek(Property::Headers)?;
-        let raw = r.long_slice("field table").ok()?;
-        Some(FieldTable::from_validated(r.share(raw)))
+        self.view().headers()
     }
     /// 1 transient, 2 persistent.
     pub fn delivery_mode(&self) -> Option<u8> {
-        self.seek(Property::DeliveryMode)?.octet().ok()
+        self.view().delivery_mode()
     }
     /// Priority.
     pub fn priority(&self) -> Option<u8> {
-        self.seek(Property::Priority)?.octet().ok()
+        self.view().priority()
     }
     /// RPC correlation id.
     pub fn correlation_id(&self) -> Option<ShortStr> {
@@ -249,7 +199,7 @@ impl BasicProperties {
     }
     /// Seconds since the Unix epoch.
     pub fn timestamp(&self) -> Option<u64> {
-        self.seek(Property::Timestamp)?.longlong().ok()
+        self.view().timestamp()
     }
     /// Application message type (the spec's `type`).
     pub fn kind(&self) -> Option<ShortStr> {
@@ -288,79 +238,6 @@ impl BasicProperties {
         buf.extend_from_slice(&self.flags.to_be_bytes());
         buf.extend_from_slice(&self.raw);
     }
-}
-
-/// How each property is encoded, by flag position (0: bit 15, content-type).
-const ENCODINGS: [Encoding; 14] = {
-    let mut e = [Encoding::Short; 14];
-    let mut i = 0;
-    while i < 14 {
-        e[i] = Property::ALL[i].encoding();
-        i += 1;
-    }
-    e
-};
-
-/// Splits one property of `encoding` off `rest`: its bytes (a short string's or a table's
-/// without the length prefix) and what follows.
-#[inline(always)]
-fn split_property(rest: &[u8], encoding: Encoding) -> Result<(&[u8], &[u8]), Fail> {
-    match encoding {
-        Encoding::Short => short_slice(rest),
-        Encoding::Octet => rest.split_at_checked(1).ok_or(Fail::Truncated(What::Octet)),
-        Encoding::LongLong => rest
-            .split_at_checked(8)
-            .ok_or(Fail::Truncated(What::LongLong)),
-        Encoding::Table => long_slice(rest, What::FieldTable),
-    }
-}
-
-/// Reads the flags word and any continuation words off `rest`: the first word, as received,
-/// and what follows the last word.
-#[inline(always)]
-fn split_flags(rest: &[u8]) -> Result<(u16, &[u8]), Fail> {
-    let truncated = Fail::Truncated(What::Short);
-    let Some((word, mut rest)) = rest.split_first_chunk::<2>() else {
-        return Err(truncated);
-    };
-    let flags = u16::from_be_bytes(*word);
-    if flags & UNUSED != 0 {
-        return Err(Fail::UnknownProperties(UNUSED));
-    }
-    // Basic defines no property beyond the first word, so any bit other than the continuation
-    // bit in a further word is a property we cannot parse.
-    let mut more = flags & CONTINUATION != 0;
-    while more {
-        let Some((word, after)) = rest.split_first_chunk::<2>() else {
-            return Err(truncated);
-        };
-        let word = u16::from_be_bytes(*word);
-        if word & !CONTINUATION != 0 {
-            return Err(Fail::UnknownProperties(word & !CONTINUATION));
-        }
-        more = word & CONTINUATION != 0;
-        rest = after;
-    }
-    Ok((flags, rest))
-}
-
-/// Checks the flags words and the properties they name, in wire order; returns the first word
-/// and what follows the properties.
-fn check_properties(rest: &[u8]) -> Result<(u16, &[u8]), Fail> {
-    let (flags, mut rest) = split_flags(rest)?;
-    // Visit only the set bits, highest first: a typical message sets 3 or 4 of the 14.
-    let mut bits = flags & !(CONTINUATION | UNUSED);
-    while bits != 0 {
-        let position = bits.leading_zeros() as usize;
-        bits &= !(0x8000 >> position);
-        let encoding = ENCODINGS[position];
-        let (value, after) = split_property(rest, encoding)?;
-        if let Encoding::Table = encoding {
-            scan_table(value)?;
-        }
-        rest = after;
-    }
-    Ok((flags, rest))
 }
 
 impl fmt::Debug for BasicProperties {
@@ -428,32 +305,14 @@ impl ContentHeader {
     // Inlinable into the frame decoder: see `frame/content_header.rs`.
     #[inline]
     pub(crate) fn decode_owned(mut payload: Bytes) -> Result<Self, DecodeError> {
-        let Some((fixed, rest)) = payload.split_first_chunk::<12>() else {
-            return Err(DecodeError::FrameTooShort {
-                frame_type: crate::FrameType::HEADER,
-                size: payload.len() as u32,
-            });
-        };
-        let [c0, c1, w0, w1, size @ ..] = *fixed;
-        let class_id = ClassId(u16::from_be_bytes([c0, c1]));
-        // Only basic carries content in 0-9-1; another class's property list is unknowable.
-        if class_id != ClassId::BASIC {
-            return Err(DecodeError::UnknownContentClass { class_id });
-        }
-        let body_size = u64::from_be_bytes(size);
-        let bad = |source| DecodeError::BadContentHeader {
-            channel: 0,
-            body_size,
-            source,
-        };
-        let (flags, after) = check_properties(rest).map_err(|fail| bad(fail.into()))?;
-        if !after.is_empty() {
-            return Err(bad(FieldError::TrailingBytes { count: after.len() }));
-        }
-        payload.advance(12 + 2);
+        let read = header(&payload)?;
+        let (class_id, weight, body_size, flags) =
+            (read.class_id, read.weight, read.body_size, read.flags);
+        let at = payload.len() - read.raw.len();
+        payload.advance(at);
         Ok(Self {
             class_id,
-            weight: u16::from_be_bytes([w0, w1]),
+            weight,
             body_size,
             properties: BasicProperties {
                 flags,
@@ -481,6 +340,7 @@ impl ContentHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::FieldError;
 
     #[test]
     fn continuation_words_are_read_and_unknown_bits_refused() {

@@ -1,15 +1,14 @@
-//! Reading entries and values out of a table's or array's validated encoding.
+//! Reading entries and values out of a table's or array's validated encoding, as owned values
+//! that share it.
 
 use bytes::Bytes;
 
-use super::{Decimal, FieldArray, FieldTable, FieldValue};
+use super::{FieldArray, FieldTable, FieldValue};
+use crate::read::table::{ValueRef, entry, item};
 use crate::strings::{LongStr, ShortStr};
 
-/// Reads entries and values from a validated encoding, sharing it for strings and nested
-/// containers.
-///
-/// Hand-written over the slice, like the validator (`scan.rs`): iterating a table read every
-/// field through a nom parser before, which was most of the 20-entry table benchmark. A read that
+/// Reads entries and values from a validated encoding with the reading layer's parsers
+/// ([`crate::read::table`]), sharing the encoding for strings and nested containers. A read that
 /// fails (it cannot, on validated bytes) ends the iteration instead of panicking.
 pub(super) struct Cursor<'a> {
     /// The whole encoding, so that pieces can be handed out as shared `Bytes`.
@@ -18,79 +17,72 @@ pub(super) struct Cursor<'a> {
     pub(super) pos: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.pos >= self.raw.len()
     }
 
-    /// The next `N` bytes.
+    /// What is left to read.
     #[inline]
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let bytes = *self.raw.get(self.pos..)?.first_chunk::<N>()?;
-        self.pos += N;
-        Some(bytes)
+    fn rest(&self) -> &'a [u8] {
+        self.raw.get(self.pos..).unwrap_or_default()
     }
 
+    /// Moves past what was read, `rest` being what is left.
     #[inline]
-    pub(super) fn octet(&mut self) -> Option<u8> {
-        self.array::<1>().map(|[b]| b)
+    fn read_up_to(&mut self, rest: &[u8]) {
+        self.pos = self.raw.len() - rest.len();
     }
 
-    /// The next `len` bytes, shared.
+    /// A table's next entry.
     #[inline]
-    fn share(&mut self, len: usize) -> Option<Bytes> {
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&end| end <= self.raw.len())?;
-        let bytes = self.raw.slice(self.pos..end);
-        self.pos = end;
-        Some(bytes)
+    pub(super) fn entry(&mut self) -> Option<(ShortStr, FieldValue)> {
+        let (rest, (key, value)) = entry(self.rest()).ok()?;
+        self.read_up_to(rest);
+        Some((ShortStr::from_wire(self.share(key)), self.owned(value)))
     }
 
+    /// An array's next value.
     #[inline]
-    pub(super) fn short_str(&mut self) -> Option<ShortStr> {
-        let len = self.octet()?;
-        self.share(usize::from(len)).map(ShortStr::from_wire)
+    pub(super) fn item(&mut self) -> Option<FieldValue> {
+        let (rest, value) = item(self.rest()).ok()?;
+        self.read_up_to(rest);
+        Some(self.owned(value))
     }
 
+    /// `slice`, read from the encoding, as a shared slice of it.
+    // By offset, not `Bytes::slice_ref`, whose checks that `slice` is inside the encoding (it
+    // is: it was read from it) cost 10 instructions per string.
     #[inline]
-    fn long_bytes(&mut self) -> Option<Bytes> {
-        let len = u32::from_be_bytes(self.array()?);
-        self.share(len as usize)
+    fn share(&self, slice: &[u8]) -> Bytes {
+        let start = (slice.as_ptr() as usize).wrapping_sub(self.raw.as_ptr() as usize);
+        self.raw.slice(start..start + slice.len())
     }
 
-    /// One value of type `letter`. Only for bytes already checked by [`check_table`]: nested
-    /// tables and arrays are wrapped as they are, not checked again.
+    /// `value` as an owned value sharing the encoding. Nested tables and arrays are wrapped as
+    /// they are, not checked again: the whole encoding was.
     #[inline]
-    pub(super) fn value(&mut self, letter: u8) -> Option<FieldValue> {
-        Some(match letter {
-            b't' => FieldValue::Bool(self.octet()? != 0),
-            b'b' => FieldValue::I8(i8::from_be_bytes(self.array()?)),
-            b'B' => FieldValue::U8(self.octet()?),
-            b's' => FieldValue::I16(i16::from_be_bytes(self.array()?)),
-            b'u' => FieldValue::U16(u16::from_be_bytes(self.array()?)),
-            b'I' => FieldValue::I32(i32::from_be_bytes(self.array()?)),
-            b'i' => FieldValue::U32(u32::from_be_bytes(self.array()?)),
-            b'l' => FieldValue::I64(i64::from_be_bytes(self.array()?)),
-            b'f' => FieldValue::F32(f32::from_be_bytes(self.array()?)),
-            b'd' => FieldValue::F64(f64::from_be_bytes(self.array()?)),
-            b'D' => FieldValue::Decimal(Decimal {
-                scale: self.octet()?,
-                value: u32::from_be_bytes(self.array()?),
-            }),
-            b'S' => FieldValue::LongStr(LongStr::from_wire(self.long_bytes()?)),
-            b'A' => FieldValue::Array(FieldArray {
-                raw: self.long_bytes()?,
-            }),
-            b'T' => FieldValue::Timestamp(u64::from_be_bytes(self.array()?)),
-            b'F' => FieldValue::Table(FieldTable {
-                raw: self.long_bytes()?,
-            }),
-            b'V' => FieldValue::Void,
-            b'x' => FieldValue::ByteArray(self.long_bytes()?),
-            _ => return None,
-        })
+    fn owned(&self, value: ValueRef<'_>) -> FieldValue {
+        let share = |slice| self.share(slice);
+        match value {
+            ValueRef::Bool(v) => FieldValue::Bool(v),
+            ValueRef::I8(v) => FieldValue::I8(v),
+            ValueRef::U8(v) => FieldValue::U8(v),
+            ValueRef::I16(v) => FieldValue::I16(v),
+            ValueRef::U16(v) => FieldValue::U16(v),
+            ValueRef::I32(v) => FieldValue::I32(v),
+            ValueRef::U32(v) => FieldValue::U32(v),
+            ValueRef::I64(v) => FieldValue::I64(v),
+            ValueRef::F32(v) => FieldValue::F32(v),
+            ValueRef::F64(v) => FieldValue::F64(v),
+            ValueRef::Decimal(v) => FieldValue::Decimal(v),
+            ValueRef::LongStr(s) => FieldValue::LongStr(LongStr::from_wire(share(s))),
+            ValueRef::Array(a) => FieldValue::Array(FieldArray { raw: share(a) }),
+            ValueRef::Timestamp(v) => FieldValue::Timestamp(v),
+            ValueRef::Table(t) => FieldValue::Table(FieldTable { raw: share(t) }),
+            ValueRef::Void => FieldValue::Void,
+            ValueRef::ByteArray(b) => FieldValue::ByteArray(share(b)),
+        }
     }
 }

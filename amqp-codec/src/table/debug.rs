@@ -49,14 +49,17 @@ fn write_container(f: &mut fmt::Formatter<'_>, raw: &Bytes, is_table: bool) -> f
         if cursor.pos > 0 {
             f.write_str(", ")?;
         }
-        if top.is_table {
-            let Some(key) = cursor.short_str() else {
+        let value = if top.is_table {
+            let Some((key, value)) = cursor.entry() else {
                 break; // cannot happen on validated bytes; end rather than panic
             };
             write!(f, "{key:?}: ")?;
-        }
-        let Some(value) = cursor.octet().and_then(|letter| cursor.value(letter)) else {
-            break;
+            value
+        } else {
+            let Some(value) = cursor.item() else {
+                break;
+            };
+            value
         };
         top.pos = cursor.pos;
         let nested = match value {

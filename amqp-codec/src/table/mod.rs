@@ -46,7 +46,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use cursor::Cursor;
 
 use crate::error::{DecodeError, EncodeError, FieldError};
-use crate::scan::{check_array, check_table};
+use crate::read::table::{check_array, check_table};
 use crate::strings::{LongStr, ShortStr};
 
 /// An AMQP decimal: `value / 10^scale`.
@@ -338,12 +338,9 @@ impl Iterator for TableIter<'_> {
         if self.cursor.is_empty() {
             return None;
         }
-        // The encoding was validated when the table was made, so these reads cannot fail; if they
+        // The encoding was validated when the table was made, so this read cannot fail; if it
         // somehow did, iteration ends rather than panics.
-        let key = self.cursor.short_str()?;
-        let letter = self.cursor.octet()?;
-        let value = self.cursor.value(letter)?;
-        Some((key, value))
+        self.cursor.entry()
     }
 }
 
@@ -463,7 +460,6 @@ impl Iterator for ArrayIter<'_> {
         if self.cursor.is_empty() {
             return None;
         }
-        let letter = self.cursor.octet()?;
-        self.cursor.value(letter)
+        self.cursor.item()
     }
 }

@@ -1,13 +1,15 @@
 //! Counts heap allocations on the codec's hot paths with a counting global allocator:
 //! decoding a `basic.deliver` + header + body triple out of a `BytesMut` (and assembling it into
-//! a message) allocates nothing after warm-up; a body of several frames allocates only the list
-//! of its chunks, never a copy; encoding a publish allocates nothing after warm-up (the
-//! outbound buffer is reused once written out).
+//! a message) allocates nothing after warm-up; so does decoding in batches, deliveries read in
+//! place, also when the bytes arrive in 64 KiB reads appended to the decoder's buffer (which is
+//! then reused, never reallocated); a body of several frames allocates only the list of its
+//! chunks, never a copy; encoding a publish allocates nothing after warm-up (the outbound
+//! buffer is reused once written out).
 
 use amqp_codec::methods::{BasicDeliver, BasicPublish};
 use amqp_codec::{
-    Assembled, BasicProperties, ContentAssembler, FieldTable, FrameDecoder, Method, Outbound,
-    PropertiesBuilder, ShortStr,
+    Assembled, BasicProperties, ContentAssembler, FieldTable, FrameDecoder, Inbound, Method,
+    Outbound, PropertiesBuilder, ShortStr,
 };
 use amqp_test_support::alloc_counter::{CountingAllocator, count};
 use bytes::{Buf, Bytes, BytesMut};
@@ -85,6 +87,65 @@ fn decoding_deliver_triples_allocates_nothing() {
             (101..=1100).sum::<u64>(),
             "every message decoded, in order"
         );
+        assert_eq!(counts.allocations, 0, "{body_len}-byte bodies: {counts:?}");
+        assert!(buf.is_empty());
+    }
+}
+
+/// Reads every batch `buf` holds, deliveries in place; returns the sum of their tags and of
+/// their bodies' and content types' lengths.
+fn read_batches(decoder: &mut FrameDecoder, buf: &mut BytesMut) -> u64 {
+    let mut sum = 0;
+    while let Some(batch) = decoder.decode_batch(buf).expect("valid") {
+        for item in &batch {
+            let Ok(Inbound::Delivery(d)) = item else {
+                panic!("whole deliveries: {item:?}");
+            };
+            let content_type = d.properties().content_type().unwrap_or_default();
+            sum += d.delivery_tag() + (d.body().len() + content_type.len()) as u64;
+        }
+    }
+    sum
+}
+
+#[test]
+fn decoding_in_batches_allocates_nothing_even_from_64_kib_reads() {
+    for body_len in [64, 4096, 100_000] {
+        let wire = deliveries(1100, body_len);
+        let per_message = (body_len + "application/json".len()) as u64;
+        let expected = |tags: std::ops::RangeInclusive<u64>| {
+            tags.clone().sum::<u64>() + per_message * tags.count() as u64
+        };
+
+        // The whole buffer at once.
+        let mut buf = wire.clone();
+        let mut decoder = FrameDecoder::with_frame_max(FRAME_MAX);
+        let (sum, counts) = count(|| read_batches(&mut decoder, &mut buf));
+        assert_eq!(sum, expected(1..=1100), "every message read");
+        // The first split shares the buffer (one allocation, once).
+        assert!(
+            counts.allocations <= 1,
+            "{body_len}-byte bodies: {counts:?}"
+        );
+
+        // 64 KiB reads into the decoder's own buffer, as from a socket: after the first few,
+        // the buffer is reused as it is (a delivery cut by a read waits in it for the rest).
+        let mut buf = BytesMut::with_capacity(2 * 64 * 1024 + 2 * FRAME_MAX as usize);
+        let mut reads = wire.chunks(64 * 1024);
+        let mut sum = 0;
+        for read in reads.by_ref().take(4) {
+            buf.extend_from_slice(read);
+            sum += read_batches(&mut decoder, &mut buf);
+        }
+        let (rest, counts) = count(|| {
+            let mut sum = 0;
+            for read in reads {
+                buf.extend_from_slice(read);
+                sum += read_batches(&mut decoder, &mut buf);
+            }
+            sum
+        });
+        assert_eq!(sum + rest, expected(1..=1100), "every message read");
         assert_eq!(counts.allocations, 0, "{body_len}-byte bodies: {counts:?}");
         assert!(buf.is_empty());
     }
