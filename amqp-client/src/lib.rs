@@ -46,6 +46,11 @@
 // No unsafe code, except the one audited module `driver/low_water.rs` (SO_RCVLOWAT).
 #![deny(unsafe_code)]
 
+// The README's example compiles as a doctest (`no_run`: it needs a broker).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod auth;
 mod channel;
 mod config;

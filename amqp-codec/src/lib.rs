@@ -58,6 +58,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod assembly;
 mod body;
 mod constants;
