@@ -69,7 +69,7 @@ impl AuthMechanism {
 
 /// TLS settings for `amqps://` connections: PEM files (as the URI's `cacertfile`, `certfile`,
 /// `keyfile` give them), or the application's own rustls configuration
-/// ([`from_rustls`](Self::from_rustls)). Needs the `tls` feature (on by default); without it
+/// ([`rustls_config`](Self::rustls_config), or `TlsOptions::from_rustls`). Needs the `tls` feature (on by default); without it
 /// a TLS connection fails with [`TlsError::NotEnabled`](crate::TlsError::NotEnabled).
 ///
 /// ```

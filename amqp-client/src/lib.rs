@@ -30,6 +30,15 @@
 //! # }
 //! ```
 //!
+//! ## Features
+//!
+//! * `tls` (default): `amqps://` and [`TlsOptions`] through rustls with the *ring* provider,
+//!   from PEM files or a prebuilt `rustls::ClientConfig` ([`TlsOptions::rustls_config`]). Without
+//!   it the crate has no TLS code; a TLS connection fails with [`TlsError::NotEnabled`].
+//! * `native-roots` (default): the system's CA certificates when neither a CA file nor a
+//!   rustls configuration is given.
+//! * `internals`: not public API (the fuzz targets' and profiling loops' entry points).
+//!
 //! ## Layout
 //! Three layers, each depending only on the ones below it (see `ARCHITECTURE.md`):
 //!

@@ -1,8 +1,8 @@
 //! [`WorkerConfig`]: what the worker consumes, what it declares, and how it retries.
 //!
-//! Loaded from TOML ([`WorkerConfig::from_toml`], feature `toml`), from any format serde reads,
-//! or built in code; every field has a default
-//! except the queue name. [`WorkerConfig::validate`] turns every mistake into one
+//! Loaded from TOML (`WorkerConfig::from_toml`, feature `toml`), from any format serde reads,
+//! or built in code; every field has a default except the queue name.
+//! [`WorkerConfig::validate`] turns every mistake into one
 //! [`ConfigError`] sentence before anything touches the broker.
 //!
 //! ```
