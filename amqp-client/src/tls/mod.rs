@@ -99,9 +99,9 @@ pub enum TlsError {
         /// What went wrong.
         reason: String,
     },
-    /// A [`TlsOptions::rustls_config`](crate::TlsOptions::rustls_config) was given together with a setting it replaces
-    /// (`ca_file`, `cert_file`, `key_file` or `verify: false`): the two would disagree on
-    /// what is trusted, so neither wins silently.
+    /// A [`TlsOptions::rustls_config`](crate::TlsOptions::rustls_config) was given together
+    /// with a setting it replaces (`ca_file`, `cert_file`, `key_file` or `verify: false`): the
+    /// two would disagree on what is trusted, so neither wins silently.
     #[error(
         "TlsOptions::rustls_config replaces {0}; set the files in the rustls ClientConfig or drop it"
     )]
@@ -125,10 +125,11 @@ fn held_names(presented: &[String]) -> String {
     }
 }
 
-/// A prebuilt rustls client configuration for [`TlsOptions::rustls_config`](crate::TlsOptions::rustls_config): the roots,
-/// client certificate, verifier, protocol versions and ALPN are all the application's. Made
-/// from an `Arc<rustls::ClientConfig>` (with the `tls` feature); cloning it clones the `Arc`,
-/// and two are equal when they share the same `ClientConfig`.
+/// A prebuilt rustls client configuration for
+/// [`TlsOptions::rustls_config`](crate::TlsOptions::rustls_config): the roots, client
+/// certificate, verifier, protocol versions and ALPN are all the application's. Made from an
+/// `Arc<rustls::ClientConfig>` (with the `tls` feature; without it no value can be made);
+/// cloning it clones the `Arc`, and two are equal when they share the same `ClientConfig`.
 ///
 /// ```
 /// # #[cfg(feature = "tls")] {
@@ -147,15 +148,15 @@ fn held_names(presented: &[String]) -> String {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct RustlsConfig(Shared);
+pub struct RustlsConfig(Inner);
 
 /// What [`RustlsConfig`] holds: the shared `ClientConfig`, or, without the `tls` feature,
 /// nothing at all (no value can be made).
 #[cfg(feature = "tls")]
-type Shared = Arc<rustls::ClientConfig>;
+type Inner = Arc<rustls::ClientConfig>;
 #[cfg(not(feature = "tls"))]
 #[derive(Clone)]
-enum Shared {}
+enum Inner {}
 
 #[cfg(feature = "tls")]
 impl RustlsConfig {
@@ -206,8 +207,8 @@ impl fmt::Debug for RustlsConfig {
 }
 
 /// Without the `tls` feature: every TLS connection fails, after TCP connect, with
-/// [`TlsError::NotEnabled`]. (The socket is returned in the type's place only so that the
-/// driver's code is the same in both builds.)
+/// [`TlsError::NotEnabled`]. (Its success type is the plain socket only so that the driver
+/// compiles unchanged; it never succeeds.)
 #[cfg(not(feature = "tls"))]
 pub(crate) async fn handshake(
     tcp: tokio::net::TcpStream,
