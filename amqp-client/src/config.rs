@@ -67,7 +67,21 @@ impl AuthMechanism {
     }
 }
 
-/// TLS settings for `amqps://` connections.
+/// TLS settings for `amqps://` connections: PEM files (as the URI's `cacertfile`, `certfile`,
+/// `keyfile` give them), or the application's own rustls configuration
+/// ([`rustls_config`](Self::rustls_config), or `TlsOptions::from_rustls`). Needs the `tls` feature (on by default); without it
+/// a TLS connection fails with [`TlsError::NotEnabled`](crate::TlsError::NotEnabled).
+///
+/// ```
+/// use amqp_client::{ConnectionConfig, TlsOptions};
+/// let tls = TlsOptions {
+///     ca_file: Some("/etc/rabbitmq/ca.pem".into()),
+///     server_name: Some("mq.internal".into()),
+///     ..TlsOptions::default()
+/// };
+/// let config = ConnectionConfig::builder().host("10.0.0.7").tls(tls).build();
+/// assert_eq!(config.port, 5671);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsOptions {
     /// PEM file of CA certificates to trust instead of the system roots (`cacertfile`).
@@ -82,6 +96,11 @@ pub struct TlsOptions {
     /// Verify the server's chain and name (`verify=verify_peer`, the default). Turning it off
     /// (`verify=verify_none`) is for tests only: anyone on the path can then read everything.
     pub verify: bool,
+    /// A prebuilt rustls client configuration, used as it is instead of one built from
+    /// `ca_file`, `cert_file`, `key_file` and `verify` (setting any of those as well is
+    /// [`TlsError::RustlsConfigConflict`](crate::TlsError::RustlsConfigConflict)).
+    /// `server_name` still applies: it is the name the configuration's verifier checks.
+    pub rustls_config: Option<crate::RustlsConfig>,
 }
 
 impl Default for TlsOptions {
@@ -92,6 +111,40 @@ impl Default for TlsOptions {
             key_file: None,
             server_name: None,
             verify: true,
+            rustls_config: None,
+        }
+    }
+}
+
+impl TlsOptions {
+    /// TLS with the application's own rustls configuration (its roots, client certificate,
+    /// verifier, ALPN): see [`rustls_config`](Self::rustls_config).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use amqp_client::{Connection, ConnectionConfig, TlsOptions};
+    /// use amqp_client::rustls::{ClientConfig, RootCertStore};
+    ///
+    /// # async fn demo(roots: RootCertStore) -> Result<(), amqp_client::Error> {
+    /// let provider = Arc::new(amqp_client::rustls::crypto::ring::default_provider());
+    /// let rustls = ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()
+    ///     .expect("ring supports TLS 1.2 and 1.3")
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let config = ConnectionConfig::builder()
+    ///     .host("mq.internal")
+    ///     .tls(TlsOptions::from_rustls(Arc::new(rustls)))
+    ///     .build();
+    /// let conn = Connection::connect_with(config).await?;
+    /// # conn.close().await
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn from_rustls(config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            rustls_config: Some(crate::RustlsConfig::new(config)),
+            ..Self::default()
         }
     }
 }

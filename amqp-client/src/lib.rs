@@ -28,6 +28,15 @@
 //! # }
 //! ```
 //!
+//! ## Features
+//!
+//! * `tls` (default): `amqps://` and [`TlsOptions`] through rustls with the *ring* provider,
+//!   from PEM files or a prebuilt `rustls::ClientConfig` ([`TlsOptions::rustls_config`]). Without
+//!   it the crate has no TLS code; a TLS connection fails with [`TlsError::NotEnabled`].
+//! * `native-roots` (default): the system's CA certificates when neither a CA file nor a
+//!   rustls configuration is given.
+//! * `internals`: not public API (the fuzz targets' and profiling loops' entry points).
+//!
 //! ## Layout
 //! Three layers, each depending only on the ones below it (see `ARCHITECTURE.md`):
 //!
@@ -37,12 +46,17 @@
 //! | async glue | `shared.rs`, `driver/` | `shared.rs`: the core under its mutex, beside the wakers and reply channels of the tasks waiting on it, dispatching the core's events; `driver/`: the task that owns the socket (`read_pacer.rs` decides read batching, `low_water.rs` sets `SO_RCVLOWAT`, `batcher.rs` applies it) |
 //! | recovery | `recovery/` | the policy layer around a connection: the one rule of what is recovered (`policy.rs`), the recorded topology (`topology.rs`), the supervisor (`supervisor.rs`), replay and hooks (`replay.rs`), the first connection retried (`initial.rs`), calls waiting out recovery (`gate.rs`) |
 //! | handles | `connection.rs`, `channel/` (`basic.rs` publish, get, settle; `bind.rs` bindings), `consumer.rs`, `confirm.rs`, `message.rs`, `unreadable.rs` | the public API |
-//! | settings | `config.rs`, `uri/`, `auth.rs`, `tls/`, `options.rs`, `names.rs` | configuration, URI parsing, SASL, rustls, call options, names |
+//! | settings | `config.rs`, `uri/`, `auth.rs`, `tls/`, `options.rs`, `names.rs` | configuration, URI parsing, SASL, rustls (`tls/connect.rs`, feature `tls`), call options, names |
 //! | reports | `error.rs`, `stats.rs` | errors; counts of reads, writes and deliveries not simply handed over |
-//! | internal | `fuzzing.rs`, `profiling.rs` | the fuzz target's and the profiling loops' entry points, over `proto/harness.rs` |
+//! | internal | `fuzzing.rs`, `profiling.rs` (feature `internals`) | the fuzz target's and the profiling loops' entry points, over `proto/harness.rs`; not public API |
 
 // No unsafe code, except the one audited module `driver/low_water.rs` (SO_RCVLOWAT).
 #![deny(unsafe_code)]
+
+// The README's example compiles as a doctest (`no_run`: it needs a broker).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod auth;
 mod channel;
@@ -52,11 +66,13 @@ mod connection;
 mod consumer;
 mod driver;
 mod error;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod message;
 mod names;
 mod options;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod profiling;
 mod proto;
@@ -102,7 +118,10 @@ pub mod prelude {
 }
 pub use proto::{Confirmation, ConnectionState, ReturnedMessage};
 pub use recovery::{RecoveryEvent, RecoveryHook, RecoveryHooks, RecoveryPolicy};
+/// The rustls this crate was built with, for [`TlsOptions::from_rustls`] (feature `tls`).
+#[cfg(feature = "tls")]
+pub use rustls;
 pub use stats::{DeliveryStats, IoStats};
-pub use tls::TlsError;
+pub use tls::{RustlsConfig, TlsError};
 pub use unreadable::UnreadableDelivery;
 pub use uri::{UriError, redact_uri};

@@ -23,6 +23,22 @@ use crate::unreadable::{SettleByTag, UnreadableDelivery};
 /// (dead-letter) or [`nack`](Self::nack) (unless it was consumed with `no_ack`). Settling after its channel closed returns
 /// [`Error::StaleDelivery`]: the broker has already requeued it, and its tag means nothing on
 /// any other channel.
+///
+/// ```no_run
+/// # async fn demo(mut consumer: amqp_client::Consumer) -> Result<(), amqp_client::Error> {
+/// while let Some(delivery) = consumer.recv().await {
+///     let delivery = delivery?;
+///     match std::str::from_utf8(&delivery.body) {
+///         Ok(text) => {
+///             println!("{} (redelivered: {}): {text}", delivery.routing_key, delivery.redelivered);
+///             delivery.ack()?;
+///         }
+///         // It will never read better: dead-letter it (or drop it) rather than requeue it.
+///         Err(_) => delivery.reject(false)?,
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Delivery {
     /// The channel-scoped tag used to settle the message.
     pub delivery_tag: u64,

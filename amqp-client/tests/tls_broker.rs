@@ -7,7 +7,9 @@
 //! message; a certificate that does not name the server (`HostnameMismatch`); a server whose CA
 //! is not trusted (`UnknownCa`), and the same with `verify_none` (connects); `amqps` to the
 //! plain port (a handshake error that says so); EXTERNAL with the client certificate, the
-//! identity checked by the broker itself; EXTERNAL without one (a typed refusal, not a hang).
+//! identity checked by the broker itself; EXTERNAL without one (a typed refusal, not a hang);
+//! EXTERNAL again through a `rustls::ClientConfig` the test built itself
+//! (`TlsOptions::from_rustls`).
 //!
 //! Without `rabbitmq-server`, `erl` or `openssl` the test fails in CI (`CI=true`) and elsewhere
 //! skips, saying so (`amqp_test_support::skip_or_fail`).
@@ -21,11 +23,18 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amqp_client::GetOptions;
 use amqp_client::amqp_codec::{BasicProperties, ReplyCode, ShortStr};
-use amqp_client::{Connection, Error, PublishOptions, QueueDeclareOptions, TlsError};
+use amqp_client::rustls::pki_types::pem::PemObject;
+use amqp_client::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use amqp_client::rustls::{ClientConfig, RootCertStore};
+use amqp_client::{
+    AuthMechanism, Connection, ConnectionConfig, Error, PublishOptions, QueueDeclareOptions,
+    TlsError, TlsOptions,
+};
 
 /// Bound on one connection attempt (the client's own `connection_timeout` is set below it).
 const CASE_LIMIT: Duration = Duration::from_secs(20);
@@ -428,6 +437,39 @@ async fn tls_against_a_private_rabbitmq_node() {
         other => panic!("expected AuthenticationFailed, got {other:?}"),
     }
     assert_eq!(err.reply_code(), Some(ReplyCode::ACCESS_REFUSED));
+
+    // (f) The application's own rustls configuration (`TlsOptions::from_rustls`), built in
+    // memory from the same PEM files: the broker authenticates its client certificate.
+    let provider = Arc::new(amqp_client::rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let rustls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
+        .unwrap();
+    let config = ConnectionConfig::builder()
+        .host("localhost")
+        .tls(TlsOptions::from_rustls(Arc::new(rustls)))
+        .port(tls)
+        .auth_mechanism(AuthMechanism::External)
+        .connection_timeout(Duration::from_secs(10))
+        .build();
+    let conn = bounded(
+        "(f) EXTERNAL through a prebuilt rustls ClientConfig",
+        Connection::connect_with(config),
+    )
+    .await
+    .unwrap();
+    assert_eq!(round_trip(&conn, &as_user, "own rustls config").await, user);
+    conn.close().await.unwrap();
 
     println!("all cases in {:.1?} (node start included)", began.elapsed());
 }

@@ -98,6 +98,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod assembly;
 mod batch;
 mod body;

@@ -1,10 +1,12 @@
 //! [`WorkerConfig`]: what the worker consumes, what it declares, and how it retries.
 //!
-//! Loaded from TOML ([`WorkerConfig::from_toml`]) or built in code; every field has a default
-//! except the queue name. [`WorkerConfig::validate`] turns every mistake into one
+//! Loaded from TOML (`WorkerConfig::from_toml`, feature `toml`), from any format serde reads,
+//! or built in code; every field has a default except the queue name.
+//! [`WorkerConfig::validate`] turns every mistake into one
 //! [`ConfigError`] sentence before anything touches the broker.
 //!
 //! ```
+//! # #[cfg(feature = "toml")] {
 //! use amqp_worker::WorkerConfig;
 //! let config = WorkerConfig::from_toml(r#"
 //!     queue = "thumbnails"
@@ -21,6 +23,7 @@
 //! "#).expect("valid configuration");
 //! assert_eq!(config.parking_queue(), "thumbnails.parked");
 //! assert_eq!(config.delay_queue(std::time::Duration::from_secs(10)), "thumbnails.retry.10s");
+//! # }
 //! ```
 
 use std::net::SocketAddr;
@@ -202,12 +205,15 @@ impl WorkerConfig {
         }
     }
 
-    /// Parses TOML (unknown keys are errors) and validates it.
+    /// Parses TOML (unknown keys are errors) and validates it. Feature `toml` (on by default,
+    /// through `cli`).
+    #[cfg(feature = "toml")]
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         Self::from_toml_named(text, "<inline>")
     }
 
     /// Like [`from_toml`](Self::from_toml), naming `path` in errors.
+    #[cfg(feature = "toml")]
     pub fn from_toml_named(text: &str, path: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| {
             let line = e
@@ -421,6 +427,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "toml")]
     fn toml_errors_are_one_line_with_the_line_number() {
         let err = WorkerConfig::from_toml("queue = \"q\"\nbogus = 1\n").unwrap_err();
         let text = err.to_string();

@@ -69,6 +69,11 @@
 
 #![forbid(unsafe_code)]
 
+// The README's example compiles as a doctest (`no_run`: it needs a broker).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 // Where things are: `worker.rs` runs sessions on one connection (`connect.rs` makes it, with
 // the client's recovery and the worker's hook); `session.rs` is one consuming session;
 // `settle.rs` takes one delivery from handler to ack; `retry.rs` decides retry or park;

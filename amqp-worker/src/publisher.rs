@@ -119,6 +119,27 @@ impl PendingConfirm {
 }
 
 /// A confirm-mode channel that publishes mandatory, persistent messages.
+///
+/// ```no_run
+/// use amqp_worker::{Publisher, task_properties};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let conn = amqp_client::Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+/// let publisher = Publisher::open(&conn).await?;
+/// // One at a time: back once the broker confirmed it (and an unroutable task is an error).
+/// publisher.publish("", "thumbnails", &task_properties("img-1"), "img-1.png").await?;
+/// // Many in flight, their confirms awaited afterwards.
+/// let mut pending = Vec::new();
+/// for i in 2..=100 {
+///     let id = format!("img-{i}");
+///     let body = format!("{id}.png");
+///     pending.push(publisher.send("", "thumbnails", &task_properties(&id), body).await?);
+/// }
+/// for confirm in pending {
+///     confirm.wait().await?;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Publisher {
     pub(crate) channel: Channel,

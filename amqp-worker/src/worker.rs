@@ -35,6 +35,31 @@ pub(crate) struct Ctx<H> {
 /// recover (backoff and jitter, the topology and the consumer re-declared), until
 /// `give_up_after` passes without one; the first connection is retried the same way. It
 /// returns `Ok` after a graceful shutdown.
+///
+/// ```no_run
+/// use amqp_worker::{HandlerError, Worker, WorkerConfig, handler_fn};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = WorkerConfig::new("thumbnails");
+/// config.concurrency = 4;
+/// let worker = Worker::new(
+///     config,
+///     handler_fn(|task| async move {
+///         if task.body.is_empty() {
+///             return Err(HandlerError::new("empty task")); // retried, then parked
+///         }
+///         Ok(()) // acked
+///     }),
+/// )?;
+/// let metrics = worker.metrics();
+/// let shutdown = worker.shutdown();
+/// let running = tokio::spawn(worker.run());
+/// // ... until it is time to stop:
+/// shutdown.trigger();
+/// running.await??;
+/// println!("{} tasks done", metrics.snapshot().succeeded);
+/// # Ok(()) }
+/// ```
 pub struct Worker<H> {
     ctx: Ctx<H>,
 }

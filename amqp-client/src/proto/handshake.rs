@@ -33,7 +33,17 @@ pub(crate) fn client_properties(connection_name: Option<&str>) -> FieldTable {
             "platform",
             format!("Rust, {} {}", std::env::consts::OS, std::env::consts::ARCH),
         )
-        .insert("information", "https://example.invalid/amqp-rs")
+        // No web address: the project has none to point at yet. What the crate is, instead.
+        .insert(
+            "information",
+            concat!(
+                env!("CARGO_PKG_NAME"),
+                " ",
+                env!("CARGO_PKG_VERSION"),
+                ": ",
+                env!("CARGO_PKG_DESCRIPTION")
+            ),
+        )
         .insert("capabilities", capabilities);
     if let Some(name) = connection_name {
         props = props.insert("connection_name", name);
@@ -270,6 +280,12 @@ mod tests {
                 .and_then(|v| v.as_str().map(str::to_owned)),
             Some("svc".into())
         );
+        let info = props
+            .get("information")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        assert!(info.starts_with("amqp-client 0."), "{info}");
+        assert!(info.contains("RabbitMQ"), "{info}");
         let Some(amqp_codec::FieldValue::Table(caps)) = props.get("capabilities") else {
             panic!("capabilities table missing");
         };

@@ -291,6 +291,7 @@ impl Core {
 
 #[cfg(test)]
 mod ack_tests;
+#[cfg(any(test, feature = "internals"))]
 pub(crate) mod harness;
 #[cfg(test)]
 mod poison_tests;

@@ -1,26 +1,17 @@
-//! TLS for `amqps://`: rustls through tokio-rustls, configured from [`TlsOptions`].
-//!
-//! Each handshake builds its own `ClientConfig` with the *ring* provider passed explicitly,
-//! so nothing depends on (or installs) a process-wide default provider, and a changed CA file
-//! is picked up on the next reconnect. Reading the PEM files and the system roots per
-//! connection costs a few milliseconds, against a handshake that already costs round trips.
+//! TLS for `amqps://`: [`TlsError`] always; the rustls handshake (`connect.rs`) with the `tls`
+//! feature, and without it a handshake that fails with [`TlsError::NotEnabled`] so that a
+//! build without TLS still compiles, and says why an `amqps://` connection cannot be made.
 
+use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+#[cfg(feature = "tls")]
+mod connect;
 
-use crate::config::TlsOptions;
+#[cfg(feature = "tls")]
+pub(crate) use connect::handshake;
 
 /// Why TLS could not be set up: a problem with the local files and settings, or the handshake
 /// with the server failed. Cloneable (I/O errors are shared behind an `Arc`).
@@ -108,6 +99,19 @@ pub enum TlsError {
         /// What went wrong.
         reason: String,
     },
+    /// A [`TlsOptions::rustls_config`](crate::TlsOptions::rustls_config) was given together
+    /// with a setting it replaces (`ca_file`, `cert_file`, `key_file` or `verify: false`): the
+    /// two would disagree on what is trusted, so neither wins silently.
+    #[error(
+        "TlsOptions::rustls_config replaces {0}; set the files in the rustls ClientConfig or drop it"
+    )]
+    RustlsConfigConflict(&'static str),
+    /// TLS was asked for (`amqps://` or [`ConnectionConfig::tls`](crate::ConnectionConfig::tls))
+    /// but this build of `amqp-client` has no TLS: its `tls` feature (on by default) is off.
+    #[error(
+        "TLS was requested (amqps:// or TlsOptions) but amqp-client was built without its `tls` feature"
+    )]
+    NotEnabled,
     /// The connection failed underneath the handshake.
     #[error("I/O error during the TLS handshake: {0}")]
     Io(Arc<io::Error>),
@@ -121,274 +125,117 @@ fn held_names(presented: &[String]) -> String {
     }
 }
 
-/// Runs the client handshake on a connected socket: trust roots from `opts.ca_file` or the
-/// system, the client certificate if configured, and the server checked against
-/// `opts.server_name` or else `host` (an IP address is checked against the certificate's IP
-/// names). With `verify: false` any certificate is accepted, and a warning is logged.
+/// A prebuilt rustls client configuration for
+/// [`TlsOptions::rustls_config`](crate::TlsOptions::rustls_config): the roots, client
+/// certificate, verifier, protocol versions and ALPN are all the application's. Made from an
+/// `Arc<rustls::ClientConfig>` (with the `tls` feature; without it no value can be made);
+/// cloning it clones the `Arc`, and two are equal when they share the same `ClientConfig`.
+///
+/// ```
+/// # #[cfg(feature = "tls")] {
+/// use std::sync::Arc;
+/// use amqp_client::RustlsConfig;
+/// use amqp_client::rustls::{ClientConfig, RootCertStore};
+///
+/// let provider = Arc::new(amqp_client::rustls::crypto::ring::default_provider());
+/// let config = ClientConfig::builder_with_provider(provider)
+///     .with_safe_default_protocol_versions()
+///     .expect("ring supports TLS 1.2 and 1.3")
+///     .with_root_certificates(RootCertStore::empty())
+///     .with_no_client_auth();
+/// let config = RustlsConfig::new(Arc::new(config));
+/// assert_eq!(config.clone(), config);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RustlsConfig(Inner);
+
+/// What [`RustlsConfig`] holds: the shared `ClientConfig`, or, without the `tls` feature,
+/// nothing at all (no value can be made).
+#[cfg(feature = "tls")]
+type Inner = Arc<rustls::ClientConfig>;
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum Inner {}
+
+#[cfg(feature = "tls")]
+impl RustlsConfig {
+    /// Wraps a rustls client configuration.
+    pub fn new(config: Arc<rustls::ClientConfig>) -> Self {
+        Self(config)
+    }
+
+    /// The rustls client configuration.
+    pub fn client_config(&self) -> &Arc<rustls::ClientConfig> {
+        &self.0
+    }
+}
+
+#[cfg(feature = "tls")]
+impl From<Arc<rustls::ClientConfig>> for RustlsConfig {
+    fn from(config: Arc<rustls::ClientConfig>) -> Self {
+        Self(config)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl From<rustls::ClientConfig> for RustlsConfig {
+    fn from(config: rustls::ClientConfig) -> Self {
+        Self(Arc::new(config))
+    }
+}
+
+impl PartialEq for RustlsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        #[cfg(feature = "tls")]
+        return Arc::ptr_eq(&self.0, &other.0);
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = other;
+            match self.0 {}
+        }
+    }
+}
+
+impl Eq for RustlsConfig {}
+
+impl fmt::Debug for RustlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // rustls's own `Debug` is long and says nothing useful in a connection's settings.
+        f.write_str("RustlsConfig(..)")
+    }
+}
+
+/// Without the `tls` feature: every TLS connection fails, after TCP connect, with
+/// [`TlsError::NotEnabled`]. (Its success type is the plain socket only so that the driver
+/// compiles unchanged; it never succeeds.)
+#[cfg(not(feature = "tls"))]
 pub(crate) async fn handshake(
-    tcp: TcpStream,
-    opts: &TlsOptions,
-    host: &str,
-) -> Result<TlsStream<TcpStream>, TlsError> {
-    let name = server_name(opts, host)?;
-    let config = client_config(opts)?;
-    let shown = name.to_str().into_owned();
-    if !opts.verify {
-        tracing::warn!(
-            server = %shown,
-            "TLS certificate verification is disabled (verify_none): the connection is encrypted \
-             but the server is not authenticated"
+    tcp: tokio::net::TcpStream,
+    _opts: &crate::config::TlsOptions,
+    _host: &str,
+) -> Result<tokio::net::TcpStream, TlsError> {
+    drop(tcp);
+    Err(TlsError::NotEnabled)
+}
+
+#[cfg(all(test, not(feature = "tls")))]
+mod tests {
+    use super::TlsError;
+    use crate::{Connection, Error};
+
+    #[tokio::test]
+    async fn without_the_feature_amqps_is_a_typed_error() {
+        // A listener that never answers: the TCP connect succeeds, then TLS is refused.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let err = Connection::connect(&format!("amqps://127.0.0.1:{port}/"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Tls(TlsError::NotEnabled)), "{err:?}");
+        assert!(
+            err.to_string().contains("without its `tls` feature"),
+            "{err}"
         );
     }
-    TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| classify(e, &shown))
 }
-
-/// The name the certificate must hold: `opts.server_name`, else `host` (a bracketed IPv6
-/// literal, as URIs write it, is unbracketed).
-pub(crate) fn server_name(opts: &TlsOptions, host: &str) -> Result<ServerName<'static>, TlsError> {
-    let name = opts.server_name.as_deref().unwrap_or(host);
-    let bare = name
-        .strip_prefix('[')
-        .and_then(|n| n.strip_suffix(']'))
-        .unwrap_or(name);
-    ServerName::try_from(bare.to_owned()).map_err(|_| TlsError::InvalidServerName(name.to_owned()))
-}
-
-/// The rustls client configuration for `opts`.
-pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    // Read the client identity first: its errors concern the caller's own files and are the
-    // same whether or not the server is verified.
-    let identity = client_identity(opts)?;
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = if opts.verify {
-        builder.with_root_certificates(root_store(opts.ca_file.as_deref())?)
-    } else {
-        // `ca_file` is not read: nothing would be checked against it.
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-    };
-    let config = match identity {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| TlsError::InvalidClientIdentity(e.to_string()))?,
-        None => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
-}
-
-/// The client certificate chain and key, when both files are set.
-fn client_identity(
-    opts: &TlsOptions,
-) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, TlsError> {
-    match (&opts.cert_file, &opts.key_file) {
-        (None, None) => Ok(None),
-        (Some(_), None) => Err(TlsError::IncompleteClientIdentity {
-            missing: "key_file",
-        }),
-        (None, Some(_)) => Err(TlsError::IncompleteClientIdentity {
-            missing: "cert_file",
-        }),
-        (Some(cert), Some(key)) => Ok(Some((read_certificates(cert)?, read_private_key(key)?))),
-    }
-}
-
-/// Trust roots: every certificate of `ca_file`, or the system's store.
-fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    if let Some(path) = ca_file {
-        let (added, _) = roots.add_parsable_certificates(read_certificates(path)?);
-        if added == 0 {
-            return Err(TlsError::NoTrustRoots(format!(
-                "{} holds no usable CA certificate",
-                path.display()
-            )));
-        }
-        return Ok(roots);
-    }
-    // rustls-native-certs returns what it could load plus per-source errors; a partly
-    // unreadable store is still usable, so errors only matter when nothing loaded.
-    let native = rustls_native_certs::load_native_certs();
-    let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(
-        added,
-        ignored,
-        errors = native.errors.len(),
-        "loaded system CA certificates"
-    );
-    if added == 0 {
-        let why = match native.errors.first() {
-            Some(e) => format!("the system store is empty or unreadable ({e})"),
-            None => "the system store is empty".to_owned(),
-        };
-        return Err(TlsError::NoTrustRoots(format!(
-            "{why}; set ca_file (`cacertfile`)"
-        )));
-    }
-    Ok(roots)
-}
-
-/// Every certificate in a PEM file; other blocks (keys) are skipped.
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| pem_error(path, e, true))?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
-}
-
-/// The first private key in a PEM file.
-fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
-        pem::Error::NoItemsFound => TlsError::NoPrivateKey {
-            path: path.to_owned(),
-        },
-        e => pem_error(path, e, false),
-    })
-}
-
-/// Maps a PEM error. Format details of a key file are withheld: they could quote key bytes.
-fn pem_error(path: &Path, e: pem::Error, show_details: bool) -> TlsError {
-    let path = path.to_owned();
-    match e {
-        pem::Error::Io(source) => TlsError::ReadFile {
-            path,
-            source: Arc::new(source),
-        },
-        pem::Error::NoItemsFound => TlsError::NoCertificate { path },
-        e if show_details => TlsError::InvalidPem {
-            path,
-            reason: e.to_string(),
-        },
-        _ => TlsError::InvalidPem {
-            path,
-            reason: "malformed PEM in a key file".to_owned(),
-        },
-    }
-}
-
-/// Turns a handshake error into a [`TlsError`], naming the common certificate failures.
-fn classify(err: io::Error, server_name: &str) -> TlsError {
-    // tokio-rustls wraps rustls errors in `io::Error`s of kind `InvalidData`.
-    let Some(tls) = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    else {
-        return TlsError::Io(Arc::new(err));
-    };
-    use CertificateError::{Expired, ExpiredContext, NotValidForName, NotValidForNameContext};
-    use rustls::Error::{AlertReceived, InvalidCertificate, InvalidMessage};
-    let server_name = server_name.to_owned();
-    let reason = match tls {
-        InvalidCertificate(NotValidForName) => {
-            let presented = Vec::new();
-            return TlsError::HostnameMismatch {
-                server_name,
-                presented,
-            };
-        }
-        InvalidCertificate(NotValidForNameContext { presented, .. }) => {
-            let presented = presented.iter().map(|n| plain_name(n)).collect();
-            return TlsError::HostnameMismatch {
-                server_name,
-                presented,
-            };
-        }
-        InvalidCertificate(CertificateError::UnknownIssuer) => {
-            return TlsError::UnknownCa { server_name };
-        }
-        InvalidCertificate(Expired | ExpiredContext { .. }) => {
-            return TlsError::CertificateExpired { server_name };
-        }
-        // What a plain AMQP listener sends back (its protocol header) is not a TLS record.
-        InvalidMessage(_) => {
-            format!("{tls}; is this a TLS port (amqps is usually 5671, not 5672)?")
-        }
-        AlertReceived(alert) => format!(
-            "the server sent the alert {alert:?}; if it requires a client certificate, check \
-             cert_file and key_file and that the server trusts their CA"
-        ),
-        other => other.to_string(),
-    };
-    TlsError::Handshake {
-        server_name,
-        reason,
-    }
-}
-
-/// `localhost` for rustls's `DnsName("localhost")`, `10.0.0.1` for `IpAddress(10.0.0.1)`: it
-/// reports presented names in their `Debug` form, which reads badly in an error message.
-fn plain_name(name: &str) -> String {
-    let dns = name
-        .strip_prefix("DnsName(\"")
-        .and_then(|n| n.strip_suffix("\")"));
-    let ip = || {
-        name.strip_prefix("IpAddress(")
-            .and_then(|n| n.strip_suffix(')'))
-    };
-    dns.or_else(ip).unwrap_or(name).to_owned()
-}
-
-/// The verifier behind `verify: false`: every certificate and name is accepted. Handshake
-/// signatures are still checked, so the server at least holds the key of the certificate it
-/// showed, but nothing ties that certificate to anyone.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests;

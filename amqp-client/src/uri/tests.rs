@@ -69,6 +69,7 @@ fn query_parameter_examples() {
         key_file: Some("/path/to/client_key.pem".into()),
         server_name: Some("myhost".into()),
         verify: true,
+        rustls_config: None,
     };
     assert_eq!((c.port, c.tls), (5671, Some(want)));
     assert!(!ok(&format!("{base}verify_none")).tls.unwrap().verify);

@@ -240,6 +240,26 @@ impl From<String> for FieldValue {
 ///
 /// Equality compares the encodings, so two tables are equal when they have the same entries in
 /// the same order.
+///
+/// ```
+/// use amqp_codec::{FieldTable, FieldValue, ShortStr};
+///
+/// // Queue arguments, as queue.declare sends them.
+/// let args = FieldTable::builder()
+///     .insert("x-queue-type", "quorum")
+///     .insert("x-max-length", 10_000i64)
+///     .insert("x-single-active-consumer", true)
+///     .build()?;
+/// assert_eq!(args.get("x-max-length").and_then(|v| v.as_i64()), Some(10_000));
+/// assert_eq!(args.get("x-single-active-consumer"), Some(FieldValue::Bool(true)));
+/// let keys: Vec<String> = args.iter().map(|(key, _)| key.to_string()).collect();
+/// assert_eq!(keys, ["x-queue-type", "x-max-length", "x-single-active-consumer"]);
+/// // The same entries from an iterator, and the wire form back.
+/// let entry = (ShortStr::from_static("x-queue-type"), FieldValue::from("quorum"));
+/// let same: FieldTable = [entry].into_iter().collect();
+/// assert_eq!(FieldTable::from_raw(same.as_raw().clone())?, same);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct FieldTable {
     /// The concatenated entries (without the 32-bit length prefix), already validated.

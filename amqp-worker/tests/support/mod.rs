@@ -232,7 +232,9 @@ pub async fn connection_pid(name: &str) -> Option<String> {
     pid.starts_with('<').then(|| pid.to_owned())
 }
 
-/// The `amqp-worker` binary.
+/// The `amqp-worker` binary (built with the `cli` feature, so only the tests that require it
+/// may call this).
+#[cfg(feature = "cli")]
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_amqp-worker"));
     cmd.env("AMQP_URL", broker_url());
@@ -241,6 +243,7 @@ pub fn bin() -> Command {
 }
 
 /// Runs the binary to completion (bounded by `limit`) and returns status, stdout, stderr.
+#[cfg(feature = "cli")]
 pub async fn run_bin(args: &[&str], limit: Duration) -> (std::process::ExitStatus, String, String) {
     let mut cmd = tokio::process::Command::from(bin());
     cmd.args(args).kill_on_drop(true);

@@ -1,5 +1,6 @@
 //! Tests of the `tls` module.
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -381,4 +382,76 @@ fn errors_are_cloneable_and_plain_io_errors_pass_through() {
     let garbage = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
     let err = classify(io::Error::new(io::ErrorKind::InvalidData, garbage), "h");
     assert!(err.to_string().contains("is this a TLS port"), "{err}");
+}
+
+/// A rustls configuration built in memory, as an application would: the test CA as the only
+/// root, and the client certificate.
+fn rustls_config(pki: &Pki) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let key = PrivateKeyDer::try_from(pki.client.1.serialize_der()).unwrap();
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![pki.client.0.der().clone()], key)
+        .unwrap();
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn handshake_with_a_prebuilt_rustls_config() {
+    let pki = pki();
+    let config = rustls_config(&pki);
+    let opts = TlsOptions::from_rustls(Arc::clone(&config));
+    // Used as it is: no files read, nothing rebuilt.
+    assert!(Arc::ptr_eq(&client_config(&opts).unwrap(), &config));
+    let (addr, task) = serve(&pki, &pki.ca, false).await;
+    let seen = round_trip(addr, task, &opts, "localhost").await;
+    assert_eq!(seen, pki.client.0.der().to_vec());
+    // `server_name` still names what the configuration's verifier checks.
+    let (addr, task) = serve(&pki, &pki.ca, false).await;
+    let named = TlsOptions {
+        server_name: Some("localhost".into()),
+        ..opts.clone()
+    };
+    round_trip(addr, task, &named, "mq.internal.invalid").await;
+    // Its roots are the only ones: a server from another CA is refused.
+    let (addr, _task) = serve(&pki, &ca("other CA"), false).await;
+    let err = connect(addr, &opts, "localhost").await.unwrap_err();
+    assert!(matches!(err, TlsError::UnknownCa { .. }), "{err:?}");
+}
+
+#[test]
+fn a_rustls_config_with_files_or_verify_off_is_a_conflict() {
+    let pki = pki();
+    let config = crate::RustlsConfig::from(rustls_config(&pki));
+    let with = |f: fn(&mut TlsOptions)| {
+        let mut opts = TlsOptions {
+            rustls_config: Some(config.clone()),
+            ..TlsOptions::default()
+        };
+        f(&mut opts);
+        client_config(&opts).unwrap_err()
+    };
+    type Case = (fn(&mut TlsOptions), &'static str);
+    let cases: [Case; 4] = [
+        (|o| o.ca_file = Some("ca.pem".into()), "ca_file"),
+        (|o| o.cert_file = Some("c.pem".into()), "cert_file"),
+        (|o| o.key_file = Some("k.pem".into()), "key_file"),
+        (|o| o.verify = false, "verify: false"),
+    ];
+    for (f, what) in cases {
+        let err = with(f);
+        assert!(
+            matches!(err, TlsError::RustlsConfigConflict(w) if w == what),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(what), "{err}");
+    }
+    // Equal by identity, and never printed in full.
+    assert_eq!(config.clone(), config);
+    assert_ne!(config, crate::RustlsConfig::from(rustls_config(&pki)));
+    assert_eq!(format!("{config:?}"), "RustlsConfig(..)");
 }
