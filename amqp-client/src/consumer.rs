@@ -20,15 +20,12 @@ use crate::proto::WaiterId;
 /// Dropping a consumer cancels it and hands its unprocessed messages back to the broker.
 ///
 /// ```no_run
-/// use amqp_client::amqp_codec::FieldTable;
 /// use amqp_client::{Channel, ConsumeOptions, QosOptions};
 ///
 /// # async fn demo(ch: Channel) -> Result<(), amqp_client::Error> {
 /// // At most 32 unacknowledged deliveries in flight to this channel.
 /// ch.basic_qos(32, QosOptions::default()).await?;
-/// let mut consumer = ch
-///     .basic_consume("tasks", ConsumeOptions::default(), FieldTable::default())
-///     .await?;
+/// let mut consumer = ch.basic_consume("tasks", ConsumeOptions::default()).await?;
 /// while let Some(delivery) = consumer.recv().await {
 ///     let delivery = delivery?; // an error is the last item: cancelled by the broker, closed
 ///     // ... work on delivery.body ...

@@ -34,7 +34,7 @@ use crate::unreadable::{SettleByTag, UnreadableDelivery};
 ///             delivery.ack()?;
 ///         }
 ///         // It will never read better: dead-letter it (or drop it) rather than requeue it.
-///         Err(_) => delivery.reject(false)?,
+///         Err(_) => delivery.reject()?,
 ///     }
 /// }
 /// # Ok(()) }

@@ -35,20 +35,16 @@ use crate::shared::{Guard, ReplyRx, Shared};
 /// its last consumer) is dropped.
 ///
 /// ```no_run
-/// use amqp_client::amqp_codec::{BasicProperties, FieldTable};
-/// use amqp_client::{Connection, ExchangeDeclareOptions, ExchangeKind, PublishOptions};
-/// use amqp_client::QueueDeclareOptions;
+/// use amqp_client::prelude::*;
 ///
 /// # async fn demo() -> Result<(), amqp_client::Error> {
 /// let conn = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
 /// let ch = conn.open_channel().await?;
-/// let none = FieldTable::default;
-/// ch.exchange_declare("logs", ExchangeKind::Topic, ExchangeDeclareOptions::default(), none())
+/// ch.exchange_declare("logs", ExchangeKind::Topic, ExchangeDeclareOptions::default())
 ///     .await?;
 /// // A server-named queue that goes away with this connection, bound to `app.*` keys.
-/// let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
-/// let queue = ch.queue_declare("", exclusive, none()).await?;
-/// ch.queue_bind(&queue.name, "logs", "app.*", none()).await?;
+/// let queue = ch.queue_declare("", QueueDeclareOptions::exclusive()).await?;
+/// ch.queue_bind(&queue.name, "logs", "app.*", BindOptions::default()).await?;
 /// let props = BasicProperties::default();
 /// ch.basic_publish("logs", "app.started", PublishOptions::default(), &props, "up").await?;
 /// ch.close().await?;
