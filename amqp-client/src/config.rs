@@ -269,8 +269,9 @@ pub struct ConnectionConfig {
     pub tls: Option<TlsOptions>,
     /// Limits on buffers and sizes.
     pub limits: Limits,
-    /// Other brokers (`host`, `port`) of the same cluster, tried in turn by recovery after
-    /// the first address; from a URI with several hosts (`amqp://h1:5672,h2:5673/`).
+    /// Other brokers (`host`, `port`) of the same cluster, tried in turn after the first
+    /// address: by the first connect when that address fails, and by recovery; from a URI
+    /// with several hosts (`amqp://h1:5672,h2:5673/`).
     pub fallback_addresses: Vec<(String, u16)>,
     /// Automatic recovery after a lost connection (`None`, the default: a lost connection
     /// ends every handle with the error). See [`RecoveryPolicy`](crate::RecoveryPolicy).
@@ -320,7 +321,7 @@ impl ConnectionConfig {
         format_address(&self.host, self.port)
     }
 
-    /// Every address recovery may use: the first one, then the fallbacks.
+    /// Every address a connect or recovery may use: the first one, then the fallbacks.
     pub fn addresses(&self) -> Vec<(String, u16)> {
         let mut all = vec![(self.host.clone(), self.port)];
         all.extend(self.fallback_addresses.iter().cloned());
@@ -424,7 +425,8 @@ impl ConnectionConfigBuilder {
         self
     }
 
-    /// Another broker of the cluster for recovery to fail over to.
+    /// Another broker of the cluster, tried when the ones before it fail (on the first
+    /// connect and by recovery).
     pub fn fallback_address(mut self, host: impl Into<String>, port: u16) -> Self {
         self.0.fallback_addresses.push((host.into(), port));
         self

@@ -75,7 +75,32 @@ impl Connection {
                     .instrument(span)
                     .await
             }
-            _ => Self::establish(config).instrument(span).await,
+            _ => Self::establish_any(config).instrument(span).await,
+        }
+    }
+
+    /// One attempt per address, in order (the URL's hosts, then the fallbacks): a cluster
+    /// whose first node is down is still reached. An error no other node would change (bad
+    /// credentials, a vhost refused, the application's own timeout) ends it at once; otherwise
+    /// the last address's error is returned.
+    async fn establish_any(config: ConnectionConfig) -> Result<Self, Error> {
+        let addresses = config.addresses();
+        let mut last = None;
+        for (host, port) in addresses {
+            let mut attempt = config.clone();
+            (attempt.host, attempt.port) = (host, port);
+            match Self::establish(attempt).await {
+                Ok(conn) => return Ok(conn),
+                Err(err) if err.is_recoverable() => {
+                    tracing::debug!(error = %err, "address failed; trying the next");
+                    last = Some(err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        match last {
+            Some(err) => Err(err),
+            None => Self::establish(config).await,
         }
     }
 
@@ -160,6 +185,12 @@ impl Connection {
     /// True while the connection is open (not while it is being recovered).
     pub fn is_open(&self) -> bool {
         self.inner.shared.lock().closed_error().is_none()
+    }
+
+    /// True when automatic recovery is configured: a lost connection is brought back (until
+    /// the policy gives up) rather than ending every handle.
+    pub fn recovers(&self) -> bool {
+        self.inner.shared.lock().config.recovery.is_some()
     }
 
     /// Why the connection ended, once it has.

@@ -491,6 +491,35 @@ async fn fails_over_to_the_next_address() {
     .await;
 }
 
+/// Without recovery too, the first connect goes down the list: a cluster whose first node
+/// is down is reached through the next one, and when every address fails, the error is the
+/// last one's (not a hang).
+#[tokio::test]
+async fn the_first_connect_tries_every_address_in_turn() {
+    within(LIMIT, async {
+        let down = FaultProxy::start(broker_addr()).await.unwrap();
+        down.refuse(true);
+        let up = FaultProxy::start(broker_addr()).await.unwrap();
+        let mut cfg = config();
+        cfg.host = "127.0.0.1".into();
+        cfg.port = down.addr().port();
+        cfg.fallback_addresses = vec![("127.0.0.1".to_owned(), up.addr().port())];
+        assert!(cfg.recovery.is_none());
+        let conn = amqp_client::Connection::connect_with(cfg.clone())
+            .await
+            .expect("the second address answers");
+        assert_eq!(conn.address(), up.addr().to_string());
+        conn.close().await.unwrap();
+
+        up.refuse(true);
+        let err = amqp_client::Connection::connect_with(cfg)
+            .await
+            .unwrap_err();
+        assert!(err.is_recoverable(), "{err:?}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_connection_closed_by_the_application_is_not_recovered() {
     within(LIMIT, async {

@@ -230,7 +230,15 @@ impl Core {
         delivery_tag: u64,
         method: &Method,
     ) -> Result<(), Error> {
-        let chan = match self.usable_channel(id, epoch) {
+        // Not `usable_channel`: while a recovery restores the other channels and consumers,
+        // this channel may already be reopened and its consumer re-registered, and the broker
+        // delivers on it. A delivery of the channel's current generation was received on this
+        // very connection, so its tag is valid and its ack must go out (refusing it would
+        // leave it unacknowledged, holding a prefetch slot, until the connection closes).
+        if self.phase_error().is_some() {
+            return Err(Error::StaleDelivery { delivery_tag });
+        }
+        let chan = match usable(&mut self.channels, id, epoch) {
             Ok(chan) if chan.generation == generation => chan,
             _ => return Err(Error::StaleDelivery { delivery_tag }),
         };

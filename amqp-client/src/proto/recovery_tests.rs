@@ -161,6 +161,56 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
     ));
 }
 
+/// Found under a sick network: while a recovery still restores other channels, the broker
+/// already delivers on a channel whose consumer is back. Those deliveries belong to the
+/// connection on the wire, so their acks must go out, not be refused as stale (they would hold
+/// their prefetch slots until the connection closed, and starve the consumer).
+#[test]
+fn a_delivery_on_a_restored_channel_can_be_acked_before_the_whole_recovery_finishes() {
+    let mut h = Harness::new(ConnectionConfig::default().with_recovery(RecoveryPolicy::default()));
+    h.open(0);
+    let (id, epoch) = h.channel();
+    let consume = Method::BasicConsume(BasicConsume {
+        queue: ShortStr::from_static("q"),
+        consumer_tag: tag(),
+        ..Default::default()
+    });
+    let consume_ok = Method::BasicConsumeOk(BasicConsumeOk {
+        consumer_tag: tag(),
+    });
+    h.call((id, epoch), consume.clone(), consume_ok.clone());
+    h.core.handle_eof();
+    h.drain();
+    assert!(h.core.restart("127.0.0.1", 5672, h.now));
+    h.open(0);
+    h.core.reopen_channel(id, epoch).unwrap();
+    h.feed(id, Method::ChannelOpenOk(ChannelOpenOk::default()));
+    h.core.replay_request(id, epoch, consume).unwrap();
+    h.feed(id, consume_ok);
+    h.sent();
+    // Other channels may still be replaying: the application stays gated...
+    assert!(matches!(h.core.closed_error(), Some(Error::Recovering)));
+    // ...but this consumer is back, and the broker delivers to it.
+    h.deliver(id, "c1", 1);
+    let (poll, _) = h.core.poll_delivery(id, epoch, &tag(), WaiterId(0));
+    let Poll::Ready(Some(Ok(raw))) = poll else {
+        panic!("a delivery")
+    };
+    assert_eq!((raw.delivery_tag, raw.generation), (1, 1));
+    h.core
+        .settle(id, epoch, raw.generation, 1, &ack(1))
+        .expect("an ack of the connection on the wire goes out");
+    assert!(
+        matches!(h.methods().as_slice(), [Method::BasicAck(a)] if a.delivery_tag == 1),
+        "the ack is written"
+    );
+    // A delivery of the generation before the loss stays refused.
+    assert!(matches!(
+        h.core.settle(id, epoch, 0, 1, &ack(1)),
+        Err(Error::StaleDelivery { delivery_tag: 1 })
+    ));
+}
+
 #[test]
 fn an_application_close_or_refused_credentials_are_not_recovered() {
     let mut h = Harness::new(ConnectionConfig::default().with_recovery(RecoveryPolicy::default()));
