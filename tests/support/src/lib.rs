@@ -3,12 +3,16 @@
 //! - [`broker_url`]: the broker under test, from `AMQP_URL`.
 //! - [`unique_name`]: queue and exchange names that never collide between parallel tests.
 //! - [`alloc_counter`]: a counting global allocator, per thread, for "no allocation" tests.
-//! - [`fault_proxy`]: a TCP proxy that cuts, resets or black-holes links on demand.
+//! - [`fault_proxy`]: a TCP proxy that cuts, resets or black-holes links on demand, and adds
+//!   Toxiproxy-like toxics (latency, bandwidth, slicer, one-way stall, reset after N bytes,
+//!   timeout).
+//! - [`nodes`]: private RabbitMQ nodes (on loopback, or in network namespaces) for fault tests.
 //! - [`scripted_broker`]: a fake broker on 127.0.0.1 that sends whatever a test scripts.
 //! - [`skip_or_fail`]: how a test that cannot run here says so (a failure in CI).
 
 pub mod alloc_counter;
 pub mod fault_proxy;
+pub mod nodes;
 pub mod scripted_broker;
 
 pub use amqp_test_skip::skip_or_fail;
