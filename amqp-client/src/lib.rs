@@ -5,6 +5,10 @@
 //! * [`Channel`]: declare and bind exchanges and queues, qos, consume (a bounded
 //!   [`Consumer`] stream), get, publish (the body `Bytes` is never copied), publisher confirms
 //!   ([`PublishConfirm`]), acks, transactions.
+//! * [`ReliablePublisher`]: at-least-once publishing built in: every unconfirmed message kept
+//!   (bounded, with back-pressure), sent again after a nack or a lost connection, and a
+//!   [`PublishReceipt`] per message that resolves only when the broker confirmed it or it
+//!   definitively failed ([`PublishFailure`]).
 //! * Errors are one [`Error`] enum with [`Error::reply_code`] and channel-vs-connection
 //!   classification. Nothing waits forever: every pending call fails when its channel or
 //!   connection ends.
@@ -46,6 +50,7 @@
 //! | async glue | `shared.rs`, `driver/` | `shared.rs`: the core under its mutex, beside the wakers and reply channels of the tasks waiting on it, dispatching the core's events; `driver/`: the task that owns the socket (`read_pacer.rs` decides read batching, `low_water.rs` sets `SO_RCVLOWAT`, `batcher.rs` applies it) |
 //! | recovery | `recovery/` | the policy layer around a connection: the one rule of what is recovered (`policy.rs`), the recorded topology (`topology.rs`), the supervisor (`supervisor.rs`), replay and hooks (`replay.rs`), the first connection retried (`initial.rs`), calls waiting out recovery (`gate.rs`) |
 //! | handles | `connection.rs`, `channel/` (`basic.rs` publish, get, settle; `bind.rs` bindings), `consumer.rs`, `confirm.rs`, `message.rs`, `unreadable.rs` | the public API |
+//! | at-least-once | `publisher/` (`mod.rs` the API and its bounds, `tracker.rs` the task that awaits confirms and sends again) | [`ReliablePublisher`] on top of a channel |
 //! | settings | `config.rs`, `uri/`, `auth.rs`, `tls/`, `options.rs`, `names.rs` | configuration, URI parsing, SASL, rustls (`tls/connect.rs`, feature `tls`), call options, names |
 //! | reports | `error.rs`, `stats.rs` | errors; counts of reads, writes and deliveries not simply handed over |
 //! | internal | `fuzzing.rs`, `profiling.rs` (feature `internals`) | the fuzz target's and the profiling loops' entry points, over `proto/harness.rs`; not public API |
@@ -76,6 +81,7 @@ mod options;
 #[doc(hidden)]
 pub mod profiling;
 mod proto;
+mod publisher;
 mod recovery;
 mod shared;
 mod stats;
@@ -111,12 +117,13 @@ pub mod prelude {
         BasicProperties, BindOptions, Channel, Confirmation, ConnectStep, Connection,
         ConnectionConfig, ConsumeOptions, Consumer, Delivery, Error, ExchangeDeclareOptions,
         ExchangeDeleteOptions, ExchangeKind, FieldArray, FieldTable, FieldValue, GetOptions,
-        NackOptions, PropertyError, PublishConfirm, PublishOptions, QosOptions,
-        QueueDeclareOptions, QueueDeleteOptions, RecoverOptions, RecoveryPolicy, ShortStr,
-        field_table,
+        NackOptions, PropertyError, PublishConfirm, PublishFailure, PublishOptions, PublishReceipt,
+        PublisherConfig, QosOptions, QueueDeclareOptions, QueueDeleteOptions, RecoverOptions,
+        RecoveryPolicy, ReliablePublisher, ShortStr, field_table,
     };
 }
 pub use proto::{Confirmation, ConnectionState, ReturnedMessage};
+pub use publisher::{PublishFailure, PublishReceipt, PublisherConfig, ReliablePublisher};
 pub use recovery::{RecoveryEvent, RecoveryHook, RecoveryHooks, RecoveryPolicy};
 /// The rustls this crate was built with, for [`TlsOptions::from_rustls`] (feature `tls`).
 #[cfg(feature = "tls")]

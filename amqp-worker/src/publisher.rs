@@ -1,6 +1,9 @@
 //! [`Publisher`]: every publish is persistent (unless the properties say otherwise),
-//! mandatory and confirmed. An unroutable message is [`PublishError::Unroutable`], a broker
-//! nack is [`PublishError::Nacked`]: nothing is lost silently.
+//! mandatory and confirmed, on the client's [`ReliablePublisher`]: a nack, or a channel the
+//! broker closed, sends the message again, and (for [`Publisher::open`]) so does a connection
+//! lost before the confirm, once recovery brought it back. An unroutable message is
+//! [`PublishError::Unroutable`], a message the broker kept refusing [`PublishError::Nacked`]:
+//! nothing is lost silently.
 //!
 //! Delayed send ([`Publisher::send_delayed`]) is in [`crate::delayed`].
 
@@ -9,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use amqp_client::amqp_codec::{BasicProperties, ShortStr};
-use amqp_client::{Channel, Confirmation, Connection, PublishConfirm, PublishOptions};
+use amqp_client::{Connection, PublishFailure, PublishReceipt, PublisherConfig, ReliablePublisher};
 use bytes::Bytes;
 
 pub use crate::delayed::{
@@ -34,7 +37,8 @@ pub enum PublishError {
         /// The broker's text.
         reply_text: String,
     },
-    /// The broker refused responsibility for the message (basic.nack).
+    /// The broker refused responsibility for the message (basic.nack), each time it was
+    /// sent.
     #[error(
         "the broker nacked the message to exchange '{exchange}' with routing key '{routing_key}'"
     )]
@@ -91,7 +95,7 @@ impl PublishError {
 #[derive(Debug)]
 #[must_use = "a publish is only known to be safe once its confirm was awaited"]
 pub struct PendingConfirm {
-    confirm: PublishConfirm,
+    receipt: PublishReceipt,
     exchange: String,
     routing_key: String,
 }
@@ -99,26 +103,37 @@ pub struct PendingConfirm {
 impl PendingConfirm {
     /// The broker's answer: `Ok` once it acked a routed message.
     pub async fn wait(self) -> Result<(), PublishError> {
-        match self.confirm.await? {
-            Confirmation::Acked | Confirmation::NotRequested => Ok(()),
-            Confirmation::Returned(returned) | Confirmation::Nacked(Some(returned)) => {
-                Err(PublishError::Unroutable {
-                    exchange: self.exchange,
-                    routing_key: self.routing_key,
-                    reply_code: returned.reply_code.0,
-                    reply_text: String::from_utf8_lossy(&returned.reply_text).into_owned(),
-                })
-            }
-            // A nack, or an answer this version does not know: not safe either way.
-            _ => Err(PublishError::Nacked {
+        let failure = match self.receipt.await {
+            Ok(()) => return Ok(()),
+            Err(failure) => failure,
+        };
+        Err(match failure {
+            PublishFailure::Unroutable {
+                reply_code,
+                reply_text,
+            } => PublishError::Unroutable {
                 exchange: self.exchange,
                 routing_key: self.routing_key,
-            }),
-        }
+                reply_code,
+                reply_text,
+            },
+            PublishFailure::RetriesExhausted {
+                last_error: Some(err),
+                ..
+            }
+            | PublishFailure::Failed(err) => PublishError::Client(err),
+            // Nacks only, or an outcome this version does not know: not safe either way.
+            PublishFailure::RetriesExhausted { .. } => PublishError::Nacked {
+                exchange: self.exchange,
+                routing_key: self.routing_key,
+            },
+            _ => PublishError::Client(amqp_client::Error::ConnectionLost),
+        })
     }
 }
 
-/// A confirm-mode channel that publishes mandatory, persistent messages.
+/// A confirm-mode channel that publishes mandatory, persistent messages, each kept until
+/// confirmed and sent again after a nack (see the module docs).
 ///
 /// ```no_run
 /// use amqp_worker::{Publisher, task_properties};
@@ -142,7 +157,8 @@ impl PendingConfirm {
 /// ```
 #[derive(Debug)]
 pub struct Publisher {
-    pub(crate) channel: Channel,
+    /// The client's at-least-once publisher: the unconfirmed messages and their retries.
+    pub(crate) inner: ReliablePublisher,
     /// The connection, for the short-lived channels of delayed sends' checks.
     pub(crate) conn: Connection,
     /// Delayed routes and queues prepared, and when (prepared again after a minute, which
@@ -151,25 +167,38 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Opens a channel on `conn` and puts it in confirm mode.
+    /// Opens a confirm-mode channel on `conn`. With the connection's automatic recovery on,
+    /// a message whose confirm was lost with the connection is sent again once it recovered
+    /// (it may then arrive twice; see [`ReliablePublisher`]).
     pub async fn open(conn: &Connection) -> Result<Self, PublishError> {
-        let channel = conn.open_channel().await?;
-        channel.confirm_select().await?;
-        Ok(Self::from_channel(conn, channel))
+        Self::open_with(conn, PublisherConfig::default()).await
     }
 
-    /// A publisher on `channel` of `conn`, already in confirm mode.
-    pub(crate) fn from_channel(conn: &Connection, channel: Channel) -> Self {
-        Self {
-            channel,
+    /// [`open`](Self::open) with the publisher's bounds and retry rules given (mandatory is
+    /// always on).
+    pub async fn open_with(
+        conn: &Connection,
+        config: PublisherConfig,
+    ) -> Result<Self, PublishError> {
+        Ok(Self::open_on(conn, config).await?)
+    }
+
+    /// [`open_with`](Self::open_with), with the client's error.
+    pub(crate) async fn open_on(
+        conn: &Connection,
+        config: PublisherConfig,
+    ) -> Result<Self, amqp_client::Error> {
+        let inner = conn.reliable_publisher(config.with_mandatory(true)).await?;
+        Ok(Self {
+            inner,
             conn: conn.clone(),
             delay_queues: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
-    /// True while the channel is open.
+    /// True until closed.
     pub fn is_open(&self) -> bool {
-        self.channel.is_open()
+        self.inner.is_open()
     }
 
     /// Sends a message; await the returned [`PendingConfirm`] for the outcome. Many sends can
@@ -192,13 +221,12 @@ impl Publisher {
         } else {
             properties
         };
-        let options = PublishOptions::default().with_mandatory();
-        let confirm = self
-            .channel
-            .basic_publish(exchange, routing_key, options, properties, body)
+        let receipt = self
+            .inner
+            .publish(exchange, routing_key, properties, body)
             .await?;
         Ok(PendingConfirm {
-            confirm,
+            receipt,
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
         })
@@ -218,9 +246,9 @@ impl Publisher {
             .await
     }
 
-    /// Closes the channel.
+    /// Waits until every message sent is settled, then closes the channel.
     pub async fn close(&self) -> Result<(), PublishError> {
-        Ok(self.channel.close().await?)
+        Ok(self.inner.close().await?)
     }
 }
 

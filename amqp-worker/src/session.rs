@@ -8,8 +8,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_client::NackOptions;
 use amqp_client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, QosOptions};
+use amqp_client::{NackOptions, PublisherConfig};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -252,11 +252,12 @@ fn restart<T>(reason: impl Into<String>) -> ControlFlow<SessionEnd, T> {
     ControlFlow::Break(SessionEnd::Restart(reason.into()))
 }
 
-/// The session's confirm-mode publisher (retries, parking).
+/// The session's confirm-mode publisher (retries, parking). It does not send again what a
+/// lost connection left unconfirmed: each of its messages stands for a delivery that is not
+/// acked until the publish is confirmed, and the broker requeues that delivery anyway.
 async fn open_publisher(conn: &Connection) -> Result<Publisher, amqp_client::Error> {
-    let channel = conn.open_channel().await?;
-    channel.confirm_select().await?;
-    Ok(Publisher::from_channel(conn, channel))
+    let config = PublisherConfig::default().with_republish_after_loss(false);
+    Publisher::open_on(conn, config).await
 }
 
 /// A delivery the client could not read (over its `max_message_size`, or properties that do
