@@ -63,6 +63,13 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+// The lapin migration page's `amqp-client` snippets compile as doctests too (its lapin snippets
+// are `ignore`d). The page lives in the crate (`docs/`, packaged) so the include resolves in the
+// published tarball as well.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/coming-from-lapin.md")]
+struct ComingFromLapinDoctests;
+
 mod auth;
 mod channel;
 mod config;

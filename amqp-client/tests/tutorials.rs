@@ -1,8 +1,9 @@
-//! Runs the seven RabbitMQ tutorial examples (`amqp-client/examples/`) as processes against the
-//! broker at `AMQP_URL` and checks that each exits 0 and prints its summary line.
+//! Runs the seven RabbitMQ tutorial examples (`amqp-client/examples/`), and the
+//! "coming from lapin" tour, as processes against the broker at `AMQP_URL` and checks that each
+//! exits 0 and prints its summary line.
 //!
 //! `cargo run --example` per test would be slow and would contend for cargo's lock; instead
-//! the first test to get here builds all seven once (`cargo build --example ...
+//! the first test to get here builds all eight once (`cargo build --example ...
 //! --message-format=json`, which names each executable), and every test runs its binary
 //! directly, with a time limit. Tests run in parallel; each example uses unique names.
 
@@ -13,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const EXAMPLES: [&str; 7] = [
+const EXAMPLES: [&str; 8] = [
     "hello_world",
     "work_queues",
     "publish_subscribe",
@@ -21,6 +22,7 @@ const EXAMPLES: [&str; 7] = [
     "topics",
     "rpc",
     "publisher_confirms",
+    "coming_from_lapin",
 ];
 
 /// Bound on one example run.
@@ -216,6 +218,24 @@ fn publisher_confirms() {
     check(
         "publisher_confirms",
         &["publisher_confirms: all 3000 messages confirmed"],
+    );
+}
+
+/// The tour of `amqp-client/docs/coming-from-lapin.md`: confirms (an unroutable mandatory
+/// message comes back), basic.get, a nack with requeue redelivered, a reject, a 404 read as a
+/// channel error, and nothing left in the queue.
+#[test]
+fn coming_from_lapin() {
+    check(
+        "coming_from_lapin",
+        &[
+            "m-x returned: 312",
+            "got m-1 (2 more ready)",
+            "consumed {\"m-2\", \"m-3\"}, m-2 after one requeue",
+            "missing queue: Some(404), channel error true, recoverable false",
+            "coming_from_lapin: 3 acked, 1 returned, got 1, consumed 2, requeued 1, rejected 1, \
+             0 left, missing queue 404",
+        ],
     );
 }
 
