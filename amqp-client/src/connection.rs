@@ -216,7 +216,7 @@ impl Connection {
     /// A receiver of what automatic recovery does: the loss, failed attempts, renamed queues,
     /// topology it could not re-create, the recovery, or giving up.
     pub fn recovery_events(&self) -> broadcast::Receiver<RecoveryEvent> {
-        self.inner.shared.events.subscribe()
+        self.inner.shared.subscribe_events()
     }
 
     /// The broker's `connection.blocked` reason while it blocks publishers (resource alarm),

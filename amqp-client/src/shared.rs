@@ -41,8 +41,10 @@ pub(crate) struct Shared {
     blocked: watch::Sender<Option<String>>,
     /// Where the connection stands, for `Connection::state` (and calls waiting out recovery).
     conn_state: watch::Sender<ConnectionState>,
-    /// What recovery did, for whoever subscribed.
-    pub(crate) events: broadcast::Sender<RecoveryEvent>,
+    /// What recovery did, for whoever subscribed. Made on the first subscription: a
+    /// broadcast channel fills its backlog's slots up front, which an idle connection that
+    /// nobody watches should not pay for (an event with no subscriber goes nowhere anyway).
+    events: std::sync::OnceLock<broadcast::Sender<RecoveryEvent>>,
     /// Reads and writes the driver made, for [`Connection::io_stats`](crate::Connection::io_stats).
     pub(crate) io: IoCounters,
 }
@@ -71,7 +73,7 @@ impl Shared {
             publish_gate: Notify::new(),
             blocked: watch::channel(None).0,
             conn_state: watch::channel(ConnectionState::Connected).0,
-            events: broadcast::channel(EVENT_BACKLOG).0,
+            events: std::sync::OnceLock::new(),
             io: IoCounters::default(),
         }
     }
@@ -135,7 +137,16 @@ impl Shared {
 
     /// Publishes a recovery event (nobody listening is fine).
     pub(crate) fn emit(&self, event: RecoveryEvent) {
-        let _ = self.events.send(event);
+        if let Some(events) = self.events.get() {
+            let _ = events.send(event);
+        }
+    }
+
+    /// A subscription to the recovery events from now on.
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<RecoveryEvent> {
+        self.events
+            .get_or_init(|| broadcast::channel(EVENT_BACKLOG).0)
+            .subscribe()
     }
 
     /// Acts on every event the core queued: called with the lock held, as a guard drops.

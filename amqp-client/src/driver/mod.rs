@@ -31,8 +31,12 @@ use crate::tls;
 use batcher::Batcher;
 use read_pacer::ReadCause;
 
-/// Bytes reserved for each read. Large enough for many small frames per syscall.
+/// Bytes reserved for each read once the connection streams. Large enough for many small
+/// frames per syscall.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes reserved for each read until a read fills its room: the handshake, heartbeats and
+/// replies of an idle or quiet connection fit, and an idle connection does not hold 64 KiB.
+const QUIET_READ_CHUNK: usize = 4 * 1024;
 /// Most slices handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 /// Bound on the final flush and shutdown after the core finished.
@@ -113,7 +117,8 @@ where
         shared,
         reader,
         writer,
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        rbuf: BytesMut::with_capacity(QUIET_READ_CHUNK),
+        read_chunk: QUIET_READ_CHUNK,
         writing: Outbound::new(),
         read_open: true,
         batcher,
@@ -154,6 +159,9 @@ struct Driver<T> {
     writer: WriteHalf<T>,
     /// Bytes read and not yet decoded.
     rbuf: BytesMut,
+    /// Room kept for each read: `QUIET_READ_CHUNK` until a read fills its room (the peer
+    /// streams), then `READ_CHUNK` for the connection's life.
+    read_chunk: usize,
     /// Frames taken from the core, being written (one vectored write per wake-up).
     writing: Outbound,
     /// False once the peer closed its side.
@@ -184,8 +192,21 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
 
     /// Keeps room for a whole read in the buffer.
     fn make_read_room(&mut self) {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
+        if self.read_room() < self.read_chunk / 4 {
+            self.rbuf.reserve(self.read_chunk);
+        }
+    }
+
+    /// Room left in the read buffer.
+    fn read_room(&self) -> usize {
+        self.rbuf.capacity() - self.rbuf.len()
+    }
+
+    /// A read of `n` bytes filled the `room` there was: the peer streams, so reads get
+    /// `READ_CHUNK` from now on.
+    fn after_read(&mut self, n: usize, room: usize) {
+        if n >= room {
+            self.read_chunk = READ_CHUNK;
         }
     }
 
@@ -200,8 +221,12 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
         let due = self
             .read_deadline(turn)
             .is_some_and(|t| t <= Instant::now());
+        let room = self.read_room();
         if due && let Some(b) = self.batcher.as_mut() {
             let read = b.read_due(&mut self.rbuf, &self.shared);
+            if let Ok(n) = read {
+                self.after_read(n, room);
+            }
             read_done(&self.shared, &mut self.rbuf, read, &mut self.read_open);
         }
         due
@@ -229,8 +254,12 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
             }
         };
         let can_read = self.can_read(turn);
+        let room = self.read_room();
         tokio::select! {
             read = self.reader.read_buf(&mut self.rbuf), if can_read => {
+                if let Ok(n) = read {
+                    self.after_read(n, room);
+                }
                 let read = match (self.batcher.as_mut(), read) {
                     (Some(b), Ok(n @ 1..)) => {
                         b.after_read(n, ReadCause::Ready, &self.shared).map(|()| n)
