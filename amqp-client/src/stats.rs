@@ -1,5 +1,6 @@
 //! Counts for anyone watching a connection: what the driver did with the socket (how many
-//! system calls a message costs), and deliveries that could not simply be handed over.
+//! system calls a message costs), deliveries that could not simply be handed over, and what
+//! happened to messages (published, confirmed, delivered, acked, ...).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -98,4 +99,71 @@ pub struct DeliveryStats {
     /// no-ack consumer: they may be no-ack deliveries, which the broker considers settled and
     /// does not let a client reject, so they were logged and left.
     pub orphans_ignored: u64,
+}
+
+/// What a connection did with messages since [`Connection::connect`](crate::Connection::connect),
+/// over every channel it had and across recoveries: the counts a dashboard plots.
+///
+/// The counts are kept by the connection's core as it does the work (no atomics: it holds its
+/// lock then anyway) and read under that lock, so a snapshot is consistent with itself.
+///
+/// ```no_run
+/// # async fn demo(conn: amqp_client::Connection) {
+/// let stats = conn.message_stats();
+/// println!(
+///     "{} published, {} confirmed, {} delivered, {} acked",
+///     stats.published, stats.confirmed, stats.delivered, stats.acked
+/// );
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageStats {
+    /// Messages handed to the connection to publish (queued for the socket; a publish held
+    /// back by flow control or recovery is counted when it is finally queued).
+    pub published: u64,
+    /// Publishes the broker acked (publisher confirms): it took responsibility for them.
+    pub confirmed: u64,
+    /// Publishes the broker nacked (publisher confirms): it could not take them.
+    pub nacked: u64,
+    /// Mandatory publishes the broker returned as unroutable (basic.return).
+    pub returned: u64,
+    /// Messages handed to the application: consumer deliveries and basic.get replies
+    /// (unreadable ones included, which the application gets as
+    /// [`Error::UnreadableDelivery`](crate::Error::UnreadableDelivery)).
+    pub delivered: u64,
+    /// Acks the application sent (one per call: an ack with `multiple` counts once).
+    pub acked: u64,
+    /// Nacks and rejects the application sent, with or without requeue (one per call).
+    pub rejected: u64,
+    /// Times automatic recovery brought the connection back after losing its transport.
+    pub recoveries: u64,
+}
+
+impl MessageStats {
+    /// Adds `other`'s counts to these (a retired channel's counts into the connection's).
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.published += other.published;
+        self.confirmed += other.confirmed;
+        self.nacked += other.nacked;
+        self.returned += other.returned;
+        self.delivered += other.delivered;
+        self.acked += other.acked;
+        self.rejected += other.rejected;
+        self.recoveries += other.recoveries;
+    }
+
+    /// How much each count grew since `earlier` (for reporting deltas to a metrics facade).
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            published: self.published.saturating_sub(earlier.published),
+            confirmed: self.confirmed.saturating_sub(earlier.confirmed),
+            nacked: self.nacked.saturating_sub(earlier.nacked),
+            returned: self.returned.saturating_sub(earlier.returned),
+            delivered: self.delivered.saturating_sub(earlier.delivered),
+            acked: self.acked.saturating_sub(earlier.acked),
+            rejected: self.rejected.saturating_sub(earlier.rejected),
+            recoveries: self.recoveries.saturating_sub(earlier.recoveries),
+        }
+    }
 }
