@@ -35,6 +35,10 @@
 //!   it the crate has no TLS code; a TLS connection fails with [`TlsError::NotEnabled`].
 //! * `native-roots` (default): the system's CA certificates when neither a CA file nor a
 //!   rustls configuration is given.
+//! * `metrics`: the counts of [`Connection::message_stats`] also go to the
+//!   [`metrics`](https://docs.rs/metrics) facade, as counters `amqp_client_published_total`,
+//!   `amqp_client_confirmed_total`, ... with a `connection` label (the connection's name),
+//!   reported once a second and when the connection ends. Off, it costs nothing.
 //! * `internals`: not public API (the fuzz targets' and profiling loops' entry points).
 //!
 //! ## Layout
@@ -70,6 +74,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod message;
+#[cfg(feature = "metrics")]
+mod metrics_facade;
 mod names;
 mod options;
 #[cfg(feature = "internals")]

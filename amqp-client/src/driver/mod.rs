@@ -66,6 +66,8 @@ pub(crate) async fn spawn(
 ) -> Result<JoinHandle<()>, Error> {
     // Frames are batched already; Nagle would only add latency.
     tcp.set_nodelay(true)?;
+    #[cfg(feature = "metrics")]
+    crate::metrics_facade::Reporter::start(&shared);
     let batching = shared.lock().config.read_batching;
     Ok(match tls {
         Some(opts) => {
@@ -129,6 +131,9 @@ where
         }
     }
     driver.finish().await;
+    // The last counts of this transport reach the `metrics` facade now, not a tick later.
+    #[cfg(feature = "metrics")]
+    driver.shared.report_metrics();
     tracing::debug!("connection driver finished");
 }
 
