@@ -242,4 +242,10 @@ impl Connection {
     pub fn message_stats(&self) -> crate::MessageStats {
         self.inner.shared.lock().message_stats()
     }
+
+    /// A handle that reads this connection's counts without keeping it open (for a metrics
+    /// endpoint that outlives the connection's users).
+    pub fn stats_handle(&self) -> crate::StatsHandle {
+        crate::StatsHandle::new(&self.inner.shared)
+    }
 }

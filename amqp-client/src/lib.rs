@@ -127,8 +127,8 @@ pub use recovery::{RecoveryEvent, RecoveryHook, RecoveryHooks, RecoveryPolicy};
 /// The rustls this crate was built with, for [`TlsOptions::from_rustls`] (feature `tls`).
 #[cfg(feature = "tls")]
 pub use rustls;
-pub use stats::MessageStats;
 pub use stats::{DeliveryStats, IoStats};
+pub use stats::{MessageStats, StatsHandle};
 pub use tls::{RustlsConfig, TlsError};
 pub use unreadable::UnreadableDelivery;
 pub use uri::{UriError, redact_uri};

@@ -2,7 +2,10 @@
 //! system calls a message costs), deliveries that could not simply be handed over, and what
 //! happened to messages (published, confirmed, delivered, acked, ...).
 
+use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::shared::Shared;
 
 /// What a connection's socket has done since [`Connection::connect`](crate::Connection::connect),
 /// across recoveries. Each read and each write is one system call.
@@ -165,5 +168,58 @@ impl MessageStats {
             rejected: self.rejected.saturating_sub(earlier.rejected),
             recoveries: self.recoveries.saturating_sub(earlier.recoveries),
         }
+    }
+}
+
+impl std::ops::AddAssign for MessageStats {
+    /// Adds `other`'s counts: the totals of several connections.
+    fn add_assign(&mut self, other: Self) {
+        self.add(&other);
+    }
+}
+
+/// Reads a connection's counts without keeping the connection open: what a metrics endpoint
+/// holds, which must not keep a connection alive after its last [`Connection`](crate::Connection)
+/// handle is gone. Made by [`Connection::stats_handle`](crate::Connection::stats_handle).
+///
+/// ```no_run
+/// # async fn demo(conn: amqp_client::Connection) {
+/// let stats = conn.stats_handle();
+/// if let Some(counts) = stats.message_stats() {
+///     println!("{} delivered", counts.delivered);
+/// }
+/// drop(conn); // the connection closes: the handle does not hold it open
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    /// The connection's shared state, while anything else keeps it (a handle or its driver).
+    shared: Weak<Shared>,
+}
+
+impl StatsHandle {
+    /// A handle on `shared`'s counts.
+    pub(crate) fn new(shared: &std::sync::Arc<Shared>) -> Self {
+        Self {
+            shared: std::sync::Arc::downgrade(shared),
+        }
+    }
+
+    /// The connection's message counts now, or `None` once the connection is gone (its last
+    /// handle dropped and its driver finished).
+    pub fn message_stats(&self) -> Option<MessageStats> {
+        self.shared.upgrade().map(|s| s.lock().message_stats())
+    }
+
+    /// The connection's socket counts now, or `None` once the connection is gone.
+    pub fn io_stats(&self) -> Option<IoStats> {
+        self.shared.upgrade().map(|s| s.io.snapshot())
+    }
+
+    /// True while the connection is open (not while it is being recovered, nor once gone).
+    pub fn is_connected(&self) -> bool {
+        self.shared
+            .upgrade()
+            .is_some_and(|s| s.lock().closed_error().is_none())
     }
 }

@@ -81,7 +81,23 @@ async fn publishes_confirms_returns_deliveries_and_settlements_are_counted() {
         let other = connect().await;
         assert_eq!(other.message_stats(), MessageStats::default());
         other.close().await.unwrap();
+        // A stats handle reads the same counts, and does not keep the connection.
+        let handle = conn.stats_handle();
+        assert_eq!(handle.message_stats(), Some(stats));
+        assert!(handle.is_connected());
         conn.close().await.unwrap();
+        assert!(!handle.is_connected());
+        // Every handle on it goes (channels, the consumer, deliveries hold it too).
+        drop((conn, ch, cch, consumer, got));
+        let mut gone = false;
+        for _ in 0..100 {
+            if handle.message_stats().is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the handle kept the connection's state alive");
     })
     .await;
 }
