@@ -39,6 +39,8 @@
 //!   [`metrics`](https://docs.rs/metrics) facade, as counters `amqp_client_published_total`,
 //!   `amqp_client_confirmed_total`, ... with a `connection` label (the connection's name),
 //!   reported once a second and when the connection ends. Off, it costs nothing.
+//! * `trace-context`: W3C Trace Context in message headers (`TraceContext`: `traceparent`
+//!   and `tracestate` parsed, printed, injected and extracted; `Delivery::trace_context`).
 //! * `internals`: not public API (the fuzz targets' and profiling loops' entry points).
 //!
 //! ## Layout
@@ -86,6 +88,8 @@ mod recovery;
 mod shared;
 mod stats;
 mod tls;
+#[cfg(feature = "trace-context")]
+mod trace_context;
 mod unreadable;
 mod uri;
 
@@ -130,5 +134,7 @@ pub use rustls;
 pub use stats::{DeliveryStats, IoStats};
 pub use stats::{MessageStats, StatsHandle};
 pub use tls::{RustlsConfig, TlsError};
+#[cfg(feature = "trace-context")]
+pub use trace_context::{TRACEPARENT, TRACESTATE, TraceContext, TraceContextError};
 pub use unreadable::UnreadableDelivery;
 pub use uri::{UriError, redact_uri};

@@ -147,8 +147,11 @@ impl Delivery {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// With the feature `trace-context`, the span also has the `trace_id` of the message's
+    /// `traceparent` header, when it has a valid one.
     pub fn span(&self) -> tracing::Span {
-        tracing::debug_span!(
+        let span = tracing::debug_span!(
             "delivery",
             consumer_tag = %self.consumer_tag,
             delivery_tag = self.delivery_tag,
@@ -156,7 +159,15 @@ impl Delivery {
             routing_key = %self.routing_key,
             channel = self.acker.channel,
             redelivered = self.redelivered,
-        )
+            trace_id = tracing::field::Empty,
+        );
+        #[cfg(feature = "trace-context")]
+        if !span.is_disabled()
+            && let Some(ctx) = self.trace_context()
+        {
+            span.record("trace_id", ctx.trace_id_hex());
+        }
+        span
     }
 }
 

@@ -118,9 +118,23 @@ async fn connect_driver_channel_operations_and_deliveries_have_spans() {
         ch.basic_qos(5, QosOptions::default()).await.unwrap();
         ch.confirm_select().await.unwrap();
         let props = BasicProperties::default();
+        // With `trace-context`, the first message carries a traceparent: its delivery span
+        // shows the trace id.
+        #[cfg(feature = "trace-context")]
+        let ctx = amqp_client::TraceContext::new_root(true);
+        #[cfg(feature = "trace-context")]
+        let traced_props = ctx.inject_properties(&props).unwrap();
         let publish = |body: &'static str| {
             let ch = ch.clone();
-            let (q, props) = (q.clone(), props.clone());
+            let q = q.clone();
+            #[cfg(feature = "trace-context")]
+            let props = if body == "one" {
+                traced_props.clone()
+            } else {
+                props.clone()
+            };
+            #[cfg(not(feature = "trace-context"))]
+            let props = props.clone();
             async move {
                 let confirm = ch
                     .basic_publish("amq.direct", &q, PublishOptions::default(), &props, body)
@@ -178,6 +192,8 @@ async fn connect_driver_channel_operations_and_deliveries_have_spans() {
         assert_eq!(field(d, "exchange"), "amq.direct");
         assert_eq!(field(d, "consumer_tag"), consumer.tag().to_string());
         assert_eq!(field(d, "redelivered"), "false");
+        #[cfg(feature = "trace-context")]
+        assert_eq!(field(d, "trace_id"), ctx.trace_id_hex());
         drop(span);
     })
     .await;
