@@ -22,12 +22,15 @@ type Values = Arc<Mutex<HashMap<(String, Option<String>), u64>>>;
 /// A recorder that keeps counters in a map and ignores everything else.
 #[derive(Default)]
 struct MapRecorder {
+    /// The counters, shared with the test that reads them.
     values: Values,
 }
 
 /// One counter of [`MapRecorder`].
 struct Cell {
+    /// Which counter: name and `connection` label.
     key: (String, Option<String>),
+    /// Where its value is kept.
     values: Values,
 }
 

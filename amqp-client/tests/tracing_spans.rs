@@ -22,7 +22,9 @@ use tracing::{Event, Metadata, Subscriber};
 /// A span as the subscriber saw it: its name and fields (as text).
 #[derive(Debug, Clone)]
 struct Seen {
+    /// The span's name (`connect`, `driver`, `channel_op`, `delivery`, ...).
     name: &'static str,
+    /// Its fields, recorded at creation or later, as text.
     fields: HashMap<String, String>,
 }
 
@@ -31,6 +33,7 @@ type Spans = Arc<Mutex<Vec<Seen>>>;
 
 /// A subscriber that records spans and their fields and ignores everything else.
 struct Capture {
+    /// What was seen, shared with the test.
     spans: Spans,
 }
 
