@@ -53,7 +53,7 @@
 //! | recovery | `recovery/` | the policy layer around a connection: the one rule of what is recovered (`policy.rs`), the recorded topology (`topology.rs`), the supervisor (`supervisor.rs`), replay and hooks (`replay.rs`), the first connection retried (`initial.rs`), calls waiting out recovery (`gate.rs`) |
 //! | handles | `connection.rs`, `channel/` (`basic.rs` publish, get, settle; `bind.rs` bindings), `consumer.rs`, `confirm.rs`, `message.rs`, `unreadable.rs` | the public API |
 //! | settings | `config.rs`, `uri/`, `auth.rs`, `tls/`, `options.rs`, `names.rs` | configuration, URI parsing, SASL, rustls (`tls/connect.rs`, feature `tls`), call options, names |
-//! | reports | `error.rs`, `stats.rs` | errors; counts of reads, writes and deliveries not simply handed over |
+//! | reports | `error.rs`, `stats.rs`, `metrics_facade.rs`, `trace_context/` | errors; counts of reads, writes, messages and deliveries not simply handed over; the counts through the `metrics` facade (feature `metrics`); W3C trace context in headers (feature `trace-context`) |
 //! | internal | `fuzzing.rs`, `profiling.rs` (feature `internals`) | the fuzz target's and the profiling loops' entry points, over `proto/harness.rs`; not public API |
 
 // No unsafe code, except the one audited module `driver/low_water.rs` (SO_RCVLOWAT).
