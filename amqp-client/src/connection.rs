@@ -266,4 +266,17 @@ impl Connection {
     pub fn delivery_stats(&self) -> crate::DeliveryStats {
         self.inner.shared.lock().delivery_stats()
     }
+
+    /// What the connection did with messages since it was made, over every channel and
+    /// across recoveries: published, confirmed, nacked, returned, delivered, acked, rejected,
+    /// and the recoveries made.
+    pub fn message_stats(&self) -> crate::MessageStats {
+        self.inner.shared.lock().message_stats()
+    }
+
+    /// A handle that reads this connection's counts without keeping it open (for a metrics
+    /// endpoint that outlives the connection's users).
+    pub fn stats_handle(&self) -> crate::StatsHandle {
+        crate::StatsHandle::new(&self.inner.shared)
+    }
 }

@@ -39,6 +39,12 @@
 //!   it the crate has no TLS code; a TLS connection fails with [`TlsError::NotEnabled`].
 //! * `native-roots` (default): the system's CA certificates when neither a CA file nor a
 //!   rustls configuration is given.
+//! * `metrics`: the counts of [`Connection::message_stats`] also go to the
+//!   [`metrics`](https://docs.rs/metrics) facade, as counters `amqp_client_published_total`,
+//!   `amqp_client_confirmed_total`, ... with a `connection` label (the connection's name),
+//!   reported once a second and when the connection ends. Off, it costs nothing.
+//! * `trace-context`: W3C Trace Context in message headers (`TraceContext`: `traceparent`
+//!   and `tracestate` parsed, printed, injected and extracted; `Delivery::trace_context`).
 //! * `internals`: not public API (the fuzz targets' and profiling loops' entry points).
 //!
 //! ## Layout
@@ -52,7 +58,7 @@
 //! | handles | `connection.rs`, `channel/` (`basic.rs` publish, get, settle; `bind.rs` bindings), `consumer.rs`, `confirm.rs`, `message.rs`, `unreadable.rs` | the public API |
 //! | at-least-once | `publisher/` (`mod.rs` the API and its bounds, `tracker.rs` the task that awaits confirms and sends again) | [`ReliablePublisher`] on top of a channel |
 //! | settings | `config.rs`, `uri/`, `auth.rs`, `tls/`, `options.rs`, `names.rs` | configuration, URI parsing, SASL, rustls (`tls/connect.rs`, feature `tls`), call options, names |
-//! | reports | `error.rs`, `stats.rs` | errors; counts of reads, writes and deliveries not simply handed over |
+//! | reports | `error.rs`, `stats.rs`, `metrics_facade.rs`, `trace_context/` | errors; counts of reads, writes, messages and deliveries not simply handed over; the counts through the `metrics` facade (feature `metrics`); W3C trace context in headers (feature `trace-context`) |
 //! | internal | `fuzzing.rs`, `profiling.rs` (feature `internals`) | the fuzz target's and the profiling loops' entry points, over `proto/harness.rs`; not public API |
 
 // No unsafe code, except the one audited module `driver/low_water.rs` (SO_RCVLOWAT).
@@ -82,6 +88,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod message;
+#[cfg(feature = "metrics")]
+mod metrics_facade;
 mod names;
 mod options;
 #[cfg(feature = "internals")]
@@ -93,6 +101,8 @@ mod recovery;
 mod shared;
 mod stats;
 mod tls;
+#[cfg(feature = "trace-context")]
+mod trace_context;
 mod unreadable;
 mod uri;
 
@@ -136,6 +146,9 @@ pub use recovery::{RecoveryEvent, RecoveryHook, RecoveryHooks, RecoveryPolicy};
 #[cfg(feature = "tls")]
 pub use rustls;
 pub use stats::{DeliveryStats, IoStats};
+pub use stats::{MessageStats, StatsHandle};
 pub use tls::{RustlsConfig, TlsError};
+#[cfg(feature = "trace-context")]
+pub use trace_context::{TRACEPARENT, TRACESTATE, TraceContext, TraceContextError};
 pub use unreadable::UnreadableDelivery;
 pub use uri::{UriError, redact_uri};

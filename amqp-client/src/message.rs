@@ -131,6 +131,44 @@ impl Delivery {
     pub fn channel_id(&self) -> u16 {
         self.acker.channel
     }
+
+    /// A tracing span for handling this delivery: debug level, named `delivery`, with the
+    /// consumer tag, delivery tag, exchange, routing key, channel and redelivered flag. Made
+    /// only when called, so a delivery that is not traced costs nothing; enter it (or
+    /// `instrument` the handling future with it) so that what the handler logs carries them.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut consumer: amqp_client::Consumer) -> Result<(), amqp_client::Error> {
+    /// while let Some(delivery) = consumer.recv().await {
+    ///     let delivery = delivery?;
+    ///     let _span = delivery.span().entered();
+    ///     tracing::info!(bytes = delivery.body.len(), "handling");
+    ///     delivery.ack()?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// With the feature `trace-context`, the span also has the `trace_id` of the message's
+    /// `traceparent` header, when it has a valid one.
+    pub fn span(&self) -> tracing::Span {
+        let span = tracing::debug_span!(
+            "delivery",
+            consumer_tag = %self.consumer_tag,
+            delivery_tag = self.delivery_tag,
+            exchange = %self.exchange,
+            routing_key = %self.routing_key,
+            channel = self.acker.channel,
+            redelivered = self.redelivered,
+            trace_id = tracing::field::Empty,
+        );
+        #[cfg(feature = "trace-context")]
+        if !span.is_disabled()
+            && let Some(ctx) = self.trace_context()
+        {
+            span.record("trace_id", ctx.trace_id_hex());
+        }
+        span
+    }
 }
 
 /// Settles deliveries of one opening of one channel.

@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     events: std::sync::OnceLock<broadcast::Sender<RecoveryEvent>>,
     /// Reads and writes the driver made, for [`Connection::io_stats`](crate::Connection::io_stats).
     pub(crate) io: IoCounters,
+    /// What was reported to the `metrics` facade so far (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics_facade::Reporter,
 }
 
 /// What the lock guards.
@@ -63,6 +66,8 @@ pub(crate) struct State {
 impl Shared {
     pub(crate) fn new(core: Core) -> Self {
         let recovery = core.config.recovery.clone().map(Recovery::new);
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics_facade::Reporter::new(core.config.connection_name.as_deref());
         Self {
             state: Mutex::new(State {
                 core,
@@ -75,7 +80,24 @@ impl Shared {
             conn_state: watch::channel(ConnectionState::Connected).0,
             events: std::sync::OnceLock::new(),
             io: IoCounters::default(),
+            #[cfg(feature = "metrics")]
+            metrics,
         }
+    }
+
+    /// Reports the connection's message counts to the `metrics` facade (what grew since the
+    /// last report). True once the connection is over for good (no recovery under way).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn report_metrics(&self) -> bool {
+        let (stats, over) = {
+            let core = self.lock();
+            (
+                core.message_stats(),
+                core.is_finished() && !core.is_recovering(),
+            )
+        };
+        self.metrics.report(stats);
+        over
     }
 
     /// Locks the core. A panic while the lock was held cannot leave the core half-updated in

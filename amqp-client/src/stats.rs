@@ -1,7 +1,11 @@
 //! Counts for anyone watching a connection: what the driver did with the socket (how many
-//! system calls a message costs), and deliveries that could not simply be handed over.
+//! system calls a message costs), deliveries that could not simply be handed over, and what
+//! happened to messages (published, confirmed, delivered, acked, ...).
 
+use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::shared::Shared;
 
 /// What a connection's socket has done since [`Connection::connect`](crate::Connection::connect),
 /// across recoveries. Each read and each write is one system call.
@@ -98,4 +102,124 @@ pub struct DeliveryStats {
     /// no-ack consumer: they may be no-ack deliveries, which the broker considers settled and
     /// does not let a client reject, so they were logged and left.
     pub orphans_ignored: u64,
+}
+
+/// What a connection did with messages since [`Connection::connect`](crate::Connection::connect),
+/// over every channel it had and across recoveries: the counts a dashboard plots.
+///
+/// The counts are kept by the connection's core as it does the work (no atomics: it holds its
+/// lock then anyway) and read under that lock, so a snapshot is consistent with itself.
+///
+/// ```no_run
+/// # async fn demo(conn: amqp_client::Connection) {
+/// let stats = conn.message_stats();
+/// println!(
+///     "{} published, {} confirmed, {} delivered, {} acked",
+///     stats.published, stats.confirmed, stats.delivered, stats.acked
+/// );
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageStats {
+    /// Messages handed to the connection to publish (queued for the socket; a publish held
+    /// back by flow control or recovery is counted when it is finally queued).
+    pub published: u64,
+    /// Publishes the broker acked (publisher confirms): it took responsibility for them.
+    pub confirmed: u64,
+    /// Publishes the broker nacked (publisher confirms): it could not take them.
+    pub nacked: u64,
+    /// Mandatory publishes the broker returned as unroutable (basic.return).
+    pub returned: u64,
+    /// Messages handed to the application: consumer deliveries and basic.get replies
+    /// (unreadable ones included, which the application gets as
+    /// [`Error::UnreadableDelivery`](crate::Error::UnreadableDelivery)).
+    pub delivered: u64,
+    /// Acks the application sent (one per call: an ack with `multiple` counts once).
+    pub acked: u64,
+    /// Nacks and rejects the application sent, with or without requeue (one per call).
+    pub rejected: u64,
+    /// Times automatic recovery brought the connection back after losing its transport.
+    pub recoveries: u64,
+}
+
+impl MessageStats {
+    /// Adds `other`'s counts to these (a retired channel's counts into the connection's).
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.published += other.published;
+        self.confirmed += other.confirmed;
+        self.nacked += other.nacked;
+        self.returned += other.returned;
+        self.delivered += other.delivered;
+        self.acked += other.acked;
+        self.rejected += other.rejected;
+        self.recoveries += other.recoveries;
+    }
+
+    /// How much each count grew since `earlier` (for reporting deltas to a metrics facade).
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            published: self.published.saturating_sub(earlier.published),
+            confirmed: self.confirmed.saturating_sub(earlier.confirmed),
+            nacked: self.nacked.saturating_sub(earlier.nacked),
+            returned: self.returned.saturating_sub(earlier.returned),
+            delivered: self.delivered.saturating_sub(earlier.delivered),
+            acked: self.acked.saturating_sub(earlier.acked),
+            rejected: self.rejected.saturating_sub(earlier.rejected),
+            recoveries: self.recoveries.saturating_sub(earlier.recoveries),
+        }
+    }
+}
+
+impl std::ops::AddAssign for MessageStats {
+    /// Adds `other`'s counts: the totals of several connections.
+    fn add_assign(&mut self, other: Self) {
+        self.add(&other);
+    }
+}
+
+/// Reads a connection's counts without keeping the connection open: what a metrics endpoint
+/// holds, which must not keep a connection alive after its last [`Connection`](crate::Connection)
+/// handle is gone. Made by [`Connection::stats_handle`](crate::Connection::stats_handle).
+///
+/// ```no_run
+/// # async fn demo(conn: amqp_client::Connection) {
+/// let stats = conn.stats_handle();
+/// if let Some(counts) = stats.message_stats() {
+///     println!("{} delivered", counts.delivered);
+/// }
+/// drop(conn); // the connection closes: the handle does not hold it open
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    /// The connection's shared state, while anything else keeps it (a handle or its driver).
+    shared: Weak<Shared>,
+}
+
+impl StatsHandle {
+    /// A handle on `shared`'s counts.
+    pub(crate) fn new(shared: &std::sync::Arc<Shared>) -> Self {
+        Self {
+            shared: std::sync::Arc::downgrade(shared),
+        }
+    }
+
+    /// The connection's message counts now, or `None` once the connection is gone (its last
+    /// handle dropped and its driver finished).
+    pub fn message_stats(&self) -> Option<MessageStats> {
+        self.shared.upgrade().map(|s| s.lock().message_stats())
+    }
+
+    /// The connection's socket counts now, or `None` once the connection is gone.
+    pub fn io_stats(&self) -> Option<IoStats> {
+        self.shared.upgrade().map(|s| s.io.snapshot())
+    }
+
+    /// True while the connection is open (not while it is being recovered, nor once gone).
+    pub fn is_connected(&self) -> bool {
+        self.shared
+            .upgrade()
+            .is_some_and(|s| s.lock().closed_error().is_none())
+    }
 }

@@ -65,7 +65,8 @@ fn connection_config(
 }
 
 /// What the worker knows of its connection's outages: when the current one began (for the
-/// give-up message), kept in the metrics' `connected` gauge and reconnect counter.
+/// give-up message), kept in the metrics' `connected` gauge (reconnects are the client's
+/// recoveries, counted by the client).
 #[derive(Debug)]
 pub(crate) struct Outages {
     /// The worker's metrics.
@@ -120,7 +121,6 @@ impl RecoveryHook for OutageHook {
 
     fn recovered(&self, attempts: u32, downtime: Duration) {
         tracing::info!(attempts, ?downtime, "broker connection recovered");
-        self.0.metrics.reconnected();
         self.0.metrics.set_connected(true);
     }
 

@@ -29,6 +29,14 @@ pub struct Task {
 }
 
 impl Task {
+    /// The trace context its publisher put in the `traceparent` and `tracestate` headers, if
+    /// a valid one (feature `trace-context`): the trace this task's work belongs to. Retries
+    /// keep the headers, so every attempt belongs to the same trace.
+    #[cfg(feature = "trace-context")]
+    pub fn trace_context(&self) -> Option<amqp_client::TraceContext> {
+        amqp_client::TraceContext::from_properties(&self.properties)
+    }
+
     /// The message id, the key for idempotent processing (delivery is at-least-once).
     pub fn message_id(&self) -> Option<String> {
         self.properties

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use amqp_client::{MessageStats, StatsHandle};
+
 use crate::handler::ParkReason;
 
 /// Upper bounds (seconds) of the handler-duration histogram buckets.
@@ -38,7 +40,9 @@ pub struct Metrics {
     dead_lettered: AtomicU64,
     rejected: AtomicU64,
     in_flight: AtomicI64,
-    reconnects: AtomicU64,
+    /// The client's counts of the worker's connections (reconnects are the client's
+    /// recoveries): read from each connection, never counted twice here.
+    client: Mutex<ClientCounts>,
     stale_settles: AtomicU64,
     unreadable: AtomicU64,
     connected: AtomicBool,
@@ -61,7 +65,7 @@ impl Default for Metrics {
             dead_lettered: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
-            reconnects: AtomicU64::new(0),
+            client: Mutex::new(ClientCounts::default()),
             stale_settles: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
             connected: AtomicBool::new(false),
@@ -91,7 +95,8 @@ pub struct MetricsSnapshot {
     pub rejected: u64,
     /// Handlers running now.
     pub in_flight: i64,
-    /// Connections re-established after a loss.
+    /// Connections re-established after a loss: the client's recoveries
+    /// ([`MessageStats::recoveries`] of the worker's connection).
     pub reconnects: u64,
     /// Settlements refused because the delivery's channel was gone (the broker redelivers).
     pub stale_settles: u64,
@@ -105,6 +110,28 @@ pub struct MetricsSnapshot {
     /// Messages in the unroutable queue of delayed sends at the last refresh (`None` before
     /// the first).
     pub unroutable_depth: Option<u64>,
+}
+
+/// The client's counts of every connection a worker reporting here has had.
+#[derive(Debug, Default)]
+struct ClientCounts {
+    /// Each connection's handle, with its counts when last read: a connection that is gone
+    /// (the worker stopped) keeps its last counts, so totals never go down.
+    connections: Vec<(StatsHandle, MessageStats)>,
+}
+
+impl ClientCounts {
+    /// The totals now, over every connection (each read again while it lives).
+    fn refresh(&mut self) -> MessageStats {
+        let mut total = MessageStats::default();
+        for (handle, last) in &mut self.connections {
+            if let Some(now) = handle.message_stats() {
+                *last = now;
+            }
+            total += *last;
+        }
+        total
+    }
 }
 
 fn gauge(v: &AtomicI64) -> Option<u64> {
@@ -142,8 +169,31 @@ impl Metrics {
         self.queue.get().map_or("", String::as_str)
     }
 
+    /// The worker's connection, whose client counts (see [`client_stats`](Self::client_stats))
+    /// these metrics report from now on.
+    pub(crate) fn bind_client(&self, handle: StatsHandle) {
+        let last = handle.message_stats().unwrap_or_default();
+        self.client_counts().connections.push((handle, last));
+    }
+
+    fn client_counts(&self) -> std::sync::MutexGuard<'_, ClientCounts> {
+        self.client.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the client counted on the worker's connection (summed over the connections of
+    /// every worker reporting here): published (retry and parked copies), confirmed,
+    /// delivered, acked, rejected, recoveries. A connection that ended keeps its last counts.
+    pub fn client_stats(&self) -> MessageStats {
+        self.client_counts().refresh()
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> MetricsSnapshot {
+        self.snapshot_with(&self.client_stats())
+    }
+
+    /// The counters now, the client's being `client`.
+    fn snapshot_with(&self, client: &MessageStats) -> MetricsSnapshot {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         MetricsSnapshot {
             consumed: r(&self.consumed),
@@ -153,7 +203,7 @@ impl Metrics {
             dead_lettered: r(&self.dead_lettered),
             rejected: r(&self.rejected),
             in_flight: self.in_flight.load(Ordering::Relaxed),
-            reconnects: r(&self.reconnects),
+            reconnects: client.recoveries,
             stale_settles: r(&self.stale_settles),
             unreadable: r(&self.unreadable),
             connected: self.connected.load(Ordering::Relaxed),
@@ -218,10 +268,6 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn reconnected(&self) {
-        self.reconnects.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(crate) fn stale_settle(&self) {
         self.stale_settles.fetch_add(1, Ordering::Relaxed);
     }
@@ -240,7 +286,8 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric (`amqp_worker_` prefix, `queue` label).
     pub fn render_prometheus(&self) -> String {
-        let s = self.snapshot();
+        let client = self.client_stats();
+        let s = self.snapshot_with(&client);
         let mut out = Exposition::new(self.queue());
         out.counter("consumed", "Deliveries handed to a handler.", s.consumed);
         out.counter("succeeded", "Handler runs that succeeded.", s.succeeded);
@@ -248,11 +295,6 @@ impl Metrics {
             "failed",
             "Handler runs that failed (error, panic or timeout).",
             s.failed,
-        );
-        out.counter(
-            "reconnects",
-            "Broker connections re-established.",
-            s.reconnects,
         );
         out.counter(
             "stale_settles",
@@ -293,6 +335,7 @@ impl Metrics {
             s.unroutable_depth,
         );
         self.duration_histogram(&mut out);
+        client_counters(&mut out, &client);
         out.text
     }
 
@@ -310,6 +353,47 @@ impl Metrics {
         out.sample(&bucket, Some(("le", &"+Inf")), count);
         out.sample(&format!("{name}_sum"), None, sum);
         out.sample(&format!("{name}_count"), None, count);
+    }
+}
+
+/// The client's counts of the worker's connection, `amqp_worker_client_<name>_total`.
+fn client_counters(out: &mut Exposition, c: &MessageStats) {
+    let counters = [
+        (
+            "published",
+            "Messages the worker's connection published (retry and parked copies).",
+            c.published,
+        ),
+        (
+            "confirmed",
+            "Publishes the broker confirmed (acked).",
+            c.confirmed,
+        ),
+        ("nacked", "Publishes the broker nacked.", c.nacked),
+        (
+            "returned",
+            "Publishes the broker returned as unroutable.",
+            c.returned,
+        ),
+        (
+            "delivered",
+            "Messages delivered to the worker's connection.",
+            c.delivered,
+        ),
+        ("acked", "Deliveries the worker acked.", c.acked),
+        (
+            "rejected",
+            "Deliveries the worker nacked or rejected.",
+            c.rejected,
+        ),
+        (
+            "recoveries",
+            "Broker connections re-established (automatic recovery).",
+            c.recoveries,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.counter(&format!("client_{name}"), help, value);
     }
 }
 
@@ -423,6 +507,48 @@ mod tests {
             assert!(line.contains("{queue=\"jobs\""), "{line}");
         }
         assert_eq!(m.snapshot().in_flight, 0);
+    }
+
+    #[test]
+    fn the_client_counts_of_the_connection_are_exposed_and_reconnects_are_its_recoveries() {
+        let m = Metrics::for_queue("jobs");
+        let text = m.render_prometheus();
+        assert!(text.contains("# TYPE amqp_worker_client_published_total counter"));
+        assert!(text.contains("amqp_worker_client_acked_total{queue=\"jobs\"} 0"));
+        assert!(
+            !text.contains("amqp_worker_reconnects_total"),
+            "counted once, by the client"
+        );
+        let mut c = MessageStats::default();
+        c.published = 3;
+        c.confirmed = 2;
+        c.nacked = 1;
+        c.delivered = 9;
+        c.acked = 8;
+        c.rejected = 1;
+        c.recoveries = 2;
+        let text = render_with(&m, &c);
+        for (name, value) in [
+            ("published", 3),
+            ("confirmed", 2),
+            ("nacked", 1),
+            ("returned", 0),
+            ("delivered", 9),
+            ("acked", 8),
+            ("rejected", 1),
+            ("recoveries", 2),
+        ] {
+            let line = format!("amqp_worker_client_{name}_total{{queue=\"jobs\"}} {value}");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert_eq!(m.snapshot_with(&c).reconnects, 2);
+    }
+
+    /// The exposition with the client's counts being `client`.
+    fn render_with(m: &Metrics, client: &MessageStats) -> String {
+        let mut out = Exposition::new(m.queue());
+        client_counters(&mut out, client);
+        out.text
     }
 
     #[test]

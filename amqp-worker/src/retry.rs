@@ -339,6 +339,29 @@ mod tests {
     }
 
     #[test]
+    fn retry_and_parked_copies_keep_the_trace_context_headers() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let tracestate = "rojo=00f067aa0ba902b7";
+        let original = BasicProperties::builder()
+            .with_header("traceparent", traceparent)
+            .with_header("tracestate", tracestate)
+            .build()
+            .unwrap();
+        let record = FailureRecord::new(original.headers().as_ref(), 1, "boom", "", "q");
+        let text = |p: &BasicProperties, k: &str| {
+            p.headers()
+                .and_then(|h| h.get(k))
+                .and_then(|v| v.as_str().map(str::to_owned))
+        };
+        let retry = retry_properties(&original, &record, 2);
+        let parked = parked_properties(&original, &record, crate::ParkReason::AttemptsExhausted);
+        for copy in [&retry, &parked] {
+            assert_eq!(text(copy, "traceparent").as_deref(), Some(traceparent));
+            assert_eq!(text(copy, "tracestate").as_deref(), Some(tracestate));
+        }
+    }
+
+    #[test]
     fn tiers_repeat_the_last_delay_then_park() {
         let mut c = WorkerConfig::new("q");
         c.retry_delays = vec![Duration::from_secs(1), Duration::from_secs(10)];

@@ -40,7 +40,17 @@ pub(crate) async fn process<H: Handler>(
     };
     let id = task.properties.message_id();
     let id = id.as_ref().and_then(|s| s.as_str()).unwrap_or("");
-    let span = tracing::info_span!("task", id, attempt);
+    let span = tracing::info_span!("task", id, attempt, trace_id = tracing::field::Empty);
+    // The trace the publisher started (its `traceparent` header), read only for a span that
+    // is recorded.
+    #[cfg(feature = "trace-context")]
+    if !span.is_disabled()
+        && let Some(ctx) = headers
+            .as_ref()
+            .and_then(amqp_client::TraceContext::extract)
+    {
+        span.record("trace_id", ctx.trace_id_hex());
+    }
     async move {
         if disagreed {
             tracing::warn!(

@@ -117,6 +117,7 @@ impl<H: Handler> Worker<H> {
         let Some((conn, outages)) = connected else {
             return Ok(()); // shut down before the first connection
         };
+        ctx.metrics.bind_client(conn.stats_handle());
         let ended = loop {
             match session::run(&ctx, &conn, &outages).await {
                 Ok(SessionEnd::Shutdown) => break Ok(()),
@@ -133,6 +134,8 @@ impl<H: Handler> Worker<H> {
         };
         ctx.metrics.set_connected(false);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.close()).await;
+        // The connection's last counts, read while it is still there.
+        ctx.metrics.client_stats();
         ended
     }
 }

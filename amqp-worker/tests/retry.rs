@@ -77,6 +77,22 @@ async fn a_task_failing_twice_succeeds_on_the_third_attempt() {
         assert_eq!(m.dead_lettered, 0);
         assert_eq!(lost, 0);
         assert_eq!(support::ready(&conn, &config.parking_queue()).await, 0);
+        // The client's counts of the worker's connection, after it closed: five tasks and two
+        // retried copies delivered and acked; the two copies published and confirmed.
+        let text = metrics.render_prometheus();
+        for (name, value) in [
+            ("delivered", 7),
+            ("acked", 7),
+            ("rejected", 0),
+            ("published", 2),
+            ("confirmed", 2),
+            ("nacked", 0),
+            ("recoveries", 0),
+        ] {
+            let line = format!("amqp_worker_client_{name}_total{{queue=\"{}\"}} {value}", config.queue);
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert_eq!(metrics.client_stats().delivered, 7);
         conn.close().await.unwrap();
     })
     .await;

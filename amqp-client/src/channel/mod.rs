@@ -7,9 +7,11 @@ use amqp_codec::methods::{
     BasicCancel, BasicConsume, BasicQos, BasicRecover, ConfirmSelect, ExchangeDeclare,
     ExchangeDelete, QueueDeclare, QueueDelete, QueuePurge, TxCommit, TxRollback, TxSelect,
 };
+use tracing::Instrument;
 
 mod basic;
 mod bind;
+mod span;
 
 use crate::connection::ConnectionInner;
 use crate::consumer::Consumer;
@@ -147,6 +149,12 @@ impl Channel {
     /// topology is recorded once the broker accepted it, and a call made while the connection
     /// is being recovered waits for it (bounded by the policy).
     async fn call(&self, method: Method) -> Result<Reply, Error> {
+        let span = span::op_span(self.inner.id, &method);
+        self.call_in_span(method).instrument(span).await
+    }
+
+    /// [`call`](Self::call), inside the operation's span.
+    async fn call_in_span(&self, method: Method) -> Result<Reply, Error> {
         let shared = self.shared();
         let mut method = Some(method);
         let (rx, kept) =
@@ -192,6 +200,7 @@ impl Channel {
     /// Sends a request with the no-wait bit (no reply comes), in order with the others.
     fn send_nowait(&self, method: Method) -> Result<(), Error> {
         let (id, epoch) = self.ids();
+        let _span = span::op_span(id, &method).entered();
         let mut guard = self.shared().lock();
         let kept = self.recorded(&mut guard, &method).then(|| method.clone());
         guard.request_nowait(id, epoch, method)?;
@@ -468,6 +477,12 @@ impl Channel {
     /// Closes the channel (channel.close 200, waits for close-ok). Pending calls fail with
     /// [`Error::ChannelClosedByApp`].
     pub async fn close(&self) -> Result<(), Error> {
+        let span = span::close_span(self.inner.id);
+        self.close_in_span().instrument(span).await
+    }
+
+    /// [`close`](Self::close), inside its span.
+    async fn close_in_span(&self) -> Result<(), Error> {
         let closing = {
             let mut guard = self.shared().lock();
             if !self.inner.for_recovery

@@ -23,6 +23,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::config::{ConnectionConfig, ReadBatching, TlsOptions};
 use crate::error::{ConnectStep, Error};
@@ -70,7 +71,21 @@ pub(crate) async fn spawn(
 ) -> Result<JoinHandle<()>, Error> {
     // Frames are batched already; Nagle would only add latency.
     tcp.set_nodelay(true)?;
-    let batching = shared.lock().config.read_batching;
+    #[cfg(feature = "metrics")]
+    crate::metrics_facade::Reporter::start(&shared);
+    let (batching, span) = {
+        let core = shared.lock();
+        // The driver's span lives as long as the transport: a root of its own (the connect
+        // span that may be current here ends long before), which follows from the current one.
+        let span = tracing::debug_span!(
+            parent: None,
+            "driver",
+            address = %core.config.address(),
+            connection = core.config.connection_name.as_deref().unwrap_or(""),
+        );
+        span.follows_from(tracing::Span::current());
+        (core.config.read_batching, span)
+    };
     Ok(match tls {
         Some(opts) => {
             // TLS records sit between the socket and the frames: reads stay eager.
@@ -86,11 +101,11 @@ pub(crate) async fn spawn(
                     });
                 }
             };
-            tokio::spawn(run(shared, stream, None))
+            tokio::spawn(run(shared, stream, None).instrument(span))
         }
         None => {
             let batcher = batching.and_then(|config| start_batching(&tcp, config));
-            tokio::spawn(run(shared, tcp, batcher))
+            tokio::spawn(run(shared, tcp, batcher).instrument(span))
         }
     })
 }
@@ -134,6 +149,9 @@ where
         }
     }
     driver.finish().await;
+    // The last counts of this transport reach the `metrics` facade now, not a tick later.
+    #[cfg(feature = "metrics")]
+    driver.shared.report_metrics();
     tracing::debug!("connection driver finished");
 }
 

@@ -113,6 +113,9 @@ pub(crate) struct Core {
     /// What channels no longer in the table did with deliveries they could not hand over
     /// (see [`Core::delivery_stats`]).
     retired_tally: DeliveryTally,
+    /// What channels no longer in the table did with messages, and the recoveries made (see
+    /// [`Core::message_stats`]).
+    retired_messages: crate::MessageStats,
     /// connection.blocked reason, while blocked.
     blocked: Option<String>,
     /// What the broker said about itself in connection.start.
@@ -155,6 +158,7 @@ impl Core {
             secure_rounds: 0,
             deliveries_received: 0,
             retired_tally: DeliveryTally::default(),
+            retired_messages: crate::MessageStats::default(),
             blocked: None,
             server_properties: FieldTable::default(),
             awaiting_open: true,
@@ -242,6 +246,15 @@ impl Core {
         }
     }
 
+    /// What every channel this connection had did with messages, and its recoveries.
+    pub(crate) fn message_stats(&self) -> crate::MessageStats {
+        let mut stats = self.retired_messages;
+        for chan in self.channels.iter().flatten() {
+            stats.add(&chan.messages);
+        }
+        stats
+    }
+
     /// True while a full consumer buffer holds up reading.
     pub(crate) fn read_paused(&self) -> bool {
         self.full_consumers > 0
@@ -297,5 +310,7 @@ pub(crate) mod harness;
 mod poison_tests;
 #[cfg(test)]
 mod recovery_tests;
+#[cfg(test)]
+mod stats_tests;
 #[cfg(test)]
 mod tests;

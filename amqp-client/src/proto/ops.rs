@@ -91,6 +91,7 @@ impl Core {
         if let Some(Some(old)) = self.channels.get(usize::from(id)) {
             // The id's last opening leaves the table: keep its counts.
             self.retired_tally.add(&old.tally);
+            self.retired_messages.add(&old.messages);
         }
         let request = self.next_request();
         let mut chan = ChannelState::new(id, epoch, &self.config.limits);
@@ -203,6 +204,7 @@ impl Core {
             };
             io.out
                 .push_publish(id, args, properties, body, io.frame_max)?;
+            chan.messages.published += 1;
             Ok(Publish::Queued {
                 seq: chan.confirms.as_mut().map(|c| c.register(key)),
                 generation: chan.generation,
@@ -242,6 +244,11 @@ impl Core {
             Ok(chan) if chan.generation == generation => chan,
             _ => return Err(Error::StaleDelivery { delivery_tag }),
         };
+        if let Method::BasicAck(_) = method {
+            chan.messages.acked += 1;
+        } else {
+            chan.messages.rejected += 1;
+        }
         match method {
             Method::BasicAck(ack) => match chan.unsettled.settle(ack.delivery_tag, ack.multiple) {
                 Settled::Through

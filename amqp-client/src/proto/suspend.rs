@@ -94,6 +94,7 @@ impl Core {
     pub(crate) fn finish_recovery(&mut self, count: u32) {
         if self.recovering && matches!(self.phase, Phase::Open) {
             self.recovering = false;
+            self.retired_messages.recoveries += 1;
             let state = ConnectionState::Recovered { count };
             self.events.push(Event::State(state));
             self.wake_publishers();

@@ -138,6 +138,7 @@ impl ChannelState {
             && !slot.is_ended()
         {
             self.unsettled.delivered(raw.delivery_tag, !slot.no_ack());
+            self.messages.delivered += 1;
             return if slot.push(raw, io.events) {
                 Effect::ConsumerFull
             } else {
@@ -198,6 +199,7 @@ impl ChannelState {
     /// A basic.return: in confirm mode it travels with its publish's confirm, otherwise it
     /// waits (bounded) for the application.
     fn returned(&mut self, ret: ReturnedMessage) {
+        self.messages.returned += 1;
         let unclaimed = match &mut self.confirms {
             Some(confirms) => confirms.attach_return(Box::new(ret)).err().map(|b| *b),
             None => Some(ret),

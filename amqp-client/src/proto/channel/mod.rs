@@ -23,6 +23,7 @@ use super::unsettled::Unsettled;
 use crate::config::Limits;
 use crate::error::{CloseReason, Error};
 use crate::proto::ReturnedMessage;
+use crate::stats::MessageStats;
 
 /// A synchronous method's answer.
 #[derive(Debug)]
@@ -153,6 +154,9 @@ pub(crate) struct ChannelState {
     /// Deliveries this channel could not hand to a consumer as they came, for
     /// `Connection::delivery_stats`.
     pub(crate) tally: DeliveryTally,
+    /// What this channel did with messages (published, confirmed, delivered, settled), for
+    /// `Connection::message_stats`: plain counts, bumped under the connection's lock.
+    pub(crate) messages: MessageStats,
     /// Publisher confirms, once confirm.select was sent.
     pub(crate) confirms: Option<Confirms>,
     /// Returned messages waiting for their confirm (confirm mode) or for the application.
@@ -187,6 +191,7 @@ impl ChannelState {
             detached: FxHashMap::default(),
             any_no_ack: false,
             tally: DeliveryTally::default(),
+            messages: MessageStats::default(),
             confirms: None,
             returns: VecDeque::new(),
             max_returns: limits.max_pending_returns,
@@ -373,6 +378,7 @@ impl ChannelState {
                 method: None,
             });
         };
+        let pending = confirms.pending();
         if !confirms.resolve(tag, multiple, ack, events) {
             return Err(Violation {
                 code: ReplyCode::COMMAND_INVALID,
@@ -382,6 +388,12 @@ impl ChannelState {
                 ),
                 method: None,
             });
+        }
+        let resolved = (pending - confirms.pending()) as u64;
+        if ack {
+            self.messages.confirmed += resolved;
+        } else {
+            self.messages.nacked += resolved;
         }
         Ok(Effect::WakePublishers)
     }
@@ -408,6 +420,7 @@ impl ChannelState {
             }
             (Method::BasicGet(get), Method::BasicGetOk(ok)) => {
                 self.unsettled.delivered(ok.delivery_tag, !get.no_ack);
+                self.messages.delivered += 1;
             }
             (Method::BasicCancel(_), Method::BasicCancelOk(ok)) => {
                 let tag = ok.consumer_tag.as_bytes();
