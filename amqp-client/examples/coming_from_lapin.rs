@@ -8,7 +8,7 @@
 //! rejected), read a 404 as a channel error, then delete everything and close. Names are unique
 //! per process, so several copies can run at once.
 //!
-//! `cargo run -p amqp-client --example coming_from_lapin`
+//! `cargo run -p amqp091-client --example coming_from_lapin`
 
 // An example's output is its point.
 #![allow(clippy::print_stdout)]

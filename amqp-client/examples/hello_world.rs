@@ -6,7 +6,7 @@
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`); the queue has a unique name and is deleted at the
 //! end, so several copies can run at once.
 //!
-//! `cargo run -p amqp-client --example hello_world`
+//! `cargo run -p amqp091-client --example hello_world`
 
 // An example's output is its point.
 #![allow(clippy::print_stdout)]

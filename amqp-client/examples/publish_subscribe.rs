@@ -6,7 +6,7 @@
 //! the exchange has a unique name and is deleted at the end (the queues go with the
 //! connection).
 //!
-//! `cargo run -p amqp-client --example publish_subscribe`
+//! `cargo run -p amqp091-client --example publish_subscribe`
 
 // An example's output is its point.
 #![allow(clippy::print_stdout)]

@@ -10,7 +10,7 @@
 //! Runs against the broker at `AMQP_URL` with a server-named queue per strategy, deleted at
 //! the end.
 //!
-//! `cargo run -p amqp-client --example publisher_confirms -- [MESSAGES]`
+//! `cargo run -p amqp091-client --example publisher_confirms -- [MESSAGES]`
 
 // An example's output is its point.
 #![allow(clippy::print_stdout)]

@@ -5,7 +5,7 @@
 //! Emitter and subscribers run in this one program against the broker at `AMQP_URL`; the
 //! exchange has a unique name and is deleted at the end (the queues go with the connection).
 //!
-//! `cargo run -p amqp-client --example routing`
+//! `cargo run -p amqp091-client --example routing`
 
 // An example's output is its point.
 #![allow(clippy::print_stdout)]

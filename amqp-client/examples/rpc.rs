@@ -6,7 +6,7 @@
 //! Server and client run in this one program (on two connections) against the broker at
 //! `AMQP_URL`; the request queue has a unique name and is deleted at the end.
 //!
-//! `cargo run -p amqp-client --example rpc`
+//! `cargo run -p amqp091-client --example rpc`
 
 // An example's output is its point.
 #![allow(clippy::print_stdout)]

@@ -2,7 +2,7 @@
 //! durable queue, published with a window of unconfirmed publishes, then consumed with a
 //! prefetch and acked one by one. Prints msg/s and client CPU per message.
 //!
-//! `cargo run --release -p amqp-client --example throughput -- [MESSAGES] [WINDOW] [PREFETCH]`
+//! `cargo run --release -p amqp091-client --example throughput -- [MESSAGES] [WINDOW] [PREFETCH]`
 //!
 //! The side-by-side comparison with lapin and amqprs lives in `benches/`; this is the quick
 //! look a user takes first.

@@ -6,7 +6,7 @@
 //! Producer and workers run in this one program against the broker at `AMQP_URL`; the queue
 //! has a unique name and is deleted at the end.
 //!
-//! `cargo run -p amqp-client --example work_queues`
+//! `cargo run -p amqp091-client --example work_queues`
 
 // An example's output is its point.
 #![allow(clippy::print_stdout)]

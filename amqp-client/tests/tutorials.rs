@@ -53,7 +53,7 @@ fn examples() -> &'static HashMap<String, PathBuf> {
             "build",
             "--quiet",
             "-p",
-            "amqp-client",
+            env!("CARGO_PKG_NAME"),
             "--message-format=json",
         ]);
         for name in EXAMPLES {

@@ -3,7 +3,7 @@
 //! them back, and print what went over the wire.
 //!
 //! ```text
-//! cargo run -p amqp-codec --example wire_tour -- [MESSAGES]
+//! cargo run -p amqp091-codec --example wire_tour -- [MESSAGES]
 //! ```
 //!
 //! Everything protocol-shaped is the codec's: the example only moves bytes between the socket

@@ -284,7 +284,10 @@ mod tests {
             .get("information")
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        assert!(info.starts_with("amqp-client 0."), "{info}");
+        assert!(
+            info.starts_with(concat!(env!("CARGO_PKG_NAME"), " 0.")),
+            "{info}"
+        );
         assert!(info.contains("RabbitMQ"), "{info}");
         let Some(amqp_codec::FieldValue::Table(caps)) = props.get("capabilities") else {
             panic!("capabilities table missing");
