@@ -10,7 +10,10 @@
 //! `benches/callgrind-core` does this for both paths and prints instructions per message. Each
 //! iteration is one batch of 100 messages: for `consume`, 100 deliveries fed in one read, each
 //! taken and acked singly (the acks coalesce into one frame), then written out; for `publish`,
-//! 100 persistent publishes written out and one multiple ack from the broker confirming them.
+//! 100 persistent publishes written out and one multiple ack from the broker confirming them;
+//! for `both-CHANNELS` (e.g. `both-1000`), CHANNELS channels each consuming and publishing
+//! with confirms at once, a batch's 100 deliveries going round-robin over them, each answered
+//! by an ack and a publish (see `ManyLoop`): the scale benchmark's load, without sockets.
 //! The broker's bytes are encoded before the measured function runs.
 
 // The message count on stdout is this tool's output, read by `benches/callgrind-core`.
@@ -18,7 +21,7 @@
 
 use std::process::ExitCode;
 
-use amqp_client::profiling::{ConsumeLoop, PublishLoop};
+use amqp_client::profiling::{ConsumeLoop, ManyLoop, PublishLoop};
 
 /// Messages per iteration.
 const BATCH: usize = 100;
@@ -28,7 +31,7 @@ const BODY: usize = 64;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [path, iterations] = &args[..] else {
-        eprintln!("usage: core_loop consume|publish ITERATIONS");
+        eprintln!("usage: core_loop consume|publish|both-CHANNELS ITERATIONS");
         return ExitCode::from(2);
     };
     let Ok(iterations) = iterations.parse::<usize>() else {
@@ -50,8 +53,21 @@ fn main() -> ExitCode {
                 })
                 .sum()
         }
+        many if many.starts_with("both-") => {
+            let Ok(channels) = many["both-".len()..].parse::<usize>() else {
+                eprintln!("both-CHANNELS: CHANNELS must be a number");
+                return ExitCode::from(2);
+            };
+            let mut lp = ManyLoop::new(channels, BODY);
+            (0..iterations)
+                .map(|_| {
+                    let mut batch = lp.batch(BATCH);
+                    lp.run(BATCH, &mut batch)
+                })
+                .sum()
+        }
         _ => {
-            eprintln!("the path is `consume` or `publish`");
+            eprintln!("the path is `consume`, `publish` or `both-CHANNELS`");
             return ExitCode::from(2);
         }
     };

@@ -117,7 +117,7 @@ impl Batcher {
 /// the first delivery the size is unknown, and a limited consumer counts as a window of 0.
 fn unacked_window(shared: &Shared) -> Option<u64> {
     let (prefetch, deliveries) = {
-        let core = shared.lock();
+        let mut core = shared.lock();
         (core.ack_window()?, core.deliveries_received())
     };
     let per_delivery = shared

@@ -94,6 +94,7 @@ impl Core {
     /// Every channel, consumer, confirm and call fails with `err`; recovery, if it ran, is
     /// over. What the layer above does when it will not (or no longer) recover.
     pub(crate) fn fail_all(&mut self, err: &Error) {
+        self.channels_changed();
         for chan in self.channels.iter_mut().flatten() {
             if !chan.is_closed() {
                 chan.close_with(err.clone(), &mut self.events);

@@ -72,6 +72,8 @@ impl Harness {
     /// Acts on the core's events as `Shared` does: replies and wake-ups are recorded, and a
     /// lost transport goes to the recovery layer's decision.
     pub(crate) fn drain(&mut self) {
+        #[cfg(test)]
+        self.check_ack_window();
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::Reply { request, result } => {
@@ -87,6 +89,21 @@ impl Harness {
                 Event::Lost(err) => recovery::on_lost(&mut self.core, self.recovery.as_mut(), &err),
             }
         }
+    }
+
+    /// Checks that the core's cached ack window (if not stale) agrees with a scan over the
+    /// channels, then fills the cache: a change to a channel's status, consumers or prefetch
+    /// that forgot to mark it stale fails the test at the next step.
+    #[cfg(test)]
+    fn check_ack_window(&mut self) {
+        if let Some(cached) = self.core.cached_ack_window() {
+            assert_eq!(
+                cached,
+                self.core.scan_ack_window(),
+                "the cached ack window went stale unnoticed"
+            );
+        }
+        self.core.ack_window();
     }
 
     /// The reply to `request`, once it came (taken).

@@ -138,6 +138,16 @@ impl Core {
             let offending = Some((method.class_id(), method.method_id()));
             return self.violation(ReplyCode::COMMAND_INVALID, msg, offending, now);
         }
+        // Replies, cancels and closes may change a channel's status, consumers or prefetch;
+        // deliveries and confirms (the stream) do not.
+        if let Frame::Method { method, .. } = &frame
+            && !matches!(
+                method,
+                Method::BasicDeliver(_) | Method::BasicAck(_) | Method::BasicNack(_)
+            )
+        {
+            self.channels_changed();
+        }
         let mut io = Io {
             out: &mut self.out,
             frame_max: self.frame_max,

@@ -105,6 +105,8 @@ pub(crate) struct Core {
     next_request: u64,
     /// Consumers whose buffer is full; reading pauses while non-zero.
     full_consumers: usize,
+    /// [`Core::ack_window`] as last computed; `None` once stale (see `window.rs`).
+    window_cache: Option<Option<u32>>,
     /// connection.secure rounds answered in this handshake (bounded: see `handshake.rs`).
     secure_rounds: u8,
     /// basic.deliver frames received since the connection was made (read batching's bytes
@@ -155,6 +157,7 @@ impl Core {
             next_id: 1,
             next_request: 1,
             full_consumers: 0,
+            window_cache: None,
             secure_rounds: 0,
             deliveries_received: 0,
             retired_tally: DeliveryTally::default(),

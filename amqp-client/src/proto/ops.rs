@@ -94,6 +94,7 @@ impl Core {
             self.retired_messages.add(&old.messages);
         }
         let request = self.next_request();
+        self.channels_changed();
         let mut chan = ChannelState::new(id, epoch, &self.config.limits);
         let open = Method::ChannelOpen(ChannelOpen::default());
         let mut io = Io {
@@ -151,6 +152,7 @@ impl Core {
             }
             .into());
         }
+        self.channels_changed();
         self.with_channel(id, epoch, |chan, io| {
             if let Method::BasicQos(qos) = &method {
                 chan.prefetch[usize::from(qos.global)] = qos.prefetch_count;
@@ -163,6 +165,7 @@ impl Core {
     /// returned.
     pub(crate) fn close_channel(&mut self, id: u16, epoch: u64) -> Result<RequestId, Error> {
         let request = self.next_request();
+        self.channels_changed();
         let result = self.with_channel(id, epoch, |chan, io| {
             let text = "closed by the application";
             chan.begin_close(ReplyCode::REPLY_SUCCESS, text, Some(request), io);
@@ -290,6 +293,8 @@ impl Core {
         let (poll, drained) = slot.poll_next(waiter);
         if let Poll::Ready(None) = poll {
             chan.consumers.remove(tag.as_bytes());
+            // `channels_changed`, on the field: `chan` borrows the table.
+            self.window_cache = None;
         }
         if drained && self.full_consumers > 0 {
             self.full_consumers -= 1;
@@ -308,6 +313,7 @@ impl Core {
         if let Some(chan) = channel_at(&mut self.channels, id, epoch) {
             chan.detach_consumer(tag, &mut io);
         }
+        self.channels_changed();
         self.recount_full();
     }
 

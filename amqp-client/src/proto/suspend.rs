@@ -21,6 +21,7 @@ impl Core {
     /// (the application's) are suspended: their pending replies and confirms fail with `err`,
     /// their consumers' streams stay open; every other channel closes with `err`.
     pub(crate) fn suspend(&mut self, err: &Error, keep: impl Fn(u16) -> bool) {
+        self.channels_changed();
         for chan in self.channels.iter_mut().flatten() {
             match chan.status {
                 Status::Open | Status::Opening if keep(chan.id()) => {
@@ -106,6 +107,7 @@ impl Core {
     pub(crate) fn reopen_channel(&mut self, id: u16, epoch: u64) -> Result<RequestId, Error> {
         self.replay_gate()?;
         let request = self.next_request();
+        self.channels_changed();
         let mut io = Io {
             out: &mut self.out,
             frame_max: self.frame_max,
@@ -139,6 +141,7 @@ impl Core {
     ) -> Result<RequestId, Error> {
         self.replay_gate()?;
         let request = self.next_request();
+        self.channels_changed();
         let mut io = Io {
             out: &mut self.out,
             frame_max: self.frame_max,

@@ -14,7 +14,40 @@ impl Core {
 
     /// The smallest prefetch count among open channels with a consumer that acks (no-ack
     /// consumers are not held back by prefetch); `None` when no such consumer is limited.
-    pub(crate) fn ack_window(&self) -> Option<u32> {
+    ///
+    /// The driver asks after reads (`driver/batcher.rs`), while what it depends on changes
+    /// only with a channel's qos, consumers or status, seldom: the answer is cached until
+    /// [`channels_changed`](Self::channels_changed) marks it stale, rather than scanned over
+    /// every channel each time (a scan per read made a connection with many channels pay for
+    /// all of them on every message).
+    pub(crate) fn ack_window(&mut self) -> Option<u32> {
+        if let Some(window) = self.window_cache {
+            return window;
+        }
+        let window = self.scan_ack_window();
+        self.window_cache = Some(window);
+        window
+    }
+
+    /// Marks the cached [`ack_window`](Self::ack_window) stale. Called by every operation that
+    /// may change a channel's status, its consumers or its prefetch: a method frame from the
+    /// broker other than a delivery or a confirm, a request queued (basic.qos and no-wait
+    /// basic.consume take effect as they are sent), a channel opened, closed, suspended or
+    /// reopened, a consumer dropped or ended. The tests check after every step that the cache
+    /// agrees with a scan (`Harness::drain`).
+    #[inline]
+    pub(crate) fn channels_changed(&mut self) {
+        self.window_cache = None;
+    }
+
+    /// The cached window, if any: the tests compare it with a scan.
+    #[cfg(test)]
+    pub(crate) fn cached_ack_window(&self) -> Option<Option<u32>> {
+        self.window_cache
+    }
+
+    /// [`ack_window`](Self::ack_window) computed afresh: a scan over every channel.
+    pub(crate) fn scan_ack_window(&self) -> Option<u32> {
         self.channels
             .iter()
             .flatten()
@@ -33,8 +66,8 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use amqp_codec::Method;
-    use amqp_codec::methods::{BasicQos, BasicQosOk};
+    use amqp_codec::methods::{BasicQos, BasicQosOk, ChannelClose};
+    use amqp_codec::{Method, ShortStr};
 
     use crate::config::ConnectionConfig;
     use crate::proto::ack_tests::start_consumer;
@@ -92,5 +125,48 @@ mod tests {
         qos(&mut h, (a, ea), 10, false);
         start_consumer(&mut h, (a, ea), "auto", true);
         assert_eq!(h.core.ack_window(), None);
+    }
+
+    /// The cached window follows the changes that move it: a closed channel, a consumer
+    /// dropped, a new channel with a tighter limit; deliveries leave it as it is.
+    #[test]
+    fn the_cached_window_follows_closes_and_dropped_consumers() {
+        let mut h = harness();
+        let (a, ea) = h.channel();
+        let (b, eb) = h.channel();
+        qos(&mut h, (a, ea), 10, false);
+        qos(&mut h, (b, eb), 50, false);
+        start_consumer(&mut h, (a, ea), "on-a", false);
+        start_consumer(&mut h, (b, eb), "on-b", false);
+        assert_eq!(h.core.ack_window(), Some(10));
+        h.deliver(a, "on-a", 1);
+        h.deliver(b, "on-b", 1);
+        assert_eq!(
+            h.core.cached_ack_window(),
+            Some(Some(10)),
+            "deliveries keep the cache"
+        );
+        // The broker closes channel a: its consumer no longer counts.
+        h.feed(
+            a,
+            Method::ChannelClose(ChannelClose {
+                reply_code: 404,
+                reply_text: ShortStr::from_static("NOT_FOUND"),
+                class_id: 0,
+                method_id: 0,
+            }),
+        );
+        h.sent();
+        assert_eq!(h.core.ack_window(), Some(50));
+        // The application drops b's consumer.
+        h.core.drop_consumer(b, eb, &ShortStr::from_static("on-b"));
+        h.drain();
+        assert_eq!(h.core.ack_window(), h.core.scan_ack_window());
+        assert_eq!(h.core.ack_window(), None);
+        // A new channel with a tighter limit.
+        let (c, ec) = h.channel();
+        qos(&mut h, (c, ec), 5, true);
+        start_consumer(&mut h, (c, ec), "on-c", false);
+        assert_eq!(h.core.ack_window(), Some(5));
     }
 }
