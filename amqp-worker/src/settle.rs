@@ -33,8 +33,8 @@ pub(crate) async fn process<H: Handler>(
     let task = Task {
         body: delivery.body.clone(),
         properties: delivery.properties.clone(),
-        exchange: delivery.exchange.to_string(),
-        routing_key: delivery.routing_key.to_string(),
+        exchange: short_string(&delivery.exchange),
+        routing_key: short_string(&delivery.routing_key),
         attempt,
         redelivered: delivery.redelivered,
     };
@@ -70,13 +70,24 @@ pub(crate) async fn process<H: Handler>(
             }
             Err(failure) => {
                 tracing::info!(error = %failure.message, park_now = failure.park_now, "attempt failed");
-                fail(&ctx, &delivery, &task, &failure, &publisher, &broken).await;
+                // Boxed: the failure path (publish, confirm, hook) is large and rare, and
+                // every delivery's spawned task would otherwise carry (and copy) its room.
+                Box::pin(fail(&ctx, &delivery, &task, &failure, &publisher, &broken)).await;
             }
         }
         drop(permit);
     }
     .instrument(span)
     .await;
+}
+
+/// A short string as a `String`: copied as it is when UTF-8 (always, for what RabbitMQ
+/// routes), lossily otherwise; no formatting machinery on the way.
+fn short_string(s: &amqp_client::amqp_codec::ShortStr) -> String {
+    match s.as_str() {
+        Some(s) => s.to_owned(),
+        None => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+    }
 }
 
 /// A failed attempt: what went wrong, and whether the handler asked not to retry.
