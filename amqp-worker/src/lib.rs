@@ -86,6 +86,7 @@ mod connect;
 pub mod delayed;
 mod depth;
 mod error;
+mod gate;
 pub mod handler;
 pub mod http;
 pub mod metrics;
