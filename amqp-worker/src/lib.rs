@@ -91,6 +91,7 @@ pub mod handler;
 pub mod http;
 pub mod metrics;
 pub mod parked;
+mod pool;
 pub mod publisher;
 pub mod retry;
 mod session;

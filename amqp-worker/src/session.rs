@@ -1,6 +1,6 @@
 //! One consuming session on the worker's connection: declare the topology, open the
-//! confirm-mode publisher and the consumer, hand each delivery to a runner once a concurrency
-//! permit is free, and on shutdown stop gracefully. A lost connection does not end it: the
+//! confirm-mode publisher and the consumer, hand each delivery to an idle runner of the
+//! worker's [`Pool`], and on shutdown stop gracefully. A lost connection does not end it: the
 //! client recovers the connection and its channels underneath (the consumer keeps its
 //! stream); only recovery giving up, or a channel the broker closed, does.
 
@@ -16,8 +16,8 @@ use crate::connect::Outages;
 use crate::error::WorkerError;
 use crate::gate::WakeGated;
 use crate::handler::Handler;
+use crate::pool::{Job, Pool};
 use crate::publisher::Publisher;
-use crate::settle;
 use crate::topology;
 use crate::worker::Ctx;
 
@@ -41,6 +41,7 @@ pub(crate) async fn run<H: Handler>(
     ctx: &Arc<Ctx<H>>,
     conn: &Connection,
     outages: &Outages,
+    pool: &mut Pool<H>,
 ) -> Result<SessionEnd, WorkerError> {
     let session = Session {
         ctx,
@@ -51,8 +52,8 @@ pub(crate) async fn run<H: Handler>(
     let mut channels = session.open().await?;
     session.consuming();
     let _stop_depths = session.refresh_depths();
-    let end = session.dispatch(&mut channels).await?;
-    session.end(channels, end).await
+    let end = session.dispatch(&mut channels, pool).await?;
+    session.end(channels, pool, end).await
 }
 
 /// What one session runs on, and what ends it besides its consumer.
@@ -152,24 +153,25 @@ impl<H: Handler> Session<'_, H> {
         stop
     }
 
-    /// Hands each delivery to a runner once a concurrency permit is free, until the session
+    /// Hands each delivery to a runner once one is idle, until the session
     /// must end; `Err` if the connection ended.
     ///
     /// One [`interrupted`](Self::interrupted) future serves the whole loop: it registers with
     /// the shutdown switch, the connection and the broken token once per session, not twice
     /// per delivery (callgrind: re-creating it per wait cost ~2 500 instructions per task),
     /// and behind a [`WakeGated`] it is polled only when one of them fired.
-    async fn dispatch(&self, channels: &mut Channels) -> Result<SessionEnd, WorkerError> {
+    async fn dispatch(
+        &self,
+        channels: &mut Channels,
+        pool: &mut Pool<H>,
+    ) -> Result<SessionEnd, WorkerError> {
         let mut interrupted = WakeGated::new(self.interrupted());
         loop {
-            let permit = tokio::select! {
+            tokio::select! {
                 biased;
                 end = &mut interrupted => return end,
-                p = self.ctx.permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return Ok(restart_end("the worker's semaphore closed")),
-                },
-            };
+                () = pool.ready() => {}
+            }
             let delivery = tokio::select! {
                 biased;
                 end = &mut interrupted => return end,
@@ -179,13 +181,11 @@ impl<H: Handler> Session<'_, H> {
                     ControlFlow::Break(end) => return Ok(end),
                 },
             };
-            self.ctx.tracker.spawn(settle::process(
-                self.ctx.clone(),
+            pool.hand(Job {
                 delivery,
-                channels.publisher.clone(),
-                self.broken.clone(),
-                permit,
-            ));
+                publisher: channels.publisher.clone(),
+                broken: self.broken.clone(),
+            });
         }
     }
 
@@ -225,7 +225,12 @@ impl<H: Handler> Session<'_, H> {
     /// Ends the session as `end` says: for a restart, closes this session's channels (the
     /// connection stays), so the broker requeues what they hold unacknowledged now; for a
     /// shutdown, stops gracefully.
-    async fn end(&self, channels: Channels, end: SessionEnd) -> Result<SessionEnd, WorkerError> {
+    async fn end(
+        &self,
+        channels: Channels,
+        pool: &mut Pool<H>,
+        end: SessionEnd,
+    ) -> Result<SessionEnd, WorkerError> {
         let Channels {
             consumer,
             channel,
@@ -237,7 +242,7 @@ impl<H: Handler> Session<'_, H> {
                 let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, channel.close()).await;
                 let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, publisher.close()).await;
             }
-            SessionEnd::Shutdown => stop(self.ctx, self.conn, consumer, &publisher).await,
+            SessionEnd::Shutdown => stop(self.ctx, self.conn, consumer, &publisher, pool).await,
         }
         Ok(end)
     }
@@ -245,12 +250,7 @@ impl<H: Handler> Session<'_, H> {
 
 /// Dispatching stops: the session restarts for `reason`.
 fn restart<T>(reason: impl Into<String>) -> ControlFlow<SessionEnd, T> {
-    ControlFlow::Break(restart_end(reason))
-}
-
-/// The end of a session that restarts for `reason`.
-fn restart_end(reason: impl Into<String>) -> SessionEnd {
-    SessionEnd::Restart(reason.into())
+    ControlFlow::Break(SessionEnd::Restart(reason.into()))
 }
 
 /// The session's confirm-mode publisher (retries, parking). It does not send again what a
@@ -279,6 +279,7 @@ async fn stop<H: Handler>(
     conn: &Connection,
     mut consumer: Consumer,
     publisher: &Publisher,
+    pool: &mut Pool<H>,
 ) {
     let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, consumer.cancel()).await;
     let mut handed_back = 0u32;
@@ -295,6 +296,7 @@ async fn stop<H: Handler>(
         handed_back,
         "consumer cancelled; waiting for in-flight tasks"
     );
+    pool.close();
     ctx.tracker.close();
     let waited = tokio::time::timeout(ctx.config.shutdown_timeout, ctx.tracker.wait()).await;
     if waited.is_err() {

@@ -10,7 +10,6 @@ use std::task::Poll;
 
 use amqp_client::Delivery;
 use amqp_client::NackOptions;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -20,13 +19,13 @@ use crate::publisher::{PublishError, Publisher};
 use crate::retry::{self, Decision, FailureRecord};
 use crate::worker::Ctx;
 
-/// Processes one delivery; holds `permit` (one unit of concurrency) until settled.
+/// Processes one delivery, in a runner of the [`Pool`](crate::pool::Pool): the runner takes
+/// no other until this one is settled.
 pub(crate) async fn process<H: Handler>(
-    ctx: Arc<Ctx<H>>,
+    ctx: &Arc<Ctx<H>>,
     delivery: Delivery,
-    publisher: Arc<Publisher>,
-    broken: CancellationToken,
-    permit: OwnedSemaphorePermit,
+    publisher: &Publisher,
+    broken: &CancellationToken,
 ) {
     let headers = delivery.properties.headers();
     let (attempt, disagreed) = retry::attempt_of(headers.as_ref(), &ctx.delay_prefix);
@@ -61,21 +60,20 @@ pub(crate) async fn process<H: Handler>(
         }
         ctx.metrics.started();
         let started = std::time::Instant::now();
-        let outcome = run_handler(&ctx, &task).await;
+        let outcome = run_handler(ctx, &task).await;
         ctx.metrics.finished(outcome.is_ok(), started.elapsed());
         match outcome {
             Ok(()) => {
                 tracing::debug!("succeeded");
-                settled(&ctx, delivery.ack());
+                settled(ctx, delivery.ack());
             }
             Err(failure) => {
                 tracing::info!(error = %failure.message, park_now = failure.park_now, "attempt failed");
                 // Boxed: the failure path (publish, confirm, hook) is large and rare, and
                 // every delivery's spawned task would otherwise carry (and copy) its room.
-                Box::pin(fail(&ctx, &delivery, &task, &failure, &publisher, &broken)).await;
+                Box::pin(fail(ctx, &delivery, &task, &failure, publisher, broken)).await;
             }
         }
-        drop(permit);
     }
     .instrument(span)
     .await;
