@@ -37,9 +37,18 @@ pub(crate) async fn process<H: Handler>(
         attempt,
         redelivered: delivery.redelivered,
     };
-    let id = task.properties.message_id();
-    let id = id.as_ref().and_then(|s| s.as_str()).unwrap_or("");
-    let span = tracing::info_span!("task", id, attempt, trace_id = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "task",
+        id = tracing::field::Empty,
+        attempt,
+        trace_id = tracing::field::Empty
+    );
+    // The message id, read only for a span that is recorded (callgrind: reading it cost
+    // ~240 instructions per task, with no subscriber to see it).
+    if !span.is_disabled() {
+        let id = task.properties.message_id();
+        span.record("id", id.as_ref().and_then(|s| s.as_str()).unwrap_or(""));
+    }
     // The trace the publisher started (its `traceparent` header), read only for a span that
     // is recorded.
     #[cfg(feature = "trace-context")]
