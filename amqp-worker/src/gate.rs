@@ -49,6 +49,8 @@ pub(crate) struct WakeGated<F> {
     gate: Arc<Gate>,
     /// `gate` as a waker, made once.
     waker: Waker,
+    /// The task's waker as last given to `gate` (a copy, compared without its lock).
+    task: Option<Waker>,
 }
 
 impl<F: Future> WakeGated<F> {
@@ -62,6 +64,7 @@ impl<F: Future> WakeGated<F> {
             inner: Box::pin(inner),
             waker: Waker::from(gate.clone()),
             gate,
+            task: None,
         }
     }
 }
@@ -71,17 +74,16 @@ impl<F: Future> Future for WakeGated<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        {
-            // The task to wake; replaced only when it is another (rare: the same task's
-            // waker stays the same).
-            let mut task = this
+        // The task to wake, given to the gate only when it is another (rare: the same task's
+        // waker stays the same), so that a poll usually takes no lock.
+        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            let task = cx.waker().clone();
+            *this
                 .gate
                 .task
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
+                .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
+            this.task = Some(task);
         }
         if !this.gate.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;

@@ -21,14 +21,21 @@ use crate::publisher::Publisher;
 use crate::settle;
 use crate::worker::Ctx;
 
-/// One delivery to settle, with what its session gives it.
-pub(crate) struct Job {
-    /// The delivery.
-    pub(crate) delivery: Delivery,
+/// What a session gives each of its deliveries: one `Arc` shared by all of them (a clone
+/// per delivery, not one of each field: a `CancellationToken` clone and drop take a lock each).
+pub(crate) struct Link {
     /// The session's confirm-mode publisher (retries, parking).
     pub(crate) publisher: Arc<Publisher>,
     /// Cancelled when the publishing channel failed: the session must restart.
     pub(crate) broken: CancellationToken,
+}
+
+/// One delivery to settle, with what its session gives it.
+pub(crate) struct Job {
+    /// The delivery.
+    pub(crate) delivery: Delivery,
+    /// Its session's publisher and broken token.
+    pub(crate) link: Arc<Link>,
 }
 
 /// The runners, and which of them are idle.
@@ -123,7 +130,7 @@ async fn run<H: Handler>(
     idle: mpsc::UnboundedSender<usize>,
 ) {
     while let Some(job) = jobs.recv().await {
-        settle::process(&ctx, job.delivery, &job.publisher, &job.broken).await;
+        settle::process(&ctx, job.delivery, &job.link.publisher, &job.link.broken).await;
         if idle.send(index).is_err() {
             break;
         }

@@ -16,7 +16,7 @@ use crate::connect::Outages;
 use crate::error::WorkerError;
 use crate::gate::WakeGated;
 use crate::handler::Handler;
-use crate::pool::{Job, Pool};
+use crate::pool::{Job, Link, Pool};
 use crate::publisher::Publisher;
 use crate::topology;
 use crate::worker::Ctx;
@@ -166,6 +166,10 @@ impl<H: Handler> Session<'_, H> {
         pool: &mut Pool<H>,
     ) -> Result<SessionEnd, WorkerError> {
         let mut interrupted = WakeGated::new(self.interrupted());
+        let link = Arc::new(Link {
+            publisher: channels.publisher.clone(),
+            broken: self.broken.clone(),
+        });
         loop {
             tokio::select! {
                 biased;
@@ -183,8 +187,7 @@ impl<H: Handler> Session<'_, H> {
             };
             pool.hand(Job {
                 delivery,
-                publisher: channels.publisher.clone(),
-                broken: self.broken.clone(),
+                link: link.clone(),
             });
         }
     }
