@@ -4,7 +4,7 @@
 //! A spawned task per delivery cost ~3 000 instructions (callgrind, `benches/examples/
 //! worker.rs`): the task's cell allocated with 128-byte alignment (glibc's slow
 //! `posix_memalign` path), the ~1.5 KB future copied into it and out of its stages, the
-//! cell freed. A runner takes a delivery from its one-slot inbox, settles it (see
+//! cell freed. A runner takes a delivery from its inbox, settles it (see
 //! [`settle::process`]), then says it is idle again; the dispatch loop hands a delivery
 //! only to an idle runner, so `concurrency` bounds the handlers running at once across
 //! sessions, as the semaphore it replaces did, and nothing waits in an inbox: what the
@@ -42,8 +42,9 @@ pub(crate) struct Job {
 pub(crate) struct Pool<H> {
     /// The worker.
     ctx: Arc<Ctx<H>>,
-    /// Each runner's inbox (room for one job), by index; empty once closed.
-    inboxes: Vec<mpsc::Sender<Job>>,
+    /// Each runner's inbox, by index (never more than one job in it: only an idle runner is
+    /// handed one); empty once closed.
+    inboxes: Vec<mpsc::UnboundedSender<Job>>,
     /// Indexes of idle runners: each runner sends its own after settling a job.
     idle: mpsc::UnboundedReceiver<usize>,
     /// Given to each runner, to say it is idle.
@@ -74,8 +75,8 @@ impl<H: Handler> Pool<H> {
     }
 
     /// Spawns runner `index`; returns its inbox.
-    fn spawn_runner(&self, index: usize) -> mpsc::Sender<Job> {
-        let (inbox, jobs) = mpsc::channel(1);
+    fn spawn_runner(&self, index: usize) -> mpsc::UnboundedSender<Job> {
+        let (inbox, jobs) = mpsc::unbounded_channel();
         self.ctx
             .tracker
             .spawn(run(self.ctx.clone(), index, jobs, self.idle_tx.clone()));
@@ -100,17 +101,12 @@ impl<H: Handler> Pool<H> {
         let Some(inbox) = self.inboxes.get(index) else {
             return; // closed: the job is dropped unsettled, and the broker requeues it
         };
-        if let Err(refused) = inbox.try_send(job) {
+        if let Err(mpsc::error::SendError(job)) = inbox.send(job) {
             // The runner is gone (a panic outside the handler, which is caught): a new one
             // takes its place, with an empty inbox, and this job.
-            let job = match refused {
-                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
-                    job
-                }
-            };
             tracing::warn!(runner = index, "a task runner ended unexpectedly; replaced");
             let inbox = self.spawn_runner(index);
-            let _ = inbox.try_send(job);
+            let _ = inbox.send(job);
             self.inboxes[index] = inbox;
         }
     }
@@ -126,7 +122,7 @@ impl<H: Handler> Pool<H> {
 async fn run<H: Handler>(
     ctx: Arc<Ctx<H>>,
     index: usize,
-    mut jobs: mpsc::Receiver<Job>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
     idle: mpsc::UnboundedSender<usize>,
 ) {
     while let Some(job) = jobs.recv().await {
