@@ -48,6 +48,9 @@ pub struct Metrics {
     connected: AtomicBool,
     parked_depth: AtomicI64,
     unroutable_depth: AtomicI64,
+    /// Handler runs per duration bucket, each counted in the first bucket whose bound it is
+    /// within (one atomic add per run); made cumulative when rendered. Runs past the last
+    /// bound are only in `duration_count`.
     buckets: [AtomicU64; DURATION_BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_micros: AtomicU64,
@@ -239,10 +242,8 @@ impl Metrics {
         let counter = if ok { &self.succeeded } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
-        for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = DURATION_BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.duration_count.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
@@ -345,10 +346,13 @@ impl Metrics {
         let name = "handler_duration_seconds";
         out.head(name, "histogram", "Handler run time.");
         let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
         for (bound, n) in DURATION_BUCKETS.iter().zip(&self.buckets) {
-            out.sample(&bucket, Some(("le", bound)), n.load(Ordering::Relaxed));
+            cumulative += n.load(Ordering::Relaxed);
+            out.sample(&bucket, Some(("le", bound)), cumulative);
         }
-        let count = self.duration_count.load(Ordering::Relaxed);
+        // Read after the buckets, and never below them (a run counted meanwhile).
+        let count = self.duration_count.load(Ordering::Relaxed).max(cumulative);
         let sum = self.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         out.sample(&bucket, Some(("le", &"+Inf")), count);
         out.sample(&format!("{name}_sum"), None, sum);

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, WorkerConfig};
@@ -11,6 +10,7 @@ use crate::connect;
 use crate::error::WorkerError;
 use crate::handler::Handler;
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::session::{self, SessionEnd};
 use crate::shutdown::Shutdown;
 
@@ -22,8 +22,6 @@ pub(crate) struct Ctx<H> {
     pub(crate) shutdown: Shutdown,
     /// Every task runner, across sessions: shutdown waits for them.
     pub(crate) tracker: TaskTracker,
-    /// One permit per handler allowed to run (`concurrency`).
-    pub(crate) permits: Arc<Semaphore>,
     /// `<queue>.retry.`, for reading `x-death`.
     pub(crate) delay_prefix: String,
 }
@@ -71,7 +69,6 @@ impl<H: Handler> Worker<H> {
         let metrics = Arc::new(Metrics::for_queue(&config.queue));
         Ok(Self {
             ctx: Ctx {
-                permits: Arc::new(Semaphore::new(config.concurrency)),
                 delay_prefix: config.delay_queue_prefix(),
                 config,
                 handler: Arc::new(handler),
@@ -118,8 +115,10 @@ impl<H: Handler> Worker<H> {
             return Ok(()); // shut down before the first connection
         };
         ctx.metrics.bind_client(conn.stats_handle());
+        // The runners, across sessions: `concurrency` bounds them all.
+        let mut pool = Pool::start(&ctx);
         let ended = loop {
-            match session::run(&ctx, &conn, &outages).await {
+            match session::run(&ctx, &conn, &outages, &mut pool).await {
                 Ok(SessionEnd::Shutdown) => break Ok(()),
                 Ok(SessionEnd::Restart(reason)) => {
                     tracing::warn!(%reason, "restarting the session on the same connection");
