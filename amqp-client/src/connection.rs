@@ -84,24 +84,17 @@ impl Connection {
     /// credentials, a vhost refused, the application's own timeout) ends it at once; otherwise
     /// the last address's error is returned.
     async fn establish_any(config: ConnectionConfig) -> Result<Self, Error> {
-        let addresses = config.addresses();
-        let mut last = None;
-        for (host, port) in addresses {
-            let mut attempt = config.clone();
-            (attempt.host, attempt.port) = (host, port);
-            match Self::establish(attempt).await {
-                Ok(conn) => return Ok(conn),
+        let mut attempt = config.clone();
+        for (host, port) in &config.fallback_addresses {
+            match Self::establish(attempt.clone()).await {
                 Err(err) if err.is_recoverable() => {
                     tracing::debug!(error = %err, "address failed; trying the next");
-                    last = Some(err);
+                    (attempt.host, attempt.port) = (host.clone(), *port);
                 }
-                Err(err) => return Err(err),
+                result => return result,
             }
         }
-        match last {
-            Some(err) => Err(err),
-            None => Self::establish(config).await,
-        }
+        Self::establish(attempt).await
     }
 
     async fn establish(config: ConnectionConfig) -> Result<Self, Error> {
