@@ -207,6 +207,11 @@ pub struct ReliablePublisher {
 impl ReliablePublisher {
     /// Opens a confirm-mode channel on `conn` and starts the task that tracks its confirms.
     pub async fn open(conn: &Connection, config: PublisherConfig) -> Result<Self, Error> {
+        // The fields are public: the bounds are made at least 1 here, once, as the setters do.
+        let (messages, bytes) = (config.max_in_flight, config.max_in_flight_bytes);
+        let config = config
+            .with_max_in_flight(messages)
+            .with_max_in_flight_bytes(bytes);
         let channel = Arc::new(Mutex::new(tracker::open_channel(conn).await?));
         let (to_tracker, inputs) = mpsc::unbounded_channel();
         let (done, finished) = oneshot::channel();
@@ -218,8 +223,8 @@ impl ReliablePublisher {
         Ok(Self {
             channel,
             to_tracker: Mutex::new(Some(to_tracker)),
-            count: Arc::new(Semaphore::new(config.max_in_flight.max(1) as usize)),
-            bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes.max(1) as usize)),
+            count: Arc::new(Semaphore::new(config.max_in_flight as usize)),
+            bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes as usize)),
             config,
             finished: Mutex::new(Some(finished)),
         })
@@ -240,20 +245,19 @@ impl ReliablePublisher {
         let exchange = exchange.into_short_str()?;
         let routing_key = routing_key.into_short_str()?;
         let body = body.into();
-        if !self.is_open() {
-            return Err(Error::InvalidUse("publish on a closed ReliablePublisher"));
-        }
         let closed = || Error::InvalidUse("publish on a closed ReliablePublisher");
+        if !self.is_open() {
+            return Err(closed());
+        }
         let count = self
             .count
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| closed())?;
-        let budget = self.config.max_in_flight_bytes.max(1);
         let size = u32::try_from(body.len())
             .unwrap_or(u32::MAX)
-            .clamp(1, budget);
+            .clamp(1, self.config.max_in_flight_bytes);
         let bytes = self
             .bytes
             .clone()
@@ -282,14 +286,13 @@ impl ReliablePublisher {
 
     /// Messages published and not yet settled (confirmed or failed).
     pub fn in_flight(&self) -> usize {
-        self.config.max_in_flight.max(1) as usize - self.count.available_permits()
+        self.config.max_in_flight as usize - self.count.available_permits()
     }
 
     /// Waits until every message published so far is settled.
     pub async fn flush(&self) {
-        let all = self.config.max_in_flight.max(1);
         // Every permit back means nothing is in flight; they are released at once.
-        let _ = self.count.acquire_many(all).await;
+        let _ = self.count.acquire_many(self.config.max_in_flight).await;
     }
 
     /// Stops taking messages, waits until every one published is settled, and closes the

@@ -58,6 +58,9 @@ pub(super) struct Tracker {
     /// The publishing channel, shared with the publisher; replaced when the broker closes it.
     channel: Arc<Mutex<Channel>>,
     config: PublisherConfig,
+    /// Whether the connection has automatic recovery: fixed by its configuration, so read
+    /// once here rather than under the connection's lock at every confirm.
+    recovers: bool,
     /// Messages from `publish`; closed when the publisher closes or is dropped.
     inputs: mpsc::UnboundedReceiver<Input>,
     /// Sent messages awaiting their confirm, oldest first.
@@ -72,6 +75,7 @@ impl Tracker {
         inputs: mpsc::UnboundedReceiver<Input>,
     ) -> Self {
         Self {
+            recovers: conn.recovers(),
             conn,
             channel,
             config,
@@ -147,17 +151,11 @@ impl Tracker {
     }
 
     fn after_confirm(&self, tracked: &mut Tracked, outcome: Result<Confirmation, Error>) -> Next {
-        let recovers = self.conn.recovers();
-        after_confirm(&self.config, recovers, &mut tracked.refusals, outcome)
+        after_confirm(&self.config, self.recovers, &mut tracked.refusals, outcome)
     }
 
     fn after_error(&self, tracked: &mut Tracked, err: Error) -> Next {
-        after_error(
-            &self.config,
-            self.conn.recovers(),
-            &mut tracked.refusals,
-            err,
-        )
+        after_error(&self.config, self.recovers, &mut tracked.refusals, err)
     }
 
     /// The publishing channel, opened anew if the broker closed it.
