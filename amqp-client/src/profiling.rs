@@ -57,6 +57,20 @@ impl OpenCore {
         self.drain();
     }
 
+    /// Starts a manual-ack consumer `tag` on the current channel (queue `profiling`).
+    fn consume(&mut self, tag: &ShortStr) {
+        self.call(
+            Method::BasicConsume(BasicConsume {
+                queue: ShortStr::from_static("profiling"),
+                consumer_tag: tag.clone(),
+                ..Default::default()
+            }),
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: tag.clone(),
+            }),
+        );
+    }
+
     /// Takes and discards what the core queued, as the driver would write it, and acts on its
     /// events.
     fn drain(&mut self) {
@@ -84,16 +98,7 @@ impl ConsumeLoop {
     pub fn new(body_len: usize) -> Self {
         let mut open = OpenCore::new();
         let tag = ShortStr::from_static("amq.ctag-profiling-consumer-000001");
-        open.call(
-            Method::BasicConsume(BasicConsume {
-                queue: ShortStr::from_static("profiling"),
-                consumer_tag: tag.clone(),
-                ..Default::default()
-            }),
-            Method::BasicConsumeOk(BasicConsumeOk {
-                consumer_tag: tag.clone(),
-            }),
-        );
+        open.consume(&tag);
         Self {
             open,
             tag,
@@ -298,16 +303,7 @@ impl ManyLoop {
                 Method::ConfirmSelect(ConfirmSelect { nowait: false }),
                 Method::ConfirmSelectOk(ConfirmSelectOk {}),
             );
-            open.call(
-                Method::BasicConsume(BasicConsume {
-                    queue: ShortStr::from_static("profiling"),
-                    consumer_tag: tag.clone(),
-                    ..Default::default()
-                }),
-                Method::BasicConsumeOk(BasicConsumeOk {
-                    consumer_tag: tag.clone(),
-                }),
-            );
+            open.consume(&tag);
         }
         Self {
             open,
