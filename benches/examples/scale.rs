@@ -42,6 +42,9 @@ mod ours;
 #[allow(dead_code)]
 #[path = "../shared/svg.rs"]
 mod svg;
+#[allow(dead_code)]
+#[path = "clients/workload.rs"]
+mod workload;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -54,36 +57,10 @@ use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::measure::{BoxError, Meter, Params};
+pub(crate) use crate::workload::Workload;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// The workloads of the clients bench, which its client modules name (only `Both`'s shape is
-/// used here).
-#[allow(dead_code)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Workload {
-    /// Publish with confirms.
-    Publish,
-    /// Consume and ack.
-    Consume,
-    /// Both at once.
-    Both,
-    /// Latency.
-    Latency,
-}
-
-impl Workload {
-    /// The name.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Publish => "publish",
-            Self::Consume => "consume",
-            Self::Both => "both",
-            Self::Latency => "latency",
-        }
-    }
-}
 
 /// The clients compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

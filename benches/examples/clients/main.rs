@@ -54,6 +54,7 @@ mod report;
 mod server;
 #[path = "../../shared/svg.rs"]
 mod svg;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -63,6 +64,7 @@ use amqp_test_support::alloc_counter::{self, CountingAllocator};
 use clap::{Parser, ValueEnum};
 
 use crate::measure::{BoxError, Params, RunResult};
+pub(crate) use crate::workload::Workload;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -89,31 +91,6 @@ impl Client {
             Self::OursNoCoalesce => "ours-nocoalesce",
             Self::Lapin => "lapin",
             Self::Amqprs => "amqprs",
-        }
-    }
-}
-
-/// The workloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Workload {
-    /// Publish with confirms.
-    Publish,
-    /// Consume a pre-filled queue with manual acks.
-    Consume,
-    /// Publish and consume at once on one connection.
-    Both,
-    /// Publish-to-consume latency at a fixed rate.
-    Latency,
-}
-
-impl Workload {
-    /// The name on the command line and in the table.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Publish => "publish",
-            Self::Consume => "consume",
-            Self::Both => "both",
-            Self::Latency => "latency",
         }
     }
 }
