@@ -142,6 +142,22 @@ impl Core {
         method: Method,
         reply: Option<RequestId>,
     ) -> Result<(), Error> {
+        self.queue_rpc(id, epoch, method, reply, |core| {
+            core.closed_error().map_or(Ok(()), Err)
+        })
+    }
+
+    /// Queues `method` on the usable channel `id` once it fits a frame and `gate` lets it
+    /// through: the application's gate (`enqueue`) or recovery's (`replay_request`). Records a
+    /// basic.qos's prefetch (read batching's bound).
+    pub(super) fn queue_rpc(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        method: Method,
+        reply: Option<RequestId>,
+        gate: impl FnOnce(&Self) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let frame_max = self.frame_max;
         let len = method.encoded_len() + amqp_codec::FRAME_OVERHEAD;
         if frame_max != 0 && len > frame_max as usize {
@@ -152,13 +168,19 @@ impl Core {
             }
             .into());
         }
+        gate(self)?;
         self.channels_changed();
-        self.with_channel(id, epoch, |chan, io| {
-            if let Method::BasicQos(qos) = &method {
-                chan.prefetch[usize::from(qos.global)] = qos.prefetch_count;
-            }
-            chan.enqueue(Rpc { method, reply }, io);
-        })
+        let chan = usable(&mut self.channels, id, epoch)?;
+        let mut io = Io {
+            out: &mut self.out,
+            frame_max: self.frame_max,
+            events: &mut self.events,
+        };
+        if let Method::BasicQos(qos) = &method {
+            chan.prefetch[usize::from(qos.global)] = qos.prefetch_count;
+        }
+        chan.enqueue(Rpc { method, reply }, &mut io);
+        Ok(())
     }
 
     /// Closes a channel from the client side (reply code 200); close-ok answers the request

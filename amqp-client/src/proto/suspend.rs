@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use amqp_codec::Method;
 
-use super::channel::{Io, Rpc, Status};
-use super::ops::{channel_at, usable};
+use super::channel::{Io, Status};
+use super::ops::channel_at;
 use super::{ConnectionState, Core, Event, Phase, RequestId};
 use crate::error::Error;
 
@@ -141,18 +141,7 @@ impl Core {
     ) -> Result<RequestId, Error> {
         self.replay_gate()?;
         let request = self.next_request();
-        self.channels_changed();
-        let mut io = Io {
-            out: &mut self.out,
-            frame_max: self.frame_max,
-            events: &mut self.events,
-        };
-        let chan = usable(&mut self.channels, id, epoch)?;
-        let rpc = Rpc {
-            method,
-            reply: Some(request),
-        };
-        chan.enqueue(rpc, &mut io);
+        self.queue_rpc(id, epoch, method, Some(request), |_| Ok(()))?;
         Ok(request)
     }
 
