@@ -24,12 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amqp_client::amqp_codec::table::FieldTable;
-use amqp_client::{
-    Connection, ConnectionConfig, ConsumeOptions, PublishOptions, QosOptions, QueueDeclareOptions,
-};
+use amqp_client::{Connection, ConnectionConfig, PublishOptions, QueueDeclareOptions};
 use amqp_test_support::fault_proxy::FaultProxy;
 use amqp_test_support::nodes::{Nodes, heavy_lock, light_lock};
-use common::within;
+use common::{consume_with_prefetch, within};
 use faults::{
     EventLog, Traffic, config_for, fmt_d, fmt_outages, lost_and_duplicates, persistent, quick,
     result_line, rss_kib_and_fds,
@@ -81,16 +79,8 @@ async fn a_node_partitioned_from_the_cluster_pauses_and_its_clients_move_without
         for (i, (conn, _)) in conns.iter().enumerate() {
             let publisher = conn.open_channel().await.unwrap();
             publisher.confirm_select().await.unwrap();
-            let consumer_ch = conn.open_channel().await.unwrap();
-            consumer_ch
-                .basic_qos(50, QosOptions::default())
-                .await
-                .unwrap();
             let queue = format!("q{}", (i + 1) % 3 + 1);
-            let consumer = consumer_ch
-                .basic_consume(&queue, ConsumeOptions::default())
-                .await
-                .unwrap();
+            let (consumer_ch, consumer) = consume_with_prefetch(conn, &queue, 50).await;
             let own = format!("q{}", i + 1);
             traffic.push((
                 own.clone(),
@@ -290,15 +280,7 @@ async fn a_memory_alarm_blocks_publishers_with_bounded_memory_and_everything_res
             .unwrap();
         let drained = cleared.elapsed();
         // Consume everything back.
-        let consumer_ch = conn.open_channel().await.unwrap();
-        consumer_ch
-            .basic_qos(500, QosOptions::default())
-            .await
-            .unwrap();
-        let consumer = consumer_ch
-            .basic_consume("alarmed", ConsumeOptions::default())
-            .await
-            .unwrap();
+        let (_consumer_ch, consumer) = consume_with_prefetch(&conn, "alarmed", 500).await;
         let c = faults::consume_ids(consumer, N, Duration::from_secs(60)).await;
         let (lost, dups) = lost_and_duplicates(&c.seen, N);
         let growth_mib = peak_rss.saturating_sub(rss_before) / 1024;
@@ -353,12 +335,7 @@ async fn sac_worker(port: u16, queue: &str, worker: usize, log: Log) -> SacWorke
         ..Default::default()
     };
     let conn = Connection::connect_with(cfg).await.unwrap();
-    let ch = conn.open_channel().await.unwrap();
-    ch.basic_qos(10, QosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(queue, ConsumeOptions::default())
-        .await
-        .unwrap();
+    let (ch, mut consumer) = consume_with_prefetch(&conn, queue, 10).await;
     let queue = queue.to_owned();
     let task = tokio::spawn(async move {
         let _ch = ch;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amqp_client::GetOptions;
-use amqp_client::{Connection, QosOptions, QueueDeclareOptions};
+use amqp_client::{Connection, QueueDeclareOptions};
 use amqp_test_support::broker_addr;
 use amqp_test_support::fault_proxy::{Direction, FaultProxy, Slicer, Toxics};
 use amqp_test_support::nodes::{Nodes, heavy_lock};
@@ -303,15 +303,7 @@ async fn a_real_partition_between_client_and_node_is_detected_and_recovered() {
         let durable = QueueDeclareOptions::default().with_durable();
         publisher.queue_declare("partition", durable).await.unwrap();
         publisher.confirm_select().await.unwrap();
-        let consumer_ch = conn.open_channel().await.unwrap();
-        consumer_ch
-            .basic_qos(50, QosOptions::default())
-            .await
-            .unwrap();
-        let consumer = consumer_ch
-            .basic_consume("partition", Default::default())
-            .await
-            .unwrap();
+        let (_consumer_ch, consumer) = consume_with_prefetch(&conn, "partition", 50).await;
         let traffic = Traffic::start(
             publisher,
             consumer,

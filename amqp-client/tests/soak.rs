@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use amqp_client::{Connection, ConsumeOptions, PublishOptions, QosOptions, QueueDeclareOptions};
+use amqp_client::{Connection, PublishOptions, QueueDeclareOptions};
 use amqp_test_support::fault_proxy::FaultProxy;
 use amqp_test_support::nodes::{Nodes, heavy_lock};
-use common::within;
+use common::{consume_with_prefetch, within};
 use faults::{EventLog, config_for, fmt_d, persistent, quick, rss_kib_and_fds};
 
 fn env_secs(name: &str, default: u64) -> Duration {
@@ -75,15 +75,7 @@ async fn soak_with_kills_every_10s_and_node_restarts_stays_flat_and_loses_nothin
         let durable = QueueDeclareOptions::default().with_durable();
         publisher.queue_declare("soak", durable).await.unwrap();
         publisher.confirm_select().await.unwrap();
-        let consumer_ch = conn.open_channel().await.unwrap();
-        consumer_ch
-            .basic_qos(100, QosOptions::default())
-            .await
-            .unwrap();
-        let mut consumer = consumer_ch
-            .basic_consume("soak", ConsumeOptions::default())
-            .await
-            .unwrap();
+        let (consumer_ch, mut consumer) = consume_with_prefetch(&conn, "soak", 100).await;
 
         let stop = Arc::new(AtomicBool::new(false));
         let confirmed = Arc::new(AtomicU64::new(0));
