@@ -38,6 +38,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bytes reserved for each read until a read fills its room: the handshake, heartbeats and
 /// replies of an idle or quiet connection fit, and an idle connection does not hold 64 KiB.
 const QUIET_READ_CHUNK: usize = 4 * 1024;
+/// Most bytes reserved for each read, once frames are large: room for four frames of up to
+/// 128 KiB (RabbitMQ's default frame-max) per read.
+const LARGE_READ_CHUNK: usize = 512 * 1024;
 /// Most slices handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 /// Bound on the final flush and shutdown after the core finished.
@@ -143,7 +146,7 @@ where
         if turn.finished {
             break;
         }
-        driver.make_read_room();
+        driver.make_read_room(turn.next_frame);
         if !driver.timed_read(&turn) {
             driver.wait(&turn).await;
         }
@@ -165,6 +168,8 @@ struct Turn {
     deadline: Option<Instant>,
     /// The connection is over.
     finished: bool,
+    /// The size of the frame begun at the front of the read buffer, once its header is there.
+    next_frame: Option<usize>,
 }
 
 /// The driver's own state: the socket halves and its buffers.
@@ -178,7 +183,8 @@ struct Driver<T> {
     /// Bytes read and not yet decoded.
     rbuf: BytesMut,
     /// Room kept for each read: `QUIET_READ_CHUNK` until a read fills its room (the peer
-    /// streams), then `READ_CHUNK` for the connection's life.
+    /// streams), then `READ_CHUNK`, or more for large frames (see `make_read_room`), for the
+    /// connection's life.
     read_chunk: usize,
     /// Frames taken from the core, being written (one vectored write per wake-up).
     writing: Outbound,
@@ -205,13 +211,26 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
             read_paused: core.read_paused(),
             deadline: core.poll_timeout(),
             finished: core.is_finished(),
+            next_frame: core.next_frame_len(&self.rbuf),
         }
     }
 
-    /// Keeps room for a whole read in the buffer.
-    fn make_read_room(&mut self) {
-        if self.read_room() < self.read_chunk / 4 {
-            self.rbuf.reserve(self.read_chunk);
+    /// Keeps room for a whole read in the buffer, and for the rest of the frame begun in it
+    /// (`next_frame` bytes long, checked against the frame-max by the decoder): reserved in
+    /// one step, the frame's first bytes are copied once when the buffer is renewed, not again
+    /// each time they outgrow a chunk. Frames larger than a quarter of the chunk raise it (up
+    /// to `LARGE_READ_CHUNK`), so that fewer of them straddle two buffers (each straddle copies
+    /// the frame's first bytes) and a read brings several: with 64 KiB bodies and 64 KiB
+    /// chunks, every body frame was copied in part (0.54 body copies per message).
+    fn make_read_room(&mut self, next_frame: Option<usize>) {
+        if let Some(len) = next_frame
+            && len > self.read_chunk / 4
+        {
+            self.read_chunk = (len.saturating_mul(4)).clamp(self.read_chunk, LARGE_READ_CHUNK);
+        }
+        let rest = next_frame.map_or(0, |len| len.saturating_sub(self.rbuf.len()));
+        if self.read_room() < rest.max(self.read_chunk / 4) {
+            self.rbuf.reserve(rest + self.read_chunk);
         }
     }
 
@@ -220,11 +239,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
         self.rbuf.capacity() - self.rbuf.len()
     }
 
-    /// A read of `n` bytes filled the `room` there was: the peer streams, so reads get
-    /// `READ_CHUNK` from now on.
+    /// A read of `n` bytes filled the `room` there was: the peer streams, so reads get at
+    /// least `READ_CHUNK` from now on.
     fn after_read(&mut self, n: usize, room: usize) {
         if n >= room {
-            self.read_chunk = READ_CHUNK;
+            self.read_chunk = self.read_chunk.max(READ_CHUNK);
         }
     }
 

@@ -217,6 +217,12 @@ impl Core {
         !self.out.is_empty()
     }
 
+    /// The size of the frame begun at the front of `buf`, once its header is there (a header
+    /// the decoder would refuse gives `None`: it is refused when decoded).
+    pub(crate) fn next_frame_len(&self, buf: &[u8]) -> Option<usize> {
+        self.decoder.next_frame_len(buf).ok().flatten()
+    }
+
     /// Moves queued output into `into` (the driver's write buffer) if that one is drained.
     /// Returns true if there is anything to write.
     pub(crate) fn take_output(&mut self, into: &mut Outbound, now: Instant) -> bool {

@@ -36,8 +36,9 @@
 //! charts (`--svg DIR`).
 //!
 //! Rows: `ours`, `lapin`, `amqprs`, and `ours-nocoalesce`: our client with acks of
-//! consecutive deliveries sent one frame each instead of coalesced into multiple acks (needs
-//! `ConnectionConfigBuilder::coalesce_acks`; left out, with a note, until the client has it).
+//! consecutive deliveries sent one frame each (`ConnectionConfigBuilder::coalesce_acks(false)`)
+//! instead of coalesced into multiple acks, so the broker receives as many ack frames from it
+//! as from the peers.
 //!
 //! `--flat-memory N` instead runs our client's `both` workload over N messages in this process
 //! and prints RSS every `--sample-every` messages: memory must stay flat.
