@@ -10,6 +10,7 @@
 //! handed to the recovery layer, and state changes go to their watchers.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -47,6 +48,9 @@ pub(crate) struct Shared {
     events: std::sync::OnceLock<broadcast::Sender<RecoveryEvent>>,
     /// Reads and writes the driver made, for [`Connection::io_stats`](crate::Connection::io_stats).
     pub(crate) io: IoCounters,
+    /// Transports lost so far: a `Consumer` reads it without the lock to learn that the
+    /// deliveries it took ahead came on a connection that is gone.
+    losses: AtomicU64,
     /// What was reported to the `metrics` facade so far (feature `metrics`).
     #[cfg(feature = "metrics")]
     pub(crate) metrics: crate::metrics_facade::Reporter,
@@ -80,9 +84,15 @@ impl Shared {
             conn_state: watch::channel(ConnectionState::Connected).0,
             events: std::sync::OnceLock::new(),
             io: IoCounters::default(),
+            losses: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
             metrics,
         }
+    }
+
+    /// Transports lost so far (see [`Event::Lost`]).
+    pub(crate) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
     }
 
     /// Reports the connection's message counts to the `metrics` facade (what grew since the
@@ -189,6 +199,7 @@ impl Shared {
                     self.publish_gate.notify_waiters();
                 }
                 Event::Lost(err) => {
+                    self.losses.fetch_add(1, Ordering::Release);
                     recovery::on_lost(&mut state.core, state.recovery.as_mut(), &err);
                 }
             }

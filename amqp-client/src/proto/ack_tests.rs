@@ -310,7 +310,7 @@ fn a_dropped_consumer_hands_back_its_buffer_and_the_run_goes_on_after_it() {
         assert!(matches!(poll, Poll::Ready(Some(Ok(_)))));
     }
     h.core
-        .drop_consumer(id, epoch, &ShortStr::from_static(CONSUMER));
+        .drop_consumer(id, epoch, &ShortStr::from_static(CONSUMER), []);
     settle(&mut h, id, epoch, &[ack(1, false), ack(2, false)]);
     let reject = |t| {
         Method::BasicReject(BasicReject {
@@ -324,4 +324,40 @@ fn a_dropped_consumer_hands_back_its_buffer_and_the_run_goes_on_after_it() {
     });
     // 3 and 4 were handed back first, so the ack of 2 may cover 1 as well.
     assert_eq!(h.methods(), [reject(3), reject(4), cancel, ack(2, true)]);
+}
+
+#[test]
+fn deliveries_a_dropped_stream_took_ahead_are_handed_back_before_its_buffer() {
+    let (mut h, id, epoch) = consuming(false);
+    deliver(&mut h, id, 1..=6);
+    let tag = ShortStr::from_static(CONSUMER);
+    let (poll, _) = h.core.poll_delivery(id, epoch, &tag, WaiterId(0));
+    assert!(matches!(poll, Poll::Ready(Some(Ok(_)))));
+    let mut ahead = std::collections::VecDeque::new();
+    h.core.take_more_deliveries(id, epoch, &tag, &mut ahead, 2);
+    let taken: Vec<u64> = ahead.iter().map(|d| d.delivery_tag).collect();
+    assert_eq!(taken, [2, 3], "the next two, oldest first");
+    // The stream handed out 1 (acked) and holds 2 and 3 when the application drops it.
+    settle(&mut h, id, epoch, &[ack(1, false)]);
+    h.core.drop_consumer(id, epoch, &tag, ahead);
+    let reject = |t| {
+        Method::BasicReject(BasicReject {
+            delivery_tag: t,
+            requeue: true,
+        })
+    };
+    let cancel = Method::BasicCancel(BasicCancel {
+        consumer_tag: tag.clone(),
+        nowait: false,
+    });
+    let want = [
+        ack(1, false),
+        reject(2),
+        reject(3),
+        reject(4),
+        reject(5),
+        reject(6),
+        cancel,
+    ];
+    assert_eq!(h.methods(), want);
 }

@@ -121,6 +121,12 @@ impl ConsumerSlot {
         }
     }
 
+    /// Moves up to `max` buffered deliveries into `into`, oldest first.
+    pub(crate) fn take_up_to(&mut self, into: &mut VecDeque<RawDelivery>, max: usize) {
+        let n = max.min(self.queue.len());
+        into.extend(self.queue.drain(..n));
+    }
+
     /// Takes what is buffered, without waiting (a dropped consumer hands it back).
     pub(crate) fn take_buffered(&mut self) -> impl Iterator<Item = RawDelivery> + '_ {
         self.queue.drain(..)

@@ -4,6 +4,7 @@
 //! Every operation checks that the connection is open and that the handle's channel is the
 //! same opening (`epoch`) it was given, so a handle never acts on a channel id's next life.
 
+use std::collections::VecDeque;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -325,15 +326,41 @@ impl Core {
         (poll, false)
     }
 
-    /// The application dropped a consumer stream.
-    pub(crate) fn drop_consumer(&mut self, id: u16, epoch: u64, tag: &ShortStr) {
+    /// Moves up to `max` more buffered deliveries of consumer `tag` into `into` (the stream's
+    /// own queue, so that it takes a run of deliveries under one lock; see `Consumer`). Called
+    /// right after [`poll_delivery`](Self::poll_delivery) took one, which made any full-buffer
+    /// accounting: the buffer is below its bound already.
+    pub(crate) fn take_more_deliveries(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        tag: &ShortStr,
+        into: &mut VecDeque<RawDelivery>,
+        max: usize,
+    ) {
+        if let Some(slot) = channel_at(&mut self.channels, id, epoch)
+            .and_then(|chan| chan.consumers.get_mut(tag.as_bytes()))
+        {
+            slot.take_up_to(into, max);
+        }
+    }
+
+    /// The application dropped a consumer stream, which had taken `taken` from its buffer
+    /// and not handed them out: they are handed back with the buffer.
+    pub(crate) fn drop_consumer(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        tag: &ShortStr,
+        taken: impl IntoIterator<Item = RawDelivery>,
+    ) {
         let mut io = Io {
             out: &mut self.out,
             frame_max: self.frame_max,
             events: &mut self.events,
         };
         if let Some(chan) = channel_at(&mut self.channels, id, epoch) {
-            chan.detach_consumer(tag, &mut io);
+            chan.detach_consumer(tag, taken, &mut io);
         }
         self.channels_changed();
         self.recount_full();

@@ -159,7 +159,8 @@ mod tests {
         h.sent();
         assert_eq!(h.core.ack_window(), Some(50));
         // The application drops b's consumer.
-        h.core.drop_consumer(b, eb, &ShortStr::from_static("on-b"));
+        h.core
+            .drop_consumer(b, eb, &ShortStr::from_static("on-b"), []);
         h.drain();
         assert_eq!(h.core.ack_window(), h.core.scan_ack_window());
         assert_eq!(h.core.ack_window(), None);

@@ -6,13 +6,19 @@ use amqp_codec::{Method, ReplyCode, ShortStr};
 
 use super::{ChannelState, Io, Rpc, Status};
 use crate::error::Error;
-use crate::proto::ReturnedMessage;
 use crate::proto::events::{Events, RequestId};
 use crate::proto::truncate_short;
+use crate::proto::{RawDelivery, ReturnedMessage};
 
 impl ChannelState {
-    /// The application dropped a consumer: cancel it and hand back what it had buffered.
-    pub(crate) fn detach_consumer(&mut self, tag: &ShortStr, io: &mut Io<'_>) {
+    /// The application dropped a consumer: cancel it and hand back what it had not handed
+    /// out, `taken` (what its stream had taken from the buffer ahead) first, then the buffer.
+    pub(crate) fn detach_consumer(
+        &mut self,
+        tag: &ShortStr,
+        taken: impl IntoIterator<Item = RawDelivery>,
+        io: &mut Io<'_>,
+    ) {
         let key = tag.as_bytes();
         let Some(mut slot) = self.consumers.remove(key) else {
             return;
@@ -22,7 +28,10 @@ impl ChannelState {
             return;
         }
         if !no_ack {
-            for d in slot.take_buffered() {
+            // Taken in an earlier generation (before a recovery), a tag names nothing now.
+            let generation = self.generation;
+            let taken = taken.into_iter().filter(|d| d.generation == generation);
+            for d in taken.chain(slot.take_buffered()) {
                 self.unsettled.settle(d.delivery_tag, false);
                 let reject = Method::BasicReject(BasicReject {
                     delivery_tag: d.delivery_tag,
