@@ -15,8 +15,8 @@ use crate::proto::{RawDelivery, WaiterId};
 /// A consumer's deliveries, as a [`Stream`] (or with [`recv`](Self::recv)).
 ///
 /// The buffer between the socket and the stream is bounded: a consumer that stops reading
-/// holds at most its prefetch (or `Limits::consumer_buffer`) messages, after which the
-/// connection stops reading until it catches up. The stream ends after a cancel; if the
+/// holds at most its prefetch (or `Limits::consumer_buffer`, plus the 31 it may have taken
+/// ahead) messages, after which the connection stops reading until it catches up. The stream ends after a cancel; if the
 /// broker cancelled it (queue deleted) or the channel closed, the last item is the error.
 /// Dropping a consumer cancels it and hands its unprocessed messages back to the broker.
 ///
