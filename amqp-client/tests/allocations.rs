@@ -56,99 +56,105 @@ fn assert_no_allocation_per_message(path: &str, counts: Counts) {
     );
 }
 
-#[test]
-fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() {
+/// Runs `test` on a current-thread runtime (the driver shares the thread, so the per-thread
+/// counter sees everything the client allocates), bounded so that a stuck broker fails it.
+fn on_current_thread(test: impl std::future::Future<Output = ()>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .expect("a current-thread runtime");
     rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(120), async {
-            let conn = Connection::connect(&broker_url()).await.unwrap();
-            let ch = conn.open_channel().await.unwrap();
-            let queue = unique_name("allocs");
-            let opts = QueueDeclareOptions::default().with_exclusive();
-            ch.queue_declare(&queue, opts).await.unwrap();
-            ch.confirm_select().await.unwrap();
-            let props = BasicProperties::persistent();
-            let body = Bytes::from_static(&[b'x'; 64]);
-            // Names built once and shared: the publish itself allocates nothing for them.
-            let exchange = ShortStr::from_static("");
-            let queue_name = ShortStr::try_from(queue.as_str()).unwrap();
+        tokio::time::timeout(Duration::from_secs(120), test)
+            .await
+            .expect("finished in time");
+    });
+}
 
-            // `names`: true for names built once as `ShortStr` and shared, false for plain
-            // `&str` names written straight into the frame. Neither allocates per publish.
-            let publish_round = |n: u64, shared_names: bool| {
-                let (ch, exchange, queue_short, queue_str, props, body) = (
-                    ch.clone(),
-                    exchange.clone(),
-                    queue_name.clone(),
-                    queue.clone(),
-                    props.clone(),
-                    body.clone(),
-                );
-                async move {
-                    let mut window = std::collections::VecDeque::with_capacity(WINDOW);
-                    for _ in 0..n {
-                        if window.len() == WINDOW {
-                            let c: amqp_client::PublishConfirm = window.pop_front().unwrap();
-                            assert!(c.await.unwrap().is_acked());
-                        }
-                        let publish = if shared_names {
-                            ch.basic_publish(
-                                &exchange,
-                                &queue_short,
-                                PublishOptions::default(),
-                                &props,
-                                body.clone(),
-                            )
-                            .await
-                        } else {
-                            ch.basic_publish(
-                                "",
-                                queue_str.as_str(),
-                                PublishOptions::default(),
-                                &props,
-                                body.clone(),
-                            )
-                            .await
-                        };
-                        window.push_back(publish.unwrap());
-                    }
-                    for c in window {
+#[test]
+fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() {
+    on_current_thread(async {
+        let conn = Connection::connect(&broker_url()).await.unwrap();
+        let ch = conn.open_channel().await.unwrap();
+        let queue = unique_name("allocs");
+        let opts = QueueDeclareOptions::default().with_exclusive();
+        ch.queue_declare(&queue, opts).await.unwrap();
+        ch.confirm_select().await.unwrap();
+        let props = BasicProperties::persistent();
+        let body = Bytes::from_static(&[b'x'; 64]);
+        // Names built once and shared: the publish itself allocates nothing for them.
+        let exchange = ShortStr::from_static("");
+        let queue_name = ShortStr::try_from(queue.as_str()).unwrap();
+
+        // `names`: true for names built once as `ShortStr` and shared, false for plain
+        // `&str` names written straight into the frame. Neither allocates per publish.
+        let publish_round = |n: u64, shared_names: bool| {
+            let (ch, exchange, queue_short, queue_str, props, body) = (
+                ch.clone(),
+                exchange.clone(),
+                queue_name.clone(),
+                queue.clone(),
+                props.clone(),
+                body.clone(),
+            );
+            async move {
+                let mut window = std::collections::VecDeque::with_capacity(WINDOW);
+                for _ in 0..n {
+                    if window.len() == WINDOW {
+                        let c: amqp_client::PublishConfirm = window.pop_front().unwrap();
                         assert!(c.await.unwrap().is_acked());
                     }
+                    let publish = if shared_names {
+                        ch.basic_publish(
+                            &exchange,
+                            &queue_short,
+                            PublishOptions::default(),
+                            &props,
+                            body.clone(),
+                        )
+                        .await
+                    } else {
+                        ch.basic_publish(
+                            "",
+                            queue_str.as_str(),
+                            PublishOptions::default(),
+                            &props,
+                            body.clone(),
+                        )
+                        .await
+                    };
+                    window.push_back(publish.unwrap());
                 }
-            };
-            publish_round(MESSAGES, true).await; // warm-up: buffers and rings reach their size
-            let before = snapshot();
-            publish_round(MESSAGES, true).await;
-            let publish = snapshot().since(before);
-            let before = snapshot();
-            publish_round(MESSAGES, false).await;
-            let publish_str = snapshot().since(before);
+                for c in window {
+                    assert!(c.await.unwrap().is_acked());
+                }
+            }
+        };
+        publish_round(MESSAGES, true).await; // warm-up: buffers and rings reach their size
+        let before = snapshot();
+        publish_round(MESSAGES, true).await;
+        let publish = snapshot().since(before);
+        let before = snapshot();
+        publish_round(MESSAGES, false).await;
+        let publish_str = snapshot().since(before);
 
-            ch.basic_qos(1000, QosOptions::default()).await.unwrap();
-            let mut consumer = ch
-                .basic_consume(&queue, ConsumeOptions::default())
-                .await
-                .unwrap();
-            for _ in 0..MESSAGES * 2 {
-                consumer.recv().await.unwrap().unwrap().ack().unwrap();
-            }
-            let before = snapshot();
-            for _ in 0..MESSAGES {
-                consumer.recv().await.unwrap().unwrap().ack().unwrap();
-            }
-            let consume = snapshot().since(before);
-            assert_no_allocation_per_message("publish with confirm", publish);
-            assert_no_allocation_per_message("publish with &str names", publish_str);
-            assert_no_allocation_per_message("deliver and ack", consume);
-            drop(consumer);
-            conn.close().await.unwrap();
-        })
-        .await
-        .expect("finished in time");
+        ch.basic_qos(1000, QosOptions::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(&queue, ConsumeOptions::default())
+            .await
+            .unwrap();
+        for _ in 0..MESSAGES * 2 {
+            consumer.recv().await.unwrap().unwrap().ack().unwrap();
+        }
+        let before = snapshot();
+        for _ in 0..MESSAGES {
+            consumer.recv().await.unwrap().unwrap().ack().unwrap();
+        }
+        let consume = snapshot().since(before);
+        assert_no_allocation_per_message("publish with confirm", publish);
+        assert_no_allocation_per_message("publish with &str names", publish_str);
+        assert_no_allocation_per_message("deliver and ack", consume);
+        drop(consumer);
+        conn.close().await.unwrap();
     });
 }
 
@@ -162,68 +168,55 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
 fn large_bodies_are_read_without_copies_beyond_the_join() {
     // (body size, messages, most bytes allocated per body byte while consuming)
     let cases = [(64 * 1024, 256, 1.4), (1024 * 1024, 32, 2.4)];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(120), async {
-            let conn = Connection::connect(&broker_url()).await.unwrap();
-            let ch = conn.open_channel().await.unwrap();
-            ch.confirm_select().await.unwrap();
-            for (size, messages, most) in cases {
-                let queue = unique_name("large-allocs");
-                let opts = QueueDeclareOptions::default().with_exclusive();
-                ch.queue_declare(&queue, opts).await.unwrap();
-                let body = Bytes::from(vec![b'x'; size]);
-                let props = BasicProperties::default();
-                let mut confirms = Vec::with_capacity(messages);
-                for _ in 0..messages {
-                    let publish = ch.basic_publish(
-                        "",
-                        &queue,
-                        PublishOptions::default(),
-                        &props,
-                        body.clone(),
-                    );
-                    confirms.push(publish.await.unwrap());
-                }
-                for c in confirms {
-                    assert!(c.await.unwrap().is_acked());
-                }
-                let consuming = conn.open_channel().await.unwrap();
-                consuming
-                    .basic_qos(64, QosOptions::default())
-                    .await
-                    .unwrap();
-                let mut consumer = consuming
-                    .basic_consume(&queue, ConsumeOptions::default())
-                    .await
-                    .unwrap();
-                let before = snapshot();
-                for _ in 0..messages {
-                    let delivery = consumer.recv().await.unwrap().unwrap();
-                    assert_eq!(delivery.body.len(), size);
-                    delivery.ack().unwrap();
-                }
-                let counts = snapshot().since(before);
-                let per_body_byte = counts.bytes as f64 / (messages * size) as f64;
-                eprintln!(
-                    "{size} B bodies: {per_body_byte:.2} bytes allocated per body byte \
-                     ({} allocations for {messages} messages)",
-                    counts.allocations
-                );
-                assert!(
-                    per_body_byte <= most,
-                    "{size} B bodies: {per_body_byte:.2} bytes allocated per body byte \
-                     (at most {most}): a body is copied more than it must be: {counts:?}"
-                );
-                drop(consumer);
-                consuming.close().await.unwrap();
+    on_current_thread(async {
+        let conn = Connection::connect(&broker_url()).await.unwrap();
+        let ch = conn.open_channel().await.unwrap();
+        ch.confirm_select().await.unwrap();
+        for (size, messages, most) in cases {
+            let queue = unique_name("large-allocs");
+            let opts = QueueDeclareOptions::default().with_exclusive();
+            ch.queue_declare(&queue, opts).await.unwrap();
+            let body = Bytes::from(vec![b'x'; size]);
+            let props = BasicProperties::default();
+            let mut confirms = Vec::with_capacity(messages);
+            for _ in 0..messages {
+                let publish =
+                    ch.basic_publish("", &queue, PublishOptions::default(), &props, body.clone());
+                confirms.push(publish.await.unwrap());
             }
-            conn.close().await.unwrap();
-        })
-        .await
-        .expect("finished in time");
+            for c in confirms {
+                assert!(c.await.unwrap().is_acked());
+            }
+            let consuming = conn.open_channel().await.unwrap();
+            consuming
+                .basic_qos(64, QosOptions::default())
+                .await
+                .unwrap();
+            let mut consumer = consuming
+                .basic_consume(&queue, ConsumeOptions::default())
+                .await
+                .unwrap();
+            let before = snapshot();
+            for _ in 0..messages {
+                let delivery = consumer.recv().await.unwrap().unwrap();
+                assert_eq!(delivery.body.len(), size);
+                delivery.ack().unwrap();
+            }
+            let counts = snapshot().since(before);
+            let per_body_byte = counts.bytes as f64 / (messages * size) as f64;
+            eprintln!(
+                "{size} B bodies: {per_body_byte:.2} bytes allocated per body byte \
+                 ({} allocations for {messages} messages)",
+                counts.allocations
+            );
+            assert!(
+                per_body_byte <= most,
+                "{size} B bodies: {per_body_byte:.2} bytes allocated per body byte \
+                 (at most {most}): a body is copied more than it must be: {counts:?}"
+            );
+            drop(consumer);
+            consuming.close().await.unwrap();
+        }
+        conn.close().await.unwrap();
     });
 }
