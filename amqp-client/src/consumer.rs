@@ -16,8 +16,9 @@ use crate::proto::{RawDelivery, WaiterId};
 ///
 /// The buffer between the socket and the stream is bounded: a consumer that stops reading
 /// holds at most its prefetch (or `Limits::consumer_buffer`, plus the 31 it may have taken
-/// ahead) messages, after which the connection stops reading until it catches up. The stream ends after a cancel; if the
-/// broker cancelled it (queue deleted) or the channel closed, the last item is the error.
+/// ahead) messages, after which the connection stops reading until it catches up. The stream
+/// ends after a cancel; if the broker cancelled it (queue deleted) or the channel closed, the
+/// last item is the error.
 /// Dropping a consumer cancels it and hands its unprocessed messages back to the broker.
 ///
 /// ```no_run
@@ -99,27 +100,20 @@ impl Stream for Consumer {
             return Poll::Ready(None);
         }
         let shared = this.channel.shared();
-        if !this.ahead.is_empty() {
-            if shared.losses() == this.ahead_losses {
-                if let Some(raw) = this.ahead.pop_front() {
-                    return Poll::Ready(Some(Delivery::from_raw(raw, this.channel.acker())));
-                }
-            } else {
-                // Their connection is gone: the broker requeued them, their tags mean nothing.
-                this.ahead.clear();
-            }
+        if !this.ahead.is_empty() && shared.losses() != this.ahead_losses {
+            // Their connection is gone: the broker requeued them, their tags mean nothing.
+            this.ahead.clear();
+        }
+        if let Some(raw) = this.ahead.pop_front() {
+            return Poll::Ready(Some(Delivery::from_raw(raw, this.channel.acker())));
         }
         let (id, epoch) = this.channel.ids();
         let (poll, resume) = {
             let mut guard = shared.lock();
             let (core, waiters) = guard.parts();
             let waiter = waiters.prepare(&mut this.waiter, cx.waker());
-            let polled = core.poll_delivery(id, epoch, &this.tag, waiter);
-            if let Poll::Ready(Some(Ok(_))) = &polled.0 {
-                core.take_more_deliveries(id, epoch, &this.tag, &mut this.ahead, TAKE_AHEAD);
-                this.ahead_losses = shared.losses();
-            }
-            polled
+            this.ahead_losses = shared.losses();
+            core.poll_deliveries(id, epoch, &this.tag, waiter, &mut this.ahead, TAKE_AHEAD)
         };
         if resume {
             shared.wake_driver();
@@ -148,11 +142,9 @@ impl Drop for Consumer {
         if self.done {
             return;
         }
-        let taken = std::mem::take(&mut self.ahead);
-        let taken = taken
-            .into_iter()
-            .filter(|_| shared.losses() == self.ahead_losses);
-        guard.drop_consumer(id, epoch, &self.tag, taken);
+        // What it took ahead before a recovery is of an older generation of the channel: the
+        // core hands back only the current generation's.
+        guard.drop_consumer(id, epoch, &self.tag, std::mem::take(&mut self.ahead));
         drop(guard);
         shared.wake_driver();
     }

@@ -223,10 +223,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
     /// the frame's first bytes) and a read brings several: with 64 KiB bodies and 64 KiB
     /// chunks, every body frame was copied in part (0.54 body copies per message).
     fn make_read_room(&mut self, next_frame: Option<usize>) {
-        if let Some(len) = next_frame
-            && len > self.read_chunk / 4
-        {
-            self.read_chunk = (len.saturating_mul(4)).clamp(self.read_chunk, LARGE_READ_CHUNK);
+        if let Some(len) = next_frame {
+            let four_frames = len.saturating_mul(4).min(LARGE_READ_CHUNK);
+            self.read_chunk = self.read_chunk.max(four_frames);
         }
         let rest = next_frame.map_or(0, |len| len.saturating_sub(self.rbuf.len()));
         if self.read_room() < rest.max(self.read_chunk / 4) {

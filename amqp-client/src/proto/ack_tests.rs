@@ -331,10 +331,11 @@ fn deliveries_a_dropped_stream_took_ahead_are_handed_back_before_its_buffer() {
     let (mut h, id, epoch) = consuming(false);
     deliver(&mut h, id, 1..=6);
     let tag = ShortStr::from_static(CONSUMER);
-    let (poll, _) = h.core.poll_delivery(id, epoch, &tag, WaiterId(0));
-    assert!(matches!(poll, Poll::Ready(Some(Ok(_)))));
     let mut ahead = std::collections::VecDeque::new();
-    h.core.take_more_deliveries(id, epoch, &tag, &mut ahead, 2);
+    let (poll, _) = h
+        .core
+        .poll_deliveries(id, epoch, &tag, WaiterId(0), &mut ahead, 2);
+    assert!(matches!(poll, Poll::Ready(Some(Ok(_)))));
     let taken: Vec<u64> = ahead.iter().map(|d| d.delivery_tag).collect();
     assert_eq!(taken, [2, 3], "the next two, oldest first");
     // The stream handed out 1 (acked) and holds 2 and 3 when the application drops it.

@@ -299,13 +299,31 @@ impl Core {
 
     /// Next delivery for consumer `tag`; when pending, `waiter` is woken once that changes.
     /// The bool is true when reading should resume (a full buffer drained); the caller then
-    /// wakes the driver.
+    /// wakes the driver. (The tests, the fuzzer and the profiling loops take deliveries one at
+    /// a time; `Consumer` takes runs, with [`poll_deliveries`](Self::poll_deliveries).)
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn poll_delivery(
         &mut self,
         id: u16,
         epoch: u64,
         tag: &ShortStr,
         waiter: WaiterId,
+    ) -> (Poll<Option<Result<RawDelivery, Error>>>, bool) {
+        self.poll_deliveries(id, epoch, tag, waiter, &mut VecDeque::new(), 0)
+    }
+
+    /// [`poll_delivery`](Self::poll_delivery), and with a delivery up to `max` more of the
+    /// buffer moved into `ahead` (the stream's own queue: a run of deliveries for one lock;
+    /// see `Consumer`), found by the same lookup. The full-buffer accounting is the first
+    /// delivery's: the buffer is below its bound once it is taken.
+    pub(crate) fn poll_deliveries(
+        &mut self,
+        id: u16,
+        epoch: u64,
+        tag: &ShortStr,
+        waiter: WaiterId,
+        ahead: &mut VecDeque<RawDelivery>,
+        max: usize,
     ) -> (Poll<Option<Result<RawDelivery, Error>>>, bool) {
         let Some(chan) = channel_at(&mut self.channels, id, epoch) else {
             return (Poll::Ready(None), false);
@@ -314,35 +332,20 @@ impl Core {
             return (Poll::Ready(None), false);
         };
         let (poll, drained) = slot.poll_next(waiter);
-        if let Poll::Ready(None) = poll {
-            chan.consumers.remove(tag.as_bytes());
-            // `channels_changed`, on the field: `chan` borrows the table.
-            self.window_cache = None;
+        match poll {
+            Poll::Ready(Some(Ok(_))) => slot.take_up_to(ahead, max),
+            Poll::Ready(None) => {
+                chan.consumers.remove(tag.as_bytes());
+                // `channels_changed`, on the field: `chan` borrows the table.
+                self.window_cache = None;
+            }
+            _ => {}
         }
         if drained && self.full_consumers > 0 {
             self.full_consumers -= 1;
             return (poll, self.full_consumers == 0);
         }
         (poll, false)
-    }
-
-    /// Moves up to `max` more buffered deliveries of consumer `tag` into `into` (the stream's
-    /// own queue, so that it takes a run of deliveries under one lock; see `Consumer`). Called
-    /// right after [`poll_delivery`](Self::poll_delivery) took one, which made any full-buffer
-    /// accounting: the buffer is below its bound already.
-    pub(crate) fn take_more_deliveries(
-        &mut self,
-        id: u16,
-        epoch: u64,
-        tag: &ShortStr,
-        into: &mut VecDeque<RawDelivery>,
-        max: usize,
-    ) {
-        if let Some(slot) = channel_at(&mut self.channels, id, epoch)
-            .and_then(|chan| chan.consumers.get_mut(tag.as_bytes()))
-        {
-            slot.take_up_to(into, max);
-        }
     }
 
     /// The application dropped a consumer stream, which had taken `taken` from its buffer
