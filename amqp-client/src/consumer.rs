@@ -56,7 +56,7 @@ pub struct Consumer {
 }
 
 /// Most deliveries taken ahead at once, besides the one handed out.
-const TAKE_AHEAD: usize = 31;
+pub(crate) const TAKE_AHEAD: usize = 31;
 
 impl Consumer {
     pub(crate) fn new(channel: Channel, tag: ShortStr) -> Self {

@@ -91,6 +91,8 @@ pub struct ConsumeLoop {
     next_tag: u64,
     /// The body every delivery carries.
     body: Bytes,
+    /// Deliveries taken ahead, as `Consumer` takes them: a run per lookup.
+    ahead: std::collections::VecDeque<crate::proto::RawDelivery>,
 }
 
 impl ConsumeLoop {
@@ -104,6 +106,7 @@ impl ConsumeLoop {
             tag,
             next_tag: 1,
             body: Bytes::from(vec![b'x'; body_len]),
+            ahead: std::collections::VecDeque::new(),
         }
     }
 
@@ -127,18 +130,29 @@ impl ConsumeLoop {
         out.copy_to_bytes(out.remaining()).into()
     }
 
-    /// Feeds `batch`, takes every delivery and acks each singly, then writes the acks out.
-    /// Returns the deliveries handled.
+    /// Feeds `batch`, takes every delivery as `Consumer` does (a run of them per lookup) and
+    /// acks each singly, then writes the acks out. Returns the deliveries handled.
     pub fn run(&mut self, batch: &mut BytesMut) -> usize {
         let open = &mut self.open;
+        let ahead = &mut self.ahead;
         open.h.core.handle_input(batch, open.h.now);
         open.h.drain();
         let mut handled = 0;
-        while let (Poll::Ready(Some(Ok(delivery))), _) = open
-            .h
-            .core
-            .poll_delivery(open.id, open.epoch, &self.tag, APP)
-        {
+        loop {
+            let delivery = match ahead.pop_front() {
+                Some(delivery) => delivery,
+                None => match open.h.core.poll_deliveries(
+                    open.id,
+                    open.epoch,
+                    &self.tag,
+                    APP,
+                    ahead,
+                    crate::consumer::TAKE_AHEAD,
+                ) {
+                    (Poll::Ready(Some(Ok(delivery))), _) => delivery,
+                    _ => break,
+                },
+            };
             let tag = delivery.delivery_tag;
             let ack = Method::BasicAck(BasicAck {
                 delivery_tag: tag,

@@ -333,7 +333,7 @@ impl Core {
         };
         let (poll, drained) = slot.poll_next(waiter);
         match poll {
-            Poll::Ready(Some(Ok(_))) => slot.take_up_to(ahead, max),
+            Poll::Ready(Some(Ok(_))) if max > 0 => slot.take_up_to(ahead, max),
             Poll::Ready(None) => {
                 chan.consumers.remove(tag.as_bytes());
                 // `channels_changed`, on the field: `chan` borrows the table.
