@@ -100,6 +100,12 @@ impl PartialEq<&str> for ShortStr {
     }
 }
 
+impl PartialEq<String> for ShortStr {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
 impl TryFrom<&str> for ShortStr {
     type Error = EncodeError;
     fn try_from(s: &str) -> Result<Self, EncodeError> {
@@ -277,6 +283,12 @@ impl PartialEq<str> for LongStr {
 
 impl PartialEq<&str> for LongStr {
     fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<String> for LongStr {
+    fn eq(&self, other: &String) -> bool {
         self.0 == other.as_bytes()
     }
 }

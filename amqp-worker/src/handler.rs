@@ -4,12 +4,13 @@
 use std::fmt;
 use std::future::Future;
 
-use amqp_client::amqp_codec::{BasicProperties, FieldTable, FieldValue};
+use amqp_client::amqp_codec::{BasicProperties, FieldTable, FieldValue, ShortStr};
 use bytes::Bytes;
 
 use crate::retry;
 
-/// One delivery of a task, as the handler sees it.
+/// One delivery of a task, as the handler sees it. Its fields are the delivery's own, moved
+/// out of the read buffer's slices: building a task allocates nothing and copies no byte.
 #[derive(Debug, Clone)]
 pub struct Task {
     /// The message body.
@@ -17,10 +18,10 @@ pub struct Task {
     /// The message properties (headers, message id, content type, ...).
     pub properties: BasicProperties,
     /// The exchange this delivery came through (empty for the default exchange, which is how
-    /// retries come back).
-    pub exchange: String,
-    /// The routing key of this delivery.
-    pub routing_key: String,
+    /// retries come back). Compares with `&str`; [`ShortStr::as_str`] reads it as UTF-8.
+    pub exchange: ShortStr,
+    /// The routing key of this delivery, e.g. `task.routing_key == "orders.created"`.
+    pub routing_key: ShortStr,
     /// Which attempt this is, 1 for the first.
     pub attempt: u32,
     /// True if the broker delivered this message before without it being settled (a worker
@@ -62,13 +63,13 @@ impl Task {
     /// The exchange the task was first published to (survives retries).
     pub fn original_exchange(&self) -> String {
         self.header_text(retry::ORIGINAL_EXCHANGE_HEADER)
-            .unwrap_or_else(|| self.exchange.clone())
+            .unwrap_or_else(|| self.exchange.to_string())
     }
 
     /// The routing key the task was first published with (survives retries).
     pub fn original_routing_key(&self) -> String {
         self.header_text(retry::ORIGINAL_ROUTING_KEY_HEADER)
-            .unwrap_or_else(|| self.routing_key.clone())
+            .unwrap_or_else(|| self.routing_key.to_string())
     }
 }
 

@@ -76,6 +76,7 @@ struct ReadmeDoctests;
 
 // Where things are: `worker.rs` runs sessions on one connection (`connect.rs` makes it, with
 // the client's recovery and the worker's hook); `session.rs` is one consuming session;
+// `pool.rs` runs `concurrency` runners that take deliveries from a `feed.rs` queue;
 // `settle.rs` takes one delivery from handler to ack; `retry.rs` decides retry or park;
 // `publisher.rs` publishes with confirms (and `delayed.rs` delayed sends); `topology.rs`
 // declares; `parked.rs` inspects the parking queue; `metrics.rs`, `http.rs`, `depth.rs`
@@ -86,6 +87,7 @@ mod connect;
 pub mod delayed;
 mod depth;
 mod error;
+mod feed;
 mod gate;
 pub mod handler;
 pub mod http;

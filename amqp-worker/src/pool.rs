@@ -1,21 +1,30 @@
-//! [`Pool`]: the worker's `concurrency` runners, started once per worker and handed one
-//! delivery at a time, instead of a tokio task spawned per delivery.
+//! [`Pool`]: the worker's `concurrency` runners, started once per worker, and the queue of
+//! deliveries they take their work from.
 //!
-//! A spawned task per delivery cost ~3 000 instructions (callgrind, `benches/examples/
-//! worker.rs`): the task's cell allocated with 128-byte alignment (glibc's slow
-//! `posix_memalign` path), the ~1.5 KB future copied into it and out of its stages, the
-//! cell freed. A runner takes a delivery from its inbox, settles it (see
-//! [`settle::process`]), then says it is idle again; the dispatch loop hands a delivery
-//! only to an idle runner, so `concurrency` bounds the handlers running at once across
-//! sessions, as the semaphore it replaces did, and nothing waits in an inbox: what the
-//! worker has not started stays in the consumer's buffer, which the graceful stop requeues.
+//! The session's dispatch loop moves each delivery from the consumer into the pool's queue;
+//! a runner takes the oldest, settles it (see [`settle::process`]), and takes the next
+//! itself, with no hand-off in between. The [`Feed`] rations wakes: slow handlers run side by
+//! side, while a stream of quick ones costs no wake per task.
+//!
+//! History, each step measured by callgrind on `benches/examples/worker.rs`: a tokio task
+//! spawned per delivery cost ~3 000 instructions (its cell allocated, the future copied in
+//! and out); runners handed one delivery each through an inbox, and reporting idle through
+//! a second channel, cost two channel hops and two task wakes per task (~1 500
+//! instructions). `concurrency` still bounds the handlers running at once, across sessions.
+//! What no runner has started stays in the queue, which a restart discards (the broker
+//! requeues what a closed channel held) and the graceful stop hands back.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
-use amqp_client::Delivery;
-use tokio::sync::mpsc;
+use amqp_client::{Delivery, NackOptions};
 use tokio_util::sync::CancellationToken;
 
+use crate::feed::Feed;
 use crate::handler::Handler;
 use crate::publisher::Publisher;
 use crate::settle;
@@ -38,97 +47,77 @@ pub(crate) struct Job {
     pub(crate) link: Arc<Link>,
 }
 
-/// The runners, and which of them are idle.
-pub(crate) struct Pool<H> {
-    /// The worker.
-    ctx: Arc<Ctx<H>>,
-    /// Each runner's inbox, by index (never more than one job in it: only an idle runner is
-    /// handed one); empty once closed.
-    inboxes: Vec<mpsc::UnboundedSender<Job>>,
-    /// Indexes of idle runners: each runner sends its own after settling a job.
-    idle: mpsc::UnboundedReceiver<usize>,
-    /// Given to each runner, to say it is idle.
-    idle_tx: mpsc::UnboundedSender<usize>,
-    /// An idle runner taken from `idle` and not handed a job yet (the session ended
-    /// meanwhile): the next job is its.
-    ready: Option<usize>,
+/// The runners, and the queue they take deliveries from.
+pub(crate) struct Pool {
+    /// Shared with every runner.
+    feed: Arc<Feed<Job>>,
 }
 
-impl<H: Handler> Pool<H> {
+impl Pool {
     /// Starts `concurrency` runners, all idle, tracked by the worker's task tracker.
-    pub(crate) fn start(ctx: &Arc<Ctx<H>>) -> Self {
-        let n = ctx.config.concurrency;
-        let (idle_tx, idle) = mpsc::unbounded_channel();
-        let mut pool = Self {
-            ctx: ctx.clone(),
-            inboxes: Vec::with_capacity(n),
-            idle,
-            idle_tx,
-            ready: None,
-        };
-        for index in 0..n {
-            let inbox = pool.spawn_runner(index);
-            pool.inboxes.push(inbox);
-            let _ = pool.idle_tx.send(index);
+    pub(crate) fn start<H: Handler>(ctx: &Arc<Ctx<H>>) -> Self {
+        let feed = Arc::new(Feed::new());
+        for _ in 0..ctx.config.concurrency {
+            ctx.tracker.spawn(run(ctx.clone(), feed.clone()));
         }
-        pool
+        Self { feed }
     }
 
-    /// Spawns runner `index`; returns its inbox.
-    fn spawn_runner(&self, index: usize) -> mpsc::UnboundedSender<Job> {
-        let (inbox, jobs) = mpsc::unbounded_channel();
-        self.ctx
-            .tracker
-            .spawn(run(self.ctx.clone(), index, jobs, self.idle_tx.clone()));
-        inbox
-    }
-
-    /// Waits until a runner is idle; cancel-safe (a runner taken stays reserved for the
-    /// next [`hand`](Self::hand)).
-    pub(crate) async fn ready(&mut self) {
-        if self.ready.is_none() {
-            // Never `None`: the pool holds a sender itself.
-            self.ready = self.idle.recv().await;
+    /// Queues `job` for the next free runner (waking one if needed). `false` if the pool is
+    /// closed: the job's delivery is handed back to the broker (requeued).
+    pub(crate) fn push(&self, job: Job) -> bool {
+        match self.feed.push(job) {
+            Ok(()) => true,
+            Err(job) => {
+                let _ = job.delivery.nack(NackOptions::requeue());
+                false
+            }
         }
     }
 
-    /// Hands `job` to the runner [`ready`](Self::ready) reserved (the caller awaited it).
-    pub(crate) fn hand(&mut self, job: Job) {
-        let Some(index) = self.ready.take() else {
-            debug_assert!(false, "hand() without ready()");
-            return;
-        };
-        let Some(inbox) = self.inboxes.get(index) else {
-            return; // closed: the job is dropped unsettled, and the broker requeues it
-        };
-        if let Err(mpsc::error::SendError(job)) = inbox.send(job) {
-            // The runner is gone (a panic outside the handler, which is caught): a new one
-            // takes its place, with an empty inbox, and this job.
-            tracing::warn!(runner = index, "a task runner ended unexpectedly; replaced");
-            let inbox = self.spawn_runner(index);
-            let _ = inbox.send(job);
-            self.inboxes[index] = inbox;
-        }
+    /// Takes every job no runner has started (a session ending: its channel is closing).
+    pub(crate) fn take_queued(&self) -> VecDeque<Job> {
+        self.feed.take_all()
     }
 
-    /// Closes every inbox: each runner finishes the job it has, then ends.
-    pub(crate) fn close(&mut self) {
-        self.inboxes.clear();
+    /// Closes the pool: each runner finishes the job it has, then ends. Returns the jobs no
+    /// runner started, for the caller to hand back.
+    pub(crate) fn close(&self) -> VecDeque<Job> {
+        self.feed.close()
     }
 }
 
-/// Runner `index`: settles each job of its inbox, then says it is idle, until the inbox
-/// closes.
-async fn run<H: Handler>(
-    ctx: Arc<Ctx<H>>,
-    index: usize,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    idle: mpsc::UnboundedSender<usize>,
-) {
-    while let Some(job) = jobs.recv().await {
-        settle::process(&ctx, job.delivery, &job.link.publisher, &job.link.broken).await;
-        if idle.send(index).is_err() {
-            break;
+impl Drop for Pool {
+    /// A worker ending without the graceful stop (its connection gave up) ends its runners
+    /// too; what they had not started is settled by the connection's end.
+    fn drop(&mut self) {
+        drop(self.close());
+    }
+}
+
+/// A runner: settles one job after another, until the pool closes.
+async fn run<H: Handler>(ctx: Arc<Ctx<H>>, feed: Arc<Feed<Job>>) {
+    while let Some(job) = feed.next().await {
+        let mut work = pin!(settle::process(
+            &ctx,
+            job.delivery,
+            &job.link.publisher,
+            &job.link.broken
+        ));
+        // The handler's panic is caught inside `process`; one here is a bug in the worker
+        // itself: this job is abandoned (unacknowledged, the broker redelivers it when the
+        // channel closes), and the runner lives on.
+        let outcome = std::future::poll_fn(|cx| {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+                Ok(poll) => poll.map(Ok),
+                Err(_) => Poll::Ready(Err(())),
+            }
+        })
+        .await;
+        if outcome.is_err() {
+            tracing::error!(
+                "a task runner panicked outside the handler; the task is redelivered once its channel closes"
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
 //! One consuming session on the worker's connection: declare the topology, open the
-//! confirm-mode publisher and the consumer, hand each delivery to an idle runner of the
+//! confirm-mode publisher and the consumer, move each delivery into the queue of the
 //! worker's [`Pool`], and on shutdown stop gracefully. A lost connection does not end it: the
 //! client recovers the connection and its channels underneath (the consumer keeps its
 //! stream); only recovery giving up, or a channel the broker closed, does.
@@ -41,7 +41,7 @@ pub(crate) async fn run<H: Handler>(
     ctx: &Arc<Ctx<H>>,
     conn: &Connection,
     outages: &Outages,
-    pool: &mut Pool<H>,
+    pool: &Pool,
 ) -> Result<SessionEnd, WorkerError> {
     let session = Session {
         ctx,
@@ -153,8 +153,8 @@ impl<H: Handler> Session<'_, H> {
         stop
     }
 
-    /// Hands each delivery to a runner once one is idle, until the session
-    /// must end; `Err` if the connection ended.
+    /// Moves each delivery into the pool's queue, until the session must end; `Err` if the
+    /// connection ended.
     ///
     /// One [`interrupted`](Self::interrupted) future serves the whole loop: it registers with
     /// the shutdown switch, the connection and the broken token once per session, not twice
@@ -163,7 +163,7 @@ impl<H: Handler> Session<'_, H> {
     async fn dispatch(
         &self,
         channels: &mut Channels,
-        pool: &mut Pool<H>,
+        pool: &Pool,
     ) -> Result<SessionEnd, WorkerError> {
         let mut interrupted = WakeGated::new(self.interrupted());
         let link = Arc::new(Link {
@@ -171,11 +171,6 @@ impl<H: Handler> Session<'_, H> {
             broken: self.broken.clone(),
         });
         loop {
-            tokio::select! {
-                biased;
-                end = &mut interrupted => return end,
-                () = pool.ready() => {}
-            }
             let delivery = tokio::select! {
                 biased;
                 end = &mut interrupted => return end,
@@ -185,10 +180,14 @@ impl<H: Handler> Session<'_, H> {
                     ControlFlow::Break(end) => return Ok(end),
                 },
             };
-            pool.hand(Job {
+            let job = Job {
                 delivery,
                 link: link.clone(),
-            });
+            };
+            if !pool.push(job) {
+                // Closed only by the graceful stop, which this loop reaches first.
+                return Ok(SessionEnd::Shutdown);
+            }
         }
     }
 
@@ -231,7 +230,7 @@ impl<H: Handler> Session<'_, H> {
     async fn end(
         &self,
         channels: Channels,
-        pool: &mut Pool<H>,
+        pool: &Pool,
         end: SessionEnd,
     ) -> Result<SessionEnd, WorkerError> {
         let Channels {
@@ -241,6 +240,9 @@ impl<H: Handler> Session<'_, H> {
         } = channels;
         match end {
             SessionEnd::Restart(_) => {
+                // What no runner started is settled by the channel's close: the broker
+                // requeues it.
+                drop(pool.take_queued());
                 drop(consumer);
                 let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, channel.close()).await;
                 let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, publisher.close()).await;
@@ -275,17 +277,22 @@ fn park_unreadable<H: Handler>(ctx: &Ctx<H>, unreadable: &amqp_client::Unreadabl
     }
 }
 
-/// The graceful stop: cancel the consumer, requeue what it buffered, wait for in-flight
-/// handlers (bounded), close.
+/// The graceful stop: close the pool and cancel the consumer, requeue what neither started,
+/// wait for in-flight handlers (bounded), close.
 async fn stop<H: Handler>(
     ctx: &Arc<Ctx<H>>,
     conn: &Connection,
     mut consumer: Consumer,
     publisher: &Publisher,
-    pool: &mut Pool<H>,
+    pool: &Pool,
 ) {
-    let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, consumer.cancel()).await;
     let mut handed_back = 0u32;
+    for job in pool.close() {
+        if job.delivery.nack(NackOptions::requeue()).is_ok() {
+            handed_back += 1;
+        }
+    }
+    let _ = tokio::time::timeout(STOP_CALL_TIMEOUT, consumer.cancel()).await;
     while let Ok(Some(Ok(delivery))) =
         tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
     {
@@ -299,7 +306,6 @@ async fn stop<H: Handler>(
         handed_back,
         "consumer cancelled; waiting for in-flight tasks"
     );
-    pool.close();
     ctx.tracker.close();
     let waited = tokio::time::timeout(ctx.config.shutdown_timeout, ctx.tracker.wait()).await;
     if waited.is_err() {

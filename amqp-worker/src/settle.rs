@@ -23,17 +23,20 @@ use crate::worker::Ctx;
 /// no other until this one is settled.
 pub(crate) async fn process<H: Handler>(
     ctx: &Arc<Ctx<H>>,
-    delivery: Delivery,
+    mut delivery: Delivery,
     publisher: &Publisher,
     broken: &CancellationToken,
 ) {
     let headers = delivery.properties.headers();
     let (attempt, disagreed) = retry::attempt_of(headers.as_ref(), &ctx.delay_prefix);
+    // Moved, not cloned: what settles the delivery (its tag and channel) stays behind.
+    // (callgrind: copying the exchange and routing key into `String`s cost ~260
+    // instructions and an allocation per task.)
     let task = Task {
-        body: delivery.body.clone(),
-        properties: delivery.properties.clone(),
-        exchange: short_string(&delivery.exchange),
-        routing_key: short_string(&delivery.routing_key),
+        body: std::mem::take(&mut delivery.body),
+        properties: std::mem::take(&mut delivery.properties),
+        exchange: std::mem::take(&mut delivery.exchange),
+        routing_key: std::mem::take(&mut delivery.routing_key),
         attempt,
         redelivered: delivery.redelivered,
     };
@@ -86,15 +89,6 @@ pub(crate) async fn process<H: Handler>(
     }
     .instrument(span)
     .await;
-}
-
-/// A short string as a `String`: copied as it is when UTF-8 (always, for what RabbitMQ
-/// routes), lossily otherwise; no formatting machinery on the way.
-fn short_string(s: &amqp_client::amqp_codec::ShortStr) -> String {
-    match s.as_str() {
-        Some(s) => s.to_owned(),
-        None => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-    }
 }
 
 /// A failed attempt: what went wrong, and whether the handler asked not to retry.
@@ -192,13 +186,13 @@ async fn fail<H: Handler>(
     publisher: &Publisher,
     broken: &CancellationToken,
 ) {
-    let headers = delivery.properties.headers();
+    let headers = task.properties.headers();
     let record = FailureRecord::new(
         headers.as_ref(),
         task.attempt,
         &failure.message,
-        &task.exchange,
-        &task.routing_key,
+        &String::from_utf8_lossy(&task.exchange),
+        &String::from_utf8_lossy(&task.routing_key),
     );
     let (decision, reason) = if failure.park_now {
         (Decision::Park, ParkReason::Rejected)
@@ -214,9 +208,9 @@ async fn fail<H: Handler>(
             queue,
             next_attempt,
         } => {
-            let props = retry::retry_properties(&delivery.properties, &record, next_attempt);
+            let props = retry::retry_properties(&task.properties, &record, next_attempt);
             match publisher
-                .publish("", &queue, &props, delivery.body.clone())
+                .publish("", &queue, &props, task.body.clone())
                 .await
             {
                 Ok(()) => {
@@ -229,9 +223,9 @@ async fn fail<H: Handler>(
         }
         Decision::Park => {
             let parking = ctx.config.parking_queue();
-            let props = retry::parked_properties(&delivery.properties, &record, reason);
+            let props = retry::parked_properties(&task.properties, &record, reason);
             match publisher
-                .publish("", &parking, &props, delivery.body.clone())
+                .publish("", &parking, &props, task.body.clone())
                 .await
             {
                 Ok(()) => {

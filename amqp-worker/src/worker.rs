@@ -116,9 +116,9 @@ impl<H: Handler> Worker<H> {
         };
         ctx.metrics.bind_client(conn.stats_handle());
         // The runners, across sessions: `concurrency` bounds them all.
-        let mut pool = Pool::start(&ctx);
+        let pool = Pool::start(&ctx);
         let ended = loop {
-            match session::run(&ctx, &conn, &outages, &mut pool).await {
+            match session::run(&ctx, &conn, &outages, &pool).await {
                 Ok(SessionEnd::Shutdown) => break Ok(()),
                 Ok(SessionEnd::Restart(reason)) => {
                     tracing::warn!(%reason, "restarting the session on the same connection");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use amqp_worker::{Shutdown, Task, Worker, handler_fn};
-use support::{Cleanup, Tally, connect, ids, publish_ids, test_config, wait_until, within};
+use support::{Cleanup, Tally, connect, ids, publish_ids, ready, test_config, wait_until, within};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -121,6 +121,72 @@ async fn a_fast_and_a_slow_worker_share_by_speed() {
             "prefetch 1 gives the fast worker most tasks: {fast} vs {slow}"
         );
         assert_eq!(lost, 0);
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_finishes_running_tasks_and_hands_back_the_queued_ones() {
+    let mut cleanup = Cleanup::new();
+    within(LIMIT, async {
+        let mut config = test_config("stopq");
+        config.concurrency = 2;
+        config.prefetch = 20;
+        cleanup.config(&config);
+        let started = Tally::default();
+        let done = Tally::default();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (s, d, r) = (started.clone(), done.clone(), release.clone());
+        let handler = handler_fn(move |task: Task| {
+            let (s, d, r) = (s.clone(), d.clone(), r.clone());
+            async move {
+                let id = task.message_id().unwrap();
+                s.add(&id);
+                r.notified().await;
+                d.add(&id);
+                Ok(())
+            }
+        });
+        let worker = Worker::new(config.clone(), handler).unwrap();
+        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+        let running = tokio::spawn(worker.run());
+        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let conn = connect().await;
+        let all = ids("s", 20);
+        publish_ids(&conn, "", &config.queue, &all).await;
+        // Both runners hold a task; the other 18 are prefetched, waiting in the worker.
+        wait_until(LIMIT, "two started", || started.distinct() == 2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            started.distinct(),
+            2,
+            "no third task while both runners are busy"
+        );
+        shutdown.trigger();
+        // The stop waits for the running two: let them finish only once it has begun.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        release.notify_waiters();
+        running.await.unwrap().unwrap();
+        let snapshot = metrics.snapshot();
+        println!(
+            "graceful stop: started {}, succeeded {}, back in the queue {}",
+            started.distinct(),
+            snapshot.succeeded,
+            ready(&conn, &config.queue).await
+        );
+        assert_eq!(done.distinct(), 2, "the running tasks finished");
+        assert_eq!(snapshot.succeeded, 2, "and were acked");
+        assert_eq!(
+            started.distinct(),
+            2,
+            "no queued task was started by the stop"
+        );
+        assert_eq!(
+            ready(&conn, &config.queue).await,
+            18,
+            "every task not started is back in the queue"
+        );
         conn.close().await.unwrap();
     })
     .await;

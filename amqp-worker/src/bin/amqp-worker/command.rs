@@ -179,10 +179,13 @@ fn task_env(task: &Task) -> Vec<(String, String)> {
         s.map(|s| String::from_utf8_lossy(&s).into_owned())
     };
     let mut env = vec![
-        ("AMQP_EXCHANGE".to_owned(), Some(task.exchange.clone())),
+        (
+            "AMQP_EXCHANGE".to_owned(),
+            text(Some(task.exchange.clone())),
+        ),
         (
             "AMQP_ROUTING_KEY".to_owned(),
-            Some(task.routing_key.clone()),
+            text(Some(task.routing_key.clone())),
         ),
         ("AMQP_ATTEMPT".to_owned(), Some(task.attempt.to_string())),
         (
