@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use amqp_worker::{Shutdown, Task, Worker, handler_fn};
-use support::{Cleanup, Tally, connect, ids, publish_ids, ready, test_config, wait_until, within};
+use support::{
+    Cleanup, Tally, connect, ids, publish_ids, ready, start_worker, test_config, wait_until, within,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -38,10 +40,7 @@ async fn concurrency_never_exceeds_the_limit() {
                 Ok(())
             }
         });
-        let worker = Worker::new(config.clone(), handler).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (_metrics, shutdown, running) = start_worker(&config, handler).await;
         let conn = connect().await;
         let all = ids("c", 300);
         publish_ids(&conn, "", &config.queue, &all).await;
@@ -148,10 +147,7 @@ async fn a_graceful_stop_finishes_running_tasks_and_hands_back_the_queued_ones()
                 Ok(())
             }
         });
-        let worker = Worker::new(config.clone(), handler).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (metrics, shutdown, running) = start_worker(&config, handler).await;
         let conn = connect().await;
         let all = ids("s", 20);
         publish_ids(&conn, "", &config.queue, &all).await;

@@ -15,7 +15,9 @@ use amqp_client::amqp_codec::FieldValue;
 use amqp_client::{GetOptions, NackOptions};
 use amqp_worker::retry;
 use amqp_worker::{DeadLetter, Handler, HandlerError, Task, Worker, handler_fn, topology};
-use support::{Cleanup, Tally, connect, ids, publish_ids, test_config, wait_until, within};
+use support::{
+    Cleanup, Tally, connect, ids, publish_ids, start_worker, test_config, wait_until, within,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -43,10 +45,7 @@ async fn a_task_failing_twice_succeeds_on_the_third_attempt() {
                 Ok(())
             }
         });
-        let worker = Worker::new(config.clone(), handler).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (metrics, shutdown, running) = start_worker(&config, handler).await;
         let conn = connect().await;
         let all = ids("r", 5);
         publish_ids(&conn, "", &config.queue, &all).await;
@@ -232,10 +231,7 @@ async fn panics_and_hangs_are_failed_attempts_not_a_dead_worker() {
                 }
             }
         });
-        let worker = Worker::new(config.clone(), handler).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (metrics, shutdown, running) = start_worker(&config, handler).await;
         let conn = connect().await;
         let all = ids("x", 4);
         publish_ids(&conn, "", &config.queue, &all).await;
@@ -276,10 +272,7 @@ async fn a_handler_can_park_a_task_at_once_with_the_reason_recorded() {
             }
         }
         let hooked = Arc::new(Mutex::new(Vec::new()));
-        let worker = Worker::new(config.clone(), Rejects(hooked.clone())).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (metrics, shutdown, running) = start_worker(&config, Rejects(hooked.clone())).await;
         let conn = connect().await;
         publish_ids(&conn, "", &config.queue, &ids("n", 2)).await;
         wait_until(LIMIT, "hook ran for both", || {
@@ -365,10 +358,7 @@ async fn jittered_retries_spread_over_the_step_queues_and_wait_exactly_theirs() 
                 Ok(())
             }
         });
-        let worker = Worker::new(config.clone(), handler).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (metrics, shutdown, running) = start_worker(&config, handler).await;
         let conn = connect().await;
         let all = ids("j", 40);
         publish_ids(&conn, "", &config.queue, &all).await;
@@ -436,10 +426,7 @@ async fn an_unreadable_delivery_is_parked_by_the_broker_and_the_queue_flows_on()
                 Ok(())
             }
         });
-        let worker = Worker::new(config.clone(), handler).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (metrics, shutdown, running) = start_worker(&config, handler).await;
         let conn = connect().await;
         let ch = conn.open_channel().await.unwrap();
         ch.confirm_select().await.unwrap();

@@ -17,7 +17,9 @@ use amqp_worker::{
     HandlerError, PublishError, Publisher, QueueType, Task, Worker, WorkerConfig, WorkerError,
     handler_fn, task_properties,
 };
-use support::{Cleanup, Tally, connect, rabbitmqctl, test_config, wait_until, within};
+use support::{
+    Cleanup, Tally, connect, rabbitmqctl, start_worker, test_config, wait_until, within,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -85,10 +87,7 @@ async fn exchange_types_and_an_exchange_to_exchange_binding_from_toml() {
                 Ok(())
             }
         });
-        let worker = Worker::new(config.clone(), handler).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (_metrics, shutdown, running) = start_worker(&config, handler).await;
         let conn = connect().await;
         let publisher = Publisher::open(&conn).await.unwrap();
         let headers = |kind: &str| {
@@ -228,10 +227,7 @@ async fn quorum_queues_as_an_option_and_a_mismatch_is_a_406_error() {
                 Ok(())
             }
         });
-        let worker = Worker::new(config.clone(), handler).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (metrics, shutdown, running) = start_worker(&config, handler).await;
         let conn = connect().await;
         let all = support::ids("q", 20);
         support::publish_ids(&conn, "", &config.queue, &all).await;

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use amqp_client::{GetOptions, TraceContext};
-use amqp_worker::{HandlerError, Publisher, Task, Worker, handler_fn, task_properties};
-use support::{Cleanup, connect, test_config, wait_until, within};
+use amqp_worker::{HandlerError, Publisher, Task, handler_fn, task_properties};
+use support::{Cleanup, connect, start_worker, test_config, wait_until, within};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -86,10 +86,7 @@ async fn the_trace_runs_through_every_attempt_and_into_the_parking_queue() {
                 Err::<(), _>(HandlerError::new("always fails"))
             }
         });
-        let worker = Worker::new(config.clone(), handler).unwrap();
-        let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
-        let running = tokio::spawn(worker.run());
-        wait_until(LIMIT, "connected", || metrics.is_connected()).await;
+        let (metrics, shutdown, running) = start_worker(&config, handler).await;
 
         let conn = connect().await;
         let sent = TraceContext::new_root(true).with_tracestate("vendor=1");

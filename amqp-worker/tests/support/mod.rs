@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use amqp_client::{Connection, QueueDeclareOptions, QueueDeleteOptions};
 use amqp_test_support::{broker_url, unique_name};
-use amqp_worker::{Publisher, WorkerConfig, task_properties, topology};
+use amqp_worker::{
+    Handler, Metrics, Publisher, Shutdown, Worker, WorkerConfig, WorkerError, task_properties,
+    topology,
+};
+use tokio::task::JoinHandle;
 
 /// Runs a test body, failing the test if it takes longer than `limit`.
 pub async fn within<F: Future>(limit: Duration, body: F) -> F::Output {
@@ -27,6 +31,22 @@ pub async fn connect() -> Connection {
     Connection::connect(&broker_url())
         .await
         .expect("connect to the broker at AMQP_URL")
+}
+
+/// A worker on `config` running `handler`, started and connected (within 60 s): its
+/// metrics, its stop switch, and the task running it (which ends after `shutdown.trigger()`).
+pub async fn start_worker<H: Handler>(
+    config: &WorkerConfig,
+    handler: H,
+) -> (Arc<Metrics>, Shutdown, JoinHandle<Result<(), WorkerError>>) {
+    let worker = Worker::new(config.clone(), handler).expect("a valid test configuration");
+    let (metrics, shutdown) = (worker.metrics(), worker.shutdown());
+    let running = tokio::spawn(worker.run());
+    wait_until(Duration::from_secs(60), "connected", || {
+        metrics.is_connected()
+    })
+    .await;
+    (metrics, shutdown, running)
 }
 
 /// A worker configuration on a unique queue with short retry delays (100 ms, 200 ms), three
