@@ -28,9 +28,9 @@ struct FeedState<T> {
     items: VecDeque<T>,
     /// Takers registered on [`Feed::work`] and not woken yet: how many a wake can reach.
     idle: usize,
-    /// Takers woken and not back at the queue yet (0 or 1): while one is on its way, a new
+    /// A taker was woken and is not back at the queue yet: while one is on its way, a new
     /// item wakes nobody else.
-    searching: usize,
+    searching: bool,
     /// Set by [`Feed::close`]: takers get `None` instead of waiting.
     closed: bool,
     /// Wakes sent, for the tests that hold the rationing to its promise.
@@ -45,7 +45,7 @@ impl<T> Feed<T> {
             state: Mutex::new(FeedState {
                 items: VecDeque::new(),
                 idle: 0,
-                searching: 0,
+                searching: false,
                 closed: false,
                 #[cfg(test)]
                 wakes: 0,
@@ -62,9 +62,9 @@ impl<T> Feed<T> {
 
     /// Wakes one idle taker if items wait, there is one to wake, and none is on its way.
     fn wake_one_if_needed(&self, state: &mut FeedState<T>) {
-        if !state.items.is_empty() && state.searching == 0 && state.idle > 0 {
+        if !state.items.is_empty() && !state.searching && state.idle > 0 {
             state.idle -= 1;
-            state.searching = 1;
+            state.searching = true;
             #[cfg(test)]
             {
                 state.wakes += 1;
@@ -95,7 +95,8 @@ impl<T> Feed<T> {
             {
                 let mut state = self.lock();
                 if woken {
-                    state.searching = state.searching.saturating_sub(1);
+                    // This taker was the one on its way (or the queue closed).
+                    state.searching = false;
                 }
                 if state.closed {
                     return None;
@@ -154,6 +155,28 @@ mod tests {
         }
     }
 
+    /// Spawns `n` takers that report each item they take, the one taking `blocks_on` then
+    /// waiting for good.
+    fn spawn_takers(
+        feed: &Arc<Feed<u32>>,
+        n: usize,
+        blocks_on: Option<u32>,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<u32> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..n {
+            let (feed, tx) = (feed.clone(), tx.clone());
+            tokio::spawn(async move {
+                while let Some(item) = feed.next().await {
+                    tx.send(item).unwrap();
+                    if Some(item) == blocks_on {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            });
+        }
+        rx
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_taker_that_keeps_up_costs_no_wake_per_item() {
         let feed = Arc::new(Feed::<u32>::new());
@@ -171,15 +194,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_burst_wakes_one_idle_taker_which_passes_the_wake_on() {
         let feed = Arc::new(Feed::<u32>::new());
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for _ in 0..4 {
-            let (feed, tx) = (feed.clone(), tx.clone());
-            tokio::spawn(async move {
-                while let Some(item) = feed.next().await {
-                    tx.send(item).unwrap();
-                }
-            });
-        }
+        let mut rx = spawn_takers(&feed, 4, None);
         settle().await;
         assert_eq!(feed.lock().idle, 4, "every taker waits");
         for i in 0..50 {
@@ -194,25 +209,14 @@ mod tests {
         // Each woken taker found more behind its item and woke the next: at most one per
         // taker, not one per item.
         assert!(wakes(&feed) <= 4, "{} wakes for 50 items", wakes(&feed));
-        assert_eq!(feed.lock().searching, 0);
+        assert!(!feed.lock().searching);
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn an_item_that_waits_hands_the_queue_to_another_taker() {
         let feed = Arc::new(Feed::<u32>::new());
-        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-        for _ in 0..2 {
-            let (feed, started_tx) = (feed.clone(), started_tx.clone());
-            tokio::spawn(async move {
-                while let Some(item) = feed.next().await {
-                    started_tx.send(item).unwrap();
-                    // Item 0 blocks for good, as a handler waiting on a slow service.
-                    if item == 0 {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            });
-        }
+        // Item 0 blocks its taker for good, as a handler waiting on a slow service.
+        let mut started = spawn_takers(&feed, 2, Some(0));
         settle().await;
         feed.push(0).unwrap();
         feed.push(1).unwrap();
@@ -226,7 +230,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn close_ends_waiting_takers_and_hands_back_the_queue() {
+    async fn close_ends_waiting_takers_and_refuses_new_items() {
         let feed = Arc::new(Feed::<u32>::new());
         let takers: Vec<_> = (0..3)
             .map(|_| {
@@ -235,7 +239,7 @@ mod tests {
             })
             .collect();
         settle().await;
-        // Nobody is idle-counted twice, and the pushes below wake nobody (closed first).
+        // Every taker waits on an empty queue: closing hands back nothing and wakes them all.
         let queued = feed.close();
         assert!(queued.is_empty());
         for taker in takers {
