@@ -107,31 +107,24 @@ impl Confirms {
         &mut self,
         ret: Box<ReturnedMessage>,
     ) -> Result<(), Box<ReturnedMessage>> {
-        let (base, slots) = (self.base, &mut self.slots);
-        let found = self.return_keys.iter().find_map(|(seq, k)| {
-            // A return whose content was dropped is matched by its route alone.
+        // The oldest pending publish of the same message without a return yet. A return whose
+        // content was dropped is matched by its route alone.
+        let idx = self.return_keys.iter().find_map(|(seq, k)| {
             let same = k.exchange == ret.exchange
                 && k.routing_key == ret.routing_key
                 && (ret.content_dropped.is_some() || k.body == ret.body);
-            if !same {
-                return None;
-            }
-            let idx = usize::try_from(seq.checked_sub(base)?).ok()?;
-            match slots.get(idx) {
-                Some(Slot::Pending(p)) if p.returned.is_none() => Some(idx),
+            let idx = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+            match self.slots.get(idx) {
+                Some(Slot::Pending(p)) if same && p.returned.is_none() => Some(idx),
                 _ => None,
             }
         });
-        let found = found.and_then(|idx| match slots.get_mut(idx) {
-            Some(Slot::Pending(p)) => Some(p),
-            _ => None,
-        });
-        match found {
-            Some(p) => {
+        match idx.and_then(|idx| self.slots.get_mut(idx)) {
+            Some(Slot::Pending(p)) => {
                 p.returned = Some(ret);
                 Ok(())
             }
-            None => Err(ret),
+            _ => Err(ret),
         }
     }
 
