@@ -353,8 +353,8 @@ impl Waiters {
         }
     }
 
-    /// Wakes the task under `id` (a spurious wake-up if the id changed hands meanwhile).
-    /// The waker registered for `id`, taken: the caller wakes it (after the unlock).
+    /// The waker registered for `id`, taken: the caller wakes it, after the unlock (a
+    /// spurious wake-up if the id changed hands meanwhile).
     fn take_waker(&mut self, id: WaiterId) -> Option<Waker> {
         self.wakers.get_mut(id.0 as usize).and_then(Option::take)
     }

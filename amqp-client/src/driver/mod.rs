@@ -142,7 +142,7 @@ where
         read_open: true,
         batcher,
         timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-        armed: None,
+        armed: false,
     };
     loop {
         let turn = driver.turn();
@@ -200,9 +200,9 @@ struct Driver<T> {
     /// contended with the other worker thread processing timers (strace -k on a consumer at
     /// prefetch 16: a futex pair per refill).
     timer: Pin<Box<tokio::time::Sleep>>,
-    /// When `timer` fires, if it is armed. It is moved only to an earlier deadline: a later
-    /// one lets it fire early, and the turn that finds nothing due arms it again.
-    armed: Option<Instant>,
+    /// True while `timer` waits for its deadline. It is moved only to an earlier deadline: a
+    /// later one lets it fire early, and the turn that finds nothing due arms it again.
+    armed: bool,
 }
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
@@ -298,11 +298,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some(t) = deadline
-            && self.armed.is_none_or(|armed| t < armed)
+        if let Some(t) = deadline.map(tokio::time::Instant::from_std)
+            && (!self.armed || t < self.timer.deadline())
         {
-            self.timer.as_mut().reset(t.into());
-            self.armed = Some(t);
+            self.timer.as_mut().reset(t);
+            self.armed = true;
         }
         let can_read = self.can_read(turn);
         let room = self.read_room();
@@ -332,7 +332,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
                 }
             }
             () = self.shared.driver_woken() => {}
-            () = self.timer.as_mut(), if self.armed.is_some() => self.armed = None,
+            () = self.timer.as_mut(), if self.armed => self.armed = false,
         }
     }
 
