@@ -1,5 +1,6 @@
-//! Dispatch against the real broker: at most `concurrency` handlers run at once, and two
-//! workers of different speeds on one queue share it by speed (prefetch), not round-robin.
+//! Dispatch against the real broker: at most `concurrency` handlers run at once, two
+//! workers of different speeds on one queue share it by speed (prefetch), not round-robin,
+//! and a graceful stop starts nothing it has not started already.
 
 // Tests unwrap (a failure is the test failing) and print their figures.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
