@@ -111,7 +111,7 @@ impl App {
             h.core.poll_delivery(id, epoch, tag, APP)
         {
             let Ok(d) = item else { continue };
-            let t = d.delivery_tag;
+            let t = d.delivery_tag();
             // Mixed, so that any run of choices over consecutive tags has some input byte.
             let mixed = mix(u64::from(choice) << 32 ^ t) % 8;
             let method = match mixed {

@@ -233,26 +233,27 @@ impl Delivery {
     /// [`Error::UnreadableDelivery`] if the client dropped its content.
     pub(crate) fn from_raw(raw: RawDelivery, mut acker: Acker) -> Result<Self, Error> {
         acker.generation = raw.generation;
-        if let Some(dropped) = raw.dropped {
+        let parts = raw.into_parts();
+        if let Some(dropped) = parts.dropped {
             return Err(Error::UnreadableDelivery(Box::new(UnreadableDelivery {
-                delivery_tag: raw.delivery_tag,
-                redelivered: raw.redelivered,
-                exchange: raw.exchange,
-                routing_key: raw.routing_key,
-                consumer_tag: raw.consumer_tag,
+                delivery_tag: parts.delivery_tag,
+                redelivered: parts.redelivered,
+                exchange: parts.exchange,
+                routing_key: parts.routing_key,
+                consumer_tag: parts.consumer_tag,
                 body_size: dropped.body_size,
                 reason: dropped.reason,
                 settler: Arc::new(acker),
             })));
         }
         Ok(Self {
-            delivery_tag: raw.delivery_tag,
-            redelivered: raw.redelivered,
-            exchange: raw.exchange,
-            routing_key: raw.routing_key,
-            consumer_tag: raw.consumer_tag,
-            properties: raw.properties,
-            body: raw.body,
+            delivery_tag: parts.delivery_tag,
+            redelivered: parts.redelivered,
+            exchange: parts.exchange,
+            routing_key: parts.routing_key,
+            consumer_tag: parts.consumer_tag,
+            properties: parts.properties,
+            body: parts.body,
             acker,
         })
     }

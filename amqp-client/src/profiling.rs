@@ -153,7 +153,7 @@ impl ConsumeLoop {
                     _ => break,
                 },
             };
-            let tag = delivery.delivery_tag;
+            let tag = delivery.delivery_tag();
             let ack = Method::BasicAck(BasicAck {
                 delivery_tag: tag,
                 multiple: false,
@@ -391,7 +391,7 @@ impl ManyLoop {
             while let (Poll::Ready(Some(Ok(delivery))), _) =
                 open.h.core.poll_delivery(c.id, c.epoch, &self.tag, APP)
             {
-                let tag = delivery.delivery_tag;
+                let tag = delivery.delivery_tag();
                 let ack = Method::BasicAck(BasicAck {
                     delivery_tag: tag,
                     multiple: false,

@@ -111,6 +111,22 @@ impl<'a> BatchIter<'a> {
         self
     }
 
+    /// The frames not read yet, as a batch of their own that shares this one's bytes (no
+    /// copy), or `None` if none is left: a reader that must stop in the middle of a batch
+    /// (a client whose consumer's buffer is full) keeps it and iterates it later.
+    pub fn rest(&self) -> Option<FrameBatch> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let mut frames = 0;
+        let mut left = self.rest;
+        while let Some((_, _, after)) = split_checked(left) {
+            frames += 1;
+            left = after;
+        }
+        Some(FrameBatch::new(self.owner.slice_ref(self.rest), frames))
+    }
+
     /// The delivery that starts with the method frame just read (`args`, on `channel`; `start`
     /// is where its frame began), if its header and body follow on the same channel and read
     /// whole; the iteration then moves past them. Otherwise `None`, and nothing moves.
@@ -152,8 +168,13 @@ impl<'a> BatchIter<'a> {
             }
             (body, rest) = (payload, after);
         }
-        self.rest = rest;
         let frames = start.get(..start.len() - rest.len()).unwrap_or_default();
+        // An owned `Delivery` keeps 32-bit offsets: a larger one (a body near 4 GiB in one
+        // frame) goes frame by frame.
+        if u32::try_from(frames.len()).is_err() {
+            return None;
+        }
+        self.rest = rest;
         Some(DeliveryRef::new(
             Parts {
                 channel,

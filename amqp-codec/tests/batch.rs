@@ -106,6 +106,26 @@ impl Client {
     }
 }
 
+impl Client {
+    /// One item of a batch.
+    fn item(&mut self, item: Result<Inbound<'_>, DecodeError>) {
+        match item {
+            Ok(Inbound::Delivery(delivery)) => {
+                let channel = delivery.channel();
+                match self.channel(channel).expect_idle(channel) {
+                    Ok(()) => {
+                        let content = Assembled::Content(delivery.to_content());
+                        self.events.push(Event::Assembled(channel, content));
+                    }
+                    Err(err) => self.error(err),
+                }
+            }
+            Ok(Inbound::Frame(frame)) => self.frame(frame),
+            Err(err) => self.error(err),
+        }
+    }
+}
+
 /// Frame by frame: `stream` read at `cuts`, each read decoded as far as it goes.
 fn by_frames(stream: &[u8], cuts: &[usize]) -> Vec<Event> {
     let mut client = Client::default();
@@ -120,13 +140,19 @@ fn by_frames(stream: &[u8], cuts: &[usize]) -> Vec<Event> {
 
 /// In batches: `stream` read at `cuts`, the whole frames of each read split off and iterated.
 fn by_batches(stream: &[u8], cuts: &[usize]) -> Vec<Event> {
+    by_batches_stopping(stream, cuts, usize::MAX)
+}
+
+/// As [`by_batches`], but the iteration stops after every `stop_every` items and goes on with
+/// [`BatchIter::rest`], as a reader does that must stop in the middle of a batch.
+fn by_batches_stopping(stream: &[u8], cuts: &[usize], stop_every: usize) -> Vec<Event> {
     let mut client = Client::default();
     let mut decoder = FrameDecoder::with_frame_max(FRAME_MAX);
     let mut buf = BytesMut::new();
     for read in reads(stream, cuts) {
         buf.extend_from_slice(read);
         while !client.closed {
-            let batch = match decoder.decode_batch(&mut buf) {
+            let mut batch = match decoder.decode_batch(&mut buf) {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
                 Err(err) => {
@@ -135,24 +161,26 @@ fn by_batches(stream: &[u8], cuts: &[usize]) -> Vec<Event> {
                     break;
                 }
             };
-            for item in batch.iter().max_body_size(MAX_BODY) {
-                if client.closed {
-                    break;
-                }
-                match item {
-                    Ok(Inbound::Delivery(delivery)) => {
-                        let channel = delivery.channel();
-                        match client.channel(channel).expect_idle(channel) {
-                            Ok(()) => {
-                                let content = Assembled::Content(delivery.to_content());
-                                client.events.push(Event::Assembled(channel, content));
+            'batch: loop {
+                let mut items = batch.iter().max_body_size(MAX_BODY);
+                let mut read = 0;
+                while let Some(item) = items.next() {
+                    if client.closed {
+                        break 'batch;
+                    }
+                    client.item(item);
+                    read += 1;
+                    if read == stop_every {
+                        match items.rest() {
+                            Some(rest) => {
+                                batch = rest;
+                                continue 'batch;
                             }
-                            Err(err) => client.error(err),
+                            None => break 'batch,
                         }
                     }
-                    Ok(Inbound::Frame(frame)) => client.frame(frame),
-                    Err(err) => client.error(err),
                 }
+                break;
             }
         }
     }
@@ -248,6 +276,7 @@ proptest! {
         pieces in vec(piece(), 1..16),
         cuts in vec(any::<prop::sample::Index>(), 0..12),
         corrupt in prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        stop_every in 1usize..4,
     ) {
         let mut stream = encode(&pieces);
         if let (Some((at, value)), false) = (corrupt, stream.is_empty()) {
@@ -256,6 +285,7 @@ proptest! {
         }
         let cuts = sorted_cuts(&cuts, stream.len());
         let frames = by_frames(&stream, &cuts);
+        prop_assert_eq!(by_batches_stopping(&stream, &cuts, stop_every), by_frames(&stream, &cuts));
         prop_assert_eq!(by_batches(&stream, &cuts), frames);
         prop_assert_eq!(by_batches(&stream, &[]), by_frames(&stream, &[]));
     }
@@ -477,4 +507,41 @@ fn bodies_over_the_limit_and_confirms_come_as_frames() {
         &items[..],
         [Ok(Inbound::Delivery(_)), Ok(Inbound::Frame(_))]
     ));
+}
+
+#[test]
+fn a_batch_stopped_midway_hands_over_the_rest_without_a_copy() {
+    let first = delivery_bytes(1, b"one");
+    let wire = [first.clone(), delivery_bytes(2, b"two")].concat();
+    let mut buf = BytesMut::from(&wire[..]);
+    let batch = FrameDecoder::new()
+        .decode_batch(&mut buf)
+        .expect("valid")
+        .expect("whole");
+    let mut items = batch.iter();
+    let Some(Ok(Inbound::Delivery(one))) = items.next() else {
+        panic!("the first delivery");
+    };
+    assert_eq!(one.delivery_tag(), 1);
+    let rest = items.rest().expect("the second delivery is left");
+    assert_eq!(rest.frames(), 3);
+    assert_eq!(
+        rest.as_bytes().as_ptr(),
+        batch.as_bytes()[first.len()..].as_ptr(),
+        "the rest shares the batch's bytes"
+    );
+    let mut rest_items = rest.iter();
+    let Some(Ok(Inbound::Delivery(two))) = rest_items.next() else {
+        panic!("the second delivery");
+    };
+    assert_eq!((two.delivery_tag(), two.body()), (2, &b"two"[..]));
+    assert!(rest_items.next().is_none());
+    assert!(rest_items.rest().is_none(), "nothing is left");
+}
+
+#[test]
+fn an_owned_delivery_stays_small() {
+    // A client keeps one per delivery waiting in a consumer's buffer.
+    let size = std::mem::size_of::<amqp_codec::Delivery>();
+    assert!(size <= 88, "Delivery is {size} bytes");
 }

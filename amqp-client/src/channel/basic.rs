@@ -9,7 +9,7 @@ use crate::confirm::PublishConfirm;
 use crate::error::Error;
 use crate::message::{Acker, Delivery, GetMessage};
 use crate::options::{GetOptions, NackOptions, PublishOptions};
-use crate::proto::{Dropped, Publish, RawDelivery, Reply};
+use crate::proto::{DeliveryParts, Dropped, Publish, RawDelivery, Reply};
 
 impl Channel {
     /// Fetches one message, or `None` if the queue is empty. Without
@@ -30,7 +30,7 @@ impl Channel {
                 let Method::BasicGetOk(ok) = content.method else {
                     return Err(Error::InvalidUse("unexpected reply to basic.get"));
                 };
-                let raw = RawDelivery {
+                let parts = DeliveryParts {
                     delivery_tag: ok.delivery_tag,
                     redelivered: ok.redelivered,
                     exchange: ok.exchange,
@@ -38,9 +38,9 @@ impl Channel {
                     consumer_tag: ShortStr::default(),
                     properties: content.header.properties,
                     body: Bytes::from(content.body),
-                    generation,
                     dropped: None,
                 };
+                let raw = RawDelivery::assembled(parts, generation);
                 let delivery = Delivery::from_raw(raw, self.acker())?;
                 Ok(Some(GetMessage {
                     delivery,
@@ -52,7 +52,7 @@ impl Channel {
                 let Method::BasicGetOk(ok) = discarded.method else {
                     return Err(Error::InvalidUse("unexpected reply to basic.get"));
                 };
-                let raw = RawDelivery {
+                let parts = DeliveryParts {
                     delivery_tag: ok.delivery_tag,
                     redelivered: ok.redelivered,
                     exchange: ok.exchange,
@@ -60,12 +60,12 @@ impl Channel {
                     consumer_tag: ShortStr::default(),
                     properties: BasicProperties::default(),
                     body: Bytes::new(),
-                    generation,
-                    dropped: Some(Box::new(Dropped {
+                    dropped: Some(Dropped {
                         body_size: discarded.body_size,
                         reason: discarded.reason,
-                    })),
+                    }),
                 };
+                let raw = RawDelivery::assembled(parts, generation);
                 Delivery::from_raw(raw, self.acker()).map(|_| None)
             }
             Reply::Method(_) => Err(Error::InvalidUse("unexpected reply to basic.get")),

@@ -171,7 +171,8 @@ struct Turn {
     deadline: Option<Instant>,
     /// The connection is over.
     finished: bool,
-    /// The size of the frame begun at the front of the read buffer, once its header is there.
+    /// The octets from the front of the read buffer to the end of the frame begun in it, once
+    /// its header is there (`Core::next_frame_len`: past a delivery's frames awaiting its body).
     next_frame: Option<usize>,
 }
 
@@ -206,8 +207,8 @@ struct Driver<T> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
-    /// The core's work for this turn, under the lock: the bytes read since the last turn (or
-    /// left in the buffer while a full consumer paused reading), due timers, and everything
+    /// The core's work for this turn, under the lock: the bytes read since the last turn (and
+    /// the frames the core kept while a full consumer paused reading), due timers, and everything
     /// queued to write. One lock per read: the read itself only counts the bytes (perf on a
     /// consumer at prefetch 16: decoding under a second lock right after the read made the
     /// woken consumer contend for it, two futex calls and a sleep per refill).
@@ -215,7 +216,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<T> {
         let mut core = self.shared.lock();
         let now = Instant::now();
         // Input first: bytes that arrived at a heartbeat deadline prove the peer alive.
-        if !self.rbuf.is_empty() && !core.read_paused() {
+        if (!self.rbuf.is_empty() || core.has_input_left()) && !core.read_paused() {
             core.handle_input(&mut self.rbuf, now);
         }
         if core.poll_timeout().is_some_and(|t| t <= now) {

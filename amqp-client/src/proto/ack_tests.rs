@@ -336,7 +336,7 @@ fn deliveries_a_dropped_stream_took_ahead_are_handed_back_before_its_buffer() {
         .core
         .poll_deliveries(id, epoch, &tag, WaiterId(0), &mut ahead, 2);
     assert!(matches!(poll, Poll::Ready(Some(Ok(_)))));
-    let taken: Vec<u64> = ahead.iter().map(|d| d.delivery_tag).collect();
+    let taken: Vec<u64> = ahead.iter().map(|d| d.delivery_tag()).collect();
     assert_eq!(taken, [2, 3], "the next two, oldest first");
     // The stream handed out 1 (acked) and holds 2 and 3 when the application drops it.
     settle(&mut h, id, epoch, &[ack(1, false)]);

@@ -4,39 +4,74 @@
 use std::time::Instant;
 
 use amqp_codec::methods::ConnectionCloseOk;
-use amqp_codec::{Assembled, DecodeError, FieldError, Frame, Method, ReplyCode};
-use bytes::BytesMut;
+use amqp_codec::{
+    Assembled, Content, DecodeError, DeliveryRef, FieldError, Frame, Inbound, Method, ReplyCode,
+};
+use bytes::{Bytes, BytesMut};
 
 use super::channel::{Effect, Io, Violation};
-use super::{ChannelState, Core, Event, Phase, Reply, Status};
+use super::{ChannelState, Core, Event, Phase, RawDelivery, Reply, Status};
 use crate::error::{CloseReason, ConnectStep, Error};
 
 impl Core {
     /// Decodes and handles every complete frame in `buf`, leaving a partial one in place.
-    /// Stops early while a consumer's buffer is full.
+    /// Stops early while a consumer's buffer is full: the frames already split off then wait
+    /// in `input_left` (frames of this read, sharing its bytes) and are handled first next
+    /// time.
+    ///
+    /// The frames are split off the buffer at once ([`amqp_codec::FrameBatch`]: one reference
+    /// count per read, not one per frame), and a delivery whose three frames came in the same
+    /// read is read whole and in place: into its consumer's buffer as one
+    /// [`amqp_codec::Delivery`], without the content assembler and without building each
+    /// frame (callgrind on the consume bench: the frames' and messages' moves were 16% of the
+    /// instructions).
     pub(crate) fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) {
         while !self.read_paused() && !matches!(self.phase, Phase::Closed(_)) {
-            match self.decoder.decode(buf) {
-                Ok(Some(frame)) => {
-                    self.last_recv = now;
-                    if let Frame::Method {
-                        method: Method::BasicDeliver(_),
-                        ..
-                    } = &frame
-                    {
-                        self.deliveries_received += 1;
+            let batch = match self.input_left.take() {
+                Some(batch) => batch,
+                None => match self.decoder.decode_batch(buf) {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => return,
+                    Err(err) => return self.decode_error(&err, now),
+                },
+            };
+            let limit = self.config.limits.max_message_size;
+            let mut items = batch.iter().max_body_size(limit);
+            while let Some(item) = items.next() {
+                match item {
+                    Ok(Inbound::Delivery(delivery)) => self.handle_delivery(delivery, now),
+                    Ok(Inbound::Frame(frame)) => {
+                        self.last_recv = now;
+                        if let Frame::Method {
+                            method: Method::BasicDeliver(_),
+                            ..
+                        } = &frame
+                        {
+                            self.deliveries_received += 1;
+                        }
+                        self.handle_frame(frame, now);
                     }
-                    self.handle_frame(frame, now);
+                    Err(DecodeError::BadContentHeader {
+                        channel,
+                        body_size,
+                        source,
+                    }) if channel != 0 => self.handle_bad_header(channel, body_size, source, now),
+                    Err(err) => {
+                        self.input_left = items.rest();
+                        return self.decode_error(&err, now);
+                    }
                 }
-                Ok(None) => return,
-                Err(DecodeError::BadContentHeader {
-                    channel,
-                    body_size,
-                    source,
-                }) if channel != 0 => self.handle_bad_header(channel, body_size, source, now),
-                Err(err) => return self.decode_error(&err, now),
+                if self.read_paused() || matches!(self.phase, Phase::Closed(_)) {
+                    self.input_left = items.rest();
+                    break;
+                }
             }
         }
+    }
+
+    /// True while frames split off an earlier read wait to be handled (reading was paused).
+    pub(crate) fn has_input_left(&self) -> bool {
+        self.input_left.is_some()
     }
 
     /// The peer closed the socket.
@@ -176,6 +211,65 @@ impl Core {
             hand_over(chan, assembled, &mut io)
         };
         self.apply(effect, now);
+    }
+
+    /// A delivery read whole: straight into its consumer's buffer. Anything unusual (channel
+    /// 0, a connection not open, a channel not open) goes frame by frame instead, the way that
+    /// decides it; a message already in progress on the channel is the assembler's error, as
+    /// the method frame would have been.
+    #[inline(always)]
+    fn handle_delivery(&mut self, delivery: DeliveryRef<'_>, now: Instant) {
+        self.last_recv = now;
+        self.deliveries_received += 1;
+        let id = delivery.channel();
+        // Channel 0 has no entry in the table (its deliveries go frame by frame).
+        let usual = matches!(self.phase, Phase::Open | Phase::Closing(_));
+        let chan = self
+            .channels
+            .get_mut(usize::from(id))
+            .and_then(Option::as_mut)
+            .filter(|c| usual && !c.is_closed());
+        let Some(chan) = chan else {
+            return self.delivery_frame_by_frame(delivery, now);
+        };
+        if let Status::Closing(_) = chan.status {
+            return; // Spec: after sending channel.close, discard all but close and close-ok.
+        }
+        let mut io = Io {
+            out: &mut self.out,
+            frame_max: self.frame_max,
+            events: &mut self.events,
+        };
+        let effect = match chan.assembler.expect_idle(id) {
+            Ok(()) => {
+                let raw = RawDelivery::whole(delivery.to_delivery(), chan.generation);
+                Ok(chan.deliver(raw, &mut io))
+            }
+            Err(err) => hand_over(chan, Err(err), &mut io),
+        };
+        self.apply(effect, now);
+    }
+
+    /// A delivery read whole that the usual path does not take: its frames, one by one, as
+    /// they would have come from the decoder.
+    #[cold]
+    fn delivery_frame_by_frame(&mut self, delivery: DeliveryRef<'_>, now: Instant) {
+        let channel = delivery.channel();
+        let Content {
+            method,
+            header,
+            body,
+        } = delivery.to_content();
+        let body = Bytes::from(body);
+        let header = Frame::Header { channel, header };
+        let body = (!body.is_empty()).then_some(Frame::Body { channel, body });
+        self.handle_frame(Frame::Method { channel, method }, now);
+        for frame in std::iter::once(header).chain(body) {
+            if matches!(self.phase, Phase::Closed(_)) {
+                return;
+            }
+            self.handle_frame(frame, now);
+        }
     }
 
     /// A content header whose properties do not parse, on channel `id`: the message's body is

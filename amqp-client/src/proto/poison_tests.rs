@@ -20,7 +20,7 @@ use bytes::{Buf, Bytes};
 
 use super::ack_tests::start_consumer;
 use super::tests::{Harness, close_code, start};
-use super::{Publish, RawDelivery, Reply, WaiterId};
+use super::{DeliveryParts, Publish, RawDelivery, Reply, WaiterId};
 use crate::config::ConnectionConfig;
 use crate::error::{ConnectStep, Error};
 use crate::recovery::RecoveryPolicy;
@@ -28,7 +28,13 @@ use crate::recovery::RecoveryPolicy;
 /// The broker's bytes for a delivery of `tag` to consumer `c1` on channel `id`, with a header
 /// whose properties are `props` (raw: flags and values) and a body of `body_frames` frames of
 /// `chunk` bytes each.
-fn raw_delivery(id: u16, tag: u64, props: &[u8], chunk: &[u8], body_frames: usize) -> Bytes {
+pub(super) fn raw_delivery(
+    id: u16,
+    tag: u64,
+    props: &[u8],
+    chunk: &[u8],
+    body_frames: usize,
+) -> Bytes {
     let mut out = Outbound::new();
     let deliver = Method::BasicDeliver(BasicDeliver {
         consumer_tag: ShortStr::from_static("c1"),
@@ -70,19 +76,24 @@ fn unreadable_props() -> Vec<u8> {
 }
 
 /// Properties with content-type only.
-fn plain_props() -> Vec<u8> {
+pub(super) fn plain_props() -> Vec<u8> {
     let mut props = vec![0x80, 0x00, 4];
     props.extend_from_slice(b"text");
     props
 }
 
-/// The next item of consumer `c1`'s stream.
-fn next(h: &mut Harness, (id, epoch): (u16, u64)) -> Poll<Option<Result<RawDelivery, Error>>> {
+/// The next item of consumer `c1`'s stream, as the fields the application's `Delivery` is
+/// made of.
+pub(super) fn next(
+    h: &mut Harness,
+    (id, epoch): (u16, u64),
+) -> Poll<Option<Result<DeliveryParts, Error>>> {
     let tag = ShortStr::from_static("c1");
-    h.core.poll_delivery(id, epoch, &tag, WaiterId(0)).0
+    let (poll, _) = h.core.poll_delivery(id, epoch, &tag, WaiterId(0));
+    poll.map(|item| item.map(|raw| raw.map(RawDelivery::into_parts)))
 }
 
-fn consuming(config: ConnectionConfig) -> (Harness, (u16, u64)) {
+pub(super) fn consuming(config: ConnectionConfig) -> (Harness, (u16, u64)) {
     let mut h = Harness::new(config);
     h.open(0);
     let ids = h.channel();

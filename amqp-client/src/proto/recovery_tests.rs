@@ -142,7 +142,7 @@ fn a_lost_connection_suspends_channels_and_a_restart_brings_them_back_in_a_new_g
     let Poll::Ready(Some(Ok(raw))) = poll else {
         panic!("a delivery")
     };
-    assert_eq!((raw.delivery_tag, raw.generation), (1, 1));
+    assert_eq!((raw.delivery_tag(), raw.generation), (1, 1));
     h.core
         .settle(id, epoch, raw.generation, 1, &ack(1))
         .unwrap();
@@ -196,7 +196,7 @@ fn a_delivery_on_a_restored_channel_can_be_acked_before_the_whole_recovery_finis
     let Poll::Ready(Some(Ok(raw))) = poll else {
         panic!("a delivery")
     };
-    assert_eq!((raw.delivery_tag, raw.generation), (1, 1));
+    assert_eq!((raw.delivery_tag(), raw.generation), (1, 1));
     h.core
         .settle(id, epoch, raw.generation, 1, &ack(1))
         .expect("an ack of the connection on the wire goes out");

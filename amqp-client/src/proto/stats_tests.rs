@@ -55,7 +55,7 @@ fn take_and_settle(h: &mut Harness, (id, epoch): (u16, u64), ack: bool) {
     let Poll::Ready(Some(Ok(raw))) = poll else {
         panic!("a delivery is buffered: {poll:?}")
     };
-    let t = raw.delivery_tag;
+    let t = raw.delivery_tag();
     let method = if ack {
         Method::BasicAck(BasicAck {
             delivery_tag: t,

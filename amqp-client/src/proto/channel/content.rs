@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::{ChannelState, Effect, Io, Reply, Violation};
 use crate::proto::ReturnedMessage;
-use crate::proto::consumers::{Dropped, RawDelivery};
+use crate::proto::consumers::{DeliveryParts, Dropped, RawDelivery};
 
 /// What a channel did with deliveries it could not simply hand to a consumer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,7 +45,7 @@ impl ChannelState {
     ) -> Result<Effect, Violation> {
         match content.method {
             Method::BasicDeliver(d) => {
-                let raw = RawDelivery {
+                let parts = DeliveryParts {
                     delivery_tag: d.delivery_tag,
                     redelivered: d.redelivered,
                     exchange: d.exchange,
@@ -53,10 +53,9 @@ impl ChannelState {
                     consumer_tag: d.consumer_tag,
                     properties: content.header.properties,
                     body: Bytes::from(content.body),
-                    generation: self.generation,
                     dropped: None,
                 };
-                Ok(self.deliver(raw, io))
+                Ok(self.deliver(RawDelivery::assembled(parts, self.generation), io))
             }
             Method::BasicReturn(r) => {
                 self.returned(ReturnedMessage {
@@ -92,7 +91,7 @@ impl ChannelState {
         match discarded.method {
             Method::BasicDeliver(d) => {
                 self.tally.unreadable += 1;
-                let raw = RawDelivery {
+                let parts = DeliveryParts {
                     delivery_tag: d.delivery_tag,
                     redelivered: d.redelivered,
                     exchange: d.exchange,
@@ -100,10 +99,9 @@ impl ChannelState {
                     consumer_tag: d.consumer_tag,
                     properties: BasicProperties::default(),
                     body: Bytes::new(),
-                    generation: self.generation,
-                    dropped: Some(Box::new(dropped)),
+                    dropped: Some(dropped),
                 };
-                Ok(self.deliver(raw, io))
+                Ok(self.deliver(RawDelivery::assembled(parts, self.generation), io))
             }
             Method::BasicReturn(r) => {
                 self.returned(ReturnedMessage {
@@ -133,11 +131,11 @@ impl ChannelState {
 
     /// Hands a delivery to its consumer's buffer, or settles it if no consumer takes it.
     #[inline]
-    fn deliver(&mut self, raw: RawDelivery, io: &mut Io<'_>) -> Effect {
-        if let Some(slot) = self.consumers.get_mut(raw.consumer_tag.as_bytes())
+    pub(crate) fn deliver(&mut self, raw: RawDelivery, io: &mut Io<'_>) -> Effect {
+        if let Some(slot) = self.consumers.get_mut(raw.consumer_tag())
             && !slot.is_ended()
         {
-            self.unsettled.delivered(raw.delivery_tag, !slot.no_ack());
+            self.unsettled.delivered(raw.delivery_tag(), !slot.no_ack());
             self.messages.delivered += 1;
             return if slot.push(raw, io.events) {
                 Effect::ConsumerFull
@@ -145,7 +143,7 @@ impl ChannelState {
                 Effect::None
             };
         }
-        let tag = raw.consumer_tag.as_bytes();
+        let tag = raw.consumer_tag();
         let no_ack = match self.consumers.get(tag) {
             Some(ended) => Some(ended.no_ack()),
             None => self.detached.get(tag).copied(),
@@ -160,7 +158,8 @@ impl ChannelState {
     /// the broker counts as settled and would not let us reject.
     fn orphan(&mut self, raw: &RawDelivery, no_ack: Option<bool>, io: &mut Io<'_>) {
         // Settled here and now (or no-ack), so it holds up no coalescing of acks.
-        self.unsettled.delivered(raw.delivery_tag, false);
+        let delivery_tag = raw.delivery_tag();
+        self.unsettled.delivered(delivery_tag, false);
         match no_ack {
             // A no-ack consumer's: the broker has already forgotten it.
             Some(true) => {}
@@ -171,15 +170,15 @@ impl ChannelState {
                 self.tally.orphans_ignored += 1;
                 tracing::warn!(
                     channel = self.id,
-                    consumer_tag = %raw.consumer_tag,
-                    delivery_tag = raw.delivery_tag,
+                    consumer_tag = %String::from_utf8_lossy(raw.consumer_tag()),
+                    delivery_tag,
                     "delivery for a consumer this channel does not know, left alone (it may be \
                      a no-ack delivery)"
                 );
             }
             Some(false) | None => {
                 let reject = Method::BasicReject(BasicReject {
-                    delivery_tag: raw.delivery_tag,
+                    delivery_tag,
                     requeue: true,
                 });
                 io.send(self.id, &reject);
@@ -187,8 +186,8 @@ impl ChannelState {
                 if no_ack.is_none() {
                     tracing::warn!(
                         channel = self.id,
-                        consumer_tag = %raw.consumer_tag,
-                        delivery_tag = raw.delivery_tag,
+                        consumer_tag = %String::from_utf8_lossy(raw.consumer_tag()),
+                        delivery_tag,
                         "delivery for a consumer this channel does not know, requeued"
                     );
                 }

@@ -32,9 +32,9 @@ impl ChannelState {
             let generation = self.generation;
             let taken = taken.into_iter().filter(|d| d.generation == generation);
             for d in taken.chain(slot.take_buffered()) {
-                self.unsettled.settle(d.delivery_tag, false);
+                self.unsettled.settle(d.delivery_tag(), false);
                 let reject = Method::BasicReject(BasicReject {
-                    delivery_tag: d.delivery_tag,
+                    delivery_tag: d.delivery_tag(),
                     requeue: true,
                 });
                 io.send(self.id, &reject);
