@@ -1,10 +1,13 @@
-//! The outbound queue: frames encoded for one vectored write, content bodies chained, not copied.
+//! The outbound queue: frames encoded for one vectored write, content bodies chained, not copied
+//! (small ones excepted).
 //!
 //! Method frames, content headers and frame headers are encoded into one growing buffer. When a
 //! body is queued, what the buffer holds so far is frozen into a chunk and the caller's body
 //! [`Bytes`] (or, split at frame-max, slices of it) follow as chunks of their own, so the body
-//! is never copied on its way to the socket. The queue implements [`Buf`], and
-//! [`Buf::chunks_vectored`] hands everything queued to one `writev`.
+//! is never copied on its way to the socket. A body of at most
+//! [`Outbound::COPY_BODY_UP_TO`] bytes is copied into the buffer instead: cheaper than a chunk
+//! of its own, and a run of small messages then goes out as one piece. The queue implements
+//! [`Buf`], and [`Buf::chunks_vectored`] hands everything queued to one `writev`.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -67,6 +70,13 @@ const ACK_FRAME_LEN: usize = FRAME_HEADER_SIZE + 4 + 8 + 1 + 1;
 const ACK_TAG_AT: usize = FRAME_HEADER_SIZE + 4;
 
 impl Outbound {
+    /// Content bodies up to this many bytes are copied into the encode buffer rather than
+    /// chained: the split that freezes the buffer, the chunk and the iovec a chained body costs
+    /// are more than copying it (callgrind on the publish bench's child with 64 B bodies: 14%
+    /// fewer instructions; A/B on the multi-thread runtime, 0.75 against 0.85 µs of CPU per
+    /// confirmed publish).
+    pub const COPY_BODY_UP_TO: usize = 512;
+
     /// An empty queue.
     pub fn new() -> Self {
         Self::default()
@@ -187,7 +197,8 @@ impl Outbound {
     ///
     /// Sizes are checked before anything is written: a method or content header larger than
     /// frame-max (say, a huge `headers` table) is refused and the queue is left as it was. The
-    /// body is moved in and chained; it is only sliced, never copied, when it spans frames.
+    /// body is moved in and chained (copied if at most [`Outbound::COPY_BODY_UP_TO`] bytes);
+    /// it is only sliced, never copied, when it spans frames.
     pub fn push_content(
         &mut self,
         channel: u16,
@@ -289,7 +300,12 @@ impl Outbound {
         // Room, once, for all that goes into `buf`: the method frame, the header frame, and
         // the first body frame's header and frame-end (further body frames reserve their own).
         // Fixed-size parts are gathered into arrays and written in one piece each.
-        self.room(3 * FRAME_OVERHEAD + method.len + header_len);
+        let copied = if body_len <= Self::COPY_BODY_UP_TO {
+            body_len
+        } else {
+            0
+        };
+        self.room(3 * FRAME_OVERHEAD + method.len + header_len + copied);
         let mut method_head = [0; FRAME_HEADER_SIZE + 4];
         method_head[..7].copy_from_slice(&frame_header(FrameType::METHOD, channel, method.len));
         method_head[7..9].copy_from_slice(&method.class_id.0.to_be_bytes());
@@ -312,7 +328,11 @@ impl Outbound {
         if body_len <= max_chunk {
             if body_len > 0 {
                 self.put_body_head(channel, body_len);
-                self.chain(body);
+                if copied > 0 {
+                    self.buf.extend_from_slice(&body);
+                } else {
+                    self.chain(body);
+                }
             }
         } else {
             let mut offset = 0;
