@@ -42,7 +42,8 @@ fn roundtrip(frame: &Frame, wire: &[u8]) {
         .expect("a decoded frame must encode");
     assert_eq!(encoded.len(), frame.encoded_len(), "encoded_len is wrong");
 
-    // Outbound chains body bytes instead of copying them; the bytes on the wire must not differ.
+    // Outbound chains body bytes (copies small ones) instead of encoding them in line; the bytes
+    // on the wire must not differ.
     let mut out = Outbound::new();
     out.push_frame(frame, 0)
         .expect("Outbound refused a decoded frame");
