@@ -35,13 +35,19 @@ enum Received {
 /// A delivery's fields, owned: what [`crate::Delivery`] is made of.
 #[derive(Debug)]
 pub(crate) struct DeliveryParts {
+    /// The channel-scoped tag to settle it with.
     pub(crate) delivery_tag: u64,
+    /// Delivered before and not acknowledged.
     pub(crate) redelivered: bool,
+    /// The exchange it was published to.
     pub(crate) exchange: ShortStr,
+    /// The routing key it was published with.
     pub(crate) routing_key: ShortStr,
-    /// Empty for a basic.get-ok.
+    /// The consumer it was delivered to; empty for a basic.get-ok.
     pub(crate) consumer_tag: ShortStr,
+    /// Its properties, shared with the read buffer.
     pub(crate) properties: BasicProperties,
+    /// Its body, shared with the read buffer (or joined, from several frames).
     pub(crate) body: Bytes,
     /// Set when the client dropped the content (over the size limit, or properties that do
     /// not parse): `properties` and `body` are then empty, and the application gets an

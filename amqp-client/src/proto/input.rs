@@ -221,14 +221,16 @@ impl Core {
     fn handle_delivery(&mut self, delivery: DeliveryRef<'_>, now: Instant) {
         self.last_recv = now;
         self.deliveries_received += 1;
+        if !matches!(self.phase, Phase::Open | Phase::Closing(_)) {
+            return self.delivery_frame_by_frame(delivery, now);
+        }
         let id = delivery.channel();
         // Channel 0 has no entry in the table (its deliveries go frame by frame).
-        let usual = matches!(self.phase, Phase::Open | Phase::Closing(_));
         let chan = self
             .channels
             .get_mut(usize::from(id))
             .and_then(Option::as_mut)
-            .filter(|c| usual && !c.is_closed());
+            .filter(|c| !c.is_closed());
         let Some(chan) = chan else {
             return self.delivery_frame_by_frame(delivery, now);
         };
