@@ -13,8 +13,8 @@
 //! 1 KiB) as buffers; publishing with
 //! plain `&str` names (encoded straight from the borrowed string) is measured the same way as
 //! with names built once as `ShortStr`. The test fails if
-//! either path allocates anything per message (or even once per hundred messages): more than
-//! 0.05 per message, or more small allocations than buffers.
+//! either path allocates anything per message (or even once per two hundred messages): more
+//! than 0.005 per publish or 0.012 per delivery, or more small allocations than buffers.
 
 use std::time::Duration;
 
@@ -31,13 +31,18 @@ static ALLOC: CountingAllocator = CountingAllocator;
 const MESSAGES: u64 = 20_000;
 /// Publishes awaiting their confirm at most.
 const WINDOW: usize = 500;
-/// Allocations per message allowed: buffer renewals only (measured: 0.000 and 0.006).
-const PER_MESSAGE: f64 = 0.05;
+/// Allocations per publish allowed: the encode buffer is reused, never renewed (measured
+/// 0.000; renewing it, as when each publish split it, gave 0.017).
+const PER_PUBLISH: f64 = 0.005;
+/// Allocations per delivery allowed: read buffer renewals only, two per buffer (measured
+/// 0.006).
+const PER_DELIVERY: f64 = 0.012;
 /// Small allocations beyond one per renewed buffer (measured: at most 1, consuming).
 const STRAY_SMALL: u64 = 4;
 
-/// Asserts that `counts`, over [`MESSAGES`] messages of `path`, are buffer renewals only.
-fn assert_no_allocation_per_message(path: &str, counts: Counts) {
+/// Asserts that `counts`, over [`MESSAGES`] messages of `path`, are buffer renewals only: at
+/// most `most` per message.
+fn assert_no_allocation_per_message(path: &str, counts: Counts, most: f64) {
     let per_message = counts.allocations as f64 / MESSAGES as f64;
     let buffers = counts.allocations - counts.small;
     eprintln!(
@@ -46,9 +51,9 @@ fn assert_no_allocation_per_message(path: &str, counts: Counts) {
         counts.allocations, counts.small
     );
     assert!(
-        per_message <= PER_MESSAGE,
-        "{path}: {per_message:.3} allocations per message (at most {PER_MESSAGE}: buffer \
-         renewals only): {counts:?}"
+        per_message <= most,
+        "{path}: {per_message:.3} allocations per message (at most {most}: buffer renewals \
+         only): {counts:?}"
     );
     assert!(
         counts.small <= buffers + STRAY_SMALL,
@@ -152,9 +157,9 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
             consumer.recv().await.unwrap().unwrap().ack().unwrap();
         }
         let consume = snapshot().since(before);
-        assert_no_allocation_per_message("publish with confirm", publish);
-        assert_no_allocation_per_message("publish with &str names", publish_str);
-        assert_no_allocation_per_message("deliver and ack", consume);
+        assert_no_allocation_per_message("publish with confirm", publish, PER_PUBLISH);
+        assert_no_allocation_per_message("publish with &str names", publish_str, PER_PUBLISH);
+        assert_no_allocation_per_message("deliver and ack", consume, PER_DELIVERY);
         drop(consumer);
         conn.close().await.unwrap();
     });
@@ -171,7 +176,9 @@ fn no_allocation_per_message_publishing_with_confirms_and_consuming_with_acks() 
 #[test]
 fn large_bodies_are_read_without_copies_beyond_the_join() {
     // (body size, messages, most bytes allocated per body byte while consuming)
-    let cases = [(64 * 1024, 256, 1.4), (1024 * 1024, 32, 2.4)];
+    // 64 KiB: measured 0.99; 1.25 (frames split off one by one) must fail. 1 MiB: measured
+    // 2.1; 2.97 (before) must fail.
+    let cases = [(64 * 1024, 256, 1.15), (1024 * 1024, 32, 2.4)];
     on_current_thread(async {
         let conn = Connection::connect(&broker_url()).await.unwrap();
         let ch = conn.open_channel().await.unwrap();
