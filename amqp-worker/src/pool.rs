@@ -6,7 +6,7 @@
 //! itself, with no hand-off in between. The [`Feed`] rations wakes: slow handlers run side by
 //! side, while a stream of quick ones costs no wake per task.
 //!
-//! History, each step measured by callgrind on `benches/examples/worker.rs`: a tokio task
+//! History, each step measured by callgrind on `benches/examples/worker/`: a tokio task
 //! spawned per delivery cost ~3 000 instructions (its cell allocated, the future copied in
 //! and out); runners handed one delivery each through an inbox, and reporting idle through
 //! a second channel, cost two channel hops and two task wakes per task (~1 500

@@ -176,7 +176,7 @@ enum Stopped {
 /// Runs the application's `work` (handler or hook) inside `span` until `deadline` (none: a
 /// limit too far to reach), with a panic caught. It is polled in place, inside this
 /// delivery's task: no second task, no hop between worker threads per delivery (measured by
-/// `benches/examples/worker.rs`). After a timeout or a panic it is not polled again; its
+/// `benches/examples/worker/`). After a timeout or a panic it is not polled again; its
 /// owner drops it, which cancels it at its current await.
 ///
 /// The timer starts only if the first poll did not finish the work: a handler of quick work

@@ -3,7 +3,9 @@
 //!
 //! Both rows start from the same input: the worker's topology declared
 //! (`amqp_worker::topology::declare`: work queue, delay queues, parking queue), the work queue
-//! pre-filled with `--tasks` persistent tasks (`task_properties`, a 7-byte body), unmeasured.
+//! pre-filled with `--tasks` persistent tasks, unmeasured, of one `--shape` (`shape.rs`):
+//! `minimal` (`task_properties`, a 7-byte body) or `rich` (1 KiB, on its second attempt, with
+//! application, retry and `x-death` headers for the worker to read).
 //! Then, each in a fresh child process (so that CPU from getrusage, allocations from the
 //! counting allocator and peak RSS are that row's alone):
 //!
@@ -29,10 +31,11 @@
 // The measurement helpers of the clients bench (getrusage, the counting allocator); this
 // tool uses only some of them.
 #[allow(dead_code)]
-#[path = "clients/measure.rs"]
+#[path = "../clients/measure.rs"]
 mod measure;
+mod shape;
 #[allow(dead_code)]
-#[path = "../shared/svg.rs"]
+#[path = "../../shared/svg.rs"]
 mod svg;
 
 use std::path::PathBuf;
@@ -43,12 +46,13 @@ use std::time::Duration;
 
 use amqp_client::{Connection, ConsumeOptions, PublishOptions, QosOptions};
 use amqp_test_support::alloc_counter::{self, CountingAllocator};
-use amqp_worker::{Handler, HandlerError, Metrics, Task, Worker, WorkerConfig, task_properties};
+use amqp_worker::{Handler, HandlerError, Metrics, Task, Worker, WorkerConfig};
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::measure::{BoxError, Meter, Phase};
+use crate::shape::Shape;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -104,6 +108,9 @@ struct Args {
     /// basic.qos prefetch, the same for both rows (`WorkerConfig::prefetch`).
     #[arg(long, default_value_t = 64)]
     prefetch: u16,
+    /// What each task looks like (`--fill` and the parent's runs).
+    #[arg(long, value_enum, default_value_t = Shape::Minimal)]
+    shape: Shape,
     /// Rounds; both rows run once per round, alternating which goes first.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
@@ -205,18 +212,20 @@ fn config(args: &Args, url: &str, queue: &str) -> WorkerConfig {
     config
 }
 
-/// Declares the worker's topology for `queue` and publishes `n` persistent tasks to it with
-/// confirms, at most 1 000 unconfirmed.
+/// Declares the worker's topology for `queue` and publishes `n` persistent tasks of
+/// `--shape` to it with confirms, at most 1 000 unconfirmed.
 async fn fill(args: &Args, url: &str, queue: &str, n: u64) -> Result<(), BoxError> {
     let conn = Connection::connect(url).await?;
     let ch = conn.open_channel().await?;
-    amqp_worker::topology::declare(&ch, &config(args, url, queue)).await?;
+    let config = config(args, url, queue);
+    amqp_worker::topology::declare(&ch, &config).await?;
     ch.confirm_select().await?;
+    let body = args.shape.body();
     let mut pending = std::collections::VecDeque::new();
     for i in 0..n {
-        let props = task_properties(&format!("task-{i}"));
+        let props = args.shape.properties(&config, i)?;
         pending.push_back(
-            ch.basic_publish("", queue, PublishOptions::default(), &props, "payload")
+            ch.basic_publish("", queue, PublishOptions::default(), &props, body.clone())
                 .await?,
         );
         if pending.len() >= 1000
@@ -418,9 +427,10 @@ fn parent(args: &Args) -> Result<(), BoxError> {
         }
     }
     println!(
-        "{} persistent tasks of 7 B, prefetch {} for both rows, worker concurrency {}, {} runtime{}; \
+        "{} persistent tasks of {}, prefetch {} for both rows, worker concurrency {}, {} runtime{}; \
          median (min–max) of {} round(s)\n",
         args.tasks,
+        args.shape.describe(),
         args.prefetch,
         args.concurrency,
         match args.runtime {
@@ -489,6 +499,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
     }
     let report = serde_json::json!({
         "tasks": args.tasks,
+        "shape": args.shape.name(),
         "prefetch": args.prefetch,
         "concurrency": args.concurrency,
         "runtime": match args.runtime { RuntimeKind::Multi => "mt", RuntimeKind::Current => "ct" },
