@@ -91,6 +91,30 @@ pub(crate) fn entry(input: &[u8]) -> PResult<'_, (&[u8], ValueRef<'_>)> {
     Ok((input, (key, value)))
 }
 
+/// The first entry of a table's `entries` named `key`: its value, and what follows it. The
+/// entries before it are stepped over, not read (nested tables and arrays by their length:
+/// on a validated encoding they were checked).
+#[inline]
+pub(crate) fn find_entry<'a>(
+    mut entries: &'a [u8],
+    key: &[u8],
+) -> Result<Option<(&'a [u8], ValueRef<'a>)>, Fail> {
+    while !entries.is_empty() {
+        let (after_key, name) = short_str(entries).map_err(failure)?;
+        let (rest, letter) = octet(after_key).map_err(failure)?;
+        if name == key {
+            let (after, found) = value(letter)(rest).map_err(failure)?;
+            return Ok(Some((after, found)));
+        }
+        entries = match letter {
+            b'F' => long_bytes(What::FieldTable)(rest).map_err(failure)?.0,
+            b'A' => long_bytes(What::FieldArray)(rest).map_err(failure)?.0,
+            _ => skip_value(rest, letter)?,
+        };
+    }
+    Ok(None)
+}
+
 /// An array's item: type letter and value.
 #[inline(always)]
 pub(crate) fn item(input: &[u8]) -> PResult<'_, ValueRef<'_>> {

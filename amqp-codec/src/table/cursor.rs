@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{FieldArray, FieldTable, FieldValue};
-use crate::read::table::{ValueRef, entry, item};
+use crate::read::table::{ValueRef, entry, find_entry, item};
 use crate::strings::{LongStr, ShortStr};
 
 /// Reads entries and values from a validated encoding with the reading layer's parsers
@@ -41,6 +41,15 @@ impl<'a> Cursor<'a> {
         let (rest, (key, value)) = entry(self.rest()).ok()?;
         self.read_up_to(rest);
         Some((ShortStr::from_wire(self.share(key)), self.owned(value)))
+    }
+
+    /// The value of the first entry from here named `key`; the entries before it are
+    /// stepped over, not read.
+    #[inline]
+    pub(super) fn find(&mut self, key: &[u8]) -> Option<FieldValue> {
+        let (rest, value) = find_entry(self.rest(), key).ok()??;
+        self.read_up_to(rest);
+        Some(self.owned(value))
     }
 
     /// An array's next value.
