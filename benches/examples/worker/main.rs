@@ -265,13 +265,16 @@ async fn run_worker(args: &Args, url: &str, queue: &str) -> Result<Phase, BoxErr
     tokio::time::timeout(Duration::from_secs(300), done.notified())
         .await
         .map_err(|_| format!("stalled at {:?}", metrics.snapshot()))?;
-    // The last handler returned; its ack follows at once.
+    // The last task reached its handler; the others may still be settling. Until every ack
+    // was handed to the client, look every millisecond: a `yield_now` loop here spun a core
+    // and its lock on the client's counts into the measured phase (under callgrind, with
+    // 1 KiB tasks, 70% of the instructions).
     let limit = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metrics.snapshot().succeeded < args.tasks {
+    while metrics.client_stats().acked < args.tasks {
         if tokio::time::Instant::now() > limit {
             return Err(format!("not all acked: {:?}", metrics.snapshot()).into());
         }
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let phase = meter.stop();
     shutdown.trigger();
