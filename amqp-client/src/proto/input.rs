@@ -10,6 +10,7 @@ use amqp_codec::{
 use bytes::{Bytes, BytesMut};
 
 use super::channel::{Effect, Io, Violation};
+use super::ops::receiving;
 use super::{ChannelState, Core, Event, Phase, RawDelivery, Reply, Status};
 use crate::error::{CloseReason, ConnectStep, Error};
 
@@ -188,12 +189,7 @@ impl Core {
             frame_max: self.frame_max,
             events: &mut self.events,
         };
-        let Some(chan) = self
-            .channels
-            .get_mut(usize::from(id))
-            .and_then(Option::as_mut)
-            .filter(|c| !c.is_closed())
-        else {
+        let Some(chan) = receiving(&mut self.channels, id) else {
             if matches!(self.phase, Phase::Closing(_)) {
                 return;
             }
@@ -226,12 +222,7 @@ impl Core {
         }
         let id = delivery.channel();
         // Channel 0 has no entry in the table (its deliveries go frame by frame).
-        let chan = self
-            .channels
-            .get_mut(usize::from(id))
-            .and_then(Option::as_mut)
-            .filter(|c| !c.is_closed());
-        let Some(chan) = chan else {
+        let Some(chan) = receiving(&mut self.channels, id) else {
             return self.delivery_frame_by_frame(delivery, now);
         };
         if let Status::Closing(_) = chan.status {

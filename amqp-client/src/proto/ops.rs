@@ -531,6 +531,20 @@ pub(super) fn channel_at(
         .filter(|c| c.epoch == epoch)
 }
 
+/// The channel `id` in its current opening if a frame from the broker may reach it: in the
+/// table and not closed (closing still counts: it takes close and close-ok). Channel 0 has
+/// no entry.
+#[inline(always)]
+pub(super) fn receiving(
+    channels: &mut [Option<ChannelState>],
+    id: u16,
+) -> Option<&mut ChannelState> {
+    channels
+        .get_mut(usize::from(id))
+        .and_then(Option::as_mut)
+        .filter(|c| !c.is_closed())
+}
+
 /// The channel `id` at opening `epoch` if it is usable, else the error a call on it gets.
 pub(super) fn usable(
     channels: &mut [Option<ChannelState>],
