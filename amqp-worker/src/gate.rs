@@ -1,11 +1,12 @@
-//! [`WakeGated`]: a future polled again only after it asked to be, for a `select!` loop
-//! that polls a rarely-ready future (the session's interruptions) next to busy ones.
+//! [`WakeGated`]: a future polled again only after it asked to be, for a loop that polls a
+//! rarely-ready future (the session's interruptions) next to busy ones.
 //!
-//! `tokio::select!` polls every branch each time its task wakes. For the dispatch loop that
-//! is twice per delivery, and polling the interruption future (a shutdown token, the
-//! connection's end, the broken token) costs its sources a lock each even when nothing
-//! happened (callgrind: ~1 500 instructions per task). Behind this gate it is polled only
-//! when one of them woke it: the rest of the time a poll is one atomic swap.
+//! The dispatch loop polls its interruptions each time its task wakes, which is each time
+//! deliveries arrive (with a `select!` per delivery, it was twice per delivery), and polling
+//! the interruption future (a shutdown token, the connection's end, the broken token) costs
+//! its sources a lock each even when nothing happened (callgrind: ~1 500 instructions per
+//! task then). Behind this gate it is polled only when one of them woke it: the rest of the
+//! time a poll is one atomic swap.
 
 use std::future::Future;
 use std::pin::Pin;
