@@ -603,8 +603,8 @@ fn spawn_child(
         Mode::IdleConnections => "idle-connections",
         Mode::IdleChannels => "idle-channels",
     };
-    let output = Command::new(exe)
-        .args(["--child", client.name(), mode_name])
+    let mut cmd = Command::new(exe);
+    cmd.args(["--child", client.name(), mode_name])
         .args(["--conns", &conns.to_string(), "--lanes", &lanes.to_string()])
         .args(["--messages", &args.messages.to_string()])
         .args(["--min-per-lane", &args.min_per_lane.to_string()])
@@ -619,19 +619,8 @@ fn spawn_child(
                 RuntimeKind::Multi => "mt",
                 RuntimeKind::Current => "ct",
             },
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    if !output.status.success() {
-        return Err(format!("child exited with {}", output.status).into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or("child printed no result")?;
-    Ok(serde_json::from_str(line)?)
+        ]);
+    measure::run_child(&mut cmd)
 }
 
 /// Median of `values`.

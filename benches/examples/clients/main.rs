@@ -337,17 +337,7 @@ fn spawn_child(args: &Args, spec: RunSpec, queue: &str, url: &str) -> Result<Run
     if let Some(bytes) = args.outbound_high_water {
         cmd.args(["--outbound-high-water", &bytes.to_string()]);
     }
-    let output = cmd.stderr(std::process::Stdio::inherit()).output()?;
-    if !output.status.success() {
-        return Err(format!("child exited with {}", output.status).into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or("child printed no result")?;
-    Ok(serde_json::from_str(line)?)
+    measure::run_child(&mut cmd)
 }
 
 /// The command-line name of a runtime kind.

@@ -409,6 +409,25 @@ impl RunResult {
 /// The error type of a run: any error, with its message.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Runs a measured child (`cmd`, its stderr shown as it goes) and reads its result: the last
+/// line of its stdout that is a JSON object. Every bench runs each measured run in a child of
+/// its own, so that CPU, allocations and peak RSS belong to that run alone.
+pub(crate) fn run_child<T: serde::de::DeserializeOwned>(
+    cmd: &mut std::process::Command,
+) -> Result<T, BoxError> {
+    let output = cmd.stderr(std::process::Stdio::inherit()).output()?;
+    if !output.status.success() {
+        return Err(format!("child exited with {}", output.status).into());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or("child printed no result")?;
+    Ok(serde_json::from_str(line)?)
+}
+
 /// Result of a run.
 pub(crate) type RunOutcome = Result<RunResult, BoxError>;
 

@@ -335,8 +335,8 @@ fn child(args: &Args, row: Row) -> Result<(), BoxError> {
 /// Runs one child and parses its line.
 fn spawn_child(args: &Args, row: Row, queue: &str) -> Result<RunResult, BoxError> {
     let exe = std::env::current_exe()?;
-    let output = Command::new(exe)
-        .args(["--child", row.arg(), "--queue", queue])
+    let mut cmd = Command::new(exe);
+    cmd.args(["--child", row.arg(), "--queue", queue])
         .args(["--tasks", &args.tasks.to_string()])
         .args(["--concurrency", &args.concurrency.to_string()])
         .args(["--prefetch", &args.prefetch.to_string()])
@@ -347,19 +347,8 @@ fn spawn_child(args: &Args, row: Row, queue: &str) -> Result<RunResult, BoxError
                 RuntimeKind::Multi => "mt",
                 RuntimeKind::Current => "ct",
             },
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    if !output.status.success() {
-        return Err(format!("child exited with {}", output.status).into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or("child printed no result")?;
-    Ok(serde_json::from_str(line)?)
+        ]);
+    measure::run_child(&mut cmd)
 }
 
 /// One figure of a run.
