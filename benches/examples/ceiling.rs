@@ -1,4 +1,4 @@
-//! The minimal in-memory AMQP 0-9-1 server of `benches/shared/server.rs`, on its own: for any
+//! The minimal in-memory AMQP 0-9-1 server of `benches/shared/server/`, on its own: for any
 //! client by hand, or to profile the server itself. The side-by-side ceiling run is
 //! `examples/clients --broker builtin`, which runs this server in its parent process.
 //!
@@ -13,7 +13,7 @@
 // Printing the counts is this tool's job.
 #![allow(clippy::print_stdout)]
 
-#[path = "../shared/server.rs"]
+#[path = "../shared/server/mod.rs"]
 mod server;
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The built-in server (`benches/shared/server.rs`) speaks AMQP 0-9-1 well enough for the three
+//! The built-in server (`benches/shared/server/`) speaks AMQP 0-9-1 well enough for the three
 //! clients, unchanged, to do what the benches make them do: each one publishes with confirms,
 //! consumes with acks, and both at once, with the bench's own client code
 //! (`examples/clients/{ours,lapin,amqprs}.rs`), and the server counts every message published,
@@ -15,7 +15,7 @@ mod lapin;
 mod measure;
 #[path = "../examples/clients/ours.rs"]
 mod ours;
-#[path = "../shared/server.rs"]
+#[path = "../shared/server/mod.rs"]
 mod server;
 
 use crate::measure::{BoxError, Params, RunOutcome};

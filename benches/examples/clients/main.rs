@@ -7,7 +7,7 @@
 //! # body sizes from 64 B to 16 MiB, one table per size, MB/s and body copies per message:
 //! cargo run --release -p amqp-benches --example clients -- --body-sizes 64,4096,65536,1048576,16777216 \
 //!     --workloads publish,consume,both --messages 20000 --rounds 1 --json target/sizes.json --svg target/charts
-//! # the ceiling: the same clients against the in-memory server of benches/shared/server.rs:
+//! # the ceiling: the same clients against the in-memory server of benches/shared/server/:
 //! cargo run --release -p amqp-benches --example clients -- --broker builtin --workloads publish,consume,both
 //! cargo run --release -p amqp-benches --example clients -- --flat-memory 1000000
 //! # one measured run by hand, e.g. under a profiler (`consume` needs the queue filled first):
@@ -51,7 +51,7 @@ mod lapin;
 mod measure;
 mod ours;
 mod report;
-#[path = "../../shared/server.rs"]
+#[path = "../../shared/server/mod.rs"]
 mod server;
 #[path = "../../shared/svg.rs"]
 mod svg;
@@ -112,7 +112,7 @@ enum RuntimeKind {
 enum BrokerKind {
     /// The broker at `AMQP_URL` (RabbitMQ).
     Rabbitmq,
-    /// The in-memory server of `benches/shared/server.rs`, run in the parent process.
+    /// The in-memory server of `benches/shared/server/`, run in the parent process.
     Builtin,
 }
 
@@ -448,7 +448,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
     let summaries = report::summarise(&runs, &workloads, &client_names);
     let broker_name = match args.broker {
         BrokerKind::Rabbitmq => "RabbitMQ at AMQP_URL",
-        BrokerKind::Builtin => "the built-in in-memory server (benches/shared/server.rs)",
+        BrokerKind::Builtin => "the built-in in-memory server (benches/shared/server/)",
     };
     let layout = report::Layout {
         sizes: &args.body_sizes,
