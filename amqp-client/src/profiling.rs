@@ -269,7 +269,7 @@ impl ManyChannel {
 }
 
 /// Many channels on one connection, each consuming (manual acks, prefetch 100) and publishing
-/// in confirm mode at once, as the scale benchmark (`benches/examples/scale.rs`) does. Each
+/// in confirm mode at once, as the scale benchmark (`benches/examples/scale/`) does. Each
 /// batch of `n` deliveries goes round-robin over the channels from where the previous one
 /// ended, so with many channels a read carries one message per channel; what the core spends
 /// per message that grows with the channel count shows up here.

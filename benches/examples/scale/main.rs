@@ -28,22 +28,26 @@
 // The clients bench's client code (each client's documented idiom), measurement helpers and
 // chart writer; this tool uses only some of them.
 #[allow(dead_code)]
-#[path = "clients/amqprs.rs"]
+#[path = "../clients/amqprs.rs"]
 mod amqprs;
+// Each client's lanes and idle handles, run in a child.
+mod lanes;
 #[allow(dead_code)]
-#[path = "clients/lapin.rs"]
+#[path = "../clients/lapin.rs"]
 mod lapin;
 #[allow(dead_code)]
-#[path = "clients/measure.rs"]
+#[path = "../clients/measure.rs"]
 mod measure;
 #[allow(dead_code)]
-#[path = "clients/ours.rs"]
+#[path = "../clients/ours.rs"]
 mod ours;
+// The sweep tables.
+mod report;
 #[allow(dead_code)]
-#[path = "../shared/svg.rs"]
+#[path = "../../shared/svg.rs"]
 mod svg;
 #[allow(dead_code)]
-#[path = "clients/workload.rs"]
+#[path = "../clients/workload.rs"]
 mod workload;
 
 use std::fmt::Write as _;
@@ -53,10 +57,11 @@ use std::time::Duration;
 
 use amqp_test_support::alloc_counter::{self, CountingAllocator};
 use clap::{Parser, ValueEnum};
-use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{BoxError, Meter, Params};
+use crate::lanes::{amqprs_traffic, idle, lane_params, lapin_traffic, ours_traffic};
+use crate::measure::BoxError;
+use crate::report::{pick, sweep_table};
 pub(crate) use crate::workload::Workload;
 
 #[global_allocator]
@@ -211,291 +216,6 @@ struct RunResult {
     round: u32,
 }
 
-/// Parameters of every lane.
-fn lane_params(args: &Args, per_lane: u64) -> Params {
-    Params {
-        messages: per_lane,
-        size: args.size,
-        window: args.window.max(1).min(per_lane as usize).max(1),
-        prefetch: args.prefetch,
-        ack_batch: 1,
-        rate: 1,
-        latency_ms: 0,
-        eager_reads: false,
-        coalesce_acks: true,
-        outbound_high_water: None,
-    }
-}
-
-/// A unique exclusive-queue name for lane `i` of connection `c`.
-fn lane_queue(c: usize, i: usize) -> String {
-    amqp_test_support::unique_name(&format!("scale-{c}-{i}"))
-}
-
-/// Our client: every lane set up (channel, exclusive queue, confirms, consumer), then all
-/// publish and consume at once. Returns the RSS after setup and the measured phase.
-async fn ours_traffic(
-    url: &str,
-    conns: usize,
-    lanes: usize,
-    p: &Params,
-) -> Result<(u64, measure::Phase, Option<u64>), BoxError> {
-    use amqp_client::{Connection, QueueDeclareOptions};
-    let mut connections = Vec::new();
-    let mut set = Vec::new();
-    for c in 0..conns {
-        let conn = Connection::connect(url).await?;
-        for i in 0..lanes {
-            let ch = conn.open_channel().await?;
-            let queue = lane_queue(c, i);
-            let options = QueueDeclareOptions::default().with_exclusive();
-            ch.queue_declare(&queue, options).await?;
-            ch.confirm_select().await?;
-            let consumer = ours::start_consumer(&ch, &queue, p).await?;
-            set.push((ch, queue, consumer));
-        }
-        connections.push(conn);
-    }
-    let rss = measure::rss_kib();
-    let calls = |cs: &[Connection]| -> u64 {
-        cs.iter()
-            .map(|c| {
-                let io = c.io_stats();
-                io.reads + io.writes
-            })
-            .sum()
-    };
-    let calls_before = calls(&connections);
-    let meter = Meter::start();
-    try_join_all(set.iter_mut().map(|(ch, queue, consumer)| async move {
-        let (published, consumed) = tokio::join!(
-            ours::publish(ch, queue, p, p.messages, None),
-            ours::consume(consumer, p, p.messages, false, None),
-        );
-        published?;
-        consumed?;
-        Ok::<(), BoxError>(())
-    }))
-    .await?;
-    let phase = meter.stop();
-    let io_calls = calls(&connections) - calls_before;
-    drop(set);
-    for conn in connections {
-        conn.close().await?;
-    }
-    Ok((rss, phase, Some(io_calls)))
-}
-
-/// lapin: as [`ours_traffic`].
-async fn lapin_traffic(
-    url: &str,
-    conns: usize,
-    lanes: usize,
-    p: &Params,
-) -> Result<(u64, measure::Phase), BoxError> {
-    use ::lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
-    use ::lapin::types::FieldTable;
-    let mut connections = Vec::new();
-    let mut set = Vec::new();
-    for c in 0..conns {
-        let conn = lapin::connect(url).await?;
-        for i in 0..lanes {
-            let ch = conn.create_channel().await?;
-            let queue = lane_queue(c, i);
-            let options = QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            };
-            ch.queue_declare(queue.as_str().into(), options, FieldTable::default())
-                .await?;
-            ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            let consumer = lapin::start_consumer(&ch, &queue, p).await?;
-            set.push((ch, queue, consumer));
-        }
-        connections.push(conn);
-    }
-    let rss = measure::rss_kib();
-    let meter = Meter::start();
-    try_join_all(set.iter_mut().map(|(ch, queue, consumer)| async move {
-        let (published, consumed) = tokio::join!(
-            lapin::publish(ch, queue, p, p.messages, None),
-            lapin::consume(consumer, p, p.messages, false),
-        );
-        published?;
-        consumed?;
-        Ok::<(), BoxError>(())
-    }))
-    .await?;
-    let phase = meter.stop();
-    drop(set);
-    for conn in connections {
-        conn.close(200, "OK".into()).await?;
-    }
-    Ok((rss, phase))
-}
-
-/// amqprs: as [`ours_traffic`] (its consumers run in amqprs's own tasks).
-async fn amqprs_traffic(
-    url: &str,
-    conns: usize,
-    lanes: usize,
-    p: &Params,
-) -> Result<(u64, measure::Phase), BoxError> {
-    use ::amqprs::channel::QueueDeclareArguments;
-    let mut connections = Vec::new();
-    let mut set = Vec::new();
-    for c in 0..conns {
-        let conn = amqprs::connect(url).await?;
-        for i in 0..lanes {
-            let ch = conn.open_channel(None).await?;
-            let queue = lane_queue(c, i);
-            let declare = QueueDeclareArguments::new(&queue).exclusive(true).finish();
-            ch.queue_declare(declare).await?;
-            let confirms = amqprs::confirm_mode(&ch).await?;
-            let (_tag, done) = amqprs::start_consumer(&ch, &queue, p, p.messages, false).await?;
-            set.push((ch, queue, confirms, Some(done)));
-        }
-        connections.push(conn);
-    }
-    let rss = measure::rss_kib();
-    let meter = Meter::start();
-    try_join_all(
-        set.iter_mut()
-            .map(|(ch, queue, confirms, done)| async move {
-                let done = done.take().ok_or("lane used twice")?;
-                let (published, consumed) = tokio::join!(
-                    amqprs::publish(ch, confirms, queue, p, p.messages, None),
-                    amqprs::consumed(done),
-                );
-                published?;
-                consumed?;
-                Ok::<(), BoxError>(())
-            }),
-    )
-    .await?;
-    let phase = meter.stop();
-    for (ch, ..) in set {
-        ch.close().await?;
-    }
-    for conn in connections {
-        conn.close().await?;
-    }
-    Ok((rss, phase))
-}
-
-/// Connections and channels held open, idle, until measured.
-enum Held {
-    /// Ours.
-    Ours(Vec<amqp_client::Connection>, Vec<amqp_client::Channel>),
-    /// lapin.
-    Lapin(Vec<::lapin::Connection>, Vec<::lapin::Channel>),
-    /// amqprs.
-    Amqprs(
-        Vec<::amqprs::connection::Connection>,
-        Vec<::amqprs::channel::Channel>,
-    ),
-}
-
-impl Held {
-    /// Nothing held yet, for `client`.
-    fn new(client: Client) -> Self {
-        match client {
-            Client::Ours => Self::Ours(Vec::new(), Vec::new()),
-            Client::Lapin => Self::Lapin(Vec::new(), Vec::new()),
-            Client::Amqprs => Self::Amqprs(Vec::new(), Vec::new()),
-        }
-    }
-
-    /// Opens `conns` more connections, then `chans` more channels on the last connection.
-    async fn open(&mut self, url: &str, conns: usize, chans: usize) -> Result<(), BoxError> {
-        match self {
-            Self::Ours(cs, chs) => {
-                for _ in 0..conns {
-                    cs.push(amqp_client::Connection::connect(url).await?);
-                }
-                let conn = cs.last().ok_or("no connection")?;
-                for _ in 0..chans {
-                    chs.push(conn.open_channel().await?);
-                }
-            }
-            Self::Lapin(cs, chs) => {
-                for _ in 0..conns {
-                    cs.push(lapin::connect(url).await?);
-                }
-                let conn = cs.last().ok_or("no connection")?;
-                for _ in 0..chans {
-                    chs.push(conn.create_channel().await?);
-                }
-            }
-            Self::Amqprs(cs, chs) => {
-                for _ in 0..conns {
-                    cs.push(amqprs::connect(url).await?);
-                }
-                let conn = cs.last().ok_or("no connection")?;
-                for _ in 0..chans {
-                    chs.push(conn.open_channel(None).await?);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Closes everything.
-    async fn close(self) -> Result<(), BoxError> {
-        match self {
-            Self::Ours(cs, chs) => {
-                drop(chs);
-                for c in cs {
-                    c.close().await?;
-                }
-            }
-            Self::Lapin(cs, chs) => {
-                // A dropped lapin channel starts closing on its own, and a connection closed
-                // meanwhile fails: close them first.
-                for ch in chs {
-                    ch.close(200, "OK".into()).await?;
-                }
-                for c in cs {
-                    c.close(200, "OK".into()).await?;
-                }
-            }
-            Self::Amqprs(cs, chs) => {
-                for ch in chs {
-                    ch.close().await?;
-                }
-                for c in cs {
-                    c.close().await?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Opens `n` idle connections (or channels on one connection) after a first one (and its
-/// first channels), and returns the RSS KiB and heap bytes each added.
-async fn idle(client: Client, url: &str, mode: Mode, n: usize) -> Result<(f64, f64), BoxError> {
-    /// Channels opened before the baseline.
-    const WARM: usize = 10;
-    let channels = mode == Mode::IdleChannels;
-    let mut held = Held::new(client);
-    held.open(url, 1, if channels { WARM } else { 0 }).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (rss0, heap0) = (measure::rss_kib(), alloc_counter::process_snapshot());
-    if channels {
-        held.open(url, 0, n).await?;
-    } else {
-        held.open(url, n, 0).await?;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (rss1, heap1) = (measure::rss_kib(), alloc_counter::process_snapshot());
-    let each = n.max(1) as f64;
-    let rss = (rss1 as f64 - rss0 as f64) / each;
-    let heap = heap1.since(heap0).bytes as f64 / each;
-    held.close().await?;
-    Ok((rss, heap))
-}
-
 /// The runtime of a measured process.
 fn runtime(kind: RuntimeKind) -> std::io::Result<tokio::runtime::Runtime> {
     match kind {
@@ -621,79 +341,6 @@ fn spawn_child(
             },
         ]);
     measure::run_child(&mut cmd)
-}
-
-/// Median of `values`.
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.retain(|v| v.is_finite());
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(values[n / 2]),
-        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
-    }
-}
-
-/// The median of `field` over the runs of one client and sweep point.
-fn pick(
-    runs: &[RunResult],
-    client: &str,
-    sweep: &str,
-    x: usize,
-    field: fn(&RunResult) -> Option<f64>,
-) -> Option<f64> {
-    median(
-        runs.iter()
-            .filter(|r| r.client == client && r.sweep == sweep && sweep_x(r) == x)
-            .filter_map(field)
-            .collect(),
-    )
-}
-
-/// The x of a run in its sweep: channels or connections.
-fn sweep_x(r: &RunResult) -> usize {
-    if r.sweep.ends_with("connections") {
-        r.connections
-    } else {
-        r.channels
-    }
-}
-
-/// The table of one sweep.
-fn sweep_table(out: &mut String, runs: &[RunResult], clients: &[&str], sweep: &str, xs: &[usize]) {
-    let _ = writeln!(
-        out,
-        "| {sweep} | client | msg/s | CPU µs/msg | CPU ÷ {} {sweep_one} | wake-ups/msg | socket calls/msg | allocs/msg | RSS after setup MiB | peak RSS MiB |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        xs.first().copied().unwrap_or(1),
-        sweep_one = sweep.trim_end_matches('s'),
-    );
-    for &x in xs {
-        for &c in clients {
-            let f = |field: fn(&RunResult) -> Option<f64>, d: usize| {
-                pick(runs, c, sweep, x, field).map_or("–".to_owned(), |v| format!("{v:.d$}"))
-            };
-            let base = xs
-                .first()
-                .and_then(|&x0| pick(runs, c, sweep, x0, |r| Some(r.cpu_us_per_msg)));
-            let ratio = match (pick(runs, c, sweep, x, |r| Some(r.cpu_us_per_msg)), base) {
-                (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
-                _ => "–".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "| {x} | {c} | {} | {} | {ratio} | {} | {} | {} | {} | {} |",
-                f(|r| Some(r.msgs_per_s), 0),
-                f(|r| Some(r.cpu_us_per_msg), 2),
-                f(|r| Some(r.wakeups_per_msg), 3),
-                f(|r| r.syscalls_per_msg, 3),
-                f(|r| Some(r.allocs_per_msg), 1),
-                f(|r| Some(r.setup_rss_kib as f64 / 1024.0), 1),
-                f(|r| Some(r.peak_rss_kib as f64 / 1024.0), 1),
-            );
-        }
-    }
-    out.push('\n');
 }
 
 /// Parent mode.
