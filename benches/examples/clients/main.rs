@@ -47,6 +47,7 @@
 #![allow(clippy::print_stdout)]
 
 mod amqprs;
+mod charts;
 mod lapin;
 mod measure;
 mod ours;
@@ -482,7 +483,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
     .map_err(|err| format!("writing {}: {err}", args.json.display()))?;
     eprintln!("JSON written to {}", args.json.display());
     if let Some(dir) = &args.svg {
-        report::charts(dir, &summaries, &layout)
+        charts::draw(dir, &summaries, &layout)
             .map_err(|err| format!("writing charts to {}: {err}", dir.display()))?;
     }
     if let Some((_, _, server_rt)) = builtin {
