@@ -49,16 +49,15 @@ pub(crate) async fn process<H: Handler>(ctx: &Arc<Ctx<H>>, delivery: &mut Delive
             });
             // Boxed: the failure path (publish, confirm, hook) is large and rare, and every
             // runner's future would otherwise carry its room.
-            let failing = fail(
+            let mut failing = Box::pin(fail(
                 ctx,
                 delivery,
                 &task,
                 &failure,
                 &link.publisher,
                 &link.broken,
-            );
-            let failing = std::pin::pin!(failing);
-            Box::pin(in_span(&span, failing)).await;
+            ));
+            in_span(&span, failing.as_mut()).await;
         }
     }
 }
