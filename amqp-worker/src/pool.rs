@@ -15,11 +15,8 @@
 //! requeues what a closed channel held) and the graceful stop hands back.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 
 use amqp_client::{Delivery, NackOptions};
 use tokio_util::sync::CancellationToken;
@@ -118,13 +115,7 @@ async fn run<H: Handler>(ctx: Arc<Ctx<H>>, feed: Arc<Feed<Delivery, Link>>) {
 /// redelivers it when its channel closes), and the runner lives on.
 async fn settle_caught<H: Handler>(ctx: &Arc<Ctx<H>>, delivery: &mut Delivery, link: &Link) {
     let mut work = pin!(settle::process(ctx, delivery, link));
-    let outcome = std::future::poll_fn(|cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
-            Ok(poll) => poll.map(Ok),
-            Err(_) => Poll::Ready(Err(())),
-        }
-    })
-    .await;
+    let outcome = std::future::poll_fn(|cx| settle::poll_catching(work.as_mut(), cx)).await;
     if outcome.is_err() {
         tracing::error!(
             "a task runner panicked outside the handler; the task is redelivered once its channel closes"

@@ -36,9 +36,9 @@ pub(crate) async fn process<H: Handler>(ctx: &Arc<Ctx<H>>, delivery: &mut Delive
     let limit = ctx.config.handler_timeout;
     let handling = std::pin::pin!(ctx.handler.handle(&task));
     let ran = bounded(started.checked_add(limit), &span, handling).await;
-    ctx.metrics
-        .finished(matches!(ran, Ok(Ok(()))), started.elapsed());
-    match attempt_outcome(ran, limit) {
+    let outcome = attempt_outcome(ran, limit);
+    ctx.metrics.finished(outcome.is_ok(), started.elapsed());
+    match outcome {
         Ok(()) => span.in_scope(|| {
             tracing::debug!("succeeded");
             settled(ctx, delivery.ack());
@@ -189,10 +189,7 @@ async fn bounded<F: Future>(
 ) -> Result<F::Output, Stopped> {
     let mut poll_caught = |cx: &mut Context<'_>| {
         let _entered = span.enter();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
-            Ok(poll) => poll.map(Ok),
-            Err(payload) => Poll::Ready(Err(payload)),
-        }
+        poll_catching(work.as_mut(), cx)
     };
     let first = std::future::poll_fn(|cx| Poll::Ready(poll_caught(cx))).await;
     let caught = match (first, deadline) {
@@ -207,6 +204,18 @@ async fn bounded<F: Future>(
         }
     };
     caught.map_err(|payload| Stopped::Panicked(panic_message(payload)))
+}
+
+/// One poll of `work`, a panic in it caught: `Ready(Err(payload))` then, and `work` must not
+/// be polled again.
+pub(crate) fn poll_catching<F: Future>(
+    work: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Box<dyn Any + Send>>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| work.poll(cx))) {
+        Ok(poll) => poll.map(Ok),
+        Err(payload) => Poll::Ready(Err(payload)),
+    }
 }
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
