@@ -106,11 +106,7 @@ pub(crate) fn find_entry<'a>(
             let (after, found) = value(letter)(rest).map_err(failure)?;
             return Ok(Some((after, found)));
         }
-        entries = match letter {
-            b'F' => long_bytes(What::FieldTable)(rest).map_err(failure)?.0,
-            b'A' => long_bytes(What::FieldArray)(rest).map_err(failure)?.0,
-            _ => skip_value(rest, letter)?,
-        };
+        entries = skip_value(rest, letter)?;
     }
     Ok(None)
 }
@@ -221,11 +217,12 @@ static FIXED_LEN: [u8; 256] = {
     t
 };
 
-/// Steps over one value of type `letter`, other than a table or an array; returns what follows.
+/// Steps over one value of type `letter`; returns what follows. A table or an array is stepped
+/// over whole, by its length (not checked: [`scan_flat`] steps into those itself).
 // Hand-written for the common kinds (fixed sizes by table, long strings): stepping over every
 // value with `value` (nom's `map` and tuples over the leaves) cost 1599 instructions per
 // validation of the 20-entry table, this 1148 (`benches/callgrind table`, `FieldTable::from_raw`
-// alone), on the path every delivery's headers take. The others (`t D V x`, unknown letters)
+// alone), on the path every delivery's headers take. The others (`t D V x F A`, unknown letters)
 // are read by `value` itself.
 #[inline(always)]
 fn skip_value(rest: &[u8], letter: u8) -> Result<&[u8], Fail> {

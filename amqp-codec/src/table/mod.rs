@@ -317,8 +317,9 @@ impl FieldTable {
         }
     }
 
-    /// The value of the first entry named `key`. The entries before it are read in place:
-    /// only the value found is made (a string or container in it shares the encoding).
+    /// The value of the first entry named `key`. The entries before it are stepped over by
+    /// their lengths: only the value found is made (a string or container in it shares the
+    /// encoding).
     ///
     /// (callgrind, the worker reading a retried task's headers: through [`iter`](Self::iter),
     /// every key and value passed made a shared `Bytes` and dropped it, two atomic operations
