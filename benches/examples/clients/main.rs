@@ -65,7 +65,7 @@ use std::time::Duration;
 use amqp_test_support::alloc_counter::{self, CountingAllocator};
 use clap::{Parser, ValueEnum};
 
-use crate::measure::{BoxError, Params, RunResult};
+use crate::measure::{BoxError, Params, RunResult, RuntimeKind};
 pub(crate) use crate::workload::Workload;
 
 #[global_allocator]
@@ -95,17 +95,6 @@ impl Client {
             Self::Amqprs => "amqprs",
         }
     }
-}
-
-/// Which tokio runtime the child runs its client on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum RuntimeKind {
-    /// One thread (lapin still adds its own I/O thread).
-    #[value(name = "ct", alias = "current")]
-    Current,
-    /// Tokio's multi-threaded runtime, one worker per core: what `#[tokio::main]` gives.
-    #[value(name = "mt", alias = "multi")]
-    Multi,
 }
 
 /// Which broker the clients talk to.
@@ -251,18 +240,6 @@ impl Args {
     }
 }
 
-/// A tokio runtime of the requested kind.
-fn runtime(kind: RuntimeKind) -> std::io::Result<tokio::runtime::Runtime> {
-    match kind {
-        RuntimeKind::Current => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        RuntimeKind::Multi => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-    }
-}
-
 /// Child mode: runs `client` on `workload` and prints its result as one JSON line.
 fn child(args: &Args, names: &[String]) -> Result<(), BoxError> {
     let [client, workload] = names else {
@@ -276,7 +253,7 @@ fn child(args: &Args, names: &[String]) -> Result<(), BoxError> {
     params.coalesce_acks = client != Client::OursNoCoalesce;
     let url = amqp_test_support::broker_url();
     let kind = args.single_runtime();
-    let rt = runtime(kind)?;
+    let rt = kind.build(None)?;
     let result = rt.block_on(async {
         match client {
             Client::Ours | Client::OursNoCoalesce => {
@@ -290,7 +267,7 @@ fn child(args: &Args, names: &[String]) -> Result<(), BoxError> {
     rt.shutdown_timeout(Duration::from_secs(1));
     let mut result = result.with_size(params.size);
     result.client = client.name().to_owned();
-    result.runtime = runtime_name(kind).to_owned();
+    result.runtime = kind.name().to_owned();
     result.round = args.round;
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
@@ -328,7 +305,7 @@ fn spawn_child(args: &Args, spec: RunSpec, queue: &str, url: &str) -> Result<Run
         .args(["--ack-batch", &args.ack_batch.to_string()])
         .args(["--rate", &args.rate.to_string()])
         .args(["--latency-ms", &args.latency_ms.to_string()])
-        .args(["--runtime", runtime_name(spec.runtime)]);
+        .args(["--runtime", spec.runtime.name()]);
     if args.no_alloc_count {
         cmd.arg("--no-alloc-count");
     }
@@ -339,14 +316,6 @@ fn spawn_child(args: &Args, spec: RunSpec, queue: &str, url: &str) -> Result<Run
         cmd.args(["--outbound-high-water", &bytes.to_string()]);
     }
     measure::run_child(&mut cmd)
-}
-
-/// The command-line name of a runtime kind.
-fn runtime_name(kind: RuntimeKind) -> &'static str {
-    match kind {
-        RuntimeKind::Current => "ct",
-        RuntimeKind::Multi => "mt",
-    }
 }
 
 /// Parent mode: every body size, round, workload, runtime and client (rotating who goes
@@ -363,7 +332,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
         Some((_, port, _)) => format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
         None => amqp_test_support::broker_url(),
     };
-    let rt = runtime(RuntimeKind::Current)?;
+    let rt = RuntimeKind::Current.build(None)?;
     // RabbitMQ on this machine: its CPU per run says whether it set the pace.
     let beam = if builtin.is_none() {
         measure::broker_pid()
@@ -430,7 +399,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
                                     client.name(),
                                     workload.name(),
                                     size,
-                                    runtime_name(kind)
+                                    kind.name()
                                 );
                                 if let Err(err) = rt.block_on(ours::delete_queue(&url, &queue)) {
                                     eprintln!("cleanup of {queue} failed: {err}");
@@ -445,7 +414,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
     }
     let workloads: Vec<&str> = args.workloads.iter().map(|w| w.name()).collect();
     let client_names: Vec<&str> = clients.iter().map(|c| c.name()).collect();
-    let runtimes: Vec<&str> = args.runtime.iter().map(|&k| runtime_name(k)).collect();
+    let runtimes: Vec<&str> = args.runtime.iter().map(|&k| k.name()).collect();
     let summaries = report::summarise(&runs, &workloads, &client_names);
     let broker_name = match args.broker {
         BrokerKind::Rabbitmq => "RabbitMQ at AMQP_URL",
@@ -539,7 +508,7 @@ fn flat_memory(args: &Args, total: u64) -> Result<(), BoxError> {
     let url = amqp_test_support::broker_url();
     let queue = amqp_test_support::unique_name("clients-bench-flat-memory");
     let every = args.sample_every.max(1);
-    let rt = runtime(args.single_runtime())?;
+    let rt = args.single_runtime().build(None)?;
     let (run, samples) = rt.block_on(ours::flat_memory(&url, &queue, &params, total, every))?;
     println!(
         "our client, publish and consume at once, {total} messages of {} B:",
@@ -572,7 +541,9 @@ fn flat_memory(args: &Args, total: u64) -> Result<(), BoxError> {
 /// `--fill QUEUE`: fills the queue for a consume run started by hand.
 fn fill_only(args: &Args, queue: &str) -> Result<(), BoxError> {
     let url = amqp_test_support::broker_url();
-    runtime(RuntimeKind::Current)?.block_on(ours::fill(&url, queue, &args.params()))
+    RuntimeKind::Current
+        .build(None)?
+        .block_on(ours::fill(&url, queue, &args.params()))
 }
 
 fn main() -> ExitCode {

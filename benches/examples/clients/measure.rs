@@ -409,6 +409,54 @@ impl RunResult {
 /// The error type of a run: any error, with its message.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Which tokio runtime a measured child runs on, the same switch in every bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RuntimeKind {
+    /// One thread (lapin still adds its own I/O thread).
+    #[value(name = "ct", alias = "current")]
+    Current,
+    /// Tokio's multi-threaded runtime: what `#[tokio::main]` gives (one worker per core unless
+    /// a bench says how many).
+    #[value(name = "mt", alias = "multi")]
+    Multi,
+}
+
+impl RuntimeKind {
+    /// Its name on a command line and in the JSON: `ct` or `mt`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Current => "ct",
+            RuntimeKind::Multi => "mt",
+        }
+    }
+
+    /// Its name in a table's caption (the scale and worker benches'; the clients bench words
+    /// its own).
+    #[allow(dead_code)]
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            RuntimeKind::Current => "current-thread",
+            RuntimeKind::Multi => "multi-thread",
+        }
+    }
+
+    /// A runtime of this kind; a multi-threaded one with `threads` workers if given.
+    pub(crate) fn build(self, threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            RuntimeKind::Current => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            RuntimeKind::Multi => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                if let Some(threads) = threads {
+                    builder.worker_threads(threads.max(1));
+                }
+                builder.enable_all().build()
+            }
+        }
+    }
+}
+
 /// Runs a measured child (`cmd`, its stderr shown as it goes) and reads its result: the last
 /// line of its stdout that is a JSON object. Every bench runs each measured run in a child of
 /// its own, so that CPU, allocations and peak RSS belong to that run alone.

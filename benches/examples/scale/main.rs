@@ -60,7 +60,7 @@ use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::lanes::{amqprs_traffic, idle, lane_params, lapin_traffic, ours_traffic};
-use crate::measure::BoxError;
+use crate::measure::{BoxError, RuntimeKind};
 use crate::report::{pick, sweep_table};
 pub(crate) use crate::workload::Workload;
 
@@ -98,17 +98,6 @@ enum Mode {
     IdleConnections,
     /// Idle channels on one connection.
     IdleChannels,
-}
-
-/// Runtime of the measured process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum RuntimeKind {
-    /// Multi-threaded (the `#[tokio::main]` default).
-    #[value(name = "mt")]
-    Multi,
-    /// Current thread.
-    #[value(name = "ct")]
-    Current,
 }
 
 /// Command line.
@@ -216,18 +205,6 @@ struct RunResult {
     round: u32,
 }
 
-/// The runtime of a measured process.
-fn runtime(kind: RuntimeKind) -> std::io::Result<tokio::runtime::Runtime> {
-    match kind {
-        RuntimeKind::Multi => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-        RuntimeKind::Current => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    }
-}
-
 /// Messages per lane of a run with `lanes` lanes in all.
 fn per_lane(args: &Args, lanes: usize) -> u64 {
     (args.messages / lanes.max(1) as u64).max(args.min_per_lane)
@@ -242,7 +219,7 @@ fn child(args: &Args, names: &[String]) -> Result<(), BoxError> {
     let mode = Mode::from_str(mode, true)?;
     alloc_counter::enable_process_counting(true);
     let url = amqp_test_support::broker_url();
-    let rt = runtime(args.runtime)?;
+    let rt = args.runtime.build(None)?;
     let result = match mode {
         Mode::Traffic => {
             let lanes = args.conns * args.lanes;
@@ -333,13 +310,7 @@ fn spawn_child(
         .args(["--prefetch", &args.prefetch.to_string()])
         .args(["--idle-connections", &args.idle_connections.to_string()])
         .args(["--idle-channels", &args.idle_channels.to_string()])
-        .args([
-            "--runtime",
-            match args.runtime {
-                RuntimeKind::Multi => "mt",
-                RuntimeKind::Current => "ct",
-            },
-        ]);
+        .args(["--runtime", args.runtime.name()]);
     measure::run_child(&mut cmd)
 }
 
@@ -419,10 +390,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
         args.prefetch,
         args.messages,
         args.min_per_lane,
-        match args.runtime {
-            RuntimeKind::Multi => "multi-thread",
-            RuntimeKind::Current => "current-thread",
-        },
+        args.runtime.describe(),
         args.rounds
     );
     let _ = writeln!(out, "#### Channels on one connection\n");
@@ -495,7 +463,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
             "settings": {
                 "messages": args.messages, "min_per_lane": args.min_per_lane, "size": args.size,
                 "window": args.window, "prefetch": args.prefetch, "rounds": args.rounds,
-                "runtime": match args.runtime { RuntimeKind::Multi => "mt", RuntimeKind::Current => "ct" },
+                "runtime": args.runtime.name(),
                 "idle_connections": args.idle_connections, "idle_channels": args.idle_channels,
             },
             "runs": runs,

@@ -51,7 +51,7 @@ use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::measure::{BoxError, Meter, Phase};
+use crate::measure::{BoxError, Meter, Phase, RuntimeKind};
 use crate::shape::Shape;
 
 #[global_allocator]
@@ -82,17 +82,6 @@ impl Row {
             Self::Raw => "raw",
         }
     }
-}
-
-/// Runtime of the measured process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum RuntimeKind {
-    /// Multi-threaded, `--threads` workers (the worker binary's own kind).
-    #[value(name = "mt")]
-    Multi,
-    /// Current thread.
-    #[value(name = "ct")]
-    Current,
 }
 
 /// Command line.
@@ -299,25 +288,12 @@ async fn run_raw(args: &Args, url: &str, queue: &str) -> Result<Phase, BoxError>
     Ok(phase)
 }
 
-/// The runtime of a measured process.
-fn runtime(args: &Args) -> std::io::Result<tokio::runtime::Runtime> {
-    match args.runtime {
-        RuntimeKind::Multi => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads.max(1))
-            .enable_all()
-            .build(),
-        RuntimeKind::Current => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    }
-}
-
 /// Child mode: one row on a pre-filled queue, the result as one JSON line.
 fn child(args: &Args, row: Row) -> Result<(), BoxError> {
     let queue = args.queue.clone().ok_or("--child needs --queue")?;
     let url = amqp_test_support::broker_url();
     alloc_counter::enable_process_counting(true);
-    let rt = runtime(args)?;
+    let rt = args.runtime.build(Some(args.threads))?;
     let phase = rt.block_on(async {
         match row {
             Row::Worker => run_worker(args, &url, &queue).await,
@@ -341,13 +317,7 @@ fn spawn_child(args: &Args, row: Row, queue: &str) -> Result<RunResult, BoxError
         .args(["--concurrency", &args.concurrency.to_string()])
         .args(["--prefetch", &args.prefetch.to_string()])
         .args(["--threads", &args.threads.to_string()])
-        .args([
-            "--runtime",
-            match args.runtime {
-                RuntimeKind::Multi => "mt",
-                RuntimeKind::Current => "ct",
-            },
-        ]);
+        .args(["--runtime", args.runtime.name()]);
     measure::run_child(&mut cmd)
 }
 
@@ -425,10 +395,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
         args.shape.describe(),
         args.prefetch,
         args.concurrency,
-        match args.runtime {
-            RuntimeKind::Multi => "multi-thread",
-            RuntimeKind::Current => "current-thread",
-        },
+        args.runtime.describe(),
         if args.runtime == RuntimeKind::Multi {
             format!(" ({} threads)", args.threads)
         } else {
@@ -494,7 +461,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
         "shape": args.shape.name(),
         "prefetch": args.prefetch,
         "concurrency": args.concurrency,
-        "runtime": match args.runtime { RuntimeKind::Multi => "mt", RuntimeKind::Current => "ct" },
+        "runtime": args.runtime.name(),
         "threads": args.threads,
         "rounds": args.rounds,
         "runs": runs,
