@@ -241,8 +241,9 @@ impl Metrics {
         self.consumed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A handler run ended, after `took`: three atomic adds (callgrind on the worker bench:
-    /// seven before, when the running count and the histogram's count had their own).
+    /// A handler run ended, after `took`: three atomic adds, four per run with
+    /// [`started`](Self::started)'s (callgrind on the worker bench: seven before, when the
+    /// running count and the histogram's count had their own).
     pub(crate) fn finished(&self, ok: bool, took: Duration) {
         let counter = if ok { &self.succeeded } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);
