@@ -141,7 +141,8 @@ impl<T, C> Feed<T, C> {
                 match self.take(state, held, slot) {
                     Taken::Item(context) => return Some(held.insert(context)),
                     Taken::Closed => return None,
-                    Taken::Empty(_unlocked) => {}
+                    // Unlocked: the waiter is made, then the queue is looked at again.
+                    Taken::Empty(guard) => drop(guard),
                 }
             }
             let mut notified = pin!(self.work.notified());
