@@ -149,11 +149,7 @@ async fn acking_an_unknown_tag_closes_the_channel_with_406() {
             other => panic!("expected StaleDelivery, got {other:?}"),
         }
         let ch = conn.open_channel().await.unwrap();
-        let m = ch
-            .basic_get(&q, GetOptions::default())
-            .await
-            .unwrap()
-            .expect("requeued");
+        let m = common::get_requeued(&ch, &q).await;
         assert!(m.delivery.redelivered);
         m.delivery.ack().unwrap();
         // Acking the same tag twice is the same error.
@@ -236,6 +232,8 @@ async fn coalesced_acks_settle_exactly_what_the_application_settled() {
         consume_ch.close().await.unwrap();
         drop(held);
         drop(consumer);
+        // The broker requeues them once the queue learns the channel is gone.
+        common::await_ready(&ch, &q, 2).await;
         let back = drain(&ch, &q).await;
         assert_eq!(
             back,

@@ -101,11 +101,7 @@ async fn settling_after_the_channel_closed_is_stale_and_the_broker_requeues() {
             "{err:?}"
         );
         // The broker requeued it when the channel closed.
-        let again = ch2
-            .basic_get(&queue, GetOptions::default())
-            .await
-            .unwrap()
-            .expect("requeued");
+        let again = common::get_requeued(&ch2, &queue).await;
         assert!(again.delivery.redelivered);
         again.delivery.ack().unwrap();
         ch2.queue_delete(&queue, QueueDeleteOptions::default())

@@ -279,16 +279,8 @@ async fn dropping_a_consumer_hands_back_its_messages() {
         tokio::time::sleep(Duration::from_millis(200)).await; // let the rest be buffered
         drop(consumer);
         first.ack().unwrap();
-        // The three never handed out are requeued; poll until they are ready again.
-        let mut ready = 0;
-        for _ in 0..50 {
-            ready = ready_count(&ch, &q).await;
-            if ready == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(ready, 3);
+        // The three never handed out are requeued; wait until they are ready again.
+        common::await_ready(&ch, &q, 3).await;
         let m = ch
             .basic_get(&q, GetOptions::default())
             .await

@@ -161,11 +161,7 @@ async fn tx_commit_delivers_and_rollback_discards() {
         ch.tx_rollback().await.unwrap();
         ch.close().await.unwrap();
         // Closing the channel requeued the un-acked message.
-        let m = reader
-            .basic_get(&q, GetOptions::default())
-            .await
-            .unwrap()
-            .expect("requeued");
+        let m = common::get_requeued(&reader, &q).await;
         assert_eq!(m.delivery.body, "ack me");
         assert!(m.delivery.redelivered);
         m.delivery.ack().unwrap();

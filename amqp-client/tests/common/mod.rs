@@ -266,6 +266,29 @@ pub(crate) async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
     out
 }
 
+/// Gets the message that a closed channel left unacked, once the broker has requeued it.
+///
+/// RabbitMQ requeues a closed channel's unacked messages when the queue learns the channel
+/// is gone, which can come after `channel.close-ok`: a `basic.get` sent at once may find the
+/// queue still empty. So this asks again every 10 ms, and fails after 5 s.
+pub(crate) async fn get_requeued(ch: &Channel, queue: &str) -> amqp_client::GetMessage {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(msg) = ch
+            .basic_get(queue, GetOptions::default())
+            .await
+            .expect("basic.get")
+        {
+            return msg;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker did not requeue the message within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Publishes `bodies` to `queue` and waits until the broker confirmed them all (so they are
 /// in the queue). Uses its own confirm-mode channel.
 pub(crate) async fn fill(conn: &amqp_client::Connection, queue: &str, bodies: &[String]) {
@@ -325,9 +348,28 @@ pub(crate) async fn quiet(consumer: &mut Consumer, wait: Duration) -> bool {
     tokio::time::timeout(wait, consumer.recv()).await.is_err()
 }
 
+/// The number of messages ready in `queue` (a passive declare).
 pub(crate) async fn ready_count(ch: &Channel, queue: &str) -> u32 {
     ch.queue_declare(queue, QueueDeclareOptions::default().with_passive())
         .await
         .expect("ready_count")
         .message_count
+}
+
+/// Waits until `queue` holds `expected` ready messages, asking every 20 ms; fails after 5 s
+/// with the last count. For messages the broker requeues on its own time, such as a closed
+/// channel's or a cancelled consumer's unacked ones.
+pub(crate) async fn await_ready(ch: &Channel, queue: &str, expected: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = ready_count(ch, queue).await;
+        if ready == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue} holds {ready} ready messages after 5 s, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
