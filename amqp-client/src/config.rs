@@ -187,10 +187,13 @@ impl Default for Limits {
 /// whatever is left after `max_wait`. Fewer wake-ups, reads and ack writes per message, for
 /// at most `max_wait` (plus the runtime timer's 1 ms resolution) of added delay while the
 /// stream lasts. Slower input (RPC replies, confirms, a few thousand deliveries a second)
-/// never engages it; a timer read that brings less than `min_bytes / 16` ends it. The mark
-/// never exceeds half of what the consumers' prefetch (basic.qos) lets the broker send
-/// before it waits for acks, so a small prefetch is never throttled by the clock; when that
-/// half is under `min_bytes / 8`, reads stay eager.
+/// never engages it; a timer read that brings less than `min_bytes / 16` ends it. Large
+/// deliveries that fill the mark in under a quarter of `max_wait` double it, up to four
+/// deliveries' worth (at most 512 KiB), and each timer read halves it back toward
+/// `min_bytes`: a 64 KiB stream wakes the connection once per four deliveries, not twice
+/// per one. The mark never exceeds half of what the consumers' prefetch (basic.qos) lets
+/// the broker send before it waits for acks, so a small prefetch is never throttled by the
+/// clock; when that half is under `min_bytes / 8`, reads stay eager.
 ///
 /// TLS connections and other systems read as soon as bytes arrive, whatever this says.
 ///
@@ -208,8 +211,8 @@ impl Default for Limits {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadBatching {
-    /// Bytes the kernel collects before waking the connection while batching. Default 32 KiB
-    /// (about 200 small deliveries).
+    /// Bytes the kernel collects before waking the connection while batching (more for large
+    /// deliveries, see above). Default 32 KiB (about 200 small deliveries).
     pub min_bytes: u32,
     /// Longest the connection leaves received bytes unread while batching. Default 1 ms.
     pub max_wait: Duration,

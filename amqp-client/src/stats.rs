@@ -26,7 +26,8 @@ pub struct IoStats {
     pub writes: u64,
     /// Bytes written.
     pub bytes_written: u64,
-    /// Times read batching engaged (see [`ReadBatching`](crate::ReadBatching)).
+    /// Times read batching engaged (see [`ReadBatching`](crate::ReadBatching)); a raised
+    /// mark doubling or halving while batching does not count.
     pub batching_engaged: u64,
 }
 

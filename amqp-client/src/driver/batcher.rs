@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::read_pacer::{ReadCause, ReadPacer};
+use super::read_pacer::{Flow, ReadCause, ReadPacer};
 use crate::config::ReadBatching;
 use crate::shared::Shared;
 
@@ -59,10 +59,8 @@ impl Batcher {
 
     /// When the driver must read without waiting for readiness.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        if self.disabled {
-            return None;
-        }
-        self.sweep_at.or_else(|| self.pacer.deadline())
+        let pacer = || self.pacer.deadline().filter(|_| !self.disabled);
+        self.sweep_at.or_else(pacer)
     }
 
     /// The read by the clock: whatever the kernel holds. `WouldBlock` means it held nothing.
@@ -92,16 +90,27 @@ impl Batcher {
         if self.disabled {
             return Ok(());
         }
-        let window = || unacked_window(shared);
-        let Some(mark) = self.pacer.on_read(Instant::now(), n, cause, window) else {
+        let was_batching = self.pacer.is_batching();
+        let Some(mark) = self
+            .pacer
+            .on_read(Instant::now(), n, cause, || flow(shared))
+        else {
             return Ok(());
         };
         if mark > 1 {
             match self.socket.set(mark) {
-                Ok(()) => shared.io.batching_engaged(),
+                // Counted when batching starts, not when a raised mark doubles or halves.
+                Ok(()) if !was_batching => shared.io.batching_engaged(),
+                Ok(()) => {}
                 Err(err) => {
-                    tracing::warn!(error = %err, "cannot raise SO_RCVLOWAT; reading eagerly");
+                    tracing::warn!(error = %err, "cannot set SO_RCVLOWAT; reading eagerly");
                     self.disabled = true;
+                    // A mark raised before stays in the kernel, with no timed read to sweep
+                    // under it any more: back to 1, or the connection fails.
+                    if was_batching {
+                        self.socket.set(1)?;
+                        self.sweep_at = Some(Instant::now());
+                    }
                 }
             }
             return Ok(());
@@ -112,13 +121,14 @@ impl Batcher {
     }
 }
 
-/// Bytes the broker may send before it waits for our acks: the tightest prefetch of a
-/// consumer that acks, times the bytes read per delivery so far (`None`: no limit). Before
-/// the first delivery the size is unknown, and a limited consumer counts as a window of 0.
-fn unacked_window(shared: &Shared) -> Option<u64> {
+/// The deliveries' size so far and the bytes the broker may send before it waits for our
+/// acks: the tightest prefetch of a consumer that acks, times the bytes read per delivery.
+/// Before the first delivery the size is unknown, and a limited consumer counts as a window
+/// of 0.
+fn flow(shared: &Shared) -> Flow {
     let (prefetch, deliveries) = {
         let mut core = shared.lock();
-        (core.ack_window()?, core.deliveries_received())
+        (core.ack_window(), core.deliveries_received())
     };
     let per_delivery = shared
         .io
@@ -126,5 +136,8 @@ fn unacked_window(shared: &Shared) -> Option<u64> {
         .bytes_read
         .checked_div(deliveries)
         .unwrap_or(0);
-    Some(u64::from(prefetch) * per_delivery)
+    Flow {
+        per_delivery,
+        unacked_window: prefetch.map(|p| u64::from(p) * per_delivery),
+    }
 }
