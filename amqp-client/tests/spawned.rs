@@ -14,8 +14,7 @@ use amqp_client::amqp_codec::BasicProperties;
 use amqp_client::{Connection, PublishOptions};
 use amqp_test_support::broker_url;
 use common::{
-    Cleanup, LIMIT, config, consume_with_prefetch, exclusive, plain, rabbitmqctl, ready_count,
-    within,
+    Cleanup, LIMIT, config, consume_with_prefetch, exclusive, plain, ready_count, within,
 };
 
 /// Carries a type to the `is_send` probe.
@@ -225,10 +224,11 @@ async fn concurrent_publishers_and_acks_lose_no_wake_up() {
         publishers.join_all().await;
         let consumer = consuming.await.unwrap();
         consumer.cancel().await.unwrap();
-        // A round trip after the acks on their channel, then nothing is left unacked: closing
-        // the consumer's channel requeues nothing.
-        consumer_ch.close().await.unwrap();
+        // A round trip after the acks on their channel: the broker holds none unacked, and
+        // none are ready (a lost ack would have left one unacked, to be requeued on close).
+        assert_eq!(common::unacked_settled(&q).await, "0", "acks lost");
         assert_eq!(ready_count(&setup, &q).await, 0);
+        consumer_ch.close().await.unwrap();
         conn.close().await.unwrap();
     })
     .await;
@@ -311,27 +311,7 @@ async fn with_nothing_to_read_no_wake_up_is_lost() {
             });
         }
         ackers.join_all().await;
-        let mut unacked = String::new();
-        for _ in 0..10 {
-            let listing = rabbitmqctl(&[
-                "list_queues",
-                "--quiet",
-                "--no-table-headers",
-                "name",
-                "messages_unacknowledged",
-            ])
-            .await;
-            unacked = listing
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{q}\t")))
-                .unwrap_or("not listed")
-                .trim()
-                .to_owned();
-            if unacked == "0" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let unacked = common::unacked_settled(&q).await;
         assert_eq!(unacked, "0", "acks left unwritten");
         consumer.cancel().await.unwrap();
         consumer_ch.close().await.unwrap();

@@ -196,6 +196,35 @@ pub(crate) async fn rabbitmqctl(args: &[&str]) -> String {
     .expect("rabbitmqctl task")
 }
 
+/// `queue`'s count of delivered and unacknowledged messages, as its queue process tells
+/// `rabbitmqctl list_queues`: asked every 200 ms until it is 0, at most 10 times (acks a
+/// client has not written yet still count), and the last answer returned ("not listed" if
+/// the queue is not there).
+pub(crate) async fn unacked_settled(queue: &str) -> String {
+    let mut unacked = String::new();
+    for _ in 0..10 {
+        let listing = rabbitmqctl(&[
+            "list_queues",
+            "--quiet",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .await;
+        unacked = listing
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{queue}\t")))
+            .unwrap_or("not listed")
+            .trim()
+            .to_owned();
+        if unacked == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    unacked
+}
+
 /// The broker-side pid of the connection whose `connection_name` client property is `name`
 /// (RabbitMQ 3.10 has no `user_provided_name` column, so the name is found in
 /// `client_properties`). Retries briefly: a connection is listed once it is fully open.
