@@ -190,8 +190,8 @@ impl Default for Limits {
 /// never engages it; a timer read that brings less than `min_bytes / 16` ends it. Large
 /// deliveries that fill the mark in under a quarter of `max_wait` double it, up to four
 /// deliveries' worth (at most 512 KiB), and each timer read halves it back toward
-/// `min_bytes`: a 64 KiB stream wakes the connection once per four deliveries, not twice
-/// per one. The mark never exceeds half of what the consumers' prefetch (basic.qos) lets
+/// `min_bytes`: a fast 64 KiB stream is read about once per three deliveries, not once per
+/// one or two. The mark never exceeds half of what the consumers' prefetch (basic.qos) lets
 /// the broker send before it waits for acks, so a small prefetch is never throttled by the
 /// clock; when that half is under `min_bytes / 8`, reads stay eager.
 ///
