@@ -197,32 +197,38 @@ pub(crate) async fn rabbitmqctl(args: &[&str]) -> String {
 }
 
 /// `queue`'s count of delivered and unacknowledged messages, as its queue process tells
-/// `rabbitmqctl list_queues`: asked every 200 ms until it is 0, at most 10 times (acks a
+/// `rabbitmqctl list_queues`: asked every 200 ms until it is 0, for at most 10 s (acks a
 /// client has not written yet still count), and the last answer returned ("not listed" if
 /// the queue is not there).
 pub(crate) async fn unacked_settled(queue: &str) -> String {
-    let mut unacked = String::new();
-    for _ in 0..10 {
-        let listing = rabbitmqctl(&[
-            "list_queues",
-            "--quiet",
-            "--no-table-headers",
-            "name",
-            "messages_unacknowledged",
-        ])
-        .await;
-        unacked = listing
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{queue}\t")))
-            .unwrap_or("not listed")
-            .trim()
-            .to_owned();
-        if unacked == "0" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    unacked
+    let row = format!("{queue}\t");
+    let answer = poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        async || {
+            let listing = rabbitmqctl(&[
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "messages_unacknowledged",
+            ])
+            .await;
+            let unacked = listing
+                .lines()
+                .find_map(|l| l.strip_prefix(&row))
+                .unwrap_or("not listed")
+                .trim()
+                .to_owned();
+            if unacked == "0" {
+                Ok(unacked)
+            } else {
+                Err(unacked)
+            }
+        },
+    )
+    .await;
+    answer.unwrap_or_else(|last| last)
 }
 
 /// The broker-side pid of the connection whose `connection_name` client property is `name`
@@ -301,20 +307,33 @@ pub(crate) async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
 /// is gone, which can come after `channel.close-ok`: a `basic.get` sent at once may find the
 /// queue still empty. So this asks again every 10 ms, and fails after 5 s.
 pub(crate) async fn get_requeued(ch: &Channel, queue: &str) -> amqp_client::GetMessage {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let got = poll_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        async || {
+            let got = ch.basic_get(queue, GetOptions::default()).await;
+            got.expect("basic.get").ok_or(())
+        },
+    );
+    got.await
+        .expect("the broker did not requeue the message within 5 s")
+}
+
+/// Asks `probe` every `every` until it answers `Ok`, for at most `limit`, and returns its
+/// last answer: the bounded wait behind the helpers that wait for what the broker does in
+/// its own time.
+pub(crate) async fn poll_until<T, E>(
+    limit: Duration,
+    every: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if let Some(msg) = ch
-            .basic_get(queue, GetOptions::default())
-            .await
-            .expect("basic.get")
-        {
-            return msg;
+        let answer = probe().await;
+        if answer.is_ok() || tokio::time::Instant::now() >= deadline {
+            return answer;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broker did not requeue the message within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -389,16 +408,19 @@ pub(crate) async fn ready_count(ch: &Channel, queue: &str) -> u32 {
 /// with the last count. For messages the broker requeues on its own time, such as a closed
 /// channel's or a cancelled consumer's unacked ones.
 pub(crate) async fn await_ready(ch: &Channel, queue: &str, expected: u32) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let ready = ready_count(ch, queue).await;
-        if ready == expected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{queue} holds {ready} ready messages after 5 s, not {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let ready = poll_until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        async || {
+            let ready = ready_count(ch, queue).await;
+            if ready == expected {
+                Ok(())
+            } else {
+                Err(ready)
+            }
+        },
+    );
+    if let Err(ready) = ready.await {
+        panic!("{queue} holds {ready} ready messages after 5 s, not {expected}");
     }
 }
